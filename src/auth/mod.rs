@@ -1,0 +1,42 @@
+//! Authentication: who is calling, from an API key or a JWT bearer token.
+//!
+//! Policy: API keys (`cg_…`) are accepted in `Authorization: Bearer` or
+//! `X-Api-Key`; anything else in `Authorization: Bearer` is treated as a JWT.
+//! No credentials → 401 with `WWW-Authenticate: Bearer`; credentials that do
+//! not verify → 401 with `error="invalid_token"`. Scope checks (403) happen
+//! where the resource is known, in the handlers. Credentials never reach a
+//! log or an error body.
+
+pub mod api_key;
+pub mod jwt;
+pub mod scope;
+
+use std::sync::Arc;
+
+use crate::config::RateSpec;
+
+pub use api_key::KeySet;
+pub use jwt::Issuers;
+pub use scope::{Scope, Scopes};
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// `key:<name>` or `jwt:<issuer id>:<sub>`; jobs record it.
+    pub id: Arc<str>,
+    pub scopes: Scopes,
+    /// A per-key or per-issuer override of the principal rate limit.
+    pub rate_limit: Option<RateSpec>,
+}
+
+/// Fills `buf` from a cryptographically secure generator (the thread-local
+/// ChaCha generator seeded from the OS).
+pub fn random_bytes(buf: &mut [u8]) {
+    rand::fill(buf);
+}
+
+/// SHA-256 of `data`.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).into()
+}

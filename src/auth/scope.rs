@@ -1,0 +1,89 @@
+//! Scopes: what a principal may do.
+//!
+//! `triggers:run` runs any trigger, `trigger:<id>` runs one, `jobs:read` reads
+//! jobs that another principal created (a principal always reads its own).
+
+use std::fmt;
+
+/// One permission.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// `triggers:run`: every trigger.
+    TriggersRun,
+    /// `trigger:<id>`: one trigger.
+    Trigger(String),
+    /// `jobs:read`: any job, not only the principal's own.
+    JobsRead,
+}
+
+impl Scope {
+    /// Parses a known scope; unknown scopes are `None`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "triggers:run" => Some(Scope::TriggersRun),
+            "jobs:read" => Some(Scope::JobsRead),
+            _ => s
+                .strip_prefix("trigger:")
+                .filter(|id| crate::trigger::TriggerId::parse(id).is_ok())
+                .map(|id| Scope::Trigger(id.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scope::TriggersRun => f.write_str("triggers:run"),
+            Scope::Trigger(id) => write!(f, "trigger:{id}"),
+            Scope::JobsRead => f.write_str("jobs:read"),
+        }
+    }
+}
+
+/// A principal's scopes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scopes(Vec<Scope>);
+
+impl Scopes {
+    pub fn new(scopes: Vec<Scope>) -> Self {
+        Self(scopes)
+    }
+
+    /// Parses what it knows and ignores the rest (JWT issuers carry scopes
+    /// meant for other services).
+    pub fn parse_lenient<'a>(items: impl IntoIterator<Item = &'a str>) -> Self {
+        Self(items.into_iter().filter_map(Scope::parse).collect())
+    }
+
+    pub fn may_run(&self, trigger_id: &str) -> bool {
+        self.0.iter().any(|s| match s {
+            Scope::TriggersRun => true,
+            Scope::Trigger(id) => id == trigger_id,
+            Scope::JobsRead => false,
+        })
+    }
+
+    pub fn may_read_all_jobs(&self) -> bool {
+        self.0.contains(&Scope::JobsRead)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Scope> {
+        self.0.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trigger_scopes_cover_exactly_their_trigger() {
+        let s = Scopes::parse_lenient(["trigger:demo-call", "openid", "trigger:bad id"]);
+        assert!(s.may_run("demo-call"));
+        assert!(!s.may_run("other"));
+        assert!(!s.may_read_all_jobs());
+        assert_eq!(s.iter().count(), 1);
+        let all = Scopes::parse_lenient(["triggers:run", "jobs:read"]);
+        assert!(all.may_run("anything") && all.may_read_all_jobs());
+    }
+}

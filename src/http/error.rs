@@ -1,0 +1,251 @@
+//! The HTTP error type: every failure a client can see, rendered once as RFC
+//! 9457 `application/problem+json`.
+//!
+//! Policy: 5xx bodies never carry internal messages. The cause travels as a
+//! response extension (`ErrorCause`) that the access-log layer writes next to
+//! the request id, so `into_response` has no side effects.
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::limits::RateLimitHeaders;
+
+/// Media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// One validation failure: where (RFC 6901 pointer into the input) and what.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Violation {
+    pub pointer: String,
+    pub message: String,
+}
+
+/// Every error the HTTP layer answers with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the body or a parameter could not be parsed.
+    #[error("{detail}")]
+    BadRequest {
+        detail: String,
+        errors: Vec<Violation>,
+    },
+    /// 400: the `Idempotency-Key` header is empty, too long or not text.
+    #[error("invalid Idempotency-Key: {0}")]
+    BadIdempotencyKey(&'static str),
+    /// 401: no credentials, or credentials that are not valid.
+    #[error("{detail}")]
+    Unauthorized {
+        detail: String,
+        /// A token was presented (adds `error="invalid_token"`).
+        token_given: bool,
+    },
+    /// 403: valid credentials without the needed scope.
+    #[error("{detail}")]
+    Forbidden { detail: String },
+    /// 404: no such resource (only after authentication).
+    #[error("{0}")]
+    NotFound(String),
+    /// 405: the route exists but not for this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// 409: a request with the same Idempotency-Key is still being processed.
+    #[error("a request with this Idempotency-Key is still in progress")]
+    IdempotencyInFlight,
+    /// 413: body over the configured limit.
+    #[error("request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    /// 415: neither JSON nor form-encoded.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 422: the input does not satisfy the trigger's schema (every violation).
+    #[error("the input does not match the trigger's schema")]
+    Validation(Vec<Violation>),
+    /// 422: an Idempotency-Key reused with a different body.
+    #[error("this Idempotency-Key was already used with a different request body")]
+    IdempotencyKeyReused,
+    /// 429: a rate limit is exhausted.
+    #[error("rate limit `{policy}` exceeded")]
+    RateLimited {
+        policy: &'static str,
+        retry_after_secs: u64,
+        headers: RateLimitHeaders,
+    },
+    /// 503: the durable writer is behind (backpressure); retry later.
+    #[error("the gateway is at capacity; retry after {retry_after_secs} s")]
+    Overloaded { retry_after_secs: u64 },
+    /// 503: storage cannot be reached or written.
+    #[error("storage is unavailable")]
+    StorageUnavailable(String),
+    /// 503: the request did not finish within the server's request timeout.
+    #[error("the request did not complete in time")]
+    Timeout,
+    /// 500: a bug or an unexpected failure (cause logged, never shown).
+    #[error("internal error")]
+    Internal(String),
+}
+
+/// The logged cause of a 5xx (never sent to the client).
+#[derive(Debug, Clone)]
+pub struct ErrorCause(pub String);
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'static str,
+    status: u16,
+    detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a [Violation]>,
+}
+
+impl ApiError {
+    /// A 400 for an unparseable body, pointing at the failing place.
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        ApiError::BadRequest {
+            detail: detail.into(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// A 401 with the reason (safe to show: it never echoes the credential).
+    pub fn unauthorized(detail: impl Into<String>, token_given: bool) -> Self {
+        ApiError::Unauthorized {
+            detail: detail.into(),
+            token_given,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        use ApiError::*;
+        match self {
+            BadRequest { .. } | BadIdempotencyKey(_) => StatusCode::BAD_REQUEST,
+            Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Forbidden { .. } => StatusCode::FORBIDDEN,
+            NotFound(_) => StatusCode::NOT_FOUND,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            IdempotencyInFlight => StatusCode::CONFLICT,
+            PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Validation(_) | IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Overloaded { .. } | StorageUnavailable(_) | Timeout => StatusCode::SERVICE_UNAVAILABLE,
+            Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Short slug naming the problem type (`urn:callgate:problem:<slug>`).
+    pub fn slug(&self) -> &'static str {
+        use ApiError::*;
+        match self {
+            BadRequest { .. } => "malformed-request",
+            BadIdempotencyKey(_) => "invalid-idempotency-key",
+            Unauthorized { .. } => "unauthorized",
+            Forbidden { .. } => "forbidden",
+            NotFound(_) => "not-found",
+            MethodNotAllowed => "method-not-allowed",
+            IdempotencyInFlight => "idempotency-key-in-flight",
+            PayloadTooLarge { .. } => "payload-too-large",
+            UnsupportedMediaType(_) => "unsupported-media-type",
+            Validation(_) => "validation-failed",
+            IdempotencyKeyReused => "idempotency-key-reused",
+            RateLimited { .. } => "rate-limited",
+            Overloaded { .. } => "overloaded",
+            StorageUnavailable(_) => "storage-unavailable",
+            Timeout => "timeout",
+            Internal(_) => "internal",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        use ApiError::*;
+        match self {
+            BadRequest { .. } => "Malformed request",
+            BadIdempotencyKey(_) => "Invalid Idempotency-Key",
+            Unauthorized { .. } => "Authentication required",
+            Forbidden { .. } => "Not allowed",
+            NotFound(_) => "Not found",
+            MethodNotAllowed => "Method not allowed",
+            IdempotencyInFlight => "Request in progress",
+            PayloadTooLarge { .. } => "Payload too large",
+            UnsupportedMediaType(_) => "Unsupported media type",
+            Validation(_) => "Validation failed",
+            IdempotencyKeyReused => "Idempotency-Key reused",
+            RateLimited { .. } => "Too many requests",
+            Overloaded { .. } => "Overloaded",
+            StorageUnavailable(_) => "Storage unavailable",
+            Timeout => "Request timed out",
+            Internal(_) => "Internal server error",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let errors = match &self {
+            ApiError::Validation(v) | ApiError::BadRequest { errors: v, .. } => {
+                Some(v.as_slice()).filter(|v| !v.is_empty())
+            }
+            _ => None,
+        };
+        let cause = match &self {
+            ApiError::Internal(c) | ApiError::StorageUnavailable(c) => Some(c.clone()),
+            _ => None,
+        };
+        let body = Problem {
+            kind: format!("urn:callgate:problem:{}", self.slug()),
+            title: self.title(),
+            status: status.as_u16(),
+            detail: self.to_string(),
+            errors,
+        };
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        match &self {
+            ApiError::Unauthorized { token_given, .. } => {
+                let v = if *token_given {
+                    "Bearer realm=\"callgate\", error=\"invalid_token\""
+                } else {
+                    "Bearer realm=\"callgate\""
+                };
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(v));
+            }
+            ApiError::RateLimited {
+                retry_after_secs,
+                headers: rl,
+                ..
+            } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+                rl.write_to(&mut headers);
+            }
+            ApiError::Overloaded { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            ApiError::StorageUnavailable(_) | ApiError::Timeout => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(1u64));
+            }
+            _ => {}
+        }
+        let mut response = (status, headers, bytes).into_response();
+        if let Some(cause) = cause {
+            response.extensions_mut().insert(ErrorCause(cause));
+        }
+        response
+    }
+}
+
+/// `Idempotent-Replayed: true` on a replayed answer.
+pub static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
+/// Fallback for paths no route matches.
+pub async fn no_route(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!("no route for `{}`", uri.path()))
+}
+
+/// Fallback for a known path with a method it does not serve.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

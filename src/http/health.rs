@@ -1,0 +1,30 @@
+//! `GET /healthz` (the process answers) and `GET /readyz` (the store commits
+//! a heartbeat through the job writer within 2 s; 503 otherwise, e.g. when
+//! the writer is behind or the disk refuses writes).
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Value, json};
+
+use super::triggers::store_error;
+use crate::http::AppState;
+use crate::http::error::ApiError;
+
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+pub async fn readyz(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let now = app.clock.now_ms();
+    match tokio::time::timeout(Duration::from_secs(2), app.store.check_writable(now)).await {
+        Ok(Ok(())) => Ok(Json(
+            json!({"status": "ready", "storage": app.store.engine()}),
+        )),
+        Ok(Err(e)) => Err(store_error(e)),
+        Err(_) => Err(ApiError::StorageUnavailable(
+            "heartbeat did not commit within 2 s".into(),
+        )),
+    }
+}

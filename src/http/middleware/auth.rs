@@ -1,0 +1,78 @@
+//! Authentication middleware: turns credentials into a `Principal` request
+//! extension, or answers 401.
+//!
+//! Accepted: `Authorization: Bearer <API key or JWT>`, or `X-Api-Key: <API
+//! key>` for senders that can only set a plain header. Without credentials:
+//! 401 with `WWW-Authenticate: Bearer realm="callgate"`. With credentials that
+//! do not verify: 401 with `error="invalid_token"` and a reason that never
+//! echoes the credential.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, header};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use crate::auth::{Principal, api_key};
+use crate::http::AppState;
+use crate::http::error::ApiError;
+
+pub async fn authenticate(
+    State(app): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let principal = identify(&app, req.headers())?;
+    tracing::Span::current().record("principal", &*principal.id);
+    req.extensions_mut().insert(principal);
+    Ok(next.run(req).await)
+}
+
+fn identify(app: &AppState, headers: &HeaderMap) -> Result<Arc<Principal>, ApiError> {
+    let token = match (headers.get(header::AUTHORIZATION), headers.get("x-api-key")) {
+        (Some(value), _) => {
+            let value = value.to_str().map_err(|_| {
+                ApiError::unauthorized("the Authorization header is not valid text", true)
+            })?;
+            let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+            if !scheme.eq_ignore_ascii_case("bearer") {
+                return Err(ApiError::unauthorized(
+                    "use `Authorization: Bearer <token>` (or `X-Api-Key: <key>`)",
+                    false,
+                ));
+            }
+            token.trim()
+        }
+        (None, Some(value)) => value
+            .to_str()
+            .map_err(|_| ApiError::unauthorized("the X-Api-Key header is not valid text", true))?
+            .trim(),
+        (None, None) => {
+            return Err(ApiError::unauthorized(
+                "credentials are required: `Authorization: Bearer <token>` or `X-Api-Key: <key>`",
+                false,
+            ));
+        }
+    };
+    if token.is_empty() {
+        return Err(ApiError::unauthorized("the bearer token is empty", true));
+    }
+    if token.starts_with(api_key::PREFIX) {
+        return app
+            .keys
+            .load()
+            .verify(token)
+            .ok_or_else(|| ApiError::unauthorized("unknown or disabled API key", true));
+    }
+    if app.issuers.is_empty() {
+        return Err(ApiError::unauthorized(
+            "not an API key, and no JWT issuer is configured",
+            true,
+        ));
+    }
+    app.issuers
+        .verify(token)
+        .map(Arc::new)
+        .map_err(|e| ApiError::unauthorized(e.to_string(), true))
+}

@@ -1,0 +1,264 @@
+//! `POST /v1/triggers/{trigger_id}`: accept a trigger, answer 202 once the
+//! job is on disk (or, with `?mode=test`, 200 with what would run).
+//!
+//! Order of checks (each a different status): scope 403 → trigger 404 →
+//! trigger limit 429 → media type 415 → Idempotency-Key 400 → body size 413
+//! → parse 400 → schema 422 → phone numbers 422 → idempotency replay / 409 /
+//! 422 → durable insert (503 under backpressure) → 202.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::authorize;
+use crate::auth::Principal;
+use crate::clock::rfc3339;
+use crate::http::AppState;
+use crate::http::error::{ApiError, IDEMPOTENT_REPLAYED};
+use crate::http::extract::{ApiPath, ApiQuery};
+use crate::http::middleware::RequestIdValue;
+use crate::idempotency;
+use crate::ids::JobId;
+use crate::input::{self, BodyKind};
+use crate::store::{EnqueueOutcome, NewIdempotency, NewJob, StoreError};
+use crate::trigger::Trigger;
+
+/// Query parameters of the accept route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptQuery {
+    /// `test`: validate and show what would run, without creating a job.
+    mode: Option<Mode>,
+}
+
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum Mode {
+    Test,
+}
+
+/// The 202 body.
+#[derive(Debug, Serialize)]
+pub struct TriggerAccepted<'a> {
+    pub job_id: &'a JobId,
+    pub status: &'static str,
+    pub trigger_id: &'a str,
+    pub created_at: String,
+    pub links: Links,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Links {
+    #[serde(rename = "self")]
+    pub self_: String,
+}
+
+/// The `?mode=test` body.
+#[derive(Debug, Serialize)]
+struct TriggerTested<'a> {
+    mode: &'static str,
+    trigger_id: &'a str,
+    input: &'a Value,
+    would_run: Value,
+}
+
+pub async fn accept_trigger(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Arc<Principal>>,
+    Extension(request_id): Extension<RequestIdValue>,
+    ApiPath(trigger_id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<AcceptQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let trigger = authorize(&app, &principal, &trigger_id)?;
+    let limit = app.limiters.check_trigger(&trigger.id).transpose()?;
+    let kind = BodyKind::from_content_type(headers.get(header::CONTENT_TYPE))?;
+    let idem_key = idempotency::key_from(&headers)?;
+    let bytes = input::read_body(body, app.config.main.server.max_body_bytes).await?;
+    let mut input = input::parse(kind, &bytes, trigger.form_nesting)?;
+    let violations = trigger.schema.violations(&input);
+    if !violations.is_empty() {
+        return Err(ApiError::Validation(violations));
+    }
+    input::normalise(&mut input, &trigger)?;
+
+    let mut response = if query.mode == Some(Mode::Test) {
+        let tested = TriggerTested {
+            mode: "test",
+            trigger_id: trigger.id.as_str(),
+            input: &input,
+            would_run: trigger.plan(&input),
+        };
+        (StatusCode::OK, axum::Json(tested)).into_response()
+    } else {
+        let request_hash = idem_key
+            .as_ref()
+            .map(|_| idempotency::request_hash(kind.media_type(), &bytes));
+        let accept = Accept {
+            app: &app,
+            principal: &principal,
+            trigger: &trigger,
+            request_id: request_id.as_str(),
+        };
+        match (idem_key, request_hash) {
+            (Some(key), Some(hash)) => accept.idempotent(input, &key, hash).await?,
+            _ => match accept.insert(input, None).await? {
+                Inserted::Accepted(response) => response,
+                Inserted::KeyTaken => {
+                    return Err(ApiError::Internal("key conflict without a key".into()));
+                }
+            },
+        }
+    };
+    if let Some(state) = limit {
+        state.append_to(response.headers_mut());
+    }
+    Ok(response)
+}
+
+struct Accept<'a> {
+    app: &'a AppState,
+    principal: &'a Principal,
+    trigger: &'a Trigger,
+    request_id: &'a str,
+}
+
+impl Accept<'_> {
+    /// Replays a stored answer, refuses a reused key, or accepts once.
+    async fn idempotent(
+        &self,
+        input: Value,
+        key: &str,
+        hash: String,
+    ) -> Result<Response, ApiError> {
+        let (principal, trigger) = (&*self.principal.id, self.trigger.id.as_str());
+        if let Some(response) = self.replay(key, &hash).await? {
+            return Ok(response);
+        }
+        let Some(_slot) = self.app.inflight.claim(principal, trigger, key) else {
+            return Err(ApiError::IdempotencyInFlight);
+        };
+        // The first request may have committed between the lookup and the
+        // claim: look again now that no one else in this process can.
+        if let Some(response) = self.replay(key, &hash).await? {
+            return Ok(response);
+        }
+        match self.insert(input, Some((key, hash.clone()))).await? {
+            Inserted::Accepted(response) => Ok(response),
+            // Another gateway process committed this key first.
+            Inserted::KeyTaken => self
+                .replay(key, &hash)
+                .await?
+                .ok_or_else(|| ApiError::Internal("idempotency conflict without a record".into())),
+        }
+    }
+
+    async fn replay(&self, key: &str, hash: &str) -> Result<Option<Response>, ApiError> {
+        let now = self.app.clock.now_ms();
+        let found = self
+            .app
+            .store
+            .idempotency(&self.principal.id, self.trigger.id.as_str(), key, now)
+            .await
+            .map_err(store_error)?;
+        let Some(record) = found else { return Ok(None) };
+        if record.request_hash != hash {
+            return Err(ApiError::IdempotencyKeyReused);
+        }
+        let status = StatusCode::from_u16(record.response_status).unwrap_or(StatusCode::ACCEPTED);
+        let mut response = (status, record.response_body).into_response();
+        let h = response.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(
+            IDEMPOTENT_REPLAYED.clone(),
+            HeaderValue::from_static("true"),
+        );
+        if let Ok(location) = HeaderValue::from_str(&format!("/v1/jobs/{}", record.job_id)) {
+            h.insert(header::LOCATION, location);
+        }
+        Ok(Some(response))
+    }
+
+    /// Inserts the job durably and answers 202.
+    async fn insert(
+        &self,
+        input: Value,
+        idem: Option<(&str, String)>,
+    ) -> Result<Inserted, ApiError> {
+        let now = self.app.clock.now_ms();
+        let id = JobId::new(now);
+        let location = format!("/v1/jobs/{id}");
+        let accepted = TriggerAccepted {
+            job_id: &id,
+            status: "queued",
+            trigger_id: self.trigger.id.as_str(),
+            created_at: rfc3339(now),
+            links: Links {
+                self_: location.clone(),
+            },
+        };
+        let body =
+            serde_json::to_string(&accepted).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let retention = self.app.config.main.idempotency.retention.as_millis() as i64;
+        let job = NewJob {
+            id: id.clone(),
+            trigger_id: self.trigger.id.clone(),
+            principal: self.principal.id.clone(),
+            action_json: self.trigger.plan(&input).to_string(),
+            input_json: input.to_string(),
+            request_id: Some(self.request_id.to_owned()),
+            created_at_ms: now,
+            idempotency: idem.map(|(key, request_hash)| NewIdempotency {
+                key: key.to_owned(),
+                request_hash,
+                response_status: StatusCode::ACCEPTED.as_u16(),
+                response_body: body.clone(),
+                expires_at_ms: now + retention,
+            }),
+        };
+        if self.app.store.enqueue(job).await.map_err(store_error)?
+            == EnqueueOutcome::IdempotencyConflict
+        {
+            return Ok(Inserted::KeyTaken);
+        }
+        let mut response = (StatusCode::ACCEPTED, body).into_response();
+        let h = response.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Ok(location) = HeaderValue::from_str(&location) {
+            h.insert(header::LOCATION, location);
+        }
+        Ok(Inserted::Accepted(response))
+    }
+}
+
+enum Inserted {
+    Accepted(Response),
+    /// A live record for the Idempotency-Key already exists.
+    KeyTaken,
+}
+
+/// Storage failures as HTTP answers.
+pub fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Backpressure => ApiError::Overloaded {
+            retry_after_secs: 1,
+        },
+        StoreError::Closed | StoreError::Unavailable(_) => {
+            ApiError::StorageUnavailable(e.to_string())
+        }
+        StoreError::Corrupt(_) => ApiError::Internal(e.to_string()),
+    }
+}

@@ -1,0 +1,33 @@
+//! Trigger routes: accept (`accept.rs`), list and describe (`list.rs`).
+
+mod accept;
+mod list;
+
+use std::sync::Arc;
+
+pub use accept::{accept_trigger, store_error};
+pub use list::{get_trigger, list_triggers};
+
+use crate::auth::Principal;
+use crate::http::AppState;
+use crate::http::error::ApiError;
+use crate::trigger::{Trigger, TriggerId};
+
+/// The trigger `id` if the principal may run it. Scope first (403), then
+/// existence (404): a principal limited to one trigger learns nothing about
+/// the others.
+pub(crate) fn authorize(
+    app: &AppState,
+    principal: &Principal,
+    id: &str,
+) -> Result<Arc<Trigger>, ApiError> {
+    if !principal.scopes.may_run(id) {
+        return Err(ApiError::Forbidden {
+            detail: format!("this credential lacks the `triggers:run` or `trigger:{id}` scope"),
+        });
+    }
+    TriggerId::parse(id)
+        .ok()
+        .and_then(|id| app.config.triggers.get(&id).cloned())
+        .ok_or_else(|| ApiError::NotFound(format!("no trigger `{id}`")))
+}

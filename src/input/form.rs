@@ -1,0 +1,193 @@
+//! `application/x-www-form-urlencoded` bodies into JSON objects.
+//!
+//! Senders nest differently (see `FormNesting`): `customer[name]=Ada`
+//! (brackets, `tags[]` appends to an array) or Zapier's `customer__name=Ada`;
+//! `auto` (the default) reads both.
+//! Values stay strings: a form has no other type. A key repeated without `[]`
+//! collects its values into an array. A key used both as a value and as an
+//! object (`a=1&a[b]=2`) is a 400 naming both.
+
+use serde_json::{Map, Value};
+
+use crate::config::FormNesting;
+
+/// Deepest nesting accepted in one key.
+const MAX_DEPTH: usize = 16;
+
+/// Why a form body could not be turned into JSON.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FormError {
+    #[error("form key `{0}` nests deeper than {MAX_DEPTH} levels")]
+    TooDeep(String),
+    #[error("form key `{key}` conflicts with an earlier key that gave `{path}` another shape")]
+    Conflict { key: String, path: String },
+    #[error("form key `{0}` is empty")]
+    EmptyKey(String),
+}
+
+/// Parses a form body into a JSON object.
+pub fn parse(body: &[u8], nesting: FormNesting) -> Result<Value, FormError> {
+    let mut root = Map::new();
+    for (key, value) in form_urlencoded::parse(body) {
+        let (path, append) = split_key(&key, nesting);
+        if path.iter().any(|s| s.is_empty()) {
+            return Err(FormError::EmptyKey(key.into_owned()));
+        }
+        if path.len() > MAX_DEPTH {
+            return Err(FormError::TooDeep(key.into_owned()));
+        }
+        insert(&mut root, &path, append, Value::String(value.into_owned())).map_err(|at| {
+            FormError::Conflict {
+                key: key.to_string(),
+                path: path[..=at].join("."),
+            }
+        })?;
+    }
+    Ok(Value::Object(root))
+}
+
+/// Splits a key into its path and whether it ends in `[]` (append).
+fn split_key(key: &str, nesting: FormNesting) -> (Vec<&str>, bool) {
+    match nesting {
+        FormNesting::None => (vec![key], false),
+        FormNesting::DoubleUnderscore => (key.split("__").collect(), false),
+        FormNesting::Auto => {
+            let (path, append) = split_key(key, FormNesting::Brackets);
+            (
+                path.into_iter().flat_map(|seg| seg.split("__")).collect(),
+                append,
+            )
+        }
+        FormNesting::Brackets => {
+            let Some(open) = key.find('[') else {
+                return (vec![key], false);
+            };
+            // Only `head[a][b]...` with balanced brackets nests; anything
+            // else is taken literally.
+            let (head, mut rest) = key.split_at(open);
+            let mut path = vec![head];
+            let mut append = false;
+            while !rest.is_empty() {
+                let Some(inner) = rest.strip_prefix('[') else {
+                    return (vec![key], false);
+                };
+                let Some(close) = inner.find(']') else {
+                    return (vec![key], false);
+                };
+                let seg = &inner[..close];
+                rest = &inner[close + 1..];
+                if seg.is_empty() {
+                    if !rest.is_empty() {
+                        return (vec![key], false);
+                    }
+                    append = true;
+                } else {
+                    path.push(seg);
+                }
+            }
+            (path, append)
+        }
+    }
+}
+
+/// Inserts `value` at `path`. On a shape conflict returns the index of the
+/// path segment where it happened.
+fn insert(
+    root: &mut Map<String, Value>,
+    path: &[&str],
+    append: bool,
+    value: Value,
+) -> Result<(), usize> {
+    let mut node = root;
+    for (i, seg) in path[..path.len() - 1].iter().enumerate() {
+        let entry = node
+            .entry((*seg).to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
+        node = entry.as_object_mut().ok_or(i)?;
+    }
+    let last = path.len() - 1;
+    let key = path[last].to_owned();
+    match (node.get_mut(&key), append) {
+        (None, false) => {
+            node.insert(key, value);
+        }
+        (None, true) => {
+            node.insert(key, Value::Array(vec![value]));
+        }
+        (Some(Value::Array(items)), _) => items.push(value),
+        (Some(existing @ Value::String(_)), _) => {
+            let first = existing.take();
+            *existing = Value::Array(vec![first, value]);
+        }
+        (Some(_), _) => return Err(last),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn brackets_nest_objects_and_arrays() {
+        let v = parse(
+            b"phone_number=%2B1+555&customer[name]=Ada+L&customer[crm_id]=0031&tags[]=a&tags[]=b",
+            FormNesting::Brackets,
+        )
+        .unwrap();
+        assert_eq!(
+            v,
+            json!({"phone_number": "+1 555", "customer": {"name": "Ada L", "crm_id": "0031"}, "tags": ["a", "b"]})
+        );
+    }
+
+    #[test]
+    fn double_underscore_nests_like_zapier_flattening() {
+        let body = std::fs::read("../shared/samples/zapier-form.txt")
+            .unwrap_or_else(|_| b"phone_number=%2B1+555-012-1234&customer__name=Ada+Lovelace&customer__crm_id=0031x00000ABC".to_vec());
+        let v = parse(&body, FormNesting::DoubleUnderscore).unwrap();
+        assert_eq!(v["customer"]["name"], "Ada Lovelace");
+        assert_eq!(v["customer"]["crm_id"], "0031x00000ABC");
+        assert_eq!(v["phone_number"], "+1 555-012-1234");
+    }
+
+    #[test]
+    fn auto_reads_brackets_and_double_underscores() {
+        let v = parse(
+            b"customer[name]=Ada&customer__crm_id=7&a[b__c]=1",
+            FormNesting::Auto,
+        )
+        .unwrap();
+        assert_eq!(
+            v,
+            json!({"customer": {"name": "Ada", "crm_id": "7"}, "a": {"b": {"c": "1"}}})
+        );
+        let literal = parse(b"customer__name=Ada", FormNesting::Brackets).unwrap();
+        assert_eq!(literal, json!({"customer__name": "Ada"}));
+    }
+
+    #[test]
+    fn repeated_keys_collect_and_malformed_brackets_stay_literal() {
+        let v = parse(b"a=1&a=2&b[x=3&c[x]y=4", FormNesting::Brackets).unwrap();
+        assert_eq!(v, json!({"a": ["1", "2"], "b[x": "3", "c[x]y": "4"}));
+    }
+
+    #[test]
+    fn shape_conflicts_and_empty_segments_are_errors() {
+        assert!(matches!(
+            parse(b"a=1&a[b]=2", FormNesting::Brackets),
+            Err(FormError::Conflict { .. })
+        ));
+        assert!(matches!(
+            parse(b"a__=1", FormNesting::DoubleUnderscore),
+            Err(FormError::EmptyKey(_))
+        ));
+        let deep = format!("a{}=1", "[x]".repeat(20));
+        assert!(matches!(
+            parse(deep.as_bytes(), FormNesting::Brackets),
+            Err(FormError::TooDeep(_))
+        ));
+    }
+}

@@ -1,0 +1,25 @@
+//! callgate: an inbound webhook trigger gateway for voice-agent platforms.
+//!
+//! Request path, outside in: `http` (router, middleware, handlers, errors) →
+//! `auth` (API keys, JWTs, scopes) → `limits` (GCRA rate limits) → `input`
+//! (media types, forms, phone numbers) → `schema` (JSON Schema) →
+//! `idempotency` → `store` (durable jobs, group commit). `config` loads and
+//! validates everything at start; `app` wires it together.
+
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod idempotency;
+pub mod ids;
+pub mod input;
+pub mod limits;
+pub mod schema;
+pub mod store;
+pub mod telemetry;
+pub mod tls;
+pub mod trigger;
+
+pub use app::{run, run_with_clock};

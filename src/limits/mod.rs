@@ -1,0 +1,283 @@
+//! Rate limits: governor's GCRA, with IETF `RateLimit` headers.
+//!
+//! Policy: three limits, each a rate and a burst. `ip` (per client address,
+//! before authentication, so credential checking cannot be used to burn CPU),
+//! `principal` (per API key or JWT subject; keys and issuers may override the
+//! default) and `trigger` (per trigger across all callers; triggers may
+//! override). A rejection is 429 problem+json with `Retry-After` in whole
+//! seconds; every answer carries `RateLimit-Policy` and `RateLimit` for the
+//! limits it passed (draft-ietf-httpapi-ratelimit-headers). Idle keys are
+//! dropped by periodic housekeeping, so memory stays bounded however many
+//! distinct clients appear.
+
+pub mod client_ip;
+mod headers;
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DashMapStateStore;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+
+pub use headers::{PolicyState, RateLimitHeaders};
+
+use crate::auth::Principal;
+use crate::config::{LimitsConfig, RateSpec};
+use crate::http::error::ApiError;
+use crate::trigger::TriggerId;
+
+/// Checks that a rate spec describes a usable quota.
+pub fn check_rate(spec: &RateSpec) -> Result<(), String> {
+    if spec.requests == 0 || spec.burst == 0 {
+        return Err("`requests` and `burst` must be at least 1".into());
+    }
+    if spec.replenish_interval().is_zero() {
+        return Err("`per` must be long enough that `per / requests` is at least 1ns".into());
+    }
+    Ok(())
+}
+
+fn quota(spec: &RateSpec) -> Quota {
+    // Validated by `check_rate` at config load; the fallbacks only keep this
+    // total for unvalidated input.
+    let interval = spec
+        .replenish_interval()
+        .max(std::time::Duration::from_nanos(1));
+    let burst = NonZeroU32::new(spec.burst).unwrap_or(NonZeroU32::MIN);
+    Quota::with_period(interval)
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+        .allow_burst(burst)
+}
+
+/// A keyed GCRA limiter with a policy name for its headers.
+pub struct Keyed<K: Hash + Eq + Clone, C: Clock = DefaultClock> {
+    name: &'static str,
+    spec: RateSpec,
+    inner: RateLimiter<K, DashMapStateStore<K>, C, StateInformationMiddleware>,
+}
+
+impl<K: Hash + Eq + Clone> Keyed<K> {
+    pub fn new(name: &'static str, spec: RateSpec) -> Self {
+        Self::with_clock(name, spec, DefaultClock::default())
+    }
+}
+
+impl<K: Hash + Eq + Clone, C: Clock> Keyed<K, C> {
+    /// A limiter on an explicit clock (tests use governor's fake clock).
+    pub fn with_clock(name: &'static str, spec: RateSpec, clock: C) -> Self {
+        let inner = RateLimiter::dashmap_with_clock(quota(&spec), clock)
+            .with_middleware::<StateInformationMiddleware>();
+        Self { name, spec, inner }
+    }
+
+    /// Takes one request's worth of quota for `key`.
+    pub fn check(&self, key: &K) -> Result<PolicyState, ApiError> {
+        match self.inner.check_key(key) {
+            Ok(snapshot) => Ok(PolicyState::allowed(
+                self.name,
+                &self.spec,
+                snapshot.remaining_burst_capacity(),
+            )),
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(self.inner.clock().now());
+                Err(PolicyState::rejected(self.name, &self.spec, wait).into_error())
+            }
+        }
+    }
+
+    /// Drops keys whose state is back to fresh; returns how many remain.
+    pub fn housekeep(&self) -> usize {
+        self.inner.retain_recent();
+        self.inner.shrink_to_fit();
+        self.inner.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inner.is_empty()
+    }
+}
+
+/// An unkeyed GCRA limiter (one per trigger).
+pub struct Direct {
+    name: &'static str,
+    spec: RateSpec,
+    inner: RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>,
+}
+
+impl Direct {
+    pub fn new(name: &'static str, spec: RateSpec) -> Self {
+        let inner =
+            RateLimiter::direct(quota(&spec)).with_middleware::<StateInformationMiddleware>();
+        Self { name, spec, inner }
+    }
+
+    pub fn check(&self) -> Result<PolicyState, ApiError> {
+        match self.inner.check() {
+            Ok(snapshot) => Ok(PolicyState::allowed(
+                self.name,
+                &self.spec,
+                snapshot.remaining_burst_capacity(),
+            )),
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(self.inner.clock().now());
+                Err(PolicyState::rejected(self.name, &self.spec, wait).into_error())
+            }
+        }
+    }
+}
+
+/// Every limiter the gateway uses.
+pub struct Limiters {
+    ip: Keyed<IpAddr>,
+    principal: Keyed<Arc<str>>,
+    /// One keyed limiter per distinct override spec (keys, issuers).
+    principal_overrides: RwLock<HashMap<RateSpec, Arc<Keyed<Arc<str>>>>>,
+    triggers: HashMap<TriggerId, Direct>,
+    max_tracked_keys: usize,
+    ip_checks: AtomicU64,
+}
+
+/// How many per-IP checks pass between looks at the key count.
+const SIZE_CHECK_EVERY: u64 = 4096;
+
+impl Limiters {
+    pub fn new<'a>(
+        cfg: &LimitsConfig,
+        triggers: impl IntoIterator<Item = (&'a TriggerId, RateSpec)>,
+    ) -> Self {
+        Self {
+            ip: Keyed::new("ip", cfg.per_ip),
+            principal: Keyed::new("principal", cfg.per_principal),
+            principal_overrides: RwLock::new(HashMap::new()),
+            triggers: triggers
+                .into_iter()
+                .map(|(id, spec)| (id.clone(), Direct::new("trigger", spec)))
+                .collect(),
+            max_tracked_keys: cfg.max_tracked_keys,
+            ip_checks: AtomicU64::new(0),
+        }
+    }
+
+    /// The pre-authentication limit on the client address.
+    pub fn check_ip(&self, ip: IpAddr) -> Result<PolicyState, ApiError> {
+        if self.ip_checks.fetch_add(1, Ordering::Relaxed) % SIZE_CHECK_EVERY == SIZE_CHECK_EVERY - 1
+            && self.ip.len() > self.max_tracked_keys
+        {
+            // Many distinct clients between two housekeeping runs: clean now.
+            self.ip.housekeep();
+        }
+        self.ip.check(&client_ip::limiter_key(ip))
+    }
+
+    /// The per-principal limit (default, or the key's / issuer's override).
+    pub fn check_principal(&self, principal: &Principal) -> Result<PolicyState, ApiError> {
+        let Some(spec) = principal.rate_limit else {
+            return self.principal.check(&principal.id);
+        };
+        let existing = self
+            .principal_overrides
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&spec)
+            .cloned();
+        let limiter = match existing {
+            Some(l) => l,
+            None => self
+                .principal_overrides
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(spec)
+                .or_insert_with(|| Arc::new(Keyed::new("principal", spec)))
+                .clone(),
+        };
+        limiter.check(&principal.id)
+    }
+
+    /// The per-trigger limit (triggers unknown to the limiter are not limited
+    /// here; the handler has answered 404 before asking).
+    pub fn check_trigger(&self, id: &TriggerId) -> Option<Result<PolicyState, ApiError>> {
+        self.triggers.get(id).map(Direct::check)
+    }
+
+    /// Drops idle keys from every keyed limiter; returns the keys left.
+    pub fn housekeep(&self) -> usize {
+        let overrides: Vec<_> = self
+            .principal_overrides
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        self.ip.housekeep()
+            + self.principal.housekeep()
+            + overrides.iter().map(|l| l.housekeep()).sum::<usize>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use governor::clock::FakeRelativeClock;
+
+    use super::*;
+
+    fn spec(requests: u32, per_ms: u64, burst: u32) -> RateSpec {
+        RateSpec {
+            requests,
+            per: Duration::from_millis(per_ms),
+            burst,
+        }
+    }
+
+    #[test]
+    fn burst_then_rejection_with_retry_after_then_recovery() {
+        let clock = FakeRelativeClock::default();
+        let l: Keyed<u32, _> = Keyed::with_clock("t", spec(1, 2000, 2), clock.clone());
+        assert_eq!(l.check(&1).unwrap().remaining, 1);
+        assert_eq!(l.check(&1).unwrap().remaining, 0);
+        match l.check(&1) {
+            Err(ApiError::RateLimited {
+                retry_after_secs, ..
+            }) => assert_eq!(retry_after_secs, 2),
+            other => panic!("expected 429, got {other:?}"),
+        }
+        // Another key has its own bucket.
+        assert!(l.check(&2).is_ok());
+        clock.advance(Duration::from_millis(2000));
+        assert!(l.check(&1).is_ok());
+    }
+
+    #[test]
+    fn housekeeping_keeps_memory_bounded_under_many_keys() {
+        let clock = FakeRelativeClock::default();
+        let l: Keyed<u32, _> = Keyed::with_clock("t", spec(10, 1000, 5), clock.clone());
+        for k in 0..50_000u32 {
+            l.check(&k).unwrap();
+        }
+        assert_eq!(l.len(), 50_000);
+        // Still within the replenish window: nothing may be dropped.
+        assert_eq!(l.housekeep(), 50_000);
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(l.housekeep(), 0);
+    }
+
+    #[test]
+    fn zero_and_degenerate_specs_are_refused() {
+        assert!(check_rate(&spec(0, 1000, 1)).is_err());
+        assert!(check_rate(&spec(1, 1000, 0)).is_err());
+        assert!(check_rate(&spec(1, 0, 1)).is_err());
+        assert!(check_rate(&spec(5, 1000, 10)).is_ok());
+    }
+}

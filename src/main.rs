@@ -1,0 +1,5 @@
+//! The `callgate` binary: parses the command line and calls the library.
+
+fn main() -> std::process::ExitCode {
+    callgate::cli::main()
+}

@@ -1,0 +1,328 @@
+//! SQLite engine: one file, WAL, `synchronous=FULL`, one writer connection
+//! driven by group commit plus a pool of read-only connections.
+//!
+//! Policy: the settings that make a commit durable are set explicitly (sqlx
+//! leaves `journal_mode` alone and `synchronous` at the library default) and
+//! read back at start; the store refuses to open if they did not take.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
+};
+use sqlx::{ConnectOptions, Connection, Row};
+
+use super::{
+    BatchWriter, EnqueueOutcome, GroupCommit, IdempotencyRecord, JobRecord, NewJob, Store,
+    StoreError,
+};
+use crate::config::StorageConfig;
+use crate::ids::JobId;
+
+/// Schema versions, applied in order, each once.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "jobs and idempotency keys",
+    r#"
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        trigger_id TEXT NOT NULL,
+        principal TEXT NOT NULL,
+        status TEXT NOT NULL,
+        action TEXT NOT NULL,
+        input TEXT NOT NULL,
+        result TEXT,
+        error TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        request_id TEXT,
+        idempotency_key TEXT,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        run_at BIGINT NOT NULL
+    );
+    CREATE INDEX jobs_due ON jobs (status, run_at);
+    CREATE TABLE idempotency_keys (
+        principal TEXT NOT NULL,
+        trigger_id TEXT NOT NULL,
+        idem_key TEXT NOT NULL,
+        request_hash TEXT NOT NULL,
+        job_id TEXT NOT NULL,
+        response_status INTEGER NOT NULL,
+        response_body TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        PRIMARY KEY (principal, trigger_id, idem_key)
+    );
+    CREATE INDEX idempotency_expiry ON idempotency_keys (expires_at);
+    CREATE TABLE heartbeat (id INTEGER PRIMARY KEY, at BIGINT NOT NULL);
+    "#,
+)];
+
+const INSERT_JOB: &str = "INSERT INTO jobs (id, trigger_id, principal, status, action, input, \
+     request_id, idempotency_key, created_at, updated_at, run_at) \
+     VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)";
+
+// An expired record with the same key is replaced; a live one wins and the
+// insert affects no row (the caller then replays the live one).
+const INSERT_IDEMPOTENCY: &str = "INSERT INTO idempotency_keys (principal, trigger_id, idem_key, \
+     request_hash, job_id, response_status, response_body, created_at, expires_at) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+     ON CONFLICT (principal, trigger_id, idem_key) DO UPDATE SET \
+     request_hash = excluded.request_hash, job_id = excluded.job_id, \
+     response_status = excluded.response_status, response_body = excluded.response_body, \
+     created_at = excluded.created_at, expires_at = excluded.expires_at \
+     WHERE idempotency_keys.expires_at <= excluded.created_at";
+
+/// The SQLite store.
+pub struct SqliteStore {
+    read: SqlitePool,
+    commit: GroupCommit,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path`, migrates it,
+    /// verifies the durability settings and starts the writer.
+    pub async fn open(path: &Path, cfg: &StorageConfig) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating data directory {}", dir.display()))?;
+        }
+        let options = SqliteConnectOptions::from_str("sqlite:")
+            .context("sqlite options")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(cfg.busy_timeout)
+            .foreign_keys(true);
+        let mut writer = options
+            .connect()
+            .await
+            .with_context(|| format!("opening {}", path.display()))?;
+        migrate(&mut writer)
+            .await
+            .with_context(|| format!("migrating {}", path.display()))?;
+        verify_durability(&mut writer)
+            .await
+            .with_context(|| format!("checking durability settings of {}", path.display()))?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(cfg.read_connections.max(1))
+            .connect_with(options.read_only(true))
+            .await
+            .with_context(|| format!("opening read connections to {}", path.display()))?;
+        let commit = GroupCommit::spawn(
+            SqliteWriter { conn: writer },
+            cfg.max_pending_writes,
+            cfg.max_batch,
+        );
+        Ok(Self { read, commit })
+    }
+}
+
+async fn migrate(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS callgate_migrations (version BIGINT PRIMARY KEY, \
+         name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+    )
+    .execute(&mut *conn)
+    .await?;
+    for (version, name, sql) in MIGRATIONS {
+        let applied: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM callgate_migrations WHERE version = ?")
+                .bind(version)
+                .fetch_optional(&mut *conn)
+                .await?;
+        if applied.is_some() {
+            continue;
+        }
+        let mut tx = conn.begin().await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO callgate_migrations (version, name, applied_at) VALUES (?, ?, ?)")
+            .bind(version)
+            .bind(name)
+            .bind(chrono::Utc::now().timestamp_millis())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(version, name, "applied migration");
+    }
+    Ok(())
+}
+
+async fn verify_durability(conn: &mut SqliteConnection) -> anyhow::Result<()> {
+    let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(&mut *conn)
+        .await?;
+    let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut *conn)
+        .await?;
+    anyhow::ensure!(
+        synchronous == 2,
+        "PRAGMA synchronous is {synchronous}, expected 2 (FULL)"
+    );
+    anyhow::ensure!(
+        journal.eq_ignore_ascii_case("wal"),
+        "PRAGMA journal_mode is {journal}, expected wal"
+    );
+    Ok(())
+}
+
+struct SqliteWriter {
+    conn: SqliteConnection,
+}
+
+#[async_trait]
+impl BatchWriter for SqliteWriter {
+    async fn write_batch(
+        &mut self,
+        jobs: &[NewJob],
+        heartbeat_ms: Option<i64>,
+    ) -> Result<Vec<EnqueueOutcome>, StoreError> {
+        let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            if let Some(idem) = &job.idempotency {
+                let claimed = sqlx::query(INSERT_IDEMPOTENCY)
+                    .bind(&*job.principal)
+                    .bind(job.trigger_id.as_str())
+                    .bind(&idem.key)
+                    .bind(&idem.request_hash)
+                    .bind(job.id.as_str())
+                    .bind(i64::from(idem.response_status))
+                    .bind(&idem.response_body)
+                    .bind(job.created_at_ms)
+                    .bind(idem.expires_at_ms)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if claimed == 0 {
+                    outcomes.push(EnqueueOutcome::IdempotencyConflict);
+                    continue;
+                }
+            }
+            sqlx::query(INSERT_JOB)
+                .bind(job.id.as_str())
+                .bind(job.trigger_id.as_str())
+                .bind(&*job.principal)
+                .bind(&job.action_json)
+                .bind(&job.input_json)
+                .bind(job.request_id.as_deref())
+                .bind(job.idempotency.as_ref().map(|i| i.key.as_str()))
+                .bind(job.created_at_ms)
+                .bind(job.created_at_ms)
+                .bind(job.created_at_ms)
+                .execute(&mut *tx)
+                .await?;
+            outcomes.push(EnqueueOutcome::Inserted);
+        }
+        if let Some(at) = heartbeat_ms {
+            sqlx::query(
+                "INSERT INTO heartbeat (id, at) VALUES (1, ?) \
+                 ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+            )
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn purge_idempotency(&mut self, now_ms: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM idempotency_keys WHERE expires_at <= ?")
+            .bind(now_ms)
+            .execute(&mut self.conn)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+fn json_column(row: &SqliteRow, name: &str) -> Result<Option<serde_json::Value>, StoreError> {
+    let text: Option<String> = row.try_get(name)?;
+    text.map(|t| serde_json::from_str(&t))
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("{name}: {e}")))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn engine(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn enqueue(&self, job: NewJob) -> Result<EnqueueOutcome, StoreError> {
+        self.commit.enqueue(job).await
+    }
+
+    async fn job(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, trigger_id, principal, status, action, input, result, error, attempts, \
+             request_id, created_at, updated_at FROM jobs WHERE id = ?",
+        )
+        .bind(id.as_str())
+        .fetch_optional(&self.read)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(JobRecord {
+            id: row.try_get("id")?,
+            trigger_id: row.try_get("trigger_id")?,
+            principal: row.try_get("principal")?,
+            status: row.try_get("status")?,
+            action: json_column(&row, "action")?.unwrap_or_default(),
+            input: json_column(&row, "input")?.unwrap_or_default(),
+            result: json_column(&row, "result")?,
+            error: json_column(&row, "error")?,
+            attempts: row.try_get("attempts")?,
+            request_id: row.try_get("request_id")?,
+            created_at_ms: row.try_get("created_at")?,
+            updated_at_ms: row.try_get("updated_at")?,
+        }))
+    }
+
+    async fn idempotency(
+        &self,
+        principal: &str,
+        trigger_id: &str,
+        key: &str,
+        now_ms: i64,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT request_hash, job_id, response_status, response_body FROM idempotency_keys \
+             WHERE principal = ? AND trigger_id = ? AND idem_key = ? AND expires_at > ?",
+        )
+        .bind(principal)
+        .bind(trigger_id)
+        .bind(key)
+        .bind(now_ms)
+        .fetch_optional(&self.read)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let status: i64 = row.try_get("response_status")?;
+        Ok(Some(IdempotencyRecord {
+            request_hash: row.try_get("request_hash")?,
+            job_id: row.try_get("job_id")?,
+            response_status: u16::try_from(status)
+                .map_err(|_| StoreError::Corrupt(format!("response_status {status}")))?,
+            response_body: row.try_get("response_body")?,
+        }))
+    }
+
+    async fn purge_idempotency(&self, now_ms: i64) -> Result<u64, StoreError> {
+        self.commit.purge(now_ms).await
+    }
+
+    async fn check_writable(&self, now_ms: i64) -> Result<(), StoreError> {
+        self.commit.heartbeat(now_ms).await
+    }
+
+    async fn close(&self) {
+        self.commit.close().await;
+        self.read.close().await;
+    }
+}
