@@ -37,21 +37,9 @@ pub async fn run_with_clock(
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
-    let store = store::open(&config.main.storage, &config.data_dir).await?;
+    let state = build_state(config.clone(), clock).await?;
+    let store = state.store.clone();
     let tls = crate::tls::server_config(&config)?;
-    let limiters = Limiters::new(
-        &config.main.limits,
-        config.triggers.values().map(|t| (&t.id, t.rate_limit)),
-    );
-    let state = AppState::new(AppInner {
-        config: config.clone(),
-        store: store.clone(),
-        keys: ArcSwap::from_pointee(config.keys.clone()),
-        issuers: config.issuers.clone(),
-        limiters,
-        clock,
-        inflight: Inflight::default(),
-    });
 
     let token = CancellationToken::new();
     let on_signal = token.clone();
@@ -84,6 +72,24 @@ pub async fn run_with_clock(
     store.close().await;
     tracing::info!("stopped; every accepted job is committed");
     Ok(())
+}
+
+/// Opens the store and builds the state the handlers share.
+pub async fn build_state(config: Arc<Config>, clock: Arc<dyn Clock>) -> anyhow::Result<AppState> {
+    let store = store::open(&config.main.storage, &config.data_dir).await?;
+    let limiters = Limiters::new(
+        &config.main.limits,
+        config.triggers.values().map(|t| (&t.id, t.rate_limit)),
+    );
+    Ok(AppState::new(AppInner {
+        keys: ArcSwap::from_pointee(config.keys.clone()),
+        issuers: config.issuers.clone(),
+        config,
+        store,
+        limiters,
+        clock,
+        inflight: Inflight::default(),
+    }))
 }
 
 /// Drops idle rate-limiter keys so memory stays bounded.
@@ -123,15 +129,14 @@ async fn idempotency_cleanup(state: AppState, token: CancellationToken) {
 /// the previous keys stay in force.
 async fn reload_keys(state: AppState, token: CancellationToken) {
     let path = state.config.keys_path.clone();
-    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let mut seen: Option<SystemTime> = modified(&path);
+    let mut seen: Option<SystemTime> = state.config.keys_modified;
     let mut tick = tokio::time::interval(state.config.main.auth.keys_reload_interval);
     loop {
         tokio::select! {
             _ = token.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let now = modified(&path);
+        let now = config::modified(&path);
         if now == seen {
             continue;
         }

@@ -84,6 +84,9 @@ pub struct Config {
     /// API keys as loaded at start (the server reloads the file on change).
     pub keys: KeySet,
     pub keys_path: PathBuf,
+    /// Modification time of the key file when `keys` was read (the server
+    /// reloads when it changes).
+    pub keys_modified: Option<std::time::SystemTime>,
     pub issuers: Issuers,
 }
 
@@ -117,6 +120,7 @@ pub fn load(dir: &Path, data_dir: &Path, env: &Env) -> Result<Config, ConfigErro
         .and_then(|v| parse(v, TRIGGERS_FILE, &mut problems))
         .unwrap_or_default();
     let keys_path = dir.join(&main.auth.keys_file);
+    let keys_modified = modified(&keys_path);
     let keys = match load_keys_file(&keys_path) {
         Ok(keys) => KeySet::build(&keys, &main.auth.keys_file, &mut problems),
         Err(p) => {
@@ -138,8 +142,14 @@ pub fn load(dir: &Path, data_dir: &Path, env: &Env) -> Result<Config, ConfigErro
         triggers,
         keys,
         keys_path,
+        keys_modified,
         issuers,
     })
+}
+
+/// A file's modification time, if it exists.
+pub fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 /// Reads the API-key file on its own (the server re-reads it when it changes).

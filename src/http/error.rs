@@ -58,8 +58,9 @@ pub enum ApiError {
     /// 415: neither JSON nor form-encoded.
     #[error("{0}")]
     UnsupportedMediaType(String),
-    /// 422: the input does not satisfy the trigger's schema (every violation).
-    #[error("the input does not match the trigger's schema")]
+    /// 422: the input breaks the trigger's schema or cannot be normalised
+    /// (every violation listed).
+    #[error("the input is not valid for this trigger; see `errors`")]
     Validation(Vec<Violation>),
     /// 422: an Idempotency-Key reused with a different body.
     #[error("this Idempotency-Key was already used with a different request body")]

@@ -36,6 +36,9 @@ pub trait BatchWriter: Send + 'static {
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
+// Jobs are nearly every message and the hot path; boxing them to shrink the
+// rare variants would add an allocation per accepted request.
+#[allow(clippy::large_enum_variant)]
 enum Op {
     Job(NewJob, Reply<EnqueueOutcome>),
     Heartbeat(i64, Reply<()>),

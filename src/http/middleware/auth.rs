@@ -2,7 +2,8 @@
 //! extension, or answers 401.
 //!
 //! Accepted: `Authorization: Bearer <API key or JWT>`, or `X-Api-Key: <API
-//! key>` for senders that can only set a plain header. Without credentials:
+//! key>` (API keys only) for senders that can only set a plain header. When
+//! both are sent, `Authorization` is the one checked. Without credentials:
 //! 401 with `WWW-Authenticate: Bearer realm="callgate"`. With credentials that
 //! do not verify: 401 with `error="invalid_token"` and a reason that never
 //! echoes the credential.
@@ -44,10 +45,20 @@ fn identify(app: &AppState, headers: &HeaderMap) -> Result<Arc<Principal>, ApiEr
             }
             token.trim()
         }
-        (None, Some(value)) => value
-            .to_str()
-            .map_err(|_| ApiError::unauthorized("the X-Api-Key header is not valid text", true))?
-            .trim(),
+        (None, Some(value)) => {
+            let key = value
+                .to_str()
+                .map_err(|_| {
+                    ApiError::unauthorized("the X-Api-Key header is not valid text", true)
+                })?
+                .trim();
+            // X-Api-Key carries API keys only; tokens belong in Authorization.
+            return app
+                .keys
+                .load()
+                .verify(key)
+                .ok_or_else(|| ApiError::unauthorized("unknown or disabled API key", true));
+        }
         (None, None) => {
             return Err(ApiError::unauthorized(
                 "credentials are required: `Authorization: Bearer <token>` or `X-Api-Key: <key>`",

@@ -3,8 +3,11 @@
 //!
 //! Order of checks (each a different status): scope 403 → trigger 404 →
 //! trigger limit 429 → media type 415 → Idempotency-Key 400 → body size 413
-//! → parse 400 → schema 422 → phone numbers 422 → idempotency replay / 409 /
-//! 422 → durable insert (503 under backpressure) → 202.
+//! (a declared `Content-Length` over the limit was already refused by the
+//! outer guard, before authentication) → parse 400 → schema 422 → phone
+//! numbers 422 → idempotency replay / 409 / 422 → durable insert (503 under
+//! backpressure) → 202. Every answer after the trigger limit carries its
+//! `RateLimit` item, errors included.
 
 use std::sync::Arc;
 
@@ -29,9 +32,9 @@ use crate::input::{self, BodyKind};
 use crate::store::{EnqueueOutcome, NewIdempotency, NewJob, StoreError};
 use crate::trigger::Trigger;
 
-/// Query parameters of the accept route.
+/// Query parameters of the accept route. Others are ignored: some senders
+/// add cache-busting or tracking parameters.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct AcceptQuery {
     /// `test`: validate and show what would run, without creating a job.
     mode: Option<Mode>,
@@ -79,44 +82,16 @@ pub async fn accept_trigger(
 ) -> Result<Response, ApiError> {
     let trigger = authorize(&app, &principal, &trigger_id)?;
     let limit = app.limiters.check_trigger(&trigger.id).transpose()?;
-    let kind = BodyKind::from_content_type(headers.get(header::CONTENT_TYPE))?;
-    let idem_key = idempotency::key_from(&headers)?;
-    let bytes = input::read_body(body, app.config.main.server.max_body_bytes).await?;
-    let mut input = input::parse(kind, &bytes, trigger.form_nesting)?;
-    let violations = trigger.schema.violations(&input);
-    if !violations.is_empty() {
-        return Err(ApiError::Validation(violations));
-    }
-    input::normalise(&mut input, &trigger)?;
-
-    let mut response = if query.mode == Some(Mode::Test) {
-        let tested = TriggerTested {
-            mode: "test",
-            trigger_id: trigger.id.as_str(),
-            input: &input,
-            would_run: trigger.plan(&input),
-        };
-        (StatusCode::OK, axum::Json(tested)).into_response()
-    } else {
-        let request_hash = idem_key
-            .as_ref()
-            .map(|_| idempotency::request_hash(kind.media_type(), &bytes));
-        let accept = Accept {
-            app: &app,
-            principal: &principal,
-            trigger: &trigger,
-            request_id: request_id.as_str(),
-        };
-        match (idem_key, request_hash) {
-            (Some(key), Some(hash)) => accept.idempotent(input, &key, hash).await?,
-            _ => match accept.insert(input, None).await? {
-                Inserted::Accepted(response) => response,
-                Inserted::KeyTaken => {
-                    return Err(ApiError::Internal("key conflict without a key".into()));
-                }
-            },
-        }
+    let accept = Accept {
+        app: &app,
+        principal: &principal,
+        trigger: &trigger,
+        request_id: request_id.as_str(),
     };
+    let mut response = accept
+        .handle(query, &headers, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response);
     if let Some(state) = limit {
         state.append_to(response.headers_mut());
     }
@@ -131,6 +106,45 @@ struct Accept<'a> {
 }
 
 impl Accept<'_> {
+    /// Everything after the trigger limit.
+    async fn handle(
+        &self,
+        query: AcceptQuery,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<Response, ApiError> {
+        let (app, trigger) = (self.app, self.trigger);
+        let kind = BodyKind::from_content_type(headers.get(header::CONTENT_TYPE))?;
+        let idem_key = idempotency::key_from(headers)?;
+        let bytes = input::read_body(body, app.config.main.server.max_body_bytes).await?;
+        let mut input = input::parse(kind, &bytes, trigger.form_nesting)?;
+        let violations = trigger.schema.violations(&input);
+        if !violations.is_empty() {
+            return Err(ApiError::Validation(violations));
+        }
+        input::normalise(&mut input, trigger)?;
+
+        if query.mode == Some(Mode::Test) {
+            let tested = TriggerTested {
+                mode: "test",
+                trigger_id: trigger.id.as_str(),
+                input: &input,
+                would_run: trigger.plan(&input),
+            };
+            return Ok((StatusCode::OK, axum::Json(tested)).into_response());
+        }
+        match idem_key {
+            Some(key) => {
+                let hash = idempotency::request_hash(kind.media_type(), &bytes);
+                self.idempotent(input, &key, hash).await
+            }
+            None => match self.insert(input, None).await? {
+                Inserted::Accepted(response) => Ok(response),
+                Inserted::KeyTaken => Err(ApiError::Internal("key conflict without a key".into())),
+            },
+        }
+    }
+
     /// Replays a stored answer, refuses a reused key, or accepts once.
     async fn idempotent(
         &self,

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Serialize;
 use serde_json::Value;
@@ -52,7 +53,7 @@ pub struct TriggerList<'a> {
 pub async fn list_triggers(
     State(app): State<AppState>,
     Extension(principal): Extension<Arc<Principal>>,
-) -> Json<Value> {
+) -> Response {
     let triggers = app
         .config
         .triggers
@@ -60,16 +61,14 @@ pub async fn list_triggers(
         .filter(|t| principal.scopes.may_run(t.id.as_str()))
         .map(|t| TriggerOut::new(t))
         .collect();
-    Json(serde_json::to_value(TriggerList { triggers }).unwrap_or_default())
+    Json(TriggerList { triggers }).into_response()
 }
 
 pub async fn get_trigger(
     State(app): State<AppState>,
     Extension(principal): Extension<Arc<Principal>>,
     ApiPath(trigger_id): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let trigger = authorize(&app, &principal, &trigger_id)?;
-    serde_json::to_value(TriggerOut::new(&trigger))
-        .map(Json)
-        .map_err(|e| ApiError::Internal(e.to_string()))
+    Ok(Json(TriggerOut::new(&trigger)).into_response())
 }

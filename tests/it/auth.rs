@@ -1,0 +1,167 @@
+//! API-key authentication and scopes: every check has a test that tries to
+//! get past it.
+
+use std::time::Duration;
+
+use crate::support::{TestApp, demo_body, problem};
+
+#[tokio::test]
+async fn missing_credentials_get_401_with_www_authenticate_and_no_trigger_enumeration() {
+    let app = TestApp::start().await;
+    for path in ["/v1/triggers/demo-call", "/v1/triggers/does-not-exist"] {
+        let r = app
+            .client
+            .post(app.url(path))
+            .json(&demo_body())
+            .send()
+            .await
+            .unwrap();
+        let www = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+        assert_eq!(www, "Bearer realm=\"callgate\"");
+        let body = problem(r, 401).await;
+        assert_eq!(body["type"], "urn:callgate:problem:unauthorized");
+    }
+    // Only after authentication does an unknown trigger become 404.
+    let r = app
+        .trigger(app.key("zapier"), "does-not-exist", &demo_body())
+        .await;
+    problem(r, 404).await;
+    assert_eq!(app.jobs_on_disk().await, 0);
+}
+
+#[tokio::test]
+async fn unknown_malformed_or_foreign_scheme_credentials_get_401_invalid_token() {
+    let app = TestApp::start().await;
+    let real = app.key("zapier").to_owned();
+    let last = if real.ends_with('A') { 'B' } else { 'A' };
+    let near_miss = format!("{}{last}", &real[..real.len() - 1]);
+    for token in [near_miss.as_str(), "cg_", "not-a-token", "a.b.c"] {
+        let r = app.trigger(token, "demo-call", &demo_body()).await;
+        let www = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+        assert!(www.contains("error=\"invalid_token\""), "{token}: {www}");
+        let body = problem(r, 401).await;
+        assert!(
+            !body.to_string().contains(token) || token.len() < 6,
+            "the token must not be echoed"
+        );
+    }
+    let r = app
+        .client
+        .post(app.url("/v1/triggers/demo-call"))
+        .basic_auth("user", Some(&real))
+        .json(&demo_body())
+        .send()
+        .await
+        .unwrap();
+    problem(r, 401).await;
+    assert_eq!(app.jobs_on_disk().await, 0);
+}
+
+#[tokio::test]
+async fn x_api_key_header_is_accepted_for_senders_without_bearer_support() {
+    let app = TestApp::start().await;
+    let r = app
+        .client
+        .post(app.url("/v1/triggers/demo-call"))
+        .header("x-api-key", app.key("zapier"))
+        .json(&demo_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let r = app
+        .client
+        .post(app.url("/v1/triggers/demo-call"))
+        .header("x-api-key", "cg_wrong")
+        .json(&demo_body())
+        .send()
+        .await
+        .unwrap();
+    problem(r, 401).await;
+    // X-Api-Key carries API keys only, not bearer tokens.
+    let jwt = crate::support::hs256(&crate::support::claims("triggers:run"));
+    let r = app
+        .client
+        .post(app.url("/v1/triggers/demo-call"))
+        .header("x-api-key", jwt)
+        .json(&demo_body())
+        .send()
+        .await
+        .unwrap();
+    problem(r, 401).await;
+}
+
+#[tokio::test]
+async fn valid_credentials_without_the_scope_get_403() {
+    let app = TestApp::builder()
+        .triggers("[triggers.other]\nschema = \"schemas/demo-call.json\"\naction = { type = \"start_call\", agent = \"demo-agent\" }\n")
+        .key("other-only", &["trigger:other"])
+        .key("reader", &["jobs:read"])
+        .start()
+        .await;
+    for key in ["other-only", "reader"] {
+        let r = app.trigger(app.key(key), "demo-call", &demo_body()).await;
+        let body = problem(r, 403).await;
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("trigger:demo-call")
+        );
+    }
+    // A trigger-scoped key learns nothing about triggers outside its scope.
+    let r = app
+        .trigger(app.key("other-only"), "no-such-trigger", &demo_body())
+        .await;
+    problem(r, 403).await;
+    assert_eq!(
+        app.trigger(app.key("other-only"), "other", &demo_body())
+            .await
+            .status(),
+        202
+    );
+    assert_eq!(app.jobs_on_disk().await, 1);
+}
+
+#[tokio::test]
+async fn a_key_minted_while_serving_is_accepted_once_the_file_changes() {
+    let app = TestApp::start().await;
+    let path = app.config_dir.path().join("keys.toml");
+    let key =
+        callgate::auth::api_key::add_to_file(&path, "late", &["triggers:run".into()], None, "now")
+            .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = app.trigger(&key, "demo-call", &demo_body()).await.status();
+        if status == 202 {
+            break;
+        }
+        assert_eq!(status, 401);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new key was never picked up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Disabling it in the file revokes it the same way.
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("name = \"late\"", "name = \"late\"\ndisabled = true"),
+    )
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while app.trigger(&key, "demo-call", &demo_body()).await.status() != 401 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the disabled key still works"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        app.trigger(app.key("zapier"), "demo-call", &demo_body())
+            .await
+            .status(),
+        202
+    );
+}

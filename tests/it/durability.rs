@@ -1,0 +1,394 @@
+//! Nothing accepted is lost: the real binary, SIGKILLed and SIGTERMed under
+//! load; the writer blocked until backpressure shows.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::{ConnectOptions, Connection};
+
+use crate::support::{self, JWT_SECRET, TestApp, count_jobs, demo_body, problem};
+
+/// The `callgate serve` process with its stderr collected.
+struct Gateway {
+    child: Child,
+    addr: SocketAddr,
+    logs: Arc<Mutex<String>>,
+}
+
+impl Gateway {
+    fn start(config: &Path, data: &Path) -> Gateway {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_callgate"))
+            .args([
+                "--log-format",
+                "json",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--config",
+            ])
+            .arg(config)
+            .arg("--data-dir")
+            .arg(data)
+            .env("TEST_JWT_SECRET", JWT_SECRET)
+            .env("CALLGATE_LOG", "debug")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let logs = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && v["message"] == "listening"
+                {
+                    let _ = tx.send(v["addr"].as_str().unwrap_or_default().parse::<SocketAddr>());
+                }
+                let mut logs = sink.lock().unwrap();
+                logs.push_str(&line);
+                logs.push('\n');
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("gateway did not start: {}", logs.lock().unwrap()))
+            .unwrap();
+        Gateway { child, addr, logs }
+    }
+
+    fn client(&self, data: &Path) -> reqwest::Client {
+        let cert = std::fs::read(data.join("tls/cert.pem")).unwrap();
+        support::client(&cert)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.addr.port())
+    }
+
+    fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
+fn config_dir() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in ["agents.toml", "triggers.toml"] {
+        std::fs::copy(
+            format!("{}/{entry}", support::REPO_CONFIG),
+            dir.path().join(entry),
+        )
+        .unwrap();
+    }
+    std::fs::create_dir(dir.path().join("schemas")).unwrap();
+    std::fs::copy(
+        format!("{}/schemas/demo-call.json", support::REPO_CONFIG),
+        dir.path().join("schemas/demo-call.json"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("callgate.toml"),
+        format!(
+            "[limits]\nper_ip = {{ requests = 100000, per = \"1s\", burst = 100000 }}\n\
+             per_principal = {{ requests = 100000, per = \"1s\", burst = 100000 }}\n\
+             [auth.jwt.issuers.test]\nissuer = \"{}\"\naudience = \"{}\"\nalgorithms = [\"HS256\"]\n\
+             [[auth.jwt.issuers.test.keys]]\nsecret = \"${{TEST_JWT_SECRET}}\"\n",
+            support::JWT_ISS,
+            support::JWT_AUD
+        ),
+    )
+    .unwrap();
+    let key = callgate::auth::api_key::add_to_file(
+        &dir.path().join("keys.toml"),
+        "zapier",
+        &["triggers:run".into()],
+        None,
+        "now",
+    )
+    .unwrap();
+    (dir, key)
+}
+
+/// Job ids answered 202, shared by load workers.
+type Accepted = Arc<Mutex<Vec<String>>>;
+
+/// Starts `workers` tasks that send triggers back to back until a request
+/// fails (the server is gone); `reached` fires once `goal` are accepted.
+fn spawn_load(
+    client: &reqwest::Client,
+    url: &str,
+    credential: &str,
+    workers: usize,
+    accepted: &Accepted,
+    goal: usize,
+    reached: &Arc<tokio::sync::Notify>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..workers)
+        .map(|_| {
+            let (client, url, credential) = (client.clone(), url.to_owned(), credential.to_owned());
+            let (accepted, reached) = (accepted.clone(), reached.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Ok(r) = client
+                        .post(&url)
+                        .bearer_auth(&credential)
+                        .json(&demo_body())
+                        .send()
+                        .await
+                    else {
+                        return;
+                    };
+                    if r.status() != 202 {
+                        continue;
+                    }
+                    let Ok(body) = r.json::<Value>().await else {
+                        return;
+                    };
+                    let mut a = accepted.lock().unwrap();
+                    a.push(body["job_id"].as_str().unwrap().to_owned());
+                    if a.len() == goal {
+                        reached.notify_one();
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn accepted_jobs_survive_sigkill_and_secrets_never_reach_the_logs() {
+    let (config, key) = config_dir();
+    let data = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(config.path(), data.path());
+    let client = gw.client(data.path());
+    let jwt = support::hs256(&support::claims("triggers:run"));
+
+    // Keep 16 requests in flight (API keys and JWTs) and kill -9 the moment
+    // 150 have been answered 202, while the rest are still in flight.
+    let accepted: Accepted = Arc::default();
+    let reached = Arc::new(tokio::sync::Notify::new());
+    let url = gw.url("/v1/triggers/demo-call");
+    let mut workers = spawn_load(&client, &url, &key, 8, &accepted, 150, &reached);
+    workers.extend(spawn_load(&client, &url, &jwt, 8, &accepted, 150, &reached));
+    tokio::time::timeout(Duration::from_secs(60), reached.notified())
+        .await
+        .unwrap();
+    let mut gw = gw;
+    gw.child.kill().unwrap(); // SIGKILL
+    gw.child.wait().unwrap();
+    for w in workers {
+        w.await.unwrap();
+    }
+    let accepted = accepted.lock().unwrap().clone();
+    assert!(accepted.len() >= 150, "only {} accepted", accepted.len());
+    let logs_before = gw.logs.lock().unwrap().clone();
+
+    let on_disk = count_jobs(&data.path().join("callgate.db")).await;
+    assert!(
+        on_disk >= accepted.len() as i64,
+        "{on_disk} on disk < {} accepted",
+        accepted.len()
+    );
+
+    let gw2 = Gateway::start(config.path(), data.path());
+    let client = gw2.client(data.path());
+    for id in &accepted {
+        let r = client
+            .get(gw2.url(&format!("/v1/jobs/{id}")))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        // JWT-created jobs belong to another principal: the key reads them with 403, which still proves existence.
+        assert!(
+            status == 200 || status == 403,
+            "job {id} lost after SIGKILL: {status}"
+        );
+    }
+    let mut gw2 = gw2;
+    gw2.signal("TERM");
+    assert!(gw2.child.wait().unwrap().success());
+    let logs = format!("{logs_before}{}", gw2.logs.lock().unwrap());
+    for secret in [key.as_str(), jwt.as_str(), JWT_SECRET] {
+        assert!(!logs.contains(secret), "a secret reached the logs");
+    }
+    assert!(logs.contains("\"request_id\""), "logs carry request ids");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_finishes_in_flight_requests_flushes_and_exits_zero() {
+    let (config, key) = config_dir();
+    let data = tempfile::tempdir().unwrap();
+    let mut gw = Gateway::start(config.path(), data.path());
+    let client = gw.client(data.path());
+    let accepted: Accepted = Arc::default();
+    let reached = Arc::new(tokio::sync::Notify::new());
+    let workers = spawn_load(
+        &client,
+        &gw.url("/v1/triggers/demo-call"),
+        &key,
+        16,
+        &accepted,
+        100,
+        &reached,
+    );
+    // Ask for a graceful stop in the middle of the load.
+    tokio::time::timeout(Duration::from_secs(60), reached.notified())
+        .await
+        .unwrap();
+    gw.signal("TERM");
+    let status = tokio::task::spawn_blocking(move || gw.child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    for w in workers {
+        w.await.unwrap();
+    }
+    let accepted = accepted.lock().unwrap().clone();
+    assert!(accepted.len() >= 100);
+    let db = data.path().join("callgate.db");
+    let ids = job_ids(&db).await;
+    for id in &accepted {
+        assert!(ids.contains(id), "accepted job {id} missing after SIGTERM");
+    }
+}
+
+async fn job_ids(db: &PathBuf) -> std::collections::HashSet<String> {
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(db)
+        .read_only(true)
+        .connect()
+        .await
+        .unwrap();
+    let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM jobs")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    ids.into_iter().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_blocked_writer_answers_503_with_retry_after_instead_of_queueing() {
+    let app = TestApp::builder()
+        .storage("max_pending_writes = 1\nbusy_timeout = \"20s\"")
+        .key("zapier", &["triggers:run"])
+        .start()
+        .await;
+    assert_eq!(
+        app.trigger(app.key("zapier"), "demo-call", &demo_body())
+            .await
+            .status(),
+        202
+    );
+    // Another process takes the database's write lock and holds it.
+    let mut blocker = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(app.db_path())
+        .connect()
+        .await
+        .unwrap();
+    let mut tx = blocker.begin_with("BEGIN IMMEDIATE").await.unwrap();
+    sqlx::query("SELECT 1").execute(&mut *tx).await.unwrap();
+
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+    for _ in 0..6 {
+        let (client, url, key, done) = (
+            app.client.clone(),
+            app.url("/v1/triggers/demo-call"),
+            app.key("zapier").to_owned(),
+            done_tx.clone(),
+        );
+        tokio::spawn(async move {
+            let r = client
+                .post(url)
+                .bearer_auth(key)
+                .json(&demo_body())
+                .send()
+                .await
+                .unwrap();
+            let _ = done.send(r);
+        });
+    }
+    // At most two fit (one in the writer, one queued): the others are
+    // refused at once, while the lock is still held.
+    let mut overloaded = 0;
+    while overloaded < 4 {
+        let r = tokio::time::timeout(Duration::from_secs(15), done_rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.headers()["retry-after"], "1");
+        let body = problem(r, 503).await;
+        assert_eq!(body["type"], "urn:callgate:problem:overloaded", "{body}");
+        overloaded += 1;
+    }
+    // Readiness reports the same condition.
+    assert_eq!(
+        app.client
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    tx.rollback().await.unwrap();
+    // What was queued commits once the lock is gone.
+    let mut committed = 0;
+    for _ in 0..2 {
+        let r = tokio::time::timeout(Duration::from_secs(15), done_rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        match r.status().as_u16() {
+            202 => committed += 1,
+            503 => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(committed >= 1, "the request in the writer must commit");
+    assert_eq!(app.jobs_on_disk().await, 1 + committed);
+    assert_eq!(
+        app.client
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn the_database_is_in_wal_mode_on_disk() {
+    let app = TestApp::start().await;
+    assert_eq!(
+        app.trigger(app.key("zapier"), "demo-call", &demo_body())
+            .await
+            .status(),
+        202
+    );
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(app.db_path())
+        .read_only(true)
+        .connect()
+        .await
+        .unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+}

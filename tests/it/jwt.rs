@@ -1,0 +1,246 @@
+//! JWT bearer tokens: the accepted kinds and every attack the issue lists.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, EncodingKey};
+use serde_json::{Value, json};
+
+use crate::support::{
+    JWT_AUD, JWT_ISS, JWT_SECRET, TestApp, claims, demo_body, fixture, hs256, now, problem, sign,
+};
+
+async fn status_and_detail(app: &TestApp, token: &str) -> (u16, String) {
+    let r = app.trigger(token, "demo-call", &demo_body()).await;
+    let status = r.status().as_u16();
+    if status == 401 {
+        let www = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+        assert!(www.contains("invalid_token"), "{www}");
+        let body = problem(r, 401).await;
+        (status, body["detail"].as_str().unwrap().to_owned())
+    } else {
+        (status, String::new())
+    }
+}
+
+#[tokio::test]
+async fn hmac_rsa_ec_and_eddsa_tokens_from_configured_issuers_are_accepted() {
+    let app = TestApp::start().await;
+    assert_eq!(
+        status_and_detail(&app, &hs256(&claims("triggers:run")))
+            .await
+            .0,
+        202
+    );
+
+    let rsa = EncodingKey::from_rsa_pem(&fixture("rsa-private.pem")).unwrap();
+    let mut c = claims("trigger:demo-call");
+    c["iss"] = json!("https://rsa.test/");
+    c["aud"] = json!(["other"]);
+    assert_eq!(
+        status_and_detail(&app, &sign(Algorithm::RS256, Some("rsa-1"), &rsa, &c))
+            .await
+            .0,
+        202
+    );
+
+    let ec = EncodingKey::from_ec_pem(&fixture("ec-private.pem")).unwrap();
+    let mut c = claims("triggers:run");
+    c["iss"] = json!("https://ec.test/");
+    assert_eq!(
+        status_and_detail(&app, &sign(Algorithm::ES256, None, &ec, &c))
+            .await
+            .0,
+        202
+    );
+
+    let ed = EncodingKey::from_ed_pem(&fixture("ed-private.pem")).unwrap();
+    let mut c = claims("");
+    c["iss"] = json!("https://ed.test/");
+    c["scp"] = json!(["triggers:run"]);
+    assert_eq!(
+        status_and_detail(&app, &sign(Algorithm::EdDSA, None, &ed, &c))
+            .await
+            .0,
+        202
+    );
+
+    // The principal is issuer + subject; jobs record it.
+    let r = app
+        .trigger(&hs256(&claims("triggers:run")), "demo-call", &demo_body())
+        .await;
+    let accepted: Value = r.json().await.unwrap();
+    let job: Value = app
+        .get(
+            &hs256(&claims("triggers:run")),
+            accepted["links"]["self"].as_str().unwrap(),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(job["created_by"], "jwt:test:user-1");
+}
+
+#[tokio::test]
+async fn alg_none_is_rejected() {
+    let app = TestApp::start().await;
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+    let payload = URL_SAFE_NO_PAD.encode(claims("triggers:run").to_string());
+    for token in [
+        format!("{header}.{payload}."),
+        format!("{header}.{payload}.c2ln"),
+    ] {
+        assert_eq!(status_and_detail(&app, &token).await.0, 401);
+    }
+}
+
+#[tokio::test]
+async fn an_hmac_token_signed_with_the_rsa_public_key_is_rejected() {
+    let app = TestApp::start().await;
+    // The classic confusion: the attacker knows the public key and uses its
+    // bytes as an HMAC secret, hoping the server verifies HS256 with it.
+    let mut c = claims("triggers:run");
+    c["iss"] = json!("https://rsa.test/");
+    let public = fixture("rsa-public.pem");
+    for alg in [Algorithm::HS256, Algorithm::HS512] {
+        let token = sign(alg, Some("rsa-1"), &EncodingKey::from_secret(&public), &c);
+        let (status, detail) = status_and_detail(&app, &token).await;
+        assert_eq!(status, 401);
+        assert!(detail.contains("algorithm"), "{detail}");
+    }
+    // And an RS256 token presented to the HMAC-only issuer.
+    let rsa = EncodingKey::from_rsa_pem(&fixture("rsa-private.pem")).unwrap();
+    let token = sign(Algorithm::RS256, None, &rsa, &claims("triggers:run"));
+    assert_eq!(status_and_detail(&app, &token).await.0, 401);
+}
+
+#[tokio::test]
+async fn expired_and_not_yet_valid_tokens_are_rejected_beyond_the_leeway() {
+    let app = TestApp::start().await;
+    let mut c = claims("triggers:run");
+    c["exp"] = json!(now() - 120);
+    let (status, detail) = status_and_detail(&app, &hs256(&c)).await;
+    assert_eq!((status, detail.as_str()), (401, "the token has expired"));
+
+    // Within the configured 30 s leeway: still accepted.
+    c["exp"] = json!(now() - 5);
+    assert_eq!(status_and_detail(&app, &hs256(&c)).await.0, 202);
+
+    let mut c = claims("triggers:run");
+    c["nbf"] = json!(now() + 600);
+    let (status, detail) = status_and_detail(&app, &hs256(&c)).await;
+    assert_eq!(
+        (status, detail.as_str()),
+        (401, "the token is not valid yet")
+    );
+}
+
+#[tokio::test]
+async fn wrong_audience_wrong_issuer_and_missing_claims_are_rejected() {
+    let app = TestApp::start().await;
+    let mut c = claims("triggers:run");
+    c["aud"] = json!("someone-else");
+    assert_eq!(status_and_detail(&app, &hs256(&c)).await.0, 401);
+
+    let mut c = claims("triggers:run");
+    c["iss"] = json!("https://evil.test/");
+    let (status, detail) = status_and_detail(&app, &hs256(&c)).await;
+    assert_eq!(
+        (status, detail.as_str()),
+        (401, "the token's issuer is not trusted")
+    );
+
+    for missing in ["exp", "aud", "sub", "iss"] {
+        let mut c = claims("triggers:run");
+        c.as_object_mut().unwrap().remove(missing);
+        assert_eq!(
+            status_and_detail(&app, &hs256(&c)).await.0,
+            401,
+            "without {missing}"
+        );
+    }
+    // CVE-2026-25537: a string-typed exp must not bypass expiry.
+    let mut c = claims("triggers:run");
+    c["exp"] = json!("99999999999");
+    assert_eq!(status_and_detail(&app, &hs256(&c)).await.0, 401);
+    let mut c = claims("triggers:run");
+    c["nbf"] = json!("0");
+    assert_eq!(status_and_detail(&app, &hs256(&c)).await.0, 401);
+}
+
+#[tokio::test]
+async fn a_tampered_payload_or_signature_is_rejected() {
+    let app = TestApp::start().await;
+    let token = hs256(&claims("trigger:other"));
+    let parts: Vec<&str> = token.split('.').collect();
+    // Escalate the scope, keep the signature.
+    let forged = URL_SAFE_NO_PAD.encode(claims("triggers:run jobs:read").to_string());
+    let tampered = format!("{}.{}.{}", parts[0], forged, parts[2]);
+    let (status, detail) = status_and_detail(&app, &tampered).await;
+    assert_eq!(
+        (status, detail.as_str()),
+        (401, "the token's signature or claims are invalid")
+    );
+    // A token signed with another secret.
+    let other = sign(
+        Algorithm::HS256,
+        None,
+        &EncodingKey::from_secret(b"another-secret-another-secret-another!!"),
+        &claims("triggers:run"),
+    );
+    assert_eq!(status_and_detail(&app, &other).await.0, 401);
+    // The genuine token is fine but lacks the scope: 403, not 401.
+    assert_eq!(status_and_detail(&app, &token).await.0, 403);
+    assert!(JWT_SECRET.len() >= 32 && !JWT_ISS.is_empty() && !JWT_AUD.is_empty());
+}
+
+#[tokio::test]
+async fn a_kid_that_names_no_configured_key_is_rejected() {
+    let app = TestApp::start().await;
+    let rsa = EncodingKey::from_rsa_pem(&fixture("rsa-private.pem")).unwrap();
+    let mut c = claims("triggers:run");
+    c["iss"] = json!("https://rsa.test/");
+    for kid in [Some("rsa-2"), None] {
+        let (status, detail) =
+            status_and_detail(&app, &sign(Algorithm::RS256, kid, &rsa, &c)).await;
+        assert_eq!(status, 401, "kid {kid:?}");
+        assert!(detail.contains("kid"), "{detail}");
+    }
+    assert_eq!(
+        status_and_detail(&app, &sign(Algorithm::RS256, Some("rsa-1"), &rsa, &c))
+            .await
+            .0,
+        202
+    );
+}
+
+#[tokio::test]
+async fn callgate_jwt_mint_produces_a_token_the_gateway_accepts() {
+    let app = TestApp::start().await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_callgate"))
+        .args([
+            "jwt",
+            "mint",
+            "--issuer",
+            "test",
+            "--sub",
+            "cli-user",
+            "--scope",
+            "triggers:run",
+            "--ttl",
+            "5m",
+            "--config",
+        ])
+        .arg(app.config_dir.path())
+        .env("TEST_JWT_SECRET", JWT_SECRET)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(token.lines().count(), 1, "stdout holds only the token");
+    assert_eq!(status_and_detail(&app, token.trim()).await.0, 202);
+}

@@ -1,0 +1,16 @@
+//! One integration-test binary: the real server over HTTPS on an ephemeral
+//! port, a real client, real SQLite files. Modules mirror the routes and
+//! concerns.
+
+mod accept;
+mod auth;
+mod cli;
+mod durability;
+mod errors;
+mod idempotency;
+mod input;
+mod jobs;
+mod jwt;
+mod limits;
+mod openapi;
+mod support;
