@@ -83,6 +83,14 @@ impl Gateway {
     }
 }
 
+impl Drop for Gateway {
+    // A failing test must not leave a gateway running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn config_dir() -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     for entry in ["agents.toml", "triggers.toml"] {
