@@ -67,6 +67,48 @@ impl std::fmt::Debug for Issuer {
 pub struct Issuers {
     by_iss: Arc<HashMap<String, Arc<Issuer>>>,
     by_id: Arc<BTreeMap<String, Arc<Issuer>>>,
+    verified: Arc<VerifiedCache>,
+}
+
+/// Tokens that verified, by SHA-256 of the whole token, until their `exp`.
+///
+/// Service clients (Zapier, CRMs) send the same token for its whole life;
+/// checking its signature and claims once is enough. Only tokens that passed
+/// every check are cached, the key covers every byte of the token (so a
+/// modified token never hits), and an entry is dropped at the token's `exp`
+/// (without the leeway). Bounded: when full, expired entries go first, then
+/// everything.
+#[derive(Debug, Default)]
+struct VerifiedCache(std::sync::Mutex<HashMap<[u8; 32], (Arc<Principal>, u64)>>);
+
+/// Most tokens remembered at once.
+const VERIFIED_CACHE_MAX: usize = 10_000;
+
+impl VerifiedCache {
+    fn get(&self, key: &[u8; 32], now: u64) -> Option<Arc<Principal>> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(key)
+            .filter(|(_, exp)| now < *exp)
+            .map(|(p, _)| p.clone())
+    }
+
+    fn put(&self, key: [u8; 32], principal: Arc<Principal>, exp: u64, now: u64) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= VERIFIED_CACHE_MAX {
+            map.retain(|_, (_, e)| now < *e);
+            if map.len() >= VERIFIED_CACHE_MAX {
+                map.clear();
+            }
+        }
+        map.insert(key, (principal, exp));
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
 }
 
 /// Why a token was refused (the 401 detail; never contains the token).
@@ -126,6 +168,7 @@ impl Issuers {
         Issuers {
             by_iss: Arc::new(by_iss),
             by_id: Arc::new(by_id),
+            verified: Arc::default(),
         }
     }
 
@@ -134,10 +177,23 @@ impl Issuers {
     }
 
     /// Verifies `token` and returns its principal.
-    pub fn verify(&self, token: &str) -> Result<Principal, TokenError> {
+    pub fn verify(&self, token: &str) -> Result<Arc<Principal>, TokenError> {
         if token.len() > MAX_TOKEN_LEN || token.split('.').count() != 3 {
             return Err(TokenError::Malformed);
         }
+        let cache_key = super::sha256(token.as_bytes());
+        let now = unix_now();
+        if let Some(principal) = self.verified.get(&cache_key, now) {
+            return Ok(principal);
+        }
+        let (principal, exp) = self.verify_uncached(token)?;
+        let principal = Arc::new(principal);
+        self.verified.put(cache_key, principal.clone(), exp, now);
+        Ok(principal)
+    }
+
+    /// The full check; returns the principal and the token's `exp`.
+    fn verify_uncached(&self, token: &str) -> Result<(Principal, u64), TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::BadHeader)?;
         let iss = unverified_issuer(token)?;
         let issuer = self.by_iss.get(&iss).ok_or(TokenError::UnknownIssuer)?;
@@ -156,7 +212,15 @@ impl Issuers {
             }
             match jsonwebtoken::decode::<Map<String, Value>>(token, &key.decoding, &key.validation)
             {
-                Ok(data) => return issuer.principal(&data.claims),
+                Ok(data) => {
+                    // Validated as a number by jsonwebtoken; rounded down.
+                    let exp = data
+                        .claims
+                        .get("exp")
+                        .and_then(Value::as_f64)
+                        .unwrap_or(0.0) as u64;
+                    return issuer.principal(&data.claims).map(|p| (p, exp));
+                }
                 Err(e) => last = classify(e.kind()),
             }
         }
@@ -409,4 +473,32 @@ fn load_public_key(
         "{} is not a PEM public key for any of the issuer's public-key algorithms",
         path.display()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal(id: &str) -> Arc<Principal> {
+        Arc::new(Principal {
+            id: Arc::from(id),
+            scopes: Scopes::default(),
+            rate_limit: None,
+        })
+    }
+
+    #[test]
+    fn cached_tokens_expire_at_exp_and_the_cache_stays_bounded() {
+        let cache = VerifiedCache::default();
+        cache.put([1; 32], principal("a"), 100, 50);
+        assert!(cache.get(&[1; 32], 99).is_some());
+        assert!(cache.get(&[1; 32], 100).is_none(), "gone at exp");
+        assert!(cache.get(&[2; 32], 50).is_none());
+        for i in 0..(VERIFIED_CACHE_MAX as u32 + 10) {
+            let mut key = [0u8; 32];
+            key[..4].copy_from_slice(&i.to_le_bytes());
+            cache.put(key, principal("x"), 1000, 50);
+        }
+        assert!(cache.0.lock().unwrap().len() <= VERIFIED_CACHE_MAX);
+    }
 }

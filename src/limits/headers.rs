@@ -16,12 +16,48 @@ use crate::http::error::ApiError;
 pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
+/// A limit's fixed description: its name, spec and `RateLimit-Policy` item
+/// (built once, not per request).
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub name: &'static str,
+    spec: RateSpec,
+    header: HeaderValue,
+}
+
+impl Policy {
+    pub fn new(name: &'static str, spec: RateSpec) -> Self {
+        let window = ceil_secs(spec.replenish_interval() * spec.burst).max(1);
+        let text = format!("\"{name}\";q={};w={window}", spec.burst);
+        Self {
+            name,
+            spec,
+            header: HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("\"limit\"")),
+        }
+    }
+
+    pub(crate) fn allowed(&self, remaining: u32) -> PolicyState {
+        let missing = self.spec.burst.saturating_sub(remaining);
+        PolicyState {
+            name: self.name,
+            policy: self.header.clone(),
+            remaining,
+            reset_secs: ceil_secs(self.spec.replenish_interval() * missing),
+        }
+    }
+
+    pub(crate) fn rejected(&self, wait: Duration) -> PolicyState {
+        let mut s = self.allowed(0);
+        s.reset_secs = ceil_secs(wait).max(1);
+        s
+    }
+}
+
 /// One limit's state after a check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyState {
     pub name: &'static str,
-    pub quota: u32,
-    pub window_secs: u64,
+    policy: HeaderValue,
     pub remaining: u32,
     pub reset_secs: u64,
 }
@@ -31,23 +67,6 @@ fn ceil_secs(d: Duration) -> u64 {
 }
 
 impl PolicyState {
-    pub(crate) fn allowed(name: &'static str, spec: &RateSpec, remaining: u32) -> Self {
-        let interval = spec.replenish_interval();
-        Self {
-            name,
-            quota: spec.burst,
-            window_secs: ceil_secs(interval * spec.burst).max(1),
-            remaining,
-            reset_secs: ceil_secs(interval * spec.burst.saturating_sub(remaining)),
-        }
-    }
-
-    pub(crate) fn rejected(name: &'static str, spec: &RateSpec, wait: Duration) -> Self {
-        let mut s = Self::allowed(name, spec, 0);
-        s.reset_secs = ceil_secs(wait).max(1);
-        s
-    }
-
     pub(crate) fn into_error(self) -> ApiError {
         ApiError::RateLimited {
             policy: self.name,
@@ -58,16 +77,12 @@ impl PolicyState {
 
     /// Appends this policy's items to `headers`.
     pub fn append_to(&self, headers: &mut HeaderMap) {
-        let policy = format!("\"{}\";q={};w={}", self.name, self.quota, self.window_secs);
         let state = format!(
             "\"{}\";r={};t={}",
             self.name, self.remaining, self.reset_secs
         );
-        if let (Ok(p), Ok(s)) = (
-            HeaderValue::from_str(&policy),
-            HeaderValue::from_str(&state),
-        ) {
-            headers.append(RATELIMIT_POLICY.clone(), p);
+        if let Ok(s) = HeaderValue::from_str(&state) {
+            headers.append(RATELIMIT_POLICY.clone(), self.policy.clone());
             headers.append(RATELIMIT.clone(), s);
         }
     }
@@ -97,10 +112,10 @@ mod tests {
             burst: 20,
         };
         let mut h = HeaderMap::new();
-        PolicyState::allowed("principal", &spec, 15).append_to(&mut h);
+        Policy::new("principal", spec).allowed(15).append_to(&mut h);
         assert_eq!(h["ratelimit-policy"], "\"principal\";q=20;w=2");
         assert_eq!(h["ratelimit"], "\"principal\";r=15;t=1");
-        let r = PolicyState::rejected("ip", &spec, Duration::from_millis(1500));
+        let r = Policy::new("ip", spec).rejected(Duration::from_millis(1500));
         assert_eq!((r.remaining, r.reset_secs), (0, 2));
     }
 }

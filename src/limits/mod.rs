@@ -26,7 +26,7 @@ use governor::state::keyed::DashMapStateStore;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
-pub use headers::{PolicyState, RateLimitHeaders};
+pub use headers::{Policy, PolicyState, RateLimitHeaders};
 
 use crate::auth::Principal;
 use crate::config::{LimitsConfig, RateSpec};
@@ -58,8 +58,7 @@ fn quota(spec: &RateSpec) -> Quota {
 
 /// A keyed GCRA limiter with a policy name for its headers.
 pub struct Keyed<K: Hash + Eq + Clone, C: Clock = DefaultClock> {
-    name: &'static str,
-    spec: RateSpec,
+    policy: Policy,
     inner: RateLimiter<K, DashMapStateStore<K>, C, StateInformationMiddleware>,
 }
 
@@ -74,20 +73,19 @@ impl<K: Hash + Eq + Clone, C: Clock> Keyed<K, C> {
     pub fn with_clock(name: &'static str, spec: RateSpec, clock: C) -> Self {
         let inner = RateLimiter::dashmap_with_clock(quota(&spec), clock)
             .with_middleware::<StateInformationMiddleware>();
-        Self { name, spec, inner }
+        Self {
+            policy: Policy::new(name, spec),
+            inner,
+        }
     }
 
     /// Takes one request's worth of quota for `key`.
     pub fn check(&self, key: &K) -> Result<PolicyState, ApiError> {
         match self.inner.check_key(key) {
-            Ok(snapshot) => Ok(PolicyState::allowed(
-                self.name,
-                &self.spec,
-                snapshot.remaining_burst_capacity(),
-            )),
+            Ok(snapshot) => Ok(self.policy.allowed(snapshot.remaining_burst_capacity())),
             Err(not_until) => {
                 let wait = not_until.wait_time_from(self.inner.clock().now());
-                Err(PolicyState::rejected(self.name, &self.spec, wait).into_error())
+                Err(self.policy.rejected(wait).into_error())
             }
         }
     }
@@ -110,8 +108,7 @@ impl<K: Hash + Eq + Clone, C: Clock> Keyed<K, C> {
 
 /// An unkeyed GCRA limiter (one per trigger).
 pub struct Direct {
-    name: &'static str,
-    spec: RateSpec,
+    policy: Policy,
     inner: RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>,
 }
 
@@ -119,19 +116,18 @@ impl Direct {
     pub fn new(name: &'static str, spec: RateSpec) -> Self {
         let inner =
             RateLimiter::direct(quota(&spec)).with_middleware::<StateInformationMiddleware>();
-        Self { name, spec, inner }
+        Self {
+            policy: Policy::new(name, spec),
+            inner,
+        }
     }
 
     pub fn check(&self) -> Result<PolicyState, ApiError> {
         match self.inner.check() {
-            Ok(snapshot) => Ok(PolicyState::allowed(
-                self.name,
-                &self.spec,
-                snapshot.remaining_burst_capacity(),
-            )),
+            Ok(snapshot) => Ok(self.policy.allowed(snapshot.remaining_burst_capacity())),
             Err(not_until) => {
                 let wait = not_until.wait_time_from(self.inner.clock().now());
-                Err(PolicyState::rejected(self.name, &self.spec, wait).into_error())
+                Err(self.policy.rejected(wait).into_error())
             }
         }
     }

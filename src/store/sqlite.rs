@@ -5,15 +5,17 @@
 //! leaves `journal_mode` alone and `synchronous` at the library default) and
 //! read back at start; the store refuses to open if they did not take.
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
 };
-use sqlx::{ConnectOptions, Connection, Row};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row};
 
 use super::{
     BatchWriter, EnqueueOutcome, GroupCommit, IdempotencyRecord, JobRecord, NewJob, Store,
@@ -61,20 +63,66 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
     "#,
 )];
 
-const INSERT_JOB: &str = "INSERT INTO jobs (id, trigger_id, principal, status, action, input, \
-     request_id, idempotency_key, created_at, updated_at, run_at) \
-     VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)";
+/// Multi-row statements: one round trip to SQLite per batch instead of one
+/// per job (each round trip is a hand-off to sqlx's connection thread).
+const INSERT_JOBS: MultiRow = MultiRow {
+    head: "INSERT INTO jobs (id, trigger_id, principal, status, action, input, request_id, \
+           idempotency_key, created_at, updated_at, run_at) VALUES ",
+    row: "(?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
+    tail: "",
+};
 
-// An expired record with the same key is replaced; a live one wins and the
-// insert affects no row (the caller then replays the live one).
-const INSERT_IDEMPOTENCY: &str = "INSERT INTO idempotency_keys (principal, trigger_id, idem_key, \
-     request_hash, job_id, response_status, response_body, created_at, expires_at) \
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
-     ON CONFLICT (principal, trigger_id, idem_key) DO UPDATE SET \
-     request_hash = excluded.request_hash, job_id = excluded.job_id, \
-     response_status = excluded.response_status, response_body = excluded.response_body, \
-     created_at = excluded.created_at, expires_at = excluded.expires_at \
-     WHERE idempotency_keys.expires_at <= excluded.created_at";
+// An expired record with the same key is replaced; a live one wins and its
+// row is not returned (the caller then replays the live one).
+const CLAIM_IDEMPOTENCY: MultiRow = MultiRow {
+    head: "INSERT INTO idempotency_keys (principal, trigger_id, idem_key, request_hash, job_id, \
+           response_status, response_body, created_at, expires_at) VALUES ",
+    row: "(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    tail: " ON CONFLICT (principal, trigger_id, idem_key) DO UPDATE SET \
+           request_hash = excluded.request_hash, job_id = excluded.job_id, \
+           response_status = excluded.response_status, response_body = excluded.response_body, \
+           created_at = excluded.created_at, expires_at = excluded.expires_at \
+           WHERE idempotency_keys.expires_at <= excluded.created_at \
+           RETURNING job_id",
+};
+
+/// A statement with `n` value rows.
+struct MultiRow {
+    head: &'static str,
+    row: &'static str,
+    tail: &'static str,
+}
+
+/// Built statements by row count (sqlx then caches the prepared form).
+#[derive(Default)]
+struct Statements {
+    jobs: HashMap<usize, Arc<str>>,
+    claims: HashMap<usize, Arc<str>>,
+}
+
+fn build(cache: &mut HashMap<usize, Arc<str>>, shape: &MultiRow, n: usize) -> Arc<str> {
+    cache
+        .entry(n)
+        .or_insert_with(|| {
+            let mut sql = String::with_capacity(
+                shape.head.len() + n * (shape.row.len() + 2) + shape.tail.len(),
+            );
+            sql.push_str(shape.head);
+            for i in 0..n {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(shape.row);
+            }
+            sql.push_str(shape.tail);
+            Arc::from(sql)
+        })
+        .clone()
+}
+
+/// Most jobs in one statement (SQLite allows 32766 bound values; a job row
+/// binds 10).
+pub const MAX_ROWS_PER_STATEMENT: usize = 2048;
 
 /// The SQLite store.
 pub struct SqliteStore {
@@ -99,7 +147,10 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(cfg.busy_timeout)
             .foreign_keys(true);
+        // Room for one prepared multi-row statement per batch size.
         let mut writer = options
+            .clone()
+            .statement_cache_capacity(2 * cfg.max_batch.min(MAX_ROWS_PER_STATEMENT) + 16)
             .connect()
             .await
             .with_context(|| format!("opening {}", path.display()))?;
@@ -115,7 +166,10 @@ impl SqliteStore {
             .await
             .with_context(|| format!("opening read connections to {}", path.display()))?;
         let commit = GroupCommit::spawn(
-            SqliteWriter { conn: writer },
+            SqliteWriter {
+                conn: writer,
+                statements: Statements::default(),
+            },
             cfg.max_pending_writes,
             cfg.max_batch,
         );
@@ -175,6 +229,66 @@ async fn verify_durability(conn: &mut SqliteConnection) -> anyhow::Result<()> {
 
 struct SqliteWriter {
     conn: SqliteConnection,
+    statements: Statements,
+}
+
+impl SqliteWriter {
+    async fn insert_jobs(
+        conn: &mut SqliteConnection,
+        statements: &mut Statements,
+        jobs: &[&NewJob],
+    ) -> Result<(), StoreError> {
+        for chunk in jobs.chunks(MAX_ROWS_PER_STATEMENT) {
+            let sql = build(&mut statements.jobs, &INSERT_JOBS, chunk.len());
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for job in chunk {
+                query = query
+                    .bind(job.id.as_str())
+                    .bind(job.trigger_id.as_str())
+                    .bind(&*job.principal)
+                    .bind(&job.action_json)
+                    .bind(&job.input_json)
+                    .bind(job.request_id.as_deref())
+                    .bind(job.idempotency.as_ref().map(|i| i.key.as_str()))
+                    .bind(job.created_at_ms)
+                    .bind(job.created_at_ms)
+                    .bind(job.created_at_ms);
+            }
+            query.execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    /// Claims the Idempotency-Keys of `jobs`; returns the ids of the jobs
+    /// whose key was free (or expired).
+    async fn claim_keys(
+        conn: &mut SqliteConnection,
+        statements: &mut Statements,
+        jobs: &[&NewJob],
+    ) -> Result<HashSet<String>, StoreError> {
+        let mut claimed = HashSet::with_capacity(jobs.len());
+        for chunk in jobs.chunks(MAX_ROWS_PER_STATEMENT) {
+            let sql = build(&mut statements.claims, &CLAIM_IDEMPOTENCY, chunk.len());
+            let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql));
+            for job in chunk {
+                let Some(idem) = &job.idempotency else {
+                    continue;
+                };
+                query = query
+                    .bind(&*job.principal)
+                    .bind(job.trigger_id.as_str())
+                    .bind(&idem.key)
+                    .bind(&idem.request_hash)
+                    .bind(job.id.as_str())
+                    .bind(i64::from(idem.response_status))
+                    .bind(&idem.response_body)
+                    .bind(job.created_at_ms)
+                    .bind(idem.expires_at_ms);
+            }
+            claimed.extend(query.fetch_all(&mut *conn).await?);
+        }
+        Ok(claimed)
+    }
 }
 
 #[async_trait]
@@ -184,42 +298,34 @@ impl BatchWriter for SqliteWriter {
         jobs: &[NewJob],
         heartbeat_ms: Option<i64>,
     ) -> Result<Vec<EnqueueOutcome>, StoreError> {
+        let keyed: Vec<&NewJob> = jobs.iter().filter(|j| j.idempotency.is_some()).collect();
+        if keyed.is_empty() && heartbeat_ms.is_none() {
+            // One statement is its own transaction: one round trip, one fsync.
+            let all: Vec<&NewJob> = jobs.iter().collect();
+            Self::insert_jobs(&mut self.conn, &mut self.statements, &all).await?;
+            return Ok(vec![EnqueueOutcome::Inserted; jobs.len()]);
+        }
         let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
-        let mut outcomes = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            if let Some(idem) = &job.idempotency {
-                let claimed = sqlx::query(INSERT_IDEMPOTENCY)
-                    .bind(&*job.principal)
-                    .bind(job.trigger_id.as_str())
-                    .bind(&idem.key)
-                    .bind(&idem.request_hash)
-                    .bind(job.id.as_str())
-                    .bind(i64::from(idem.response_status))
-                    .bind(&idem.response_body)
-                    .bind(job.created_at_ms)
-                    .bind(idem.expires_at_ms)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if claimed == 0 {
-                    outcomes.push(EnqueueOutcome::IdempotencyConflict);
-                    continue;
-                }
-            }
-            sqlx::query(INSERT_JOB)
-                .bind(job.id.as_str())
-                .bind(job.trigger_id.as_str())
-                .bind(&*job.principal)
-                .bind(&job.action_json)
-                .bind(&job.input_json)
-                .bind(job.request_id.as_deref())
-                .bind(job.idempotency.as_ref().map(|i| i.key.as_str()))
-                .bind(job.created_at_ms)
-                .bind(job.created_at_ms)
-                .bind(job.created_at_ms)
-                .execute(&mut *tx)
-                .await?;
-            outcomes.push(EnqueueOutcome::Inserted);
+        let claimed = if keyed.is_empty() {
+            HashSet::new()
+        } else {
+            Self::claim_keys(&mut tx, &mut self.statements, &keyed).await?
+        };
+        let outcomes: Vec<EnqueueOutcome> = jobs
+            .iter()
+            .map(|j| match j.idempotency {
+                Some(_) if !claimed.contains(j.id.as_str()) => EnqueueOutcome::IdempotencyConflict,
+                _ => EnqueueOutcome::Inserted,
+            })
+            .collect();
+        let inserts: Vec<&NewJob> = jobs
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, o)| **o == EnqueueOutcome::Inserted)
+            .map(|(j, _)| j)
+            .collect();
+        if !inserts.is_empty() {
+            Self::insert_jobs(&mut tx, &mut self.statements, &inserts).await?;
         }
         if let Some(at) = heartbeat_ms {
             sqlx::query(

@@ -172,6 +172,8 @@ async fn wrong_audience_wrong_issuer_and_missing_claims_are_rejected() {
 async fn a_tampered_payload_or_signature_is_rejected() {
     let app = TestApp::start().await;
     let token = hs256(&claims("trigger:other"));
+    // The genuine token verifies (and is remembered) but lacks the scope: 403.
+    assert_eq!(status_and_detail(&app, &token).await.0, 403);
     let parts: Vec<&str> = token.split('.').collect();
     // Escalate the scope, keep the signature.
     let forged = URL_SAFE_NO_PAD.encode(claims("triggers:run jobs:read").to_string());
@@ -189,7 +191,6 @@ async fn a_tampered_payload_or_signature_is_rejected() {
         &claims("triggers:run"),
     );
     assert_eq!(status_and_detail(&app, &other).await.0, 401);
-    // The genuine token is fine but lacks the scope: 403, not 401.
     assert_eq!(status_and_detail(&app, &token).await.0, 403);
     assert!(JWT_SECRET.len() >= 32 && !JWT_ISS.is_empty() && !JWT_AUD.is_empty());
 }

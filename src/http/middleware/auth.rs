@@ -84,6 +84,5 @@ fn identify(app: &AppState, headers: &HeaderMap) -> Result<Arc<Principal>, ApiEr
     }
     app.issuers
         .verify(token)
-        .map(Arc::new)
         .map_err(|e| ApiError::unauthorized(e.to_string(), true))
 }
