@@ -79,7 +79,10 @@ pub struct Issuers {
 /// (without the leeway). Bounded: when full, expired entries go first, then
 /// everything.
 #[derive(Debug, Default)]
-struct VerifiedCache(std::sync::Mutex<HashMap<[u8; 32], (Arc<Principal>, u64)>>);
+struct VerifiedCache(std::sync::Mutex<HashMap<[u8; 32], Verified>>);
+
+/// A verified token's principal and `exp` (Unix seconds).
+type Verified = (Arc<Principal>, u64);
 
 /// Most tokens remembered at once.
 const VERIFIED_CACHE_MAX: usize = 10_000;
