@@ -25,6 +25,11 @@ use callgate::http::serve::{ServeOptions, serve};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+/// The same allocator as the `callgate` binary, so the comparison measures
+/// the gateway's work and not the allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);

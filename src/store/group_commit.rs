@@ -1,4 +1,4 @@
-//! Group commit: one writer task owns the write connection and commits the
+//! Group commit: one writer thread owns the write connection and commits the
 //! jobs of all concurrent requests in one transaction.
 //!
 //! Why: every commit costs an fsync (about 2,000/s on the reference disk), so
@@ -6,32 +6,36 @@
 //! whatever has queued up while the previous commit was syncing (up to
 //! `max_batch`) and commits it at once; nobody waits on a timer.
 //!
+//! The writer is a dedicated OS thread, not a task: a commit blocks in fsync
+//! for about a millisecond, which must not stall a runtime worker, and the
+//! engine can then call its database synchronously without a hand-off per
+//! statement. (An async engine can `block_on` its driver on this thread.)
+//!
 //! Policy: the queue is bounded. When it is full, `enqueue` fails at once
 //! with `Backpressure` (503 + Retry-After upstream), never an unbounded wait.
 //! `close` stops intake, commits everything already queued, and returns when
 //! the writer has exited.
 
 use std::sync::Mutex;
+use std::thread::JoinHandle;
 
-use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 
 use super::{EnqueueOutcome, NewJob, StoreError};
 
-/// What an engine implements to be driven by `GroupCommit`.
-#[async_trait]
+/// What an engine implements to be driven by `GroupCommit` (called on the
+/// writer thread; blocking is expected).
 pub trait BatchWriter: Send + 'static {
-    /// Commits `jobs` (and, if `heartbeat_ms` is set, the heartbeat row) in
-    /// one transaction; one outcome per job, in order.
-    async fn write_batch(
+    /// Commits `jobs` (and, if `heartbeat_ms` is set, the heartbeat row)
+    /// durably; one outcome per job, in order.
+    fn write_batch(
         &mut self,
         jobs: &[NewJob],
         heartbeat_ms: Option<i64>,
     ) -> Result<Vec<EnqueueOutcome>, StoreError>;
 
     /// Deletes idempotency records expired at `now_ms`.
-    async fn purge_idempotency(&mut self, now_ms: i64) -> Result<u64, StoreError>;
+    fn purge_idempotency(&mut self, now_ms: i64) -> Result<u64, StoreError>;
 }
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -46,43 +50,51 @@ enum Op {
     Shutdown,
 }
 
-/// Handle to the writer task.
+/// Handle to the writer thread.
 pub struct GroupCommit {
     tx: mpsc::Sender<Op>,
-    task: Mutex<Option<JoinHandle<()>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl GroupCommit {
     /// Starts the writer with a queue of `capacity` and batches of at most
     /// `max_batch` jobs.
-    pub fn spawn<W: BatchWriter>(writer: W, capacity: usize, max_batch: usize) -> Self {
+    pub fn spawn<W: BatchWriter>(
+        writer: W,
+        capacity: usize,
+        max_batch: usize,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        let task = tokio::spawn(run(writer, rx, max_batch.max(1)));
-        Self {
+        let thread = std::thread::Builder::new()
+            .name("callgate-writer".into())
+            .spawn(move || run(writer, rx, max_batch.max(1)))?;
+        Ok(Self {
             tx,
-            task: Mutex::new(Some(task)),
-        }
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    fn offer<T>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Op,
+    ) -> Result<oneshot::Receiver<Result<T, StoreError>>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.try_send(make(reply)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => StoreError::Backpressure,
+            mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+        })?;
+        Ok(rx)
     }
 
     /// Queues a job and waits for its commit.
     pub async fn enqueue(&self, job: NewJob) -> Result<EnqueueOutcome, StoreError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.try_send(Op::Job(job, reply)).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => StoreError::Backpressure,
-            mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
-        })?;
+        let rx = self.offer(|reply| Op::Job(job, reply))?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Commits a heartbeat through the writer (readiness).
     pub async fn heartbeat(&self, now_ms: i64) -> Result<(), StoreError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .try_send(Op::Heartbeat(now_ms, reply))
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => StoreError::Backpressure,
-                mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
-            })?;
+        let rx = self.offer(|reply| Op::Heartbeat(now_ms, reply))?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -99,18 +111,18 @@ impl GroupCommit {
     /// Stops intake, commits what is queued, and waits for the writer.
     pub async fn close(&self) {
         let _ = self.tx.send(Op::Shutdown).await;
-        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(task) = task {
-            let _ = task.await;
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
     }
 }
 
-async fn run<W: BatchWriter>(mut writer: W, mut rx: mpsc::Receiver<Op>, max_batch: usize) {
+fn run<W: BatchWriter>(mut writer: W, mut rx: mpsc::Receiver<Op>, max_batch: usize) {
     let mut jobs = Vec::with_capacity(max_batch);
     let mut job_replies: Vec<Reply<EnqueueOutcome>> = Vec::with_capacity(max_batch);
     let mut heartbeats: Vec<Reply<()>> = Vec::new();
-    while let Some(first) = rx.recv().await {
+    while let Some(first) = rx.blocking_recv() {
         let mut heartbeat_ms = None;
         let mut next = Some(first);
         while let Some(op) = next.take() {
@@ -124,10 +136,10 @@ async fn run<W: BatchWriter>(mut writer: W, mut rx: mpsc::Receiver<Op>, max_batc
                     heartbeats.push(reply);
                 }
                 Op::Purge(now, reply) => {
-                    let _ = reply.send(writer.purge_idempotency(now).await);
+                    let _ = reply.send(writer.purge_idempotency(now));
                 }
                 // Refuse new work; what is already queued is still received
-                // (and committed) by this loop before `recv` returns None.
+                // (and committed) by this loop before `blocking_recv` ends.
                 Op::Shutdown => rx.close(),
             }
             if jobs.len() < max_batch {
@@ -137,7 +149,7 @@ async fn run<W: BatchWriter>(mut writer: W, mut rx: mpsc::Receiver<Op>, max_batc
         if jobs.is_empty() && heartbeat_ms.is_none() {
             continue;
         }
-        let result = writer.write_batch(&jobs, heartbeat_ms).await;
+        let result = writer.write_batch(&jobs, heartbeat_ms);
         jobs.clear();
         match result {
             Ok(outcomes) => {

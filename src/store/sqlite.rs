@@ -15,7 +15,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row};
+use sqlx::{ConnectOptions, Connection, Row};
 
 use super::{
     BatchWriter, EnqueueOutcome, GroupCommit, IdempotencyRecord, JobRecord, NewJob, Store,
@@ -147,32 +147,25 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(cfg.busy_timeout)
             .foreign_keys(true);
-        // Room for one prepared multi-row statement per batch size.
-        let mut writer = options
-            .clone()
-            .statement_cache_capacity(2 * cfg.max_batch.min(MAX_ROWS_PER_STATEMENT) + 16)
+        // Schema changes go through sqlx (the same code will serve
+        // PostgreSQL); the connection is closed before the writer opens.
+        let mut setup = options
             .connect()
             .await
             .with_context(|| format!("opening {}", path.display()))?;
-        migrate(&mut writer)
+        migrate(&mut setup)
             .await
             .with_context(|| format!("migrating {}", path.display()))?;
-        verify_durability(&mut writer)
-            .await
-            .with_context(|| format!("checking durability settings of {}", path.display()))?;
+        setup.close().await.ok();
+        let writer = SqliteWriter::open(path, cfg)
+            .with_context(|| format!("opening the writer on {}", path.display()))?;
         let read = SqlitePoolOptions::new()
             .max_connections(cfg.read_connections.max(1))
             .connect_with(options.read_only(true))
             .await
             .with_context(|| format!("opening read connections to {}", path.display()))?;
-        let commit = GroupCommit::spawn(
-            SqliteWriter {
-                conn: writer,
-                statements: Statements::default(),
-            },
-            cfg.max_pending_writes,
-            cfg.max_batch,
-        );
+        let commit = GroupCommit::spawn(writer, cfg.max_pending_writes, cfg.max_batch)
+            .context("starting the writer thread")?;
         Ok(Self { read, commit })
     }
 }
@@ -209,13 +202,8 @@ async fn migrate(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-async fn verify_durability(conn: &mut SqliteConnection) -> anyhow::Result<()> {
-    let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
-        .fetch_one(&mut *conn)
-        .await?;
-    let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
-        .fetch_one(&mut *conn)
-        .await?;
+/// Refuses settings under which a commit would not be durable.
+fn check_durability(synchronous: i64, journal: &str) -> anyhow::Result<()> {
     anyhow::ensure!(
         synchronous == 2,
         "PRAGMA synchronous is {synchronous}, expected 2 (FULL)"
@@ -227,125 +215,172 @@ async fn verify_durability(conn: &mut SqliteConnection) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The group-commit writer: a rusqlite connection used only on the writer
+/// thread (see the `rusqlite` entry in Cargo.toml for why not sqlx here).
 struct SqliteWriter {
-    conn: SqliteConnection,
+    conn: rusqlite::Connection,
     statements: Statements,
 }
 
 impl SqliteWriter {
-    async fn insert_jobs(
-        conn: &mut SqliteConnection,
-        statements: &mut Statements,
-        jobs: &[&NewJob],
-    ) -> Result<(), StoreError> {
+    fn open(path: &Path, cfg: &StorageConfig) -> anyhow::Result<Self> {
+        let conn = rusqlite::Connection::open(path)?;
+        conn.busy_timeout(cfg.busy_timeout)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let synchronous: i64 = conn.pragma_query_value(None, "synchronous", |r| r.get(0))?;
+        let journal: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+        check_durability(synchronous, &journal)?;
+        // Room for one prepared multi-row statement per batch size.
+        conn.set_prepared_statement_cache_capacity(
+            2 * cfg.max_batch.min(MAX_ROWS_PER_STATEMENT) + 16,
+        );
+        Ok(Self {
+            conn,
+            statements: Statements::default(),
+        })
+    }
+
+    fn insert_jobs(&mut self, jobs: &[&NewJob]) -> rusqlite::Result<()> {
         for chunk in jobs.chunks(MAX_ROWS_PER_STATEMENT) {
-            let sql = build(&mut statements.jobs, &INSERT_JOBS, chunk.len());
-            let mut query = sqlx::query(AssertSqlSafe(sql));
+            let sql = build(&mut self.statements.jobs, &INSERT_JOBS, chunk.len());
+            let mut stmt = self.conn.prepare_cached(&sql)?;
+            let mut i = 0;
+            let mut bind = |stmt: &mut rusqlite::CachedStatement<'_>, v: &dyn rusqlite::ToSql| {
+                i += 1;
+                stmt.raw_bind_parameter(i, v)
+            };
             for job in chunk {
-                query = query
-                    .bind(job.id.as_str())
-                    .bind(job.trigger_id.as_str())
-                    .bind(&*job.principal)
-                    .bind(&job.action_json)
-                    .bind(&job.input_json)
-                    .bind(job.request_id.as_deref())
-                    .bind(job.idempotency.as_ref().map(|i| i.key.as_str()))
-                    .bind(job.created_at_ms)
-                    .bind(job.created_at_ms)
-                    .bind(job.created_at_ms);
+                bind(&mut stmt, &job.id.as_str())?;
+                bind(&mut stmt, &job.trigger_id.as_str())?;
+                bind(&mut stmt, &&*job.principal)?;
+                bind(&mut stmt, &job.action_json)?;
+                bind(&mut stmt, &job.input_json)?;
+                bind(&mut stmt, &job.request_id)?;
+                bind(&mut stmt, &job.idempotency.as_ref().map(|i| i.key.as_str()))?;
+                bind(&mut stmt, &job.created_at_ms)?;
+                bind(&mut stmt, &job.created_at_ms)?;
+                bind(&mut stmt, &job.created_at_ms)?;
             }
-            query.execute(&mut *conn).await?;
+            stmt.raw_execute()?;
         }
         Ok(())
     }
 
     /// Claims the Idempotency-Keys of `jobs`; returns the ids of the jobs
     /// whose key was free (or expired).
-    async fn claim_keys(
-        conn: &mut SqliteConnection,
-        statements: &mut Statements,
-        jobs: &[&NewJob],
-    ) -> Result<HashSet<String>, StoreError> {
+    fn claim_keys(&mut self, jobs: &[&NewJob]) -> rusqlite::Result<HashSet<String>> {
         let mut claimed = HashSet::with_capacity(jobs.len());
         for chunk in jobs.chunks(MAX_ROWS_PER_STATEMENT) {
-            let sql = build(&mut statements.claims, &CLAIM_IDEMPOTENCY, chunk.len());
-            let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql));
+            let sql = build(&mut self.statements.claims, &CLAIM_IDEMPOTENCY, chunk.len());
+            let mut stmt = self.conn.prepare_cached(&sql)?;
+            let mut i = 0;
+            let mut bind = |stmt: &mut rusqlite::CachedStatement<'_>, v: &dyn rusqlite::ToSql| {
+                i += 1;
+                stmt.raw_bind_parameter(i, v)
+            };
             for job in chunk {
                 let Some(idem) = &job.idempotency else {
                     continue;
                 };
-                query = query
-                    .bind(&*job.principal)
-                    .bind(job.trigger_id.as_str())
-                    .bind(&idem.key)
-                    .bind(&idem.request_hash)
-                    .bind(job.id.as_str())
-                    .bind(i64::from(idem.response_status))
-                    .bind(&idem.response_body)
-                    .bind(job.created_at_ms)
-                    .bind(idem.expires_at_ms);
+                bind(&mut stmt, &&*job.principal)?;
+                bind(&mut stmt, &job.trigger_id.as_str())?;
+                bind(&mut stmt, &idem.key)?;
+                bind(&mut stmt, &idem.request_hash)?;
+                bind(&mut stmt, &job.id.as_str())?;
+                bind(&mut stmt, &i64::from(idem.response_status))?;
+                bind(&mut stmt, &idem.response_body)?;
+                bind(&mut stmt, &job.created_at_ms)?;
+                bind(&mut stmt, &idem.expires_at_ms)?;
             }
-            claimed.extend(query.fetch_all(&mut *conn).await?);
+            let mut rows = stmt.raw_query();
+            while let Some(row) = rows.next()? {
+                claimed.insert(row.get::<_, String>(0)?);
+            }
         }
         Ok(claimed)
     }
+
+    /// The transactional path: idempotency claims and/or the heartbeat
+    /// together with the jobs.
+    fn write_in_transaction(
+        &mut self,
+        jobs: &[NewJob],
+        keyed: &[&NewJob],
+        heartbeat_ms: Option<i64>,
+    ) -> rusqlite::Result<Vec<EnqueueOutcome>> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        let result = (|| {
+            let claimed = if keyed.is_empty() {
+                HashSet::new()
+            } else {
+                self.claim_keys(keyed)?
+            };
+            let outcomes: Vec<EnqueueOutcome> = jobs
+                .iter()
+                .map(|j| match j.idempotency {
+                    Some(_) if !claimed.contains(j.id.as_str()) => {
+                        EnqueueOutcome::IdempotencyConflict
+                    }
+                    _ => EnqueueOutcome::Inserted,
+                })
+                .collect();
+            let inserts: Vec<&NewJob> = jobs
+                .iter()
+                .zip(&outcomes)
+                .filter(|(_, o)| **o == EnqueueOutcome::Inserted)
+                .map(|(j, _)| j)
+                .collect();
+            if !inserts.is_empty() {
+                self.insert_jobs(&inserts)?;
+            }
+            if let Some(at) = heartbeat_ms {
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO heartbeat (id, at) VALUES (1, ?1) \
+                     ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+                    )?
+                    .execute([at])?;
+            }
+            self.conn.execute_batch("COMMIT")?;
+            Ok(outcomes)
+        })();
+        if result.is_err() && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        result
+    }
 }
 
-#[async_trait]
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
 impl BatchWriter for SqliteWriter {
-    async fn write_batch(
+    fn write_batch(
         &mut self,
         jobs: &[NewJob],
         heartbeat_ms: Option<i64>,
     ) -> Result<Vec<EnqueueOutcome>, StoreError> {
         let keyed: Vec<&NewJob> = jobs.iter().filter(|j| j.idempotency.is_some()).collect();
-        if keyed.is_empty() && heartbeat_ms.is_none() {
-            // One statement is its own transaction: one round trip, one fsync.
+        if keyed.is_empty() && heartbeat_ms.is_none() && jobs.len() <= MAX_ROWS_PER_STATEMENT {
+            // One statement is its own transaction: one fsync'd commit.
             let all: Vec<&NewJob> = jobs.iter().collect();
-            Self::insert_jobs(&mut self.conn, &mut self.statements, &all).await?;
+            self.insert_jobs(&all)?;
             return Ok(vec![EnqueueOutcome::Inserted; jobs.len()]);
         }
-        let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
-        let claimed = if keyed.is_empty() {
-            HashSet::new()
-        } else {
-            Self::claim_keys(&mut tx, &mut self.statements, &keyed).await?
-        };
-        let outcomes: Vec<EnqueueOutcome> = jobs
-            .iter()
-            .map(|j| match j.idempotency {
-                Some(_) if !claimed.contains(j.id.as_str()) => EnqueueOutcome::IdempotencyConflict,
-                _ => EnqueueOutcome::Inserted,
-            })
-            .collect();
-        let inserts: Vec<&NewJob> = jobs
-            .iter()
-            .zip(&outcomes)
-            .filter(|(_, o)| **o == EnqueueOutcome::Inserted)
-            .map(|(j, _)| j)
-            .collect();
-        if !inserts.is_empty() {
-            Self::insert_jobs(&mut tx, &mut self.statements, &inserts).await?;
-        }
-        if let Some(at) = heartbeat_ms {
-            sqlx::query(
-                "INSERT INTO heartbeat (id, at) VALUES (1, ?) \
-                 ON CONFLICT (id) DO UPDATE SET at = excluded.at",
-            )
-            .bind(at)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(outcomes)
+        Ok(self.write_in_transaction(jobs, &keyed, heartbeat_ms)?)
     }
 
-    async fn purge_idempotency(&mut self, now_ms: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM idempotency_keys WHERE expires_at <= ?")
-            .bind(now_ms)
-            .execute(&mut self.conn)
-            .await?;
-        Ok(done.rows_affected())
+    fn purge_idempotency(&mut self, now_ms: i64) -> Result<u64, StoreError> {
+        let n = self
+            .conn
+            .prepare_cached("DELETE FROM idempotency_keys WHERE expires_at <= ?1")?
+            .execute([now_ms])?;
+        Ok(n as u64)
     }
 }
 

@@ -10,27 +10,14 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
 use axum::http::{HeaderMap, header};
-use axum::middleware::Next;
-use axum::response::Response;
 
 use crate::auth::{Principal, api_key};
 use crate::http::AppState;
 use crate::http::error::ApiError;
 
-pub async fn authenticate(
-    State(app): State<AppState>,
-    mut req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    let principal = identify(&app, req.headers())?;
-    tracing::Span::current().record("principal", &*principal.id);
-    req.extensions_mut().insert(principal);
-    Ok(next.run(req).await)
-}
-
-fn identify(app: &AppState, headers: &HeaderMap) -> Result<Arc<Principal>, ApiError> {
+/// The caller's principal, or the 401 to answer.
+pub fn identify(app: &AppState, headers: &HeaderMap) -> Result<Arc<Principal>, ApiError> {
     let token = match (headers.get(header::AUTHORIZATION), headers.get("x-api-key")) {
         (Some(value), _) => {
             let value = value.to_str().map_err(|_| {

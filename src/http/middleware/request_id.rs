@@ -5,8 +5,6 @@
 
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue};
-use axum::middleware::Next;
-use axum::response::Response;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const MAX_LEN: usize = 128;
@@ -29,7 +27,9 @@ fn acceptable(v: &HeaderValue) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
 }
 
-pub async fn request_id(mut req: Request, next: Next) -> Response {
+/// Keeps a sane incoming id or mints one; records it on the request (header
+/// and extension) and returns it for the response.
+pub fn assign(req: &mut Request) -> HeaderValue {
     let id = match req.headers().get(&X_REQUEST_ID) {
         Some(v) if acceptable(v) => v.clone(),
         _ => {
@@ -41,7 +41,5 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
         }
     };
     req.extensions_mut().insert(RequestIdValue(id.clone()));
-    let mut response = next.run(req).await;
-    response.headers_mut().insert(X_REQUEST_ID.clone(), id);
-    response
+    id
 }

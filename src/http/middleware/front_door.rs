@@ -1,0 +1,85 @@
+//! The global guards, in order: request id, access log, declared body size,
+//! timeout. One middleware function rather than a layer each: every layer
+//! is cloned and boxed per request, and this is the measured hot path.
+//!
+//! Policy: `x-request-id` is kept when sane, otherwise minted, and echoed on
+//! every response; one access-log line per request inside a span carrying
+//! the request id (5xx causes are logged here, never sent); a
+//! `Content-Length` above `server.max_body_bytes` answers 413 before
+//! anything reads the body; a request that runs past
+//! `server.request_timeout` answers 503 with `Retry-After`.
+
+use std::any::Any;
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
+
+use super::request_id::{self, X_REQUEST_ID};
+use crate::http::AppState;
+use crate::http::error::{ApiError, ErrorCause};
+
+pub async fn front_door(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
+    let id = request_id::assign(&mut req);
+    let span = tracing::info_span!(
+        "request",
+        method = %req.method(),
+        path = %req.uri().path(),
+        request_id = %id.to_str().unwrap_or_default(),
+        client_ip = tracing::field::Empty,
+        principal = tracing::field::Empty,
+    );
+    let started = Instant::now();
+    let server = &app.config.main.server;
+    let mut response =
+        if declared_length(&req).is_some_and(|len| len > server.max_body_bytes as u64) {
+            ApiError::PayloadTooLarge {
+                limit: server.max_body_bytes,
+            }
+            .into_response()
+        } else {
+            match tokio::time::timeout(
+                server.request_timeout,
+                next.run(req).instrument(span.clone()),
+            )
+            .await
+            {
+                Ok(response) => response,
+                Err(_) => ApiError::Timeout.into_response(),
+            }
+        };
+    response.headers_mut().insert(X_REQUEST_ID.clone(), id);
+    access_log(&span, &response, started);
+    response
+}
+
+fn declared_length(req: &Request) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+fn access_log(span: &tracing::Span, response: &Response, started: Instant) {
+    let _entered = span.enter();
+    let latency_us = started.elapsed().as_micros() as u64;
+    let status = response.status().as_u16();
+    match response.extensions().get::<ErrorCause>() {
+        Some(cause) => tracing::error!(status, latency_us, cause = %cause.0, "request failed"),
+        None if status >= 500 => tracing::error!(status, latency_us, "request failed"),
+        None => tracing::info!(status, latency_us, "request"),
+    }
+}
+
+/// Turns a handler panic into a 500 problem (the cause goes to the log).
+pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic payload".to_owned());
+    ApiError::Internal(format!("handler panicked: {message}")).into_response()
+}
