@@ -4,13 +4,18 @@
 //! last batch of jobs before returning.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
+use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+
+use crate::calls::Providers;
+use crate::runner::Runner;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config};
@@ -20,26 +25,65 @@ use crate::idempotency::Inflight;
 use crate::limits::Limiters;
 use crate::store;
 
+/// How `run` starts (tests change the clock, turn the background runner
+/// off and drive it themselves).
+pub struct RunOptions {
+    pub clock: Arc<dyn Clock>,
+    /// Run the worker loop in this process.
+    pub runner: bool,
+    /// Receives the state and the runner once the server is up.
+    pub started: Option<oneshot::Sender<Started>>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            clock: Arc::new(SystemClock),
+            runner: true,
+            started: None,
+        }
+    }
+}
+
+/// Handles to a running gateway.
+pub struct Started {
+    pub state: AppState,
+    pub runner: Runner,
+}
+
 /// Runs the gateway on an already-bound listener until `shutdown` resolves.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    run_with_clock(config, listener, shutdown, Arc::new(SystemClock)).await
+    let runner = config.main.runner.enabled;
+    run_with(
+        config,
+        listener,
+        shutdown,
+        RunOptions {
+            runner,
+            ..Default::default()
+        },
+    )
+    .await
 }
 
-/// `run` with an explicit clock (tests move time without sleeping).
-pub async fn run_with_clock(
+/// `run` with options.
+pub async fn run_with(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    clock: Arc<dyn Clock>,
+    options: RunOptions,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
-    let state = build_state(config.clone(), clock).await?;
-    let store = state.store.clone();
     let tls = crate::tls::server_config(&config)?;
+    let addr = listener.local_addr()?;
+    let base = callback_base(&config, addr, tls.is_some());
+    let own_cert = crate::tls::served_certificate(&config).and_then(|p| std::fs::read(p).ok());
+    let state = build_state(config.clone(), options.clock, base, own_cert).await?;
+    let store = state.store.clone();
 
     let token = CancellationToken::new();
     let on_signal = token.clone();
@@ -51,32 +95,97 @@ pub async fn run_with_clock(
     tasks.spawn(limiter_housekeeping(state.clone(), token.clone()));
     tasks.spawn(idempotency_cleanup(state.clone(), token.clone()));
     tasks.spawn(reload_keys(state.clone(), token.clone()));
+    let runner = state.runner();
+    let runner_task = options
+        .runner
+        .then(|| tokio::spawn(runner.clone().run(token.clone())));
+    if let Some(started) = options.started {
+        let _ = started.send(Started {
+            state: state.clone(),
+            runner,
+        });
+    }
 
     let server = &config.main.server;
     tracing::info!(
-        addr = %listener.local_addr()?,
+        addr = %addr,
         scheme = if tls.is_some() { "https" } else { "http" },
         storage = store.engine(),
         triggers = config.triggers.len(),
+        runner = options.runner,
         "listening"
     );
-    let options = ServeOptions {
+    let serve_options = ServeOptions {
         max_connections: server.max_connections,
         handshake_timeout: server.handshake_timeout,
         shutdown_grace: server.shutdown_grace,
     };
-    serve(listener, tls, router(state.clone()), options, token.clone()).await;
+    serve(
+        listener,
+        tls,
+        router(state.clone()),
+        serve_options,
+        token.clone(),
+    )
+    .await;
 
     token.cancel();
+    if let Some(task) = runner_task {
+        let _ = task.await;
+    }
     while tasks.join_next().await.is_some() {}
     store.close().await;
     tracing::info!("stopped; every accepted job is committed");
     Ok(())
 }
 
+/// Runs only the workers (`callgate run-worker`), until `shutdown`.
+pub async fn run_worker(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let Some(base) = config.main.server.public_url.clone() else {
+        anyhow::bail!(
+            "run-worker needs server.public_url: providers send call events to the server, not to the worker"
+        );
+    };
+    let own_cert = crate::tls::served_certificate(&config).and_then(|p| std::fs::read(p).ok());
+    let state = build_state(config.clone(), Arc::new(SystemClock), base, own_cert).await?;
+    let token = CancellationToken::new();
+    let on_signal = token.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        on_signal.cancel();
+    });
+    state.runner().run(token).await;
+    state.store.close().await;
+    Ok(())
+}
+
+/// Where providers reach this gateway: `server.public_url`, else the
+/// listener itself (loopback when it listens on every address).
+fn callback_base(config: &Config, addr: SocketAddr, tls: bool) -> String {
+    if let Some(url) = &config.main.server.public_url {
+        return url.trim_end_matches('/').to_owned();
+    }
+    let ip = match addr.ip() {
+        ip if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
+        ip => ip,
+    };
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{}", SocketAddr::new(ip, addr.port()))
+}
+
 /// Opens the store and builds the state the handlers share.
-pub async fn build_state(config: Arc<Config>, clock: Arc<dyn Clock>) -> anyhow::Result<AppState> {
+pub async fn build_state(
+    config: Arc<Config>,
+    clock: Arc<dyn Clock>,
+    callback_base: String,
+    own_cert: Option<Vec<u8>>,
+) -> anyhow::Result<AppState> {
     let store = store::open(&config.main.storage, &config.data_dir).await?;
+    let providers = Arc::new(Providers::build(&config, callback_base, own_cert)?);
     let limiters = Limiters::new(
         &config.main.limits,
         config.triggers.values().map(|t| (&t.id, t.rate_limit)),
@@ -86,6 +195,8 @@ pub async fn build_state(config: Arc<Config>, clock: Arc<dyn Clock>) -> anyhow::
         issuers: config.issuers.clone(),
         config,
         store,
+        providers,
+        wake: Arc::new(Notify::new()),
         limiters,
         clock,
         inflight: Inflight::default(),

@@ -41,6 +41,17 @@ enum Command {
         listen: Option<SocketAddr>,
         #[arg(long, default_value = "data")]
         data_dir: PathBuf,
+        /// Serve without running jobs (run them with `callgate run-worker`).
+        #[arg(long)]
+        no_runner: bool,
+    },
+    /// Run jobs without serving HTTP (next to a `serve --no-runner`, on the
+    /// same database).
+    RunWorker {
+        #[arg(long, default_value = "config")]
+        config: PathBuf,
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
     },
     /// Validate the configuration and list every problem.
     Check {
@@ -145,7 +156,9 @@ pub fn main() -> ExitCode {
             config,
             listen,
             data_dir,
-        } => serve(&config, listen, &data_dir, &env),
+            no_runner,
+        } => serve(&config, listen, &data_dir, no_runner, &env),
+        Command::RunWorker { config, data_dir } => run_worker(&config, &data_dir, &env),
         Command::Check { config, data_dir } => check(&config, &data_dir, &env),
         Command::Key {
             command:
@@ -179,7 +192,13 @@ fn load(dir: &Path, data_dir: &Path, env: &Env) -> Result<Config, ExitCode> {
     })
 }
 
-fn serve(dir: &Path, listen: Option<SocketAddr>, data_dir: &Path, env: &Env) -> ExitCode {
+fn serve(
+    dir: &Path,
+    listen: Option<SocketAddr>,
+    data_dir: &Path,
+    no_runner: bool,
+    env: &Env,
+) -> ExitCode {
     let mut config = match load(dir, data_dir, env) {
         Ok(c) => c,
         Err(code) => return code,
@@ -187,6 +206,28 @@ fn serve(dir: &Path, listen: Option<SocketAddr>, data_dir: &Path, env: &Env) -> 
     if let Some(addr) = listen {
         config.main.server.listen = addr;
     }
+    if no_runner {
+        config.main.runner.enabled = false;
+    }
+    block_on(async move {
+        let addr = config.main.server.listen;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        crate::run(config, listener, shutdown_signal()).await
+    })
+}
+
+fn run_worker(dir: &Path, data_dir: &Path, env: &Env) -> ExitCode {
+    let config = match load(dir, data_dir, env) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    block_on(crate::run_worker(config, shutdown_signal()))
+}
+
+/// Runs `main` on a multi-threaded runtime; an error exits 1.
+fn block_on(main: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -197,14 +238,7 @@ fn serve(dir: &Path, listen: Option<SocketAddr>, data_dir: &Path, env: &Env) -> 
             return ExitCode::from(1);
         }
     };
-    let result = runtime.block_on(async move {
-        let addr = config.main.server.listen;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-        crate::run(config, listener, shutdown_signal()).await
-    });
-    match result {
+    match runtime.block_on(main) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "callgate stopped with an error");

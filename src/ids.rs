@@ -56,6 +56,15 @@ impl Serialize for JobId {
     }
 }
 
+/// A new prefixed, time-sortable id (`call_01J…`) for a record created at
+/// `now_ms`.
+pub fn prefixed(prefix: &str, now_ms: i64) -> String {
+    format!(
+        "{prefix}_{}",
+        Ulid::from_parts(now_ms.max(0) as u64, rand_bits())
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

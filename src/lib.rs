@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod calls;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -16,10 +17,12 @@ pub mod idempotency;
 pub mod ids;
 pub mod input;
 pub mod limits;
+pub mod runner;
 pub mod schema;
 pub mod store;
 pub mod telemetry;
+pub mod template;
 pub mod tls;
 pub mod trigger;
 
-pub use app::{run, run_with_clock};
+pub use app::{RunOptions, Started, run, run_with, run_worker};

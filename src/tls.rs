@@ -104,3 +104,16 @@ pub fn server_config(config: &Config) -> anyhow::Result<Option<Arc<ServerConfig>
     };
     load_files(&cert, &key).map(Some)
 }
+
+/// The certificate file this server presents (configured or generated),
+/// `None` for plain HTTP.
+pub fn served_certificate(config: &Config) -> Option<PathBuf> {
+    let server = &config.main.server;
+    if server.plain_http {
+        return None;
+    }
+    match &server.tls.cert_file {
+        Some(c) => Some(config.dir.join(c)),
+        None => Some(self_signed_paths(&config.data_dir).0),
+    }
+}

@@ -86,6 +86,10 @@ impl Trigger {
                 "agent": agent,
                 "to": input.pointer(to),
             }),
+            ActionConfig::Automation { name, .. } => serde_json::json!({
+                "type": "automation",
+                "name": name,
+            }),
         }
     }
 }

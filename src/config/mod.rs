@@ -10,17 +10,23 @@
 //! Policy: loading never stops at the first problem. Every problem found is
 //! returned with its file and key so that `callgate check` can list them all.
 
+mod domain;
 pub mod env;
 mod types;
 mod validate;
+mod validate_calls;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use domain::*;
 pub use env::Env;
 pub use types::*;
+pub use validate_calls::{
+    AUTOMATIONS_FILE, Agent, Automation, CALL_EVENTS, DoNotCall, PROVIDERS_FILE,
+};
 
 use crate::auth::{Issuers, KeySet};
 use crate::trigger::{Trigger, TriggerId};
@@ -79,8 +85,11 @@ pub struct Config {
     /// Where the database and the generated certificate live.
     pub data_dir: PathBuf,
     pub main: MainFile,
-    pub agents: BTreeMap<String, AgentConfig>,
+    pub agents: BTreeMap<String, Arc<Agent>>,
     pub triggers: BTreeMap<TriggerId, Arc<Trigger>>,
+    pub automations: BTreeMap<String, Arc<Automation>>,
+    pub providers: BTreeMap<String, ProviderConfig>,
+    pub do_not_call: DoNotCall,
     /// API keys as loaded at start (the server reloads the file on change).
     pub keys: KeySet,
     pub keys_path: PathBuf,
@@ -119,6 +128,12 @@ pub fn load(dir: &Path, data_dir: &Path, env: &Env) -> Result<Config, ConfigErro
     let triggers: TriggersFile = read_toml(dir, TRIGGERS_FILE, false, env, &mut problems)
         .and_then(|v| parse(v, TRIGGERS_FILE, &mut problems))
         .unwrap_or_default();
+    let automations: AutomationsFile = read_toml(dir, AUTOMATIONS_FILE, false, env, &mut problems)
+        .and_then(|v| parse(v, AUTOMATIONS_FILE, &mut problems))
+        .unwrap_or_default();
+    let providers: ProvidersFile = read_toml(dir, PROVIDERS_FILE, false, env, &mut problems)
+        .and_then(|v| parse(v, PROVIDERS_FILE, &mut problems))
+        .unwrap_or_default();
     let keys_path = dir.join(&main.auth.keys_file);
     let keys_modified = modified(&keys_path);
     let keys = match load_keys_file(&keys_path) {
@@ -129,21 +144,30 @@ pub fn load(dir: &Path, data_dir: &Path, env: &Env) -> Result<Config, ConfigErro
         }
     };
 
-    let validated = validate::validate(dir, main, agents, triggers, &mut problems);
-    if !problems.is_empty() {
-        return Err(ConfigError(problems));
-    }
-    let (main, agents, triggers, issuers) = validated;
-    Ok(Config {
-        dir: dir.to_path_buf(),
-        data_dir: data_dir.to_path_buf(),
+    let parsed = validate::Parsed {
         main,
         agents,
         triggers,
+        automations,
+        providers,
+    };
+    let v = validate::validate(dir, parsed, &mut problems);
+    if !problems.is_empty() {
+        return Err(ConfigError(problems));
+    }
+    Ok(Config {
+        dir: dir.to_path_buf(),
+        data_dir: data_dir.to_path_buf(),
+        main: v.main,
+        agents: v.agents,
+        triggers: v.triggers,
+        automations: v.automations,
+        providers: v.providers,
+        do_not_call: v.do_not_call,
         keys,
         keys_path,
         keys_modified,
-        issuers,
+        issuers: v.issuers,
     })
 }
 

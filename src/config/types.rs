@@ -31,6 +31,88 @@ pub struct MainFile {
     pub defaults: DefaultsConfig,
     #[serde(default)]
     pub auth: AuthConfig,
+    #[serde(default)]
+    pub runner: RunnerConfig,
+    #[serde(default)]
+    pub calling: CallingConfig,
+}
+
+/// `[runner]`: the workers that execute accepted jobs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerConfig {
+    /// Run the workers inside `callgate serve` (`--no-runner` turns it off;
+    /// `callgate run-worker` runs them alone).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Jobs executed at once by one process.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// How long a claim holds before another worker may take the job over;
+    /// renewed while the job runs.
+    #[serde(default = "default_lease", with = "duration")]
+    pub lease: Duration,
+    /// How often idle workers look for due jobs (new jobs wake them at once).
+    #[serde(default = "default_poll", with = "duration")]
+    pub poll_interval: Duration,
+    /// Attempts of a failing step before the job is `failed`.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// Exponential backoff with full jitter between attempts.
+    #[serde(default = "default_retry_base", with = "duration")]
+    pub retry_base: Duration,
+    #[serde(default = "default_retry_max", with = "duration")]
+    pub retry_max: Duration,
+    /// How long a job waits before looking again for a free line (it is
+    /// also woken when one of the agent's calls ends).
+    #[serde(default = "default_line_retry", with = "duration")]
+    pub line_retry: Duration,
+    /// On shutdown, running jobs get this long before their leases are
+    /// released for another worker.
+    #[serde(default = "default_runner_grace", with = "duration")]
+    pub shutdown_grace: Duration,
+    /// A call with no news for this long is checked with its provider.
+    #[serde(default = "default_stale_call", with = "duration")]
+    pub stale_call_after: Duration,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            workers: default_workers(),
+            lease: default_lease(),
+            poll_interval: default_poll(),
+            max_attempts: default_attempts(),
+            retry_base: default_retry_base(),
+            retry_max: default_retry_max(),
+            line_retry: default_line_retry(),
+            shutdown_grace: default_runner_grace(),
+            stale_call_after: default_stale_call(),
+        }
+    }
+}
+
+/// `[calling]`: rules for every call.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallingConfig {
+    /// Do-not-call list: one E.164 number per line, `#` comments (relative
+    /// to the config dir; a missing file is an empty list).
+    #[serde(default = "default_dnc_file")]
+    pub do_not_call_file: String,
+    /// Input field with the callee's IANA time zone, when the sender knows it.
+    #[serde(default = "default_tz_field")]
+    pub timezone_field: String,
+}
+
+impl Default for CallingConfig {
+    fn default() -> Self {
+        Self {
+            do_not_call_file: default_dnc_file(),
+            timezone_field: default_tz_field(),
+        }
+    }
 }
 
 /// `[server]`: listener, TLS and request-level protections.
@@ -66,6 +148,9 @@ pub struct ServerConfig {
     /// headers are believed. Empty: the socket peer is the client.
     #[serde(default)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The gateway's address as voice providers reach it (their status
+    /// callbacks go to `<public_url>/v1/calls/<id>/events`).
+    pub public_url: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -80,6 +165,7 @@ impl Default for ServerConfig {
             max_connections: default_max_connections(),
             handshake_timeout: default_handshake_timeout(),
             trusted_proxies: Vec::new(),
+            public_url: None,
         }
     }
 }
@@ -347,76 +433,15 @@ pub struct ApiKeyConfig {
     pub disabled: bool,
 }
 
-/// `agents.toml`.
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct AgentsFile {
-    #[serde(default)]
-    pub agents: BTreeMap<String, AgentConfig>,
-}
-
-/// `[agents.<id>]`: a Voice Agent.
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct AgentConfig {
-    pub name: String,
-    /// Voice provider; `simulator` is built in.
-    pub provider: String,
-    /// Caller number (E.164).
-    pub from_number: String,
-    /// Calls this agent may have in progress at once.
-    #[serde(default = "default_lines")]
-    pub max_concurrent_calls: u32,
-}
-
-/// `triggers.toml`.
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct TriggersFile {
-    #[serde(default)]
-    pub triggers: BTreeMap<String, TriggerConfig>,
-}
-
-/// `[triggers.<id>]`: one inbound URL.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TriggerConfig {
-    #[serde(default)]
-    pub description: String,
-    /// JSON Schema file (draft 2020-12), relative to the config dir.
-    pub schema: String,
-    pub action: ActionConfig,
-    /// JSON pointers of further fields normalised to E.164 (the action's
-    /// `to` field always is).
-    #[serde(default)]
-    pub phone_fields: Vec<String>,
-    /// Overrides `[defaults].phone_region`.
-    pub phone_region: Option<String>,
-    /// Overrides `[defaults].form_nesting`.
-    pub form_nesting: Option<FormNesting>,
-    /// Overrides `[defaults].phone_validation`.
-    pub phone_validation: Option<PhoneValidation>,
-    /// Overrides `[limits.per_trigger]`.
-    pub rate_limit: Option<RateSpec>,
-}
-
-/// What an accepted trigger runs.
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum ActionConfig {
-    /// Place one call with `agent` to the number at JSON pointer `to`.
-    StartCall {
-        agent: String,
-        #[serde(default = "default_to_pointer")]
-        to: String,
-    },
-}
-
 /// Serde helper for human durations (`"30s"`, `"24h"`).
 pub mod duration {
     use std::time::Duration;
 
-    use serde::{Deserialize, Deserializer};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
@@ -428,6 +453,42 @@ pub mod duration {
     }
 }
 
+fn default_true() -> bool {
+    true
+}
+fn default_workers() -> usize {
+    8
+}
+fn default_lease() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_poll() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_attempts() -> u32 {
+    5
+}
+fn default_retry_base() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_retry_max() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_line_retry() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_runner_grace() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_stale_call() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_dnc_file() -> String {
+    "do_not_call.txt".to_owned()
+}
+fn default_tz_field() -> String {
+    "/timezone".to_owned()
+}
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8443))
 }
@@ -505,10 +566,4 @@ fn default_leeway() -> Duration {
 }
 fn default_scope_claim() -> String {
     "scope".to_owned()
-}
-fn default_lines() -> u32 {
-    1
-}
-fn default_to_pointer() -> String {
-    "/phone_number".to_owned()
 }

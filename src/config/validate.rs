@@ -6,51 +6,80 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use super::validate_calls::{self, AUTOMATIONS_FILE, Agent, Automation, DoNotCall};
 use super::{
-    AGENTS_FILE, ActionConfig, AgentConfig, AgentsFile, MAIN_FILE, MainFile, Problem,
-    TRIGGERS_FILE, TriggerConfig, TriggersFile,
+    AGENTS_FILE, ActionConfig, AgentConfig, AgentsFile, AutomationsFile, MAIN_FILE, MainFile,
+    Problem, ProviderConfig, ProvidersFile, TRIGGERS_FILE, TriggerConfig, TriggersFile,
 };
 use crate::auth::Issuers;
-use crate::input::phone::{self, PhoneValidation, Region};
+use crate::input::phone::Region;
 use crate::limits::check_rate;
 use crate::schema::{self, CompiledSchema};
 use crate::trigger::{Trigger, TriggerId};
 
-type Validated = (
-    MainFile,
-    BTreeMap<String, AgentConfig>,
-    BTreeMap<TriggerId, Arc<Trigger>>,
-    Issuers,
-);
+/// The files as parsed, before cross-checks.
+pub(super) struct Parsed {
+    pub main: MainFile,
+    pub agents: AgentsFile,
+    pub triggers: TriggersFile,
+    pub automations: AutomationsFile,
+    pub providers: ProvidersFile,
+}
 
-pub(super) fn validate(
-    dir: &Path,
-    main: MainFile,
-    agents: AgentsFile,
-    triggers: TriggersFile,
-    problems: &mut Vec<Problem>,
-) -> Validated {
+/// Everything validated, ready for `Config`.
+pub(super) struct Validated {
+    pub main: MainFile,
+    pub agents: BTreeMap<String, Arc<Agent>>,
+    pub triggers: BTreeMap<TriggerId, Arc<Trigger>>,
+    pub automations: BTreeMap<String, Arc<Automation>>,
+    pub providers: BTreeMap<String, ProviderConfig>,
+    pub do_not_call: DoNotCall,
+    pub issuers: Issuers,
+}
+
+pub(super) fn validate(dir: &Path, parsed: Parsed, problems: &mut Vec<Problem>) -> Validated {
+    let Parsed {
+        main,
+        agents,
+        triggers,
+        automations,
+        providers,
+    } = parsed;
     check_main(dir, &main, problems);
     let issuers = Issuers::build(&main.auth.jwt.issuers, dir, MAIN_FILE, problems);
-    for (id, agent) in &agents.agents {
-        check_agent(id, agent, problems);
-    }
+    validate_calls::check_providers(&providers.providers, problems);
+    let built_agents =
+        validate_calls::build_agents(&agents.agents, &providers.providers, AGENTS_FILE, problems);
+    let built_automations =
+        validate_calls::build_automations(&automations.automations, &agents.agents, problems);
+    let dnc_file = main.calling.do_not_call_file.clone();
+    let do_not_call = validate_calls::load_dnc(&dir.join(&dnc_file), &dnc_file, problems);
     let default_region = Region::parse(&main.defaults.phone_region).unwrap_or(fallback_region());
     let mut built = BTreeMap::new();
+    let refs = References {
+        agents: &agents.agents,
+        automations: &automations.automations,
+    };
     for (id, cfg) in &triggers.triggers {
-        if let Some(t) = build_trigger(
-            dir,
-            id,
-            cfg,
-            &main,
-            default_region,
-            &agents.agents,
-            problems,
-        ) {
+        if let Some(t) = build_trigger(dir, id, cfg, &main, default_region, &refs, problems) {
             built.insert(t.id.clone(), Arc::new(t));
         }
     }
-    (main, agents.agents, built, issuers)
+    Validated {
+        main,
+        agents: built_agents,
+        triggers: built,
+        automations: built_automations,
+        providers: providers.providers,
+        do_not_call,
+        issuers,
+    }
+}
+
+/// What a trigger's action may name.
+struct References<'a> {
+    agents: &'a BTreeMap<String, AgentConfig>,
+    automations: &'a BTreeMap<String, super::AutomationConfig>,
 }
 
 fn fallback_region() -> Region {
@@ -119,41 +148,13 @@ fn check_main(dir: &Path, main: &MainFile, problems: &mut Vec<Problem>) {
     }
 }
 
-fn check_agent(id: &str, agent: &AgentConfig, problems: &mut Vec<Problem>) {
-    let at = format!("agents.{id}");
-    let mut problem = |key: &str, msg: String| {
-        problems.push(Problem::new(AGENTS_FILE, format!("{at}{key}"), msg))
-    };
-    if TriggerId::parse(id).is_err() {
-        problem("", "agent ids are 1-64 of A-Z a-z 0-9 _ -".into());
-    }
-    if agent.provider != "simulator" {
-        problem(
-            ".provider",
-            format!(
-                "unknown provider `{}` (available: simulator)",
-                agent.provider
-            ),
-        );
-    }
-    let us = fallback_region();
-    match phone::normalize(&agent.from_number, us, PhoneValidation::Possible) {
-        Ok(e164) if e164 == agent.from_number => {}
-        Ok(e164) => problem(".from_number", format!("write it in E.164: `{e164}`")),
-        Err(e) => problem(".from_number", format!("phone number {e}")),
-    }
-    if agent.max_concurrent_calls == 0 {
-        problem(".max_concurrent_calls", "must be at least 1".into());
-    }
-}
-
 fn build_trigger(
     dir: &Path,
     id: &str,
     cfg: &TriggerConfig,
     main: &MainFile,
     default_region: Region,
-    agents: &BTreeMap<String, AgentConfig>,
+    refs: &References<'_>,
     problems: &mut Vec<Problem>,
 ) -> Option<Trigger> {
     let at = format!("triggers.{id}");
@@ -179,14 +180,33 @@ fn build_trigger(
             .ok()
     });
 
-    let ActionConfig::StartCall { agent, to } = &cfg.action;
-    if !agents.contains_key(agent) {
-        problem(
+    match &cfg.action {
+        ActionConfig::StartCall { agent, .. } if !refs.agents.contains_key(agent) => problem(
             ".action.agent",
             format!("no agent `{agent}` in {AGENTS_FILE}"),
-        );
+        ),
+        ActionConfig::Automation { name, .. } => match refs.automations.get(name) {
+            None => problem(
+                ".action.name",
+                format!("no automation `{name}` in {AUTOMATIONS_FILE}"),
+            ),
+            Some(a) if a.on.is_some() => problem(
+                ".action.name",
+                format!(
+                    "automation `{name}` is started by `{}` events, not by triggers",
+                    a.on.as_deref().unwrap_or_default()
+                ),
+            ),
+            Some(_) => {}
+        },
+        _ => {}
     }
-    let mut phone_pointers = vec![to.clone()];
+    let mut phone_pointers: Vec<String> = cfg
+        .action
+        .to_pointer()
+        .map(str::to_owned)
+        .into_iter()
+        .collect();
     for p in &cfg.phone_fields {
         if !phone_pointers.contains(p) {
             phone_pointers.push(p.clone());
@@ -194,7 +214,7 @@ fn build_trigger(
     }
     for (i, p) in phone_pointers.iter().enumerate() {
         if !schema::is_valid_pointer(p) || p.is_empty() {
-            let key = if i == 0 {
+            let key = if i == 0 && cfg.action.to_pointer().is_some() {
                 ".action.to".to_owned()
             } else {
                 ".phone_fields".to_owned()

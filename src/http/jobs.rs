@@ -1,13 +1,14 @@
-//! `GET /v1/jobs/{job_id}`: a job's status, input (as normalised), planned
-//! action, result and error. A principal reads its own jobs; reading
-//! another's needs `jobs:read` (403 otherwise).
+//! `GET /v1/jobs/{job_id}`: a job's status (and why), input (as
+//! normalised), planned action, steps, calls, result, errors and its event
+//! log. A principal reads its own jobs; reading another's needs `jobs:read`
+//! (403 otherwise).
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::{Extension, Json};
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::triggers::store_error;
 use crate::auth::Principal;
@@ -21,18 +22,40 @@ use crate::ids::JobId;
 #[derive(Debug, Serialize)]
 pub struct JobOut {
     job_id: String,
-    trigger_id: String,
+    trigger_id: Option<String>,
     status: String,
+    status_reason: Option<String>,
     created_by: String,
     created_at: String,
     updated_at: String,
+    /// When a scheduled or waiting job runs next.
+    next_run_at: Option<String>,
     input: Value,
     action: Value,
     attempts: i64,
+    steps: Value,
+    calls: Vec<Value>,
     result: Option<Value>,
     error: Option<Value>,
+    events: Vec<Value>,
     request_id: Option<String>,
     links: Value,
+}
+
+/// 403 unless `principal` created the resource or may read all jobs.
+pub(super) fn may_read(
+    principal: &Principal,
+    owner: Option<&str>,
+    what: &str,
+) -> Result<(), ApiError> {
+    if owner == Some(&*principal.id) || principal.scopes.may_read_all_jobs() {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden {
+        detail: format!(
+            "this {what} belongs to another principal; reading it needs the `jobs:read` scope"
+        ),
+    })
 }
 
 pub async fn get_job(
@@ -48,18 +71,48 @@ pub async fn get_job(
         .await
         .map_err(store_error)?
         .ok_or_else(not_found)?;
-    if job.principal != *principal.id && !principal.scopes.may_read_all_jobs() {
-        return Err(ApiError::Forbidden {
-            detail:
-                "this job was created by another principal; reading it needs the `jobs:read` scope"
-                    .into(),
-        });
+    may_read(&principal, Some(&job.principal), "job")?;
+    let calls = app
+        .store
+        .calls_for_job(&job.id)
+        .await
+        .map_err(store_error)?;
+    let mut events = vec![json!({"at": rfc3339(job.created_at_ms), "status": "queued"})];
+    for e in app.store.job_events(&job.id).await.map_err(store_error)? {
+        events.push(json!({
+            "at": rfc3339(e.at_ms),
+            "status": e.status,
+            "reason": e.reason,
+            "attempt": e.attempt,
+            "detail": e.detail,
+        }));
     }
+    let waiting = matches!(job.status.as_str(), "scheduled" | "waiting" | "queued");
     Ok(Json(JobOut {
-        links: serde_json::json!({"self": format!("/v1/jobs/{}", job.id)}),
+        links: json!({"self": format!("/v1/jobs/{}", job.id)}),
+        steps: job
+            .state
+            .as_ref()
+            .and_then(|s| s.get("steps").cloned())
+            .unwrap_or_else(|| json!([])),
+        calls: calls
+            .iter()
+            .map(|c| {
+                json!({
+                    "call_id": c.id,
+                    "step": c.step,
+                    "status": c.status,
+                    "outcome": c.outcome,
+                    "links": {"self": format!("/v1/calls/{}", c.id)},
+                })
+            })
+            .collect(),
+        events,
+        next_run_at: waiting.then(|| rfc3339(job.run_at_ms)),
         job_id: job.id,
         trigger_id: job.trigger_id,
         status: job.status,
+        status_reason: job.status_reason,
         created_by: job.principal,
         created_at: rfc3339(job.created_at_ms),
         updated_at: rfc3339(job.updated_at_ms),

@@ -2,6 +2,7 @@
 //! `middleware_stack` that wraps it, read top to bottom in the order a
 //! request meets it. The server and the tests use these same two functions.
 
+mod calls;
 pub mod error;
 mod extract;
 mod health;
@@ -18,11 +19,15 @@ use axum::Router;
 use axum::http::Method;
 use axum::routing::{MethodFilter, MethodRouter, on};
 
+use tokio::sync::Notify;
+
 use crate::auth::{Issuers, KeySet};
+use crate::calls::Providers;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::idempotency::Inflight;
 use crate::limits::Limiters;
+use crate::runner::Runner;
 use crate::store::Store;
 
 /// Shared state of the running gateway.
@@ -33,6 +38,9 @@ pub struct AppState(Arc<AppInner>);
 pub struct AppInner {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
+    pub providers: Arc<Providers>,
+    /// Wakes the runner when jobs become due.
+    pub wake: Arc<Notify>,
     /// Replaced when the key file changes.
     pub keys: ArcSwap<KeySet>,
     pub issuers: Issuers,
@@ -45,6 +53,17 @@ impl AppState {
     pub fn new(inner: AppInner) -> Self {
         Self(Arc::new(inner))
     }
+
+    /// A runner over this state's store, providers and clock.
+    pub fn runner(&self) -> Runner {
+        Runner::new(
+            self.config.clone(),
+            self.store.clone(),
+            self.providers.clone(),
+            self.clock.clone(),
+            self.wake.clone(),
+        )
+    }
 }
 
 impl Deref for AppState {
@@ -54,15 +73,33 @@ impl Deref for AppState {
     }
 }
 
-/// One route: method, path (axum syntax) and whether it needs credentials.
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone (health checks).
+    Public,
+    /// Voice providers: per-IP limit, then the provider's signature, which
+    /// the handler verifies.
+    Signed,
+    /// A principal (API key or JWT), after the per-IP limit.
+    Authenticated,
+}
+
+/// One route: method, path (axum syntax) and who may call it.
 pub struct Endpoint {
     pub method: Method,
     pub path: &'static str,
-    pub authenticated: bool,
+    pub access: Access,
     handler: MethodRouter<AppState>,
 }
 
-fn endpoint<H, T>(method: Method, path: &'static str, authenticated: bool, handler: H) -> Endpoint
+impl Endpoint {
+    pub fn authenticated(&self) -> bool {
+        self.access == Access::Authenticated
+    }
+}
+
+fn endpoint<H, T>(method: Method, path: &'static str, access: Access, handler: H) -> Endpoint
 where
     H: axum::handler::Handler<T, AppState>,
     T: 'static,
@@ -71,7 +108,7 @@ where
     Endpoint {
         method,
         path,
-        authenticated,
+        access,
         handler: on(filter, handler),
     }
 }
@@ -79,38 +116,63 @@ where
 /// Every route the gateway serves. The router is built from this list, and
 /// the OpenAPI test compares it with `openapi.yaml`, so the two cannot drift.
 pub fn endpoints() -> Vec<Endpoint> {
+    use Access::*;
     vec![
-        endpoint(Method::GET, "/healthz", false, health::healthz),
-        endpoint(Method::GET, "/readyz", false, health::readyz),
-        endpoint(Method::GET, "/v1/triggers", true, triggers::list_triggers),
+        endpoint(Method::GET, "/healthz", Public, health::healthz),
+        endpoint(Method::GET, "/readyz", Public, health::readyz),
+        endpoint(
+            Method::GET,
+            "/v1/triggers",
+            Authenticated,
+            triggers::list_triggers,
+        ),
         endpoint(
             Method::GET,
             "/v1/triggers/{trigger_id}",
-            true,
+            Authenticated,
             triggers::get_trigger,
         ),
         endpoint(
             Method::POST,
             "/v1/triggers/{trigger_id}",
-            true,
+            Authenticated,
             triggers::accept_trigger,
         ),
-        endpoint(Method::GET, "/v1/jobs/{job_id}", true, jobs::get_job),
+        endpoint(
+            Method::GET,
+            "/v1/jobs/{job_id}",
+            Authenticated,
+            jobs::get_job,
+        ),
+        endpoint(
+            Method::GET,
+            "/v1/calls/{call_id}",
+            Authenticated,
+            calls::get_call,
+        ),
+        endpoint(
+            Method::POST,
+            "/v1/calls/{call_id}/events",
+            Signed,
+            calls::call_event,
+        ),
     ]
 }
 
 /// The complete application: routes plus the middleware stack.
 pub fn router(state: AppState) -> Router {
     let mut public = Router::new();
+    let mut signed = Router::new();
     let mut private = Router::new();
     for e in endpoints() {
-        if e.authenticated {
-            private = private.route(e.path, e.handler);
-        } else {
-            public = public.route(e.path, e.handler);
+        match e.access {
+            Access::Public => public = public.route(e.path, e.handler),
+            Access::Signed => signed = signed.route(e.path, e.handler),
+            Access::Authenticated => private = private.route(e.path, e.handler),
         }
     }
     let app = public
+        .merge(middleware::ip_limited(signed, &state))
         .merge(middleware::authenticated(private, &state))
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::method_not_allowed)

@@ -149,6 +149,33 @@ pub fn normalise(input: &mut Value, trigger: &Trigger) -> Result<(), ApiError> {
     }
 }
 
+/// Input fields that hold a job back until a time (RFC 3339).
+pub const SCHEDULE_FIELDS: [&str; 2] = ["schedule_at", "not_before"];
+
+/// The latest of the input's `schedule_at` / `not_before`, in Unix ms; a
+/// value that is not an RFC 3339 time is a 422 naming the field.
+pub fn run_at(input: &Value) -> Result<Option<i64>, ApiError> {
+    let mut latest = None;
+    let mut violations = Vec::new();
+    for field in SCHEDULE_FIELDS {
+        let Some(v) = input.get(field).filter(|v| !v.is_null()) else {
+            continue;
+        };
+        match v.as_str().map(chrono::DateTime::parse_from_rfc3339) {
+            Some(Ok(t)) => latest = latest.max(Some(t.timestamp_millis())),
+            _ => violations.push(Violation {
+                pointer: format!("/{field}"),
+                message: "must be an RFC 3339 time such as 2026-11-27T15:00:00Z".into(),
+            }),
+        }
+    }
+    if violations.is_empty() {
+        Ok(latest)
+    } else {
+        Err(ApiError::Validation(violations))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -44,7 +44,8 @@ pub fn check_rate(spec: &RateSpec) -> Result<(), String> {
     Ok(())
 }
 
-fn quota(spec: &RateSpec) -> Quota {
+/// The governor quota of a rate spec.
+pub fn quota(spec: &RateSpec) -> Quota {
     // Validated by `check_rate` at config load; the fallbacks only keep this
     // total for unvalidated input.
     let interval = spec

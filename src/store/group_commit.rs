@@ -26,16 +26,18 @@ use super::{EnqueueOutcome, NewJob, StoreError};
 /// What an engine implements to be driven by `GroupCommit` (called on the
 /// writer thread; blocking is expected).
 pub trait BatchWriter: Send + 'static {
-    /// Commits `jobs` (and, if `heartbeat_ms` is set, the heartbeat row)
-    /// durably; one outcome per job, in order.
+    /// Any other write (runner claims, call updates, readiness heartbeats),
+    /// committed in the same transaction as the jobs of its batch.
+    type Task: Send + 'static;
+
+    /// Commits `jobs` and `tasks` durably. Returns one outcome per job, in
+    /// order. Each task's own result is delivered by the writer, after the
+    /// commit, exactly once (an error when the commit fails).
     fn write_batch(
         &mut self,
         jobs: &[NewJob],
-        heartbeat_ms: Option<i64>,
+        tasks: Vec<Self::Task>,
     ) -> Result<Vec<EnqueueOutcome>, StoreError>;
-
-    /// Deletes idempotency records expired at `now_ms`.
-    fn purge_idempotency(&mut self, now_ms: i64) -> Result<u64, StoreError>;
 }
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -43,23 +45,22 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 // Jobs are nearly every message and the hot path; boxing them to shrink the
 // rare variants would add an allocation per accepted request.
 #[allow(clippy::large_enum_variant)]
-enum Op {
+enum Op<T> {
     Job(NewJob, Reply<EnqueueOutcome>),
-    Heartbeat(i64, Reply<()>),
-    Purge(i64, Reply<u64>),
+    Task(T),
     Shutdown,
 }
 
 /// Handle to the writer thread.
-pub struct GroupCommit {
-    tx: mpsc::Sender<Op>,
+pub struct GroupCommit<T> {
+    tx: mpsc::Sender<Op<T>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
-impl GroupCommit {
+impl<T: Send + 'static> GroupCommit<T> {
     /// Starts the writer with a queue of `capacity` and batches of at most
     /// `max_batch` jobs.
-    pub fn spawn<W: BatchWriter>(
+    pub fn spawn<W: BatchWriter<Task = T>>(
         writer: W,
         capacity: usize,
         max_batch: usize,
@@ -74,38 +75,28 @@ impl GroupCommit {
         })
     }
 
-    fn offer<T>(
-        &self,
-        make: impl FnOnce(Reply<T>) -> Op,
-    ) -> Result<oneshot::Receiver<Result<T, StoreError>>, StoreError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.try_send(make(reply)).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => StoreError::Backpressure,
-            mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
-        })?;
-        Ok(rx)
-    }
-
-    /// Queues a job and waits for its commit.
+    /// Queues a job and waits for its commit; `Backpressure` at once when
+    /// the queue is full.
     pub async fn enqueue(&self, job: NewJob) -> Result<EnqueueOutcome, StoreError> {
-        let rx = self.offer(|reply| Op::Job(job, reply))?;
-        rx.await.map_err(|_| StoreError::Closed)?
-    }
-
-    /// Commits a heartbeat through the writer (readiness).
-    pub async fn heartbeat(&self, now_ms: i64) -> Result<(), StoreError> {
-        let rx = self.offer(|reply| Op::Heartbeat(now_ms, reply))?;
-        rx.await.map_err(|_| StoreError::Closed)?
-    }
-
-    /// Runs idempotency clean-up on the writer (it owns the write lock).
-    pub async fn purge(&self, now_ms: i64) -> Result<u64, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Op::Purge(now_ms, reply))
-            .await
-            .map_err(|_| StoreError::Closed)?;
+            .try_send(Op::Job(job, reply))
+            .map_err(full_or_closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queues a task, waiting for room (the runner and callbacks are not
+    /// turned away; trigger requests are).
+    pub async fn submit(&self, task: T) -> Result<(), StoreError> {
+        self.tx
+            .send(Op::Task(task))
+            .await
+            .map_err(|_| StoreError::Closed)
+    }
+
+    /// Queues a task only if there is room now.
+    pub fn try_submit(&self, task: T) -> Result<(), StoreError> {
+        self.tx.try_send(Op::Task(task)).map_err(full_or_closed)
     }
 
     /// Stops intake, commits what is queued, and waits for the writer.
@@ -118,12 +109,18 @@ impl GroupCommit {
     }
 }
 
-fn run<W: BatchWriter>(mut writer: W, mut rx: mpsc::Receiver<Op>, max_batch: usize) {
+fn full_or_closed<T>(e: mpsc::error::TrySendError<T>) -> StoreError {
+    match e {
+        mpsc::error::TrySendError::Full(_) => StoreError::Backpressure,
+        mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+    }
+}
+
+fn run<W: BatchWriter>(mut writer: W, mut rx: mpsc::Receiver<Op<W::Task>>, max_batch: usize) {
     let mut jobs = Vec::with_capacity(max_batch);
     let mut job_replies: Vec<Reply<EnqueueOutcome>> = Vec::with_capacity(max_batch);
-    let mut heartbeats: Vec<Reply<()>> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
-        let mut heartbeat_ms = None;
+        let mut tasks = Vec::new();
         let mut next = Some(first);
         while let Some(op) = next.take() {
             match op {
@@ -131,41 +128,26 @@ fn run<W: BatchWriter>(mut writer: W, mut rx: mpsc::Receiver<Op>, max_batch: usi
                     jobs.push(job);
                     job_replies.push(reply);
                 }
-                Op::Heartbeat(at, reply) => {
-                    heartbeat_ms = Some(at);
-                    heartbeats.push(reply);
-                }
-                Op::Purge(now, reply) => {
-                    let _ = reply.send(writer.purge_idempotency(now));
-                }
+                Op::Task(task) => tasks.push(task),
                 // Refuse new work; what is already queued is still received
                 // (and committed) by this loop before `blocking_recv` ends.
                 Op::Shutdown => rx.close(),
             }
-            if jobs.len() < max_batch {
+            if jobs.len() + tasks.len() < max_batch {
                 next = rx.try_recv().ok();
             }
         }
-        if jobs.is_empty() && heartbeat_ms.is_none() {
-            continue;
-        }
-        let result = writer.write_batch(&jobs, heartbeat_ms);
+        let result = writer.write_batch(&jobs, tasks);
         jobs.clear();
         match result {
             Ok(outcomes) => {
                 for (reply, outcome) in job_replies.drain(..).zip(outcomes) {
                     let _ = reply.send(Ok(outcome));
                 }
-                for reply in heartbeats.drain(..) {
-                    let _ = reply.send(Ok(()));
-                }
             }
             Err(e) => {
                 tracing::error!(error = %e, "group commit failed; the batch's requests get 503");
                 for reply in job_replies.drain(..) {
-                    let _ = reply.send(Err(e.clone()));
-                }
-                for reply in heartbeats.drain(..) {
                     let _ = reply.send(Err(e.clone()));
                 }
             }

@@ -9,6 +9,7 @@
 
 mod group_commit;
 pub mod sqlite;
+mod types;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,72 +17,15 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use group_commit::{BatchWriter, GroupCommit};
+pub use types::*;
 
+use crate::calls::CallStatus;
 use crate::config::StorageConfig;
 use crate::ids::JobId;
-use crate::trigger::TriggerId;
 
-/// A job to insert, already serialised by the request handler (so the
-/// writer only binds values).
-#[derive(Debug, Clone)]
-pub struct NewJob {
-    pub id: JobId,
-    pub trigger_id: TriggerId,
-    pub principal: Arc<str>,
-    /// JSON: what the job will run.
-    pub action_json: String,
-    /// JSON: the normalised input.
-    pub input_json: String,
-    pub request_id: Option<String>,
-    pub created_at_ms: i64,
-    pub idempotency: Option<NewIdempotency>,
-}
-
-/// The Idempotency-Key record stored with a job, in the same transaction.
-#[derive(Debug, Clone)]
-pub struct NewIdempotency {
-    pub key: String,
-    pub request_hash: String,
-    pub response_status: u16,
-    pub response_body: String,
-    pub expires_at_ms: i64,
-}
-
-/// What happened to one enqueued job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EnqueueOutcome {
-    /// Committed.
-    Inserted,
-    /// Another request committed the same live Idempotency-Key first; no job
-    /// was inserted. Look the key up and replay.
-    IdempotencyConflict,
-}
-
-/// A stored job.
-#[derive(Debug, Clone)]
-pub struct JobRecord {
-    pub id: String,
-    pub trigger_id: String,
-    pub principal: String,
-    pub status: String,
-    pub action: serde_json::Value,
-    pub input: serde_json::Value,
-    pub result: Option<serde_json::Value>,
-    pub error: Option<serde_json::Value>,
-    pub attempts: i64,
-    pub request_id: Option<String>,
-    pub created_at_ms: i64,
-    pub updated_at_ms: i64,
-}
-
-/// A stored Idempotency-Key and the first answer given for it.
-#[derive(Debug, Clone)]
-pub struct IdempotencyRecord {
-    pub request_hash: String,
-    pub job_id: String,
-    pub response_status: u16,
-    pub response_body: String,
-}
+/// Decides, inside the event's transaction, which jobs a call's final status
+/// starts (post-call automations). Runs on the writer.
+pub type EventJobs = Box<dyn FnOnce(&CallRecord) -> Vec<NewJob> + Send>;
 
 /// Storage failures, by kind.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -136,6 +80,93 @@ pub trait Store: Send + Sync + 'static {
 
     /// Flushes pending writes and stops the writer.
     async fn close(&self);
+
+    // --- the runner ---
+
+    /// Claims up to `limit` due jobs for `owner` until `lease_until_ms`: jobs
+    /// queued, scheduled or waiting whose time has come, and running jobs
+    /// whose lease has expired (their worker died).
+    async fn claim_jobs(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<ClaimedJob>, StoreError>;
+
+    /// Extends a claim; `false` when the lease was lost.
+    async fn renew_lease(
+        &self,
+        job_id: &str,
+        owner: &str,
+        until_ms: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Leaves a claimed job in its next state and logs the change; `false`
+    /// (nothing written) when `owner` no longer holds the lease.
+    async fn finish_claim(
+        &self,
+        job_id: &str,
+        owner: &str,
+        update: JobUpdate,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Gives up every lease `owner` holds (graceful shutdown past its grace).
+    async fn release_leases(&self, owner: &str, now_ms: i64) -> Result<u64, StoreError>;
+
+    /// Makes a waiting job due now (its call ended, or a line freed up).
+    async fn wake_jobs(&self, job_ids: Vec<String>, now_ms: i64) -> Result<(), StoreError>;
+
+    /// Inserts jobs that are not trigger requests (automation starts);
+    /// duplicates by `dedupe_key` are skipped.
+    async fn insert_jobs(&self, jobs: Vec<NewJob>) -> Result<(), StoreError>;
+
+    async fn job_events(&self, job_id: &str) -> Result<Vec<JobEvent>, StoreError>;
+
+    // --- calls ---
+
+    /// Atomically: the step's existing call, or `Busy` when the agent has
+    /// `max_active` calls in progress, or a new call row in `dialing`.
+    async fn reserve_call(&self, call: NewCall, max_active: u32)
+    -> Result<Reservation, StoreError>;
+
+    /// Records the provider's answer to a dial (its call id and status;
+    /// never moves the call backwards).
+    async fn call_dialed(
+        &self,
+        call_id: &str,
+        provider_call_id: Option<&str>,
+        status: CallStatus,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Sets a call's status outright (a failed dial, `unknown` after an
+    /// ambiguous crash, a retry going back to `dialing`), with an error.
+    async fn set_call_status(
+        &self,
+        call_id: &str,
+        status: CallStatus,
+        error: Option<String>,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    async fn call(&self, id: &str) -> Result<Option<CallRecord>, StoreError>;
+
+    async fn calls_for_job(&self, job_id: &str) -> Result<Vec<CallRecord>, StoreError>;
+
+    /// Calls not final and not updated since `before_ms` (to reconcile).
+    async fn stale_calls(&self, before_ms: i64) -> Result<Vec<CallRecord>, StoreError>;
+
+    /// Applies a provider event idempotently and monotonically; when the call
+    /// reaches a final status, in the same transaction, wakes the job that
+    /// placed it, wakes jobs waiting for the agent's lines and inserts the
+    /// jobs `on_final` returns.
+    async fn apply_call_event(
+        &self,
+        event: CallEventIn,
+        on_final: EventJobs,
+    ) -> Result<EventApplied, StoreError>;
 }
 
 /// Opens the store named by `cfg.url` (relative SQLite paths are inside

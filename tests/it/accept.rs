@@ -190,12 +190,13 @@ async fn listing_triggers_shows_only_what_the_caller_may_run_with_schemas() {
         .iter()
         .map(|t| t["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["demo-call", "second"]);
+    assert_eq!(ids, ["demo-automation", "demo-call", "second"]);
     assert_eq!(
-        all["triggers"][0]["input_schema"]["required"],
+        all["triggers"][1]["input_schema"]["required"],
         json!(["phone_number"])
     );
-    assert_eq!(all["triggers"][0]["url"], "/v1/triggers/demo-call");
+    assert_eq!(all["triggers"][1]["url"], "/v1/triggers/demo-call");
+    assert_eq!(all["triggers"][0]["action"]["type"], "automation");
 
     let one: Value = app
         .get(app.key("one"), "/v1/triggers")

@@ -93,7 +93,12 @@ impl Drop for Gateway {
 
 fn config_dir() -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
-    for entry in ["agents.toml", "triggers.toml"] {
+    for entry in [
+        "agents.toml",
+        "triggers.toml",
+        "providers.toml",
+        "automations.toml",
+    ] {
         std::fs::copy(
             format!("{}/{entry}", support::REPO_CONFIG),
             dir.path().join(entry),
@@ -399,4 +404,111 @@ async fn the_database_is_in_wal_mode_on_disk() {
         .await
         .unwrap();
     assert_eq!(mode, "wal");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_sigkill_with_calls_in_flight_every_job_finishes_once_and_no_number_is_dialed_twice()
+{
+    let (config, key) = config_dir();
+    let dir = config.path();
+    std::fs::write(
+        dir.join("providers.toml"),
+        format!(
+            "[providers.simulator]\ntype = \"simulator\"\nring_time = \"200ms\"\nanswer_rate = 1.0\n\
+             min_duration = \"300ms\"\nmax_duration = \"800ms\"\ncallback_secret = \"{}\"\n",
+            crate::runner::SIM_SECRET
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("agents.toml"),
+        crate::runner::ANYTIME_AGENT
+            .replace("max_concurrent_calls = 3", "max_concurrent_calls = 8"),
+    )
+    .unwrap();
+    let mut main = std::fs::read_to_string(dir.join("callgate.toml")).unwrap();
+    main.push_str(
+        "\n[runner]\nlease = \"2s\"\npoll_interval = \"100ms\"\nline_retry = \"100ms\"\n",
+    );
+    std::fs::write(dir.join("callgate.toml"), main).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let db = data.path().join("callgate.db");
+
+    let mut gw = Gateway::start(dir, data.path());
+    let client = gw.client(data.path());
+    for i in 0..30 {
+        let r = client
+            .post(gw.url("/v1/triggers/demo-call"))
+            .bearer_auth(&key)
+            .json(&serde_json::json!({"phone_number": format!("+1555030{i:04}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    // Kill it while calls are being dialed and are in progress.
+    crate::runner::eventually(Duration::from_secs(30), "calls in flight", || async {
+        let n = scalar(&db, "SELECT COUNT(*) FROM calls").await;
+        (n >= 10).then_some(())
+    })
+    .await;
+    gw.child.kill().unwrap();
+    gw.child.wait().unwrap();
+    let at_kill = scalar(
+        &db,
+        "SELECT COUNT(*) FROM calls WHERE status NOT IN ('completed')",
+    )
+    .await;
+    assert!(
+        at_kill > 0,
+        "some calls were still in flight when the process died"
+    );
+
+    let gw2 = Gateway::start(dir, data.path());
+    crate::runner::eventually(
+        Duration::from_secs(60),
+        "every job and call to finish",
+        || async {
+            let jobs = scalar(&db, "SELECT COUNT(*) FROM jobs WHERE status = 'succeeded'").await;
+            let calls = scalar(&db, "SELECT COUNT(*) FROM calls WHERE status = 'completed'").await;
+            (jobs == 30 && calls == 30).then_some(())
+        },
+    )
+    .await;
+    drop(gw2);
+    let log = callgate::calls::simulator::read_log(&callgate::calls::simulator::log_path(
+        data.path(),
+        "simulator",
+    ))
+    .unwrap();
+    let mut dials_per_number = std::collections::HashMap::new();
+    for e in &log {
+        if let callgate::calls::simulator::LogEntry::Dial { to, .. } = e {
+            *dials_per_number.entry(to.clone()).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(dials_per_number.len(), 30);
+    assert!(
+        dials_per_number.values().all(|n| *n == 1),
+        "a number was dialed twice: {dials_per_number:?}"
+    );
+    assert_eq!(scalar(&db, "SELECT COUNT(*) FROM (SELECT job_id FROM job_events WHERE status = 'succeeded' GROUP BY job_id HAVING COUNT(*) = 1)").await, 30, "each job succeeded exactly once");
+    assert_eq!(
+        scalar(&db, "SELECT COUNT(*) FROM calls").await,
+        30,
+        "one call per job"
+    );
+}
+
+async fn scalar(db: &PathBuf, sql: &str) -> i64 {
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(db)
+        .read_only(true)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap_or(0)
 }

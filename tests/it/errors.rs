@@ -96,11 +96,9 @@ async fn a_panicking_handler_answers_500_problem_and_the_server_keeps_serving() 
     let (cert, key) = support::test_cert();
     std::fs::write(dir.path().join("cert.pem"), &cert).unwrap();
     std::fs::write(dir.path().join("key.pem"), &key).unwrap();
-    std::fs::copy(
-        format!("{}/agents.toml", support::REPO_CONFIG),
-        dir.path().join("agents.toml"),
-    )
-    .unwrap();
+    for f in ["agents.toml", "providers.toml"] {
+        std::fs::copy(format!("{}/{f}", support::REPO_CONFIG), dir.path().join(f)).unwrap();
+    }
     std::fs::write(
         dir.path().join("callgate.toml"),
         "[server.tls]\ncert_file = \"cert.pem\"\nkey_file = \"key.pem\"\n",
@@ -109,9 +107,14 @@ async fn a_panicking_handler_answers_500_problem_and_the_server_keeps_serving() 
     let config =
         callgate::config::load(dir.path(), &dir.path().join("data"), &Default::default()).unwrap();
     let tls = callgate::tls::server_config(&config).unwrap();
-    let state = callgate::app::build_state(Arc::new(config), Arc::new(SystemClock))
-        .await
-        .unwrap();
+    let state = callgate::app::build_state(
+        Arc::new(config),
+        Arc::new(SystemClock),
+        "https://127.0.0.1:1".into(),
+        None,
+    )
+    .await
+    .unwrap();
     let routes: Router = Router::new()
         .route("/boom", get(boom))
         .route("/fine", get(|| async { "fine" }));

@@ -4,6 +4,7 @@
 
 mod accept;
 mod auth;
+mod calls;
 mod cli;
 mod durability;
 mod errors;
@@ -13,4 +14,6 @@ mod jobs;
 mod jwt;
 mod limits;
 mod openapi;
+mod receiver;
+mod runner;
 mod support;

@@ -51,7 +51,7 @@ fn every_documented_operation_declares_its_error_responses() {
         let responses = op["responses"]
             .as_object()
             .unwrap_or_else(|| panic!("{} {} has no responses", e.method, e.path));
-        if e.authenticated {
+        if e.authenticated() {
             for code in ["401", "429"] {
                 assert!(
                     responses.contains_key(code),

@@ -35,6 +35,8 @@ pub struct Builder {
     clock: Option<Arc<ManualClock>>,
     storage: String,
     trusted_proxies: bool,
+    background_runner: bool,
+    files: Vec<(String, String)>,
 }
 
 impl Default for Builder {
@@ -51,6 +53,8 @@ impl Default for Builder {
             clock: None,
             storage: String::new(),
             trusted_proxies: false,
+            background_runner: false,
+            files: Vec::new(),
         }
     }
 }
@@ -95,6 +99,17 @@ impl Builder {
             scopes.iter().map(|s| s.to_string()).collect(),
             Some(rate.into()),
         ));
+        self
+    }
+    /// Runs the job runner's loop in the background (default: off; tests
+    /// drive it with `app.run_pending()`).
+    pub fn background_runner(mut self) -> Self {
+        self.background_runner = true;
+        self
+    }
+    /// Replaces (or adds) a file in the config dir.
+    pub fn file(mut self, name: &str, contents: &str) -> Self {
+        self.files.push((name.to_owned(), contents.to_owned()));
         self
     }
     /// Runs the server on a manual clock.
@@ -183,6 +198,9 @@ public_key_file = "{FIXTURES}/jwt/ed-public.pem"
             t.push_str(&self.triggers_extra);
             std::fs::write(dir.join("triggers.toml"), t).unwrap();
         }
+        for (name, contents) in &self.files {
+            std::fs::write(dir.join(name), contents).unwrap();
+        }
         let mut keys = BTreeMap::new();
         for (name, scopes, rate) in &self.keys {
             let key = callgate::auth::api_key::add_to_file(
@@ -210,14 +228,21 @@ public_key_file = "{FIXTURES}/jwt/ed-public.pem"
             Some(c) => c.clone(),
             None => Arc::new(SystemClock),
         };
-        let server = tokio::spawn(callgate::run_with_clock(
+        let (started_tx, started_rx) = oneshot::channel();
+        let options = callgate::RunOptions {
+            clock,
+            runner: self.background_runner,
+            started: Some(started_tx),
+        };
+        let server = tokio::spawn(callgate::run_with(
             config,
             listener,
             async {
                 let _ = stopped.await;
             },
-            clock,
+            options,
         ));
+        let started = started_rx.await.expect("the server did not start");
         TestApp {
             addr,
             base: format!("https://127.0.0.1:{}", addr.port()),
@@ -228,6 +253,8 @@ public_key_file = "{FIXTURES}/jwt/ed-public.pem"
             data_dir,
             stop: Some(stop),
             server: Some(server),
+            runner: started.runner,
+            state: started.state,
         }
     }
 }
@@ -242,6 +269,8 @@ pub struct TestApp {
     pub data_dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
+    pub runner: callgate::runner::Runner,
+    pub state: callgate::http::AppState,
 }
 
 impl TestApp {
@@ -283,6 +312,17 @@ impl TestApp {
             .send()
             .await
             .unwrap()
+    }
+
+    /// Runs every due job now (instead of waiting for the background loop).
+    pub async fn run_pending(&self) -> usize {
+        self.runner.run_pending().await
+    }
+
+    /// The simulator's dial log.
+    pub fn dial_log(&self) -> Vec<callgate::calls::simulator::LogEntry> {
+        let path = callgate::calls::simulator::log_path(self.data_dir.path(), "simulator");
+        callgate::calls::simulator::read_log(&path).unwrap_or_default()
     }
 
     pub fn db_path(&self) -> PathBuf {

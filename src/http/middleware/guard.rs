@@ -1,6 +1,8 @@
-//! The `/v1` guard, in order: per-IP limit (before any credential work),
-//! authentication, per-principal limit. One middleware function for the
-//! same reason as `front_door`.
+//! The `/v1` guards. For routes with credentials, in order: per-IP limit
+//! (before any credential work), authentication, per-principal limit. For
+//! signed provider callbacks: the per-IP limit alone (the handler verifies
+//! the signature). One middleware function each rather than a layer per
+//! check: every layer is cloned and boxed per request on the hot path.
 //!
 //! Policy: 429 with `Retry-After` when a limit is exhausted, 401 when
 //! credentials are missing or invalid (see `auth.rs`); every answer that
@@ -16,25 +18,38 @@ use axum::response::{IntoResponse, Response};
 use super::auth;
 use crate::http::AppState;
 use crate::http::error::ApiError;
-use crate::limits::client_ip;
+use crate::limits::{PolicyState, client_ip};
 
 pub async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(peer) = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
-    else {
-        return ApiError::Internal("connection info missing".into()).into_response();
-    };
-    let ip = client_ip::resolve(peer, req.headers(), &app.config.main.server.trusted_proxies);
-    tracing::Span::current().record("client_ip", tracing::field::display(ip));
-    let ip_state = match app.limiters.check_ip(ip) {
+    let ip_state = match check_ip(&app, &req) {
         Ok(state) => state,
         Err(e) => return e.into_response(),
     };
     let mut response = authenticated(&app, req, next).await;
     ip_state.append_to(response.headers_mut());
     response
+}
+
+/// The per-IP limit alone (signed provider callbacks).
+pub async fn ip_only(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let ip_state = match check_ip(&app, &req) {
+        Ok(state) => state,
+        Err(e) => return e.into_response(),
+    };
+    let mut response = next.run(req).await;
+    ip_state.append_to(response.headers_mut());
+    response
+}
+
+fn check_ip(app: &AppState, req: &Request) -> Result<PolicyState, ApiError> {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .ok_or_else(|| ApiError::Internal("connection info missing".into()))?;
+    let ip = client_ip::resolve(peer, req.headers(), &app.config.main.server.trusted_proxies);
+    tracing::Span::current().record("client_ip", tracing::field::display(ip));
+    app.limiters.check_ip(ip)
 }
 
 async fn authenticated(app: &AppState, mut req: Request, next: Next) -> Response {

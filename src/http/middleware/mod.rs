@@ -48,3 +48,9 @@ pub fn stack(app: Router, state: &AppState) -> Router {
 pub fn authenticated(routes: Router<AppState>, state: &AppState) -> Router<AppState> {
     routes.route_layer(from_fn_with_state(state.clone(), guard::guard))
 }
+
+/// Adds only the per-IP limit, for routes whose callers prove themselves by
+/// signature (provider callbacks).
+pub fn ip_limited(routes: Router<AppState>, state: &AppState) -> Router<AppState> {
+    routes.route_layer(from_fn_with_state(state.clone(), guard::ip_only))
+}

@@ -29,7 +29,7 @@ use crate::http::middleware::RequestIdValue;
 use crate::idempotency;
 use crate::ids::JobId;
 use crate::input::{self, BodyKind};
-use crate::store::{EnqueueOutcome, NewIdempotency, NewJob, StoreError};
+use crate::store::{EnqueueOutcome, JobStatus, NewIdempotency, NewJob, StoreError};
 use crate::trigger::Trigger;
 
 /// Query parameters of the accept route. Others are ignored: some senders
@@ -123,6 +123,7 @@ impl Accept<'_> {
             return Err(ApiError::Validation(violations));
         }
         input::normalise(&mut input, trigger)?;
+        let run_at = input::run_at(&input)?;
 
         if query.mode == Some(Mode::Test) {
             let tested = TriggerTested {
@@ -136,9 +137,9 @@ impl Accept<'_> {
         match idem_key {
             Some(key) => {
                 let hash = idempotency::request_hash(kind.media_type(), &bytes);
-                self.idempotent(input, &key, hash).await
+                self.idempotent(input, run_at, &key, hash).await
             }
-            None => match self.insert(input, None).await? {
+            None => match self.insert(input, run_at, None).await? {
                 Inserted::Accepted(response) => Ok(response),
                 Inserted::KeyTaken => Err(ApiError::Internal("key conflict without a key".into())),
             },
@@ -149,6 +150,7 @@ impl Accept<'_> {
     async fn idempotent(
         &self,
         input: Value,
+        run_at: Option<i64>,
         key: &str,
         hash: String,
     ) -> Result<Response, ApiError> {
@@ -164,7 +166,10 @@ impl Accept<'_> {
         if let Some(response) = self.replay(key, &hash).await? {
             return Ok(response);
         }
-        match self.insert(input, Some((key, hash.clone()))).await? {
+        match self
+            .insert(input, run_at, Some((key, hash.clone())))
+            .await?
+        {
             Inserted::Accepted(response) => Ok(response),
             // Another gateway process committed this key first.
             Inserted::KeyTaken => self
@@ -207,14 +212,21 @@ impl Accept<'_> {
     async fn insert(
         &self,
         input: Value,
+        run_at: Option<i64>,
         idem: Option<(&str, String)>,
     ) -> Result<Inserted, ApiError> {
         let now = self.app.clock.now_ms();
         let id = JobId::new(now);
         let location = format!("/v1/jobs/{id}");
+        let run_at = run_at.map_or(now, |t| t.max(now));
+        let status = if run_at > now {
+            JobStatus::Scheduled
+        } else {
+            JobStatus::Queued
+        };
         let accepted = TriggerAccepted {
             job_id: &id,
-            status: "queued",
+            status: status.as_str(),
             trigger_id: self.trigger.id.as_str(),
             created_at: rfc3339(now),
             links: Links {
@@ -226,12 +238,15 @@ impl Accept<'_> {
         let retention = self.app.config.main.idempotency.retention.as_millis() as i64;
         let job = NewJob {
             id: id.clone(),
-            trigger_id: self.trigger.id.clone(),
+            trigger_id: Some(self.trigger.id.clone()),
             principal: self.principal.id.clone(),
             action_json: self.trigger.plan(&input).to_string(),
             input_json: input.to_string(),
             request_id: Some(self.request_id.to_owned()),
             created_at_ms: now,
+            run_at_ms: run_at,
+            status,
+            dedupe_key: None,
             idempotency: idem.map(|(key, request_hash)| NewIdempotency {
                 key: key.to_owned(),
                 request_hash,
@@ -245,6 +260,7 @@ impl Accept<'_> {
         {
             return Ok(Inserted::KeyTaken);
         }
+        self.app.wake.notify_one();
         let mut response = (StatusCode::ACCEPTED, body).into_response();
         let h = response.headers_mut();
         h.insert(

@@ -1,0 +1,132 @@
+//! Call statuses and the order they move in.
+//!
+//! Policy: a call only moves forward. `queued` → `dialing` → `ringing` →
+//! `in_progress` → one final status (`completed`, `no_answer`, `busy`,
+//! `failed`, `canceled`). An event that would move a call backwards, or off
+//! a final status, changes nothing. `unknown` is set only by us, when a crash
+//! left us unable to tell whether the provider placed the call.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallStatus {
+    Queued,
+    Dialing,
+    Ringing,
+    InProgress,
+    Completed,
+    NoAnswer,
+    Busy,
+    Failed,
+    Canceled,
+    Unknown,
+}
+
+impl CallStatus {
+    pub const ALL: [CallStatus; 10] = [
+        CallStatus::Queued,
+        CallStatus::Dialing,
+        CallStatus::Ringing,
+        CallStatus::InProgress,
+        CallStatus::Completed,
+        CallStatus::NoAnswer,
+        CallStatus::Busy,
+        CallStatus::Failed,
+        CallStatus::Canceled,
+        CallStatus::Unknown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallStatus::Queued => "queued",
+            CallStatus::Dialing => "dialing",
+            CallStatus::Ringing => "ringing",
+            CallStatus::InProgress => "in_progress",
+            CallStatus::Completed => "completed",
+            CallStatus::NoAnswer => "no_answer",
+            CallStatus::Busy => "busy",
+            CallStatus::Failed => "failed",
+            CallStatus::Canceled => "canceled",
+            CallStatus::Unknown => "unknown",
+        }
+    }
+
+    /// The call is over (the line is free, post-call automations may run).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            CallStatus::Completed
+                | CallStatus::NoAnswer
+                | CallStatus::Busy
+                | CallStatus::Failed
+                | CallStatus::Canceled
+        )
+    }
+
+    /// Position in the forward order (finals share the last rank).
+    fn rank(self) -> u8 {
+        match self {
+            CallStatus::Unknown => 0,
+            CallStatus::Queued => 1,
+            CallStatus::Dialing => 2,
+            CallStatus::Ringing => 3,
+            CallStatus::InProgress => 4,
+            _ => 5,
+        }
+    }
+
+    /// Whether an event reporting `next` may change a call that is `self`.
+    pub fn may_become(self, next: CallStatus) -> bool {
+        !self.is_final() && next != CallStatus::Unknown && next.rank() > self.rank()
+    }
+
+    /// The event name for automations (`call.completed`).
+    pub fn event_name(self) -> String {
+        format!("call.{}", self.as_str())
+    }
+}
+
+impl fmt::Display for CallStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for CallStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        CallStatus::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| format!("`{s}` is not a call status"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CallStatus::*;
+    use super::*;
+
+    #[test]
+    fn calls_only_move_forward_and_finals_are_final() {
+        assert!(Dialing.may_become(Ringing));
+        assert!(Ringing.may_become(Completed));
+        assert!(Dialing.may_become(NoAnswer));
+        assert!(!InProgress.may_become(Ringing), "out of order");
+        assert!(!Completed.may_become(Failed), "final stays final");
+        assert!(!Ringing.may_become(Ringing), "repeat changes nothing");
+        assert!(!Dialing.may_become(Unknown));
+        assert!(
+            Unknown.may_become(Completed),
+            "reconciliation can settle unknown"
+        );
+        for s in CallStatus::ALL {
+            assert_eq!(s.as_str().parse::<CallStatus>().unwrap(), s);
+        }
+        assert_eq!(Completed.event_name(), "call.completed");
+    }
+}

@@ -1,0 +1,175 @@
+//! `GET /v1/calls/{call_id}` (a call's record) and
+//! `POST /v1/calls/{call_id}/events` (voice providers' status callbacks).
+//!
+//! Policy for callbacks: an unknown call is 404; the provider's signature is
+//! verified against the raw body before anything is read (401); a body that
+//! cannot be read is 400; a repeated event changes nothing and an event
+//! that would move the call backwards only adds details. A call reaching a
+//! final status wakes its job, frees its line and starts subscribed
+//! automations, in the same transaction.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{OriginalUri, State};
+use axum::http::HeaderMap;
+use axum::{Extension, Json};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::triggers::store_error;
+use crate::auth::Principal;
+use crate::calls::events::EventError;
+use crate::calls::signature::Signed;
+use crate::clock::rfc3339;
+use crate::http::AppState;
+use crate::http::error::ApiError;
+use crate::http::extract::ApiPath;
+use crate::ids::JobId;
+use crate::store::{CallRecord, EventApplied};
+
+/// A call as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct CallOut {
+    call_id: String,
+    job_id: String,
+    agent_id: String,
+    to: String,
+    from: String,
+    provider: String,
+    provider_call_id: Option<String>,
+    status: crate::calls::CallStatus,
+    outcome: Option<String>,
+    duration_seconds: Option<i64>,
+    custom: Value,
+    variables: Value,
+    transcript: Option<String>,
+    summary: Option<String>,
+    recording_url: Option<String>,
+    error: Option<String>,
+    dial_attempts: i64,
+    created_at: String,
+    updated_at: String,
+    dialed_at: Option<String>,
+    answered_at: Option<String>,
+    ended_at: Option<String>,
+    links: Value,
+}
+
+impl From<CallRecord> for CallOut {
+    fn from(c: CallRecord) -> Self {
+        Self {
+            links: json!({"self": format!("/v1/calls/{}", c.id), "job": format!("/v1/jobs/{}", c.job_id)}),
+            call_id: c.id,
+            job_id: c.job_id,
+            agent_id: c.agent_id,
+            to: c.to,
+            from: c.from,
+            provider: c.provider,
+            provider_call_id: c.provider_call_id,
+            status: c.status,
+            outcome: c.outcome,
+            duration_seconds: c.duration_seconds,
+            custom: c.custom,
+            variables: c.variables,
+            transcript: c.transcript,
+            summary: c.summary,
+            recording_url: c.recording_url,
+            error: c.error,
+            dial_attempts: c.dial_attempts,
+            created_at: rfc3339(c.created_at_ms),
+            updated_at: rfc3339(c.updated_at_ms),
+            dialed_at: c.dial_requested_at_ms.map(rfc3339),
+            answered_at: c.answered_at_ms.map(rfc3339),
+            ended_at: c.ended_at_ms.map(rfc3339),
+        }
+    }
+}
+
+pub async fn get_call(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Arc<Principal>>,
+    ApiPath(call_id): ApiPath<String>,
+) -> Result<Json<CallOut>, ApiError> {
+    let not_found = || ApiError::NotFound(format!("no call `{call_id}`"));
+    let call = app
+        .store
+        .call(&call_id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(not_found)?;
+    let owner = match JobId::parse(&call.job_id) {
+        Some(id) => app
+            .store
+            .job(&id)
+            .await
+            .map_err(store_error)?
+            .map(|j| j.principal),
+        None => None,
+    };
+    super::jobs::may_read(&principal, owner.as_deref(), "call")?;
+    Ok(Json(CallOut::from(call)))
+}
+
+pub async fn call_event(
+    State(app): State<AppState>,
+    ApiPath(call_id): ApiPath<String>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let bytes = crate::input::read_body(body, app.config.main.server.max_body_bytes).await?;
+    let call = app
+        .store
+        .call(&call_id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::NotFound(format!("no call `{call_id}`")))?;
+    let provider = app.providers.get(&call.provider).ok_or_else(|| {
+        ApiError::Internal(format!(
+            "call {call_id} names unknown provider {}",
+            call.provider
+        ))
+    })?;
+    // The URL the provider was given (Twilio signs it).
+    let url = format!(
+        "{}{}",
+        app.providers.callback_base(),
+        uri.path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or(uri.path())
+    );
+    let signed = Signed {
+        headers: &headers,
+        body: &bytes,
+        url: &url,
+        now_ms: chrono::Utc::now().timestamp_millis(),
+    };
+    let now = app.clock.now_ms();
+    let event = provider
+        .callbacks()
+        .read(&call_id, &signed, now)
+        .map_err(|e| match e {
+            EventError::Signature(e) => {
+                ApiError::unauthorized(format!("callback signature: {e}"), true)
+            }
+            EventError::Body(e) => ApiError::bad_request(format!("callback body: {e}")),
+        })?;
+    let config = app.config.clone();
+    let on_final = Box::new(move |c: &CallRecord| crate::runner::event_jobs(&config, c, now));
+    let applied = app
+        .store
+        .apply_call_event(event, on_final)
+        .await
+        .map_err(store_error)?;
+    app.wake.notify_one();
+    Ok(Json(match applied {
+        EventApplied::Duplicate => json!({"call_id": call_id, "applied": false, "duplicate": true}),
+        EventApplied::Applied { moved_to } => json!({
+            "call_id": call_id,
+            "applied": true,
+            "duplicate": false,
+            "status_changed_to": moved_to,
+        }),
+    }))
+}

@@ -1,0 +1,385 @@
+//! Runner and call writes, as tasks for the writer thread. Each runs inside
+//! the batch transaction (its own savepoint), so the check-then-write steps
+//! here (line counts, lease checks, monotonic status) are atomic.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::calls::CallStatus;
+use crate::store::{
+    CallEventIn, CallRecord, ClaimedJob, EventApplied, JobStatus, JobUpdate, NewCall, NewJob,
+    Reservation, StoreError,
+};
+
+fn json(text: Option<String>) -> serde_json::Value {
+    text.and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+pub(super) fn claim_jobs(
+    conn: &Connection,
+    owner: &str,
+    now_ms: i64,
+    lease_until_ms: i64,
+    limit: usize,
+) -> Result<Vec<ClaimedJob>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE jobs SET status = 'running', lease_owner = ?1, lease_expires_at = ?2, updated_at = ?3 \
+         WHERE id IN (SELECT id FROM jobs \
+             WHERE (status IN ('queued', 'scheduled', 'waiting') AND run_at <= ?3) \
+                OR (status = 'running' AND lease_expires_at < ?3) \
+             ORDER BY run_at LIMIT ?4) \
+         RETURNING id, status_reason, action, input, state, attempts, created_at",
+    )?;
+    let rows = stmt.query_map(params![owner, lease_until_ms, now_ms, limit as i64], |r| {
+        Ok(ClaimedJob {
+            id: r.get(0)?,
+            reason_before: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+            action: json(r.get(2)?),
+            input: json(r.get(3)?),
+            state: json(r.get(4)?),
+            attempts: r.get(5)?,
+            created_at_ms: r.get(6)?,
+        })
+    })?;
+    let claimed: Vec<ClaimedJob> = rows.collect::<Result<_, _>>()?;
+    for job in &claimed {
+        log_event(
+            conn,
+            &job.id,
+            now_ms,
+            JobStatus::Running.as_str(),
+            None,
+            Some(job.attempts),
+            None,
+        )?;
+    }
+    Ok(claimed)
+}
+
+fn log_event(
+    conn: &Connection,
+    job_id: &str,
+    at: i64,
+    status: &str,
+    reason: Option<&str>,
+    attempt: Option<i64>,
+    detail: Option<&serde_json::Value>,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO job_events (job_id, seq, at, status, reason, attempt, detail) \
+         VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM job_events WHERE job_id = ?1), ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![job_id, at, status, reason, attempt, detail.map(|d| d.to_string())])?;
+    Ok(())
+}
+
+pub(super) fn renew_lease(
+    conn: &Connection,
+    job_id: &str,
+    owner: &str,
+    until_ms: i64,
+) -> Result<bool, StoreError> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE jobs SET lease_expires_at = ?3 WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'",
+        )?
+        .execute(params![job_id, owner, until_ms])?;
+    Ok(n == 1)
+}
+
+pub(super) fn finish_claim(
+    conn: &Connection,
+    job_id: &str,
+    owner: &str,
+    u: &JobUpdate,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE jobs SET status = ?3, status_reason = ?4, run_at = ?5, state = ?6, result = ?7, \
+             error = ?8, attempts = ?9, updated_at = ?10, lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'",
+        )?
+        .execute(params![
+            job_id,
+            owner,
+            u.status.as_str(),
+            u.reason,
+            u.run_at_ms,
+            u.state.to_string(),
+            u.result.as_ref().map(|v| v.to_string()),
+            u.error.as_ref().map(|v| v.to_string()),
+            u.attempts,
+            now_ms
+        ])?;
+    if n == 1 {
+        log_event(
+            conn,
+            job_id,
+            now_ms,
+            u.status.as_str(),
+            u.reason.as_deref(),
+            Some(u.attempts),
+            u.detail.as_ref(),
+        )?;
+    }
+    Ok(n == 1)
+}
+
+pub(super) fn release_leases(
+    conn: &Connection,
+    owner: &str,
+    now_ms: i64,
+) -> Result<u64, StoreError> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE jobs SET lease_expires_at = ?2 - 1 WHERE lease_owner = ?1 AND status = 'running'",
+        )?
+        .execute(params![owner, now_ms])?;
+    Ok(n as u64)
+}
+
+pub(super) fn wake_jobs(conn: &Connection, ids: &[String], now_ms: i64) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE jobs SET run_at = ?2 WHERE id = ?1 AND status IN ('waiting', 'scheduled') AND run_at > ?2",
+    )?;
+    for id in ids {
+        stmt.execute(params![id, now_ms])?;
+    }
+    Ok(())
+}
+
+pub(super) fn insert_jobs(conn: &Connection, jobs: &[NewJob]) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO jobs (id, trigger_id, principal, status, action, input, request_id, \
+         created_at, updated_at, run_at, dedupe_key) \
+         VALUES (?1, ?2, ?3, ?10, ?4, ?5, ?6, ?7, ?7, ?8, ?9) ON CONFLICT (dedupe_key) DO NOTHING",
+    )?;
+    for j in jobs {
+        stmt.execute(params![
+            j.id.as_str(),
+            j.trigger_id.as_ref().map(|t| t.as_str()).unwrap_or(""),
+            &*j.principal,
+            j.action_json,
+            j.input_json,
+            j.request_id,
+            j.created_at_ms,
+            j.run_at_ms,
+            j.dedupe_key,
+            j.status.as_str()
+        ])?;
+    }
+    Ok(())
+}
+
+const ACTIVE: &str = "('queued', 'dialing', 'ringing', 'in_progress')";
+
+pub(super) fn reserve_call(
+    conn: &Connection,
+    c: &NewCall,
+    max_active: u32,
+) -> Result<Reservation, StoreError> {
+    let existing: Option<String> = conn
+        .prepare_cached("SELECT id FROM calls WHERE job_id = ?1 AND step = ?2")?
+        .query_row(params![c.job_id, c.step], |r| r.get(0))
+        .optional()?;
+    if let Some(id) = existing {
+        return Ok(Reservation::Existing(id));
+    }
+    let active: i64 = conn
+        .prepare_cached(&format!(
+            "SELECT COUNT(*) FROM calls WHERE agent_id = ?1 AND status IN {ACTIVE}"
+        ))?
+        .query_row(params![c.agent_id], |r| r.get(0))?;
+    if active >= i64::from(max_active) {
+        return Ok(Reservation::Busy { active });
+    }
+    conn.prepare_cached(
+        "INSERT INTO calls (id, job_id, step, agent_id, to_number, from_number, provider, status, \
+         custom, variables, origin, dial_attempts, created_at, updated_at, dial_requested_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'dialing', '{}', ?8, ?10, 1, ?9, ?9, ?9)",
+    )?
+    .execute(params![
+        c.id,
+        c.job_id,
+        c.step,
+        c.agent_id,
+        c.to,
+        c.from,
+        c.provider,
+        c.variables.to_string(),
+        c.now_ms,
+        c.origin.to_string()
+    ])?;
+    Ok(Reservation::Created(c.id.clone()))
+}
+
+fn status_of(conn: &Connection, call_id: &str) -> Result<Option<CallStatus>, StoreError> {
+    let status: Option<String> = conn
+        .prepare_cached("SELECT status FROM calls WHERE id = ?1")?
+        .query_row(params![call_id], |r| r.get(0))
+        .optional()?;
+    status
+        .map(|s| s.parse::<CallStatus>().map_err(StoreError::Corrupt))
+        .transpose()
+}
+
+pub(super) fn call_dialed(
+    conn: &Connection,
+    call_id: &str,
+    provider_call_id: Option<&str>,
+    status: CallStatus,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let current = status_of(conn, call_id)?
+        .ok_or_else(|| StoreError::Corrupt(format!("no call {call_id}")))?;
+    let next = if current.may_become(status) {
+        status
+    } else {
+        current
+    };
+    conn.prepare_cached(
+        "UPDATE calls SET provider_call_id = COALESCE(?2, provider_call_id), status = ?3, \
+         error = NULL, updated_at = ?4 WHERE id = ?1",
+    )?
+    .execute(params![call_id, provider_call_id, next.as_str(), now_ms])?;
+    Ok(())
+}
+
+pub(super) fn set_call_status(
+    conn: &Connection,
+    call_id: &str,
+    status: CallStatus,
+    error: Option<&str>,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let redial = i64::from(status == CallStatus::Dialing);
+    conn.prepare_cached(
+        "UPDATE calls SET status = ?2, error = ?3, updated_at = ?4, dial_attempts = dial_attempts + ?5, \
+         dial_requested_at = CASE WHEN ?5 = 1 THEN ?4 ELSE dial_requested_at END, \
+         ended_at = CASE WHEN ?2 IN ('failed', 'canceled') THEN ?4 ELSE ended_at END WHERE id = ?1",
+    )?
+    .execute(params![call_id, status.as_str(), error, now_ms, redial])?;
+    Ok(())
+}
+
+/// Applies one event; returns what happened and, on a move to a final
+/// status, the call's job id and agent (for the caller's follow-ups).
+pub(super) fn apply_call_event(
+    conn: &Connection,
+    e: &CallEventIn,
+    read_call: impl Fn(&Connection, &str) -> Result<Option<CallRecord>, StoreError>,
+) -> Result<(EventApplied, Option<CallRecord>), StoreError> {
+    let Some(current) = status_of(conn, &e.call_id)? else {
+        return Err(StoreError::Corrupt(format!("no call {}", e.call_id)));
+    };
+    let moved_to = e.status.filter(|s| current.may_become(*s));
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO call_events (call_id, event_key, received_at, status, applied, body) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (call_id, event_key) DO NOTHING",
+        )?
+        .execute(params![
+            e.call_id,
+            e.event_key,
+            e.now_ms,
+            e.status.map(CallStatus::as_str),
+            moved_to.is_some(),
+            e.body
+        ])?;
+    if inserted == 0 {
+        return Ok((EventApplied::Duplicate, None));
+    }
+    let status = moved_to.unwrap_or(current);
+    let answered = matches!(moved_to, Some(CallStatus::InProgress));
+    let ended = moved_to.is_some_and(CallStatus::is_final);
+    // Details are taken from any new event (a late `call_analyzed` adds the
+    // summary); only the status is monotonic.
+    conn.prepare_cached(
+        "UPDATE calls SET status = ?2, \
+         provider_call_id = COALESCE(provider_call_id, ?3), \
+         duration_seconds = COALESCE(?4, duration_seconds), \
+         outcome = COALESCE(?5, outcome), transcript = COALESCE(?6, transcript), \
+         summary = COALESCE(?7, summary), recording_url = COALESCE(?8, recording_url), \
+         custom = json_patch(custom, ?9), updated_at = ?10, \
+         answered_at = CASE WHEN ?11 AND answered_at IS NULL THEN ?10 ELSE answered_at END, \
+         ended_at = CASE WHEN ?12 THEN ?10 ELSE ended_at END \
+         WHERE id = ?1",
+    )?
+    .execute(params![
+        e.call_id,
+        status.as_str(),
+        e.provider_call_id,
+        e.duration_seconds,
+        e.outcome,
+        e.transcript,
+        e.summary,
+        e.recording_url,
+        serde_json::Value::Object(e.custom.clone()).to_string(),
+        e.now_ms,
+        answered,
+        ended
+    ])?;
+    let record = if ended {
+        read_call(conn, &e.call_id)?
+    } else {
+        None
+    };
+    Ok((EventApplied::Applied { moved_to }, record))
+}
+
+/// Waiting jobs of `agent_id` become due (a line was freed).
+pub(super) fn wake_line_waiters(
+    conn: &Connection,
+    agent_id: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE jobs SET run_at = ?2 WHERE status = 'waiting' AND status_reason = ?1 AND run_at > ?2",
+    )?
+    .execute(params![crate::store::lines_busy_reason(agent_id), now_ms])?;
+    Ok(())
+}
+
+/// Reads a call inside the writer's transaction.
+pub(super) fn read_call(conn: &Connection, id: &str) -> Result<Option<CallRecord>, StoreError> {
+    conn.prepare_cached(
+        "SELECT id, job_id, step, agent_id, to_number, from_number, provider, provider_call_id, status, \
+         outcome, duration_seconds, custom, variables, transcript, summary, recording_url, error, \
+         dial_attempts, created_at, updated_at, dial_requested_at, answered_at, ended_at, origin \
+         FROM calls WHERE id = ?1",
+    )?
+    .query_row(params![id], |r| {
+        Ok(CallRecord {
+            id: r.get(0)?,
+            job_id: r.get(1)?,
+            step: r.get(2)?,
+            agent_id: r.get(3)?,
+            to: r.get(4)?,
+            from: r.get(5)?,
+            provider: r.get(6)?,
+            provider_call_id: r.get(7)?,
+            status: r
+                .get::<_, String>(8)?
+                .parse()
+                .unwrap_or(CallStatus::Unknown),
+            outcome: r.get(9)?,
+            duration_seconds: r.get(10)?,
+            custom: json(r.get(11)?),
+            variables: json(r.get(12)?),
+            transcript: r.get(13)?,
+            summary: r.get(14)?,
+            recording_url: r.get(15)?,
+            error: r.get(16)?,
+            dial_attempts: r.get(17)?,
+            created_at_ms: r.get(18)?,
+            updated_at_ms: r.get(19)?,
+            dial_requested_at_ms: r.get(20)?,
+            answered_at_ms: r.get(21)?,
+            ended_at_ms: r.get(22)?,
+            origin: json(r.get(23)?),
+        })
+    })
+    .optional()
+    .map_err(StoreError::from)
+}

@@ -1,0 +1,153 @@
+//! The SQLite schema, its migrations (applied in order, each once, through
+//! sqlx) and the durability check every write connection must pass.
+
+use sqlx::Connection;
+use sqlx::sqlite::SqliteConnection;
+
+/// Schema versions. Types stay portable to PostgreSQL (TEXT, BIGINT,
+/// INTEGER); times are Unix milliseconds.
+pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "jobs and idempotency keys",
+        r#"
+        CREATE TABLE jobs (
+            id TEXT PRIMARY KEY,
+            trigger_id TEXT NOT NULL,
+            principal TEXT NOT NULL,
+            status TEXT NOT NULL,
+            action TEXT NOT NULL,
+            input TEXT NOT NULL,
+            result TEXT,
+            error TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            request_id TEXT,
+            idempotency_key TEXT,
+            created_at BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL,
+            run_at BIGINT NOT NULL
+        );
+        CREATE INDEX jobs_due ON jobs (status, run_at);
+        CREATE TABLE idempotency_keys (
+            principal TEXT NOT NULL,
+            trigger_id TEXT NOT NULL,
+            idem_key TEXT NOT NULL,
+            request_hash TEXT NOT NULL,
+            job_id TEXT NOT NULL,
+            response_status INTEGER NOT NULL,
+            response_body TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            expires_at BIGINT NOT NULL,
+            PRIMARY KEY (principal, trigger_id, idem_key)
+        );
+        CREATE INDEX idempotency_expiry ON idempotency_keys (expires_at);
+        CREATE TABLE heartbeat (id INTEGER PRIMARY KEY, at BIGINT NOT NULL);
+        "#,
+    ),
+    (
+        2,
+        "runner: leases, job log, calls, call events",
+        r#"
+        ALTER TABLE jobs ADD COLUMN lease_owner TEXT;
+        ALTER TABLE jobs ADD COLUMN lease_expires_at BIGINT;
+        ALTER TABLE jobs ADD COLUMN state TEXT;
+        ALTER TABLE jobs ADD COLUMN status_reason TEXT;
+        ALTER TABLE jobs ADD COLUMN dedupe_key TEXT;
+        CREATE UNIQUE INDEX jobs_dedupe ON jobs (dedupe_key);
+        CREATE INDEX jobs_lease ON jobs (status, lease_expires_at);
+        CREATE TABLE job_events (
+            job_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            at BIGINT NOT NULL,
+            status TEXT NOT NULL,
+            reason TEXT,
+            attempt INTEGER,
+            detail TEXT,
+            PRIMARY KEY (job_id, seq)
+        );
+        CREATE TABLE calls (
+            id TEXT PRIMARY KEY,
+            job_id TEXT NOT NULL,
+            step INTEGER NOT NULL,
+            agent_id TEXT NOT NULL,
+            to_number TEXT NOT NULL,
+            from_number TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            provider_call_id TEXT,
+            status TEXT NOT NULL,
+            outcome TEXT,
+            duration_seconds BIGINT,
+            custom TEXT NOT NULL,
+            variables TEXT NOT NULL,
+            origin TEXT NOT NULL,
+            transcript TEXT,
+            summary TEXT,
+            recording_url TEXT,
+            error TEXT,
+            dial_attempts INTEGER NOT NULL DEFAULT 0,
+            created_at BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL,
+            dial_requested_at BIGINT,
+            answered_at BIGINT,
+            ended_at BIGINT,
+            UNIQUE (job_id, step)
+        );
+        CREATE INDEX calls_agent_status ON calls (agent_id, status);
+        CREATE INDEX calls_status_updated ON calls (status, updated_at);
+        CREATE TABLE call_events (
+            call_id TEXT NOT NULL,
+            event_key TEXT NOT NULL,
+            received_at BIGINT NOT NULL,
+            status TEXT,
+            applied INTEGER NOT NULL,
+            body TEXT NOT NULL,
+            PRIMARY KEY (call_id, event_key)
+        );
+        "#,
+    ),
+];
+
+pub(super) async fn migrate(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS callgate_migrations (version BIGINT PRIMARY KEY, \
+         name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+    )
+    .execute(&mut *conn)
+    .await?;
+    for (version, name, sql) in MIGRATIONS {
+        let applied: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM callgate_migrations WHERE version = ?")
+                .bind(version)
+                .fetch_optional(&mut *conn)
+                .await?;
+        if applied.is_some() {
+            continue;
+        }
+        let mut tx = conn.begin().await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO callgate_migrations (version, name, applied_at) VALUES (?, ?, ?)")
+            .bind(version)
+            .bind(name)
+            .bind(chrono::Utc::now().timestamp_millis())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(version, name, "applied migration");
+    }
+    Ok(())
+}
+
+/// Refuses settings under which a commit would not be durable.
+pub(super) fn check_durability(synchronous: i64, journal: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        synchronous == 2,
+        "PRAGMA synchronous is {synchronous}, expected 2 (FULL)"
+    );
+    anyhow::ensure!(
+        journal.eq_ignore_ascii_case("wal"),
+        "PRAGMA journal_mode is {journal}, expected wal"
+    );
+    Ok(())
+}

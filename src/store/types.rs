@@ -1,0 +1,253 @@
+//! Records that go into and come out of the store.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::calls::CallStatus;
+use crate::ids::JobId;
+use crate::trigger::TriggerId;
+
+/// A job to insert, already serialised by the request handler (so the
+/// writer only binds values).
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: JobId,
+    /// The trigger that created it (`None` for jobs started by call events).
+    pub trigger_id: Option<TriggerId>,
+    pub principal: Arc<str>,
+    /// JSON: what the job will run.
+    pub action_json: String,
+    /// JSON: the normalised input (or the event's context).
+    pub input_json: String,
+    pub request_id: Option<String>,
+    pub created_at_ms: i64,
+    /// When it may first run (`schedule_at` / `not_before`; else created_at).
+    pub run_at_ms: i64,
+    /// `queued`, or `scheduled` when `run_at_ms` is in the future.
+    pub status: JobStatus,
+    pub idempotency: Option<NewIdempotency>,
+    /// Makes an insert a no-op when a job with this key exists (one job per
+    /// call event and automation).
+    pub dedupe_key: Option<String>,
+}
+
+/// The Idempotency-Key record stored with a job, in the same transaction.
+#[derive(Debug, Clone)]
+pub struct NewIdempotency {
+    pub key: String,
+    pub request_hash: String,
+    pub response_status: u16,
+    pub response_body: String,
+    pub expires_at_ms: i64,
+}
+
+/// What happened to one enqueued job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnqueueOutcome {
+    /// Committed.
+    Inserted,
+    /// Another request committed the same live Idempotency-Key first; no job
+    /// was inserted. Look the key up and replay.
+    IdempotencyConflict,
+}
+
+/// Job states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Scheduled,
+    Waiting,
+    Succeeded,
+    Failed,
+    Rejected,
+    NeedsAttention,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Scheduled => "scheduled",
+            JobStatus::Waiting => "waiting",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Rejected => "rejected",
+            JobStatus::NeedsAttention => "needs_attention",
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Succeeded
+                | JobStatus::Failed
+                | JobStatus::Rejected
+                | JobStatus::NeedsAttention
+        )
+    }
+}
+
+/// A stored job.
+#[derive(Debug, Clone)]
+pub struct JobRecord {
+    pub id: String,
+    pub trigger_id: Option<String>,
+    pub principal: String,
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub action: serde_json::Value,
+    pub input: serde_json::Value,
+    /// The runner's progress (step, call ids by step, step results).
+    pub state: Option<serde_json::Value>,
+    pub result: Option<serde_json::Value>,
+    pub error: Option<serde_json::Value>,
+    pub attempts: i64,
+    pub request_id: Option<String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub run_at_ms: i64,
+}
+
+/// A job a worker has claimed (holds the lease until it finishes it).
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    pub id: String,
+    /// Why it was waiting or scheduled (empty for a fresh job).
+    pub reason_before: String,
+    pub action: serde_json::Value,
+    pub input: serde_json::Value,
+    pub state: serde_json::Value,
+    pub attempts: i64,
+    pub created_at_ms: i64,
+}
+
+/// How a worker leaves a job it claimed.
+#[derive(Debug, Clone)]
+pub struct JobUpdate {
+    pub status: JobStatus,
+    /// Why (shown in the API and the job's event log).
+    pub reason: Option<String>,
+    /// When it may run again (waiting, scheduled, retry).
+    pub run_at_ms: i64,
+    pub state: serde_json::Value,
+    pub result: Option<serde_json::Value>,
+    pub error: Option<serde_json::Value>,
+    pub attempts: i64,
+    /// Extra detail for the event log (the failed attempt's error…).
+    pub detail: Option<serde_json::Value>,
+}
+
+/// One entry of a job's event log.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobEvent {
+    pub at_ms: i64,
+    pub status: String,
+    pub reason: Option<String>,
+    pub attempt: Option<i64>,
+    pub detail: Option<serde_json::Value>,
+}
+
+/// A stored Idempotency-Key and the first answer given for it.
+#[derive(Debug, Clone)]
+pub struct IdempotencyRecord {
+    pub request_hash: String,
+    pub job_id: String,
+    pub response_status: u16,
+    pub response_body: String,
+}
+
+/// A call about to be dialed.
+#[derive(Debug, Clone)]
+pub struct NewCall {
+    pub id: String,
+    pub job_id: String,
+    /// The job step that places it (one call per step: retries find it).
+    pub step: i64,
+    pub agent_id: String,
+    pub to: String,
+    pub from: String,
+    pub provider: String,
+    pub variables: serde_json::Value,
+    /// Which automation placed it, and how deep in a chain of event-started
+    /// automations (loop protection).
+    pub origin: serde_json::Value,
+    pub now_ms: i64,
+}
+
+/// A stored call.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallRecord {
+    pub id: String,
+    pub job_id: String,
+    pub step: i64,
+    pub agent_id: String,
+    pub to: String,
+    pub from: String,
+    pub provider: String,
+    pub provider_call_id: Option<String>,
+    pub status: CallStatus,
+    pub outcome: Option<String>,
+    pub duration_seconds: Option<i64>,
+    pub custom: serde_json::Value,
+    pub variables: serde_json::Value,
+    pub origin: serde_json::Value,
+    pub transcript: Option<String>,
+    pub summary: Option<String>,
+    pub recording_url: Option<String>,
+    pub error: Option<String>,
+    pub dial_attempts: i64,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub dial_requested_at_ms: Option<i64>,
+    pub answered_at_ms: Option<i64>,
+    pub ended_at_ms: Option<i64>,
+}
+
+/// What reserving a line gave.
+#[derive(Debug, Clone)]
+pub enum Reservation {
+    /// The call row exists now (status `dialing`): ask the provider.
+    Created(String),
+    /// This step already has a call: reconcile it, never dial blindly.
+    Existing(String),
+    /// All the agent's lines are in use.
+    Busy { active: i64 },
+}
+
+/// A call event, normalised from a provider callback.
+#[derive(Debug, Clone, Default)]
+pub struct CallEventIn {
+    pub call_id: String,
+    /// Deduplicates repeated deliveries.
+    pub event_key: String,
+    pub status: Option<CallStatus>,
+    pub provider_call_id: Option<String>,
+    pub duration_seconds: Option<i64>,
+    pub outcome: Option<String>,
+    pub transcript: Option<String>,
+    pub summary: Option<String>,
+    pub recording_url: Option<String>,
+    pub custom: serde_json::Map<String, serde_json::Value>,
+    pub body: String,
+    pub now_ms: i64,
+}
+
+/// What applying an event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventApplied {
+    /// Seen before: nothing changed.
+    Duplicate,
+    /// Recorded; the status moved to this (None: only details changed or the
+    /// status would have gone backwards).
+    Applied { moved_to: Option<CallStatus> },
+}
+
+/// The `status_reason` of jobs waiting for one of `agent_id`'s lines (the
+/// store wakes them when one of the agent's calls ends).
+pub fn lines_busy_reason(agent_id: &str) -> String {
+    format!("lines busy: {agent_id}")
+}

@@ -1,0 +1,364 @@
+//! Provider callbacks (`POST /v1/calls/{id}/events`): signatures, replays,
+//! idempotency, ordering; and the generic HTTP provider against a real local
+//! receiver: request templates, refused and ambiguous dials.
+
+use std::time::Duration;
+
+use callgate::clock::ManualClock;
+use serde_json::{Value, json};
+
+use crate::receiver::{Receiver, Reply};
+use crate::runner::{ANYTIME_AGENT, SIM_SECRET, eventually, fast_simulator, get_json};
+use crate::support::{TestApp, demo_body, problem};
+
+/// A simulator that never reports on its own (ring and talk for an hour),
+/// so tests send the events themselves.
+fn silent_simulator() -> String {
+    fast_simulator("").replace("ring_time = \"10ms\"", "ring_time = \"1h\"")
+}
+
+async fn placed_call(app: &TestApp) -> String {
+    let r = app
+        .trigger(app.key("zapier"), "demo-call", &demo_body())
+        .await;
+    assert_eq!(r.status(), 202);
+    app.run_pending().await;
+    let calls: Vec<String> = app
+        .state
+        .store
+        .calls_for_job(r.json::<Value>().await.unwrap()["job_id"].as_str().unwrap())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    calls[0].clone()
+}
+
+fn signed(secret: &str, msg_id: &str, ts: i64, body: &str) -> Vec<(&'static str, String)> {
+    let wh = standardwebhooks::Webhook::new(secret).unwrap();
+    vec![
+        ("webhook-id", msg_id.to_owned()),
+        ("webhook-timestamp", ts.to_string()),
+        (
+            "webhook-signature",
+            wh.sign(msg_id, ts, body.as_bytes()).unwrap(),
+        ),
+        ("content-type", "application/json".to_owned()),
+    ]
+}
+
+async fn post_event(
+    app: &TestApp,
+    call_id: &str,
+    headers: Vec<(&'static str, String)>,
+    body: &str,
+) -> reqwest::Response {
+    let mut req = app
+        .client
+        .post(app.url(&format!("/v1/calls/{call_id}/events")))
+        .body(body.to_owned());
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    req.send().await.unwrap()
+}
+
+async fn app_with(providers: &str) -> TestApp {
+    TestApp::builder()
+        .file("providers.toml", providers)
+        .file("agents.toml", ANYTIME_AGENT)
+        .key("zapier", &["triggers:run", "jobs:read"])
+        .start()
+        .await
+}
+
+#[tokio::test]
+async fn valid_events_apply_once_and_never_move_a_call_backwards() {
+    let app = app_with(&silent_simulator()).await;
+    let call_id = placed_call(&app).await;
+    let now = chrono::Utc::now().timestamp();
+    let completed = json!({"event_id": "e2", "status": "completed", "duration_seconds": 42, "outcome": "interested"}).to_string();
+    let r = post_event(
+        &app,
+        &call_id,
+        signed(SIM_SECRET, "m2", now, &completed),
+        &completed,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["status_changed_to"],
+        "completed"
+    );
+    // The same event again: nothing changes.
+    let r = post_event(
+        &app,
+        &call_id,
+        signed(SIM_SECRET, "m2", now, &completed),
+        &completed,
+    )
+    .await;
+    assert_eq!(r.json::<Value>().await.unwrap()["duplicate"], true);
+    // A late `ringing` does not move a completed call back.
+    let ringing = json!({"event_id": "e1", "status": "ringing"}).to_string();
+    let r = post_event(
+        &app,
+        &call_id,
+        signed(SIM_SECRET, "m1", now, &ringing),
+        &ringing,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert!(r.json::<Value>().await.unwrap()["status_changed_to"].is_null());
+    let call = get_json(&app, app.key("zapier"), &format!("/v1/calls/{call_id}")).await;
+    assert_eq!(call["status"], "completed");
+    assert_eq!(call["duration_seconds"], 42);
+}
+
+#[tokio::test]
+async fn tampered_replayed_unsigned_and_unknown_events_are_refused() {
+    let app = app_with(&silent_simulator()).await;
+    let call_id = placed_call(&app).await;
+    let now = chrono::Utc::now().timestamp();
+    let body = json!({"event_id": "x", "status": "completed"}).to_string();
+    let tampered = body.replace("completed", "failed");
+    let r = post_event(
+        &app,
+        &call_id,
+        signed(SIM_SECRET, "m", now, &body),
+        &tampered,
+    )
+    .await;
+    let p = problem(r, 401).await;
+    assert!(p["detail"].as_str().unwrap().contains("signature"), "{p}");
+    // Signed correctly but ten minutes old: a replay.
+    let r = post_event(
+        &app,
+        &call_id,
+        signed(SIM_SECRET, "m", now - 600, &body),
+        &body,
+    )
+    .await;
+    problem(r, 401).await;
+    // Signed with another secret.
+    let r = post_event(
+        &app,
+        &call_id,
+        signed("whsec_c2VjcmV0c2VjcmV0c2VjcmV0", "m", now, &body),
+        &body,
+    )
+    .await;
+    problem(r, 401).await;
+    let r = post_event(
+        &app,
+        &call_id,
+        vec![("content-type", "application/json".into())],
+        &body,
+    )
+    .await;
+    problem(r, 401).await;
+    // An unknown call.
+    let r = post_event(
+        &app,
+        "call_01JDEXAMPLE0000000000000000",
+        signed(SIM_SECRET, "m", now, &body),
+        &body,
+    )
+    .await;
+    problem(r, 404).await;
+    // None of it changed the call.
+    let call = get_json(&app, app.key("zapier"), &format!("/v1/calls/{call_id}")).await;
+    assert!(
+        matches!(call["status"].as_str(), Some("dialing" | "ringing")),
+        "{call}"
+    );
+}
+
+fn fake_twilio(receiver: &Receiver, extra: &str) -> String {
+    format!(
+        r#"
+[providers.simulator]
+type = "simulator"
+
+[providers.fake]
+type = "http"
+call_id = "/sid"
+timeout = "500ms"
+{extra}
+[providers.fake.create_call]
+method = "POST"
+url = "{url}"
+headers = {{ Authorization = "Basic {{{{ 'AC1:tok' | b64encode }}}}" }}
+body_format = "form"
+[providers.fake.create_call.body]
+To = "{{{{ call.to }}}}"
+From = "{{{{ call.from }}}}"
+StatusCallback = "{{{{ callback_url }}}}"
+StatusCallbackEvent = ["initiated", "completed"]
+Customer = "{{{{ call.variables.plan }}}}"
+[providers.fake.callbacks]
+signature = {{ scheme = "twilio", auth_token = "tok" }}
+format = "form"
+status = "/CallStatus"
+status_map = {{ ringing = "ringing", in-progress = "in_progress", completed = "completed", no-answer = "no_answer" }}
+provider_call_id = "/CallSid"
+event_id = "/SequenceNumber"
+duration_seconds = "/CallDuration"
+outcome = "/AnsweredBy"
+"#,
+        url = receiver.url("/2010-04-01/Accounts/AC1/Calls.json")
+    )
+}
+
+const FAKE_AGENT: &str = "[agents.demo-agent]\nname = \"Demo\"\nprovider = \"fake\"\nfrom_number = \"+15550009999\"\n\
+    max_concurrent_calls = 3\ncalling_window = { enabled = false }\n";
+
+#[tokio::test]
+async fn the_http_provider_renders_its_request_and_twilio_signed_callbacks_complete_the_call() {
+    let receiver = Receiver::start().await;
+    receiver.default_reply(
+        Reply::ok(r#"{"sid": "CA123", "status": "queued"}"#)
+            .header("content-type", "application/json"),
+    );
+    let app = TestApp::builder()
+        .file("providers.toml", &fake_twilio(&receiver, ""))
+        .file("agents.toml", FAKE_AGENT)
+        .key("zapier", &["triggers:run"])
+        .start()
+        .await;
+    let call_id = placed_call(&app).await;
+    let sent = receiver.received();
+    assert_eq!(sent.len(), 1);
+    let form = sent[0].form();
+    let get = |k: &str| {
+        form.iter()
+            .filter(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(get("To"), ["+15550121234"]);
+    assert_eq!(get("From"), ["+15550009999"]);
+    assert_eq!(get("StatusCallbackEvent"), ["initiated", "completed"]);
+    assert_eq!(get("Customer"), ["enterprise"]);
+    let callback = get("StatusCallback").remove(0);
+    assert_eq!(callback, app.url(&format!("/v1/calls/{call_id}/events")));
+    assert_eq!(sent[0].headers["authorization"], "Basic QUMxOnRvaw==");
+    let call = get_json(&app, app.key("zapier"), &format!("/v1/calls/{call_id}")).await;
+    assert_eq!(call["provider_call_id"], "CA123");
+
+    let body =
+        "CallSid=CA123&CallStatus=completed&CallDuration=61&AnsweredBy=human&SequenceNumber=2";
+    let signature = callgate::calls::signature::twilio_signature("tok", &callback, body.as_bytes());
+    let headers = vec![
+        ("x-twilio-signature", signature),
+        ("content-type", "application/x-www-form-urlencoded".into()),
+    ];
+    let r = post_event(&app, &call_id, headers.clone(), body).await;
+    assert_eq!(r.status(), 200);
+    let call = get_json(&app, app.key("zapier"), &format!("/v1/calls/{call_id}")).await;
+    assert_eq!(
+        (
+            call["status"].as_str(),
+            call["duration_seconds"].as_i64(),
+            call["outcome"].as_str()
+        ),
+        (Some("completed"), Some(61), Some("human"))
+    );
+    // The signature covers every parameter.
+    let forged = body.replace("61", "6100");
+    problem(post_event(&app, &call_id, headers, &forged).await, 401).await;
+}
+
+#[tokio::test]
+async fn a_refused_dial_is_retried_with_backoff_then_fails_with_every_attempt_recorded() {
+    let receiver = Receiver::start().await;
+    receiver.default_reply(Reply::status(400));
+    let clock = ManualClock::new(1_800_000_000_000);
+    let app = TestApp::builder()
+        .file("providers.toml", &fake_twilio(&receiver, ""))
+        .file("agents.toml", FAKE_AGENT)
+        .main("[runner]\nmax_attempts = 3\nretry_base = \"1s\"\nretry_max = \"4s\"")
+        .key("zapier", &["triggers:run"])
+        .clock(clock.clone())
+        .start()
+        .await;
+    let r = app
+        .trigger(app.key("zapier"), "demo-call", &demo_body())
+        .await;
+    let path = r.json::<Value>().await.unwrap()["links"]["self"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for _ in 0..3 {
+        app.run_pending().await;
+        clock.advance_ms(10_000);
+    }
+    let job = get_json(&app, app.key("zapier"), &path).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["attempts"], 3);
+    assert!(
+        job["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("HTTP 400")
+    );
+    let failures = job["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["detail"]["error"].is_string())
+        .count();
+    assert_eq!(failures, 3, "every attempt is in the log: {job}");
+    assert_eq!(
+        receiver.received().len(),
+        3,
+        "each attempt asked the provider once"
+    );
+    // One call record, redialed with the same id (the provider's key).
+    assert_eq!(job["calls"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn an_ambiguous_dial_that_cannot_be_looked_up_needs_attention_and_is_not_redialed() {
+    let receiver = Receiver::start().await;
+    receiver.default_reply(Reply::ok(r#"{"sid":"CA9"}"#).after(Duration::from_secs(3)));
+    let app = TestApp::builder()
+        .file("providers.toml", &fake_twilio(&receiver, ""))
+        .file("agents.toml", FAKE_AGENT)
+        .key("zapier", &["triggers:run"])
+        .start()
+        .await;
+    let r = app
+        .trigger(app.key("zapier"), "demo-call", &demo_body())
+        .await;
+    let path = r.json::<Value>().await.unwrap()["links"]["self"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.run_pending().await;
+    let job = get_json(&app, app.key("zapier"), &path).await;
+    assert_eq!(job["status"], "needs_attention", "{job}");
+    assert!(
+        job["status_reason"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be asked")
+    );
+    let call = get_json(
+        &app,
+        app.key("zapier"),
+        job["calls"][0]["links"]["self"].as_str().unwrap(),
+    )
+    .await;
+    assert_eq!(call["status"], "unknown");
+    // Nothing runs it again: the number is not dialed twice.
+    assert_eq!(app.run_pending().await, 0);
+    eventually(
+        Duration::from_secs(5),
+        "the slow request to land",
+        || async { (receiver.received().len() == 1).then_some(()) },
+    )
+    .await;
+    assert_eq!(receiver.received().len(), 1);
+}
