@@ -181,54 +181,73 @@ impl Runner {
         tracing::info!("runner stopped");
     }
 
-    /// Asks providers about calls with no news for `runner.stale_call_after`
-    /// (their events may have been lost) and applies what they say.
+    /// Every `runner.stale_call_after / 4` (at least 5 s), reconciles stale
+    /// calls.
     async fn reconcile_stale(self, token: CancellationToken) {
-        let after = self.ctx.config.main.runner.stale_call_after;
-        let every = (after / 4).max(Duration::from_secs(5));
+        let every = (self.ctx.config.main.runner.stale_call_after / 4).max(Duration::from_secs(5));
         loop {
             tokio::select! {
                 _ = token.cancelled() => return,
                 _ = tokio::time::sleep(every) => {},
             }
-            let now = self.ctx.clock.now_ms();
-            let Ok(stale) = self
-                .ctx
-                .store
-                .stale_calls(now - after.as_millis() as i64)
-                .await
-            else {
+            self.reconcile_stale_calls().await;
+        }
+    }
+
+    /// Asks providers about calls with no news for `runner.stale_call_after`
+    /// (their events may have been lost) and applies what they say through
+    /// the same path as a callback. Returns how many calls changed.
+    pub async fn reconcile_stale_calls(&self) -> usize {
+        let after = self.ctx.config.main.runner.stale_call_after;
+        let now = self.ctx.clock.now_ms();
+        let Ok(stale) = self
+            .ctx
+            .store
+            .stale_calls(now - after.as_millis() as i64)
+            .await
+        else {
+            return 0;
+        };
+        let mut changed = 0;
+        for call in stale {
+            let Some(provider) = self.ctx.providers.get(&call.provider) else {
                 continue;
             };
-            for call in stale {
-                let Some(provider) = self.ctx.providers.get(&call.provider) else {
-                    continue;
-                };
-                let ctx = self.ctx.call_context(&call);
-                let status = match provider.lookup(&call, &ctx).await {
-                    Ok(Lookup::Found {
-                        status: Some(s), ..
-                    }) => s,
-                    Ok(Lookup::NotFound) => CallStatus::Failed,
-                    _ => continue,
-                };
-                let event = CallEventIn {
-                    call_id: call.id.clone(),
-                    event_key: format!("reconcile:{}", status.as_str()),
-                    status: Some(status),
-                    body: json!({"reconciled": status}).to_string(),
-                    now_ms: now,
-                    ..Default::default()
-                };
-                let config = self.ctx.config.clone();
-                let on_final =
-                    Box::new(move |c: &crate::store::CallRecord| event_jobs(&config, c, now));
-                if let Err(e) = self.ctx.store.apply_call_event(event, on_final).await {
-                    tracing::warn!(call_id = %call.id, error = %e, "reconciling a stale call failed");
+            let ctx = self.ctx.call_context(&call);
+            let status = match provider.lookup(&call, &ctx).await {
+                Ok(Lookup::Found {
+                    status: Some(s), ..
+                }) => s,
+                Ok(Lookup::NotFound) => CallStatus::Failed,
+                _ => continue,
+            };
+            let event = CallEventIn {
+                call_id: call.id.clone(),
+                event_key: format!("reconcile:{}", status.as_str()),
+                status: Some(status),
+                body: json!({"reconciled": status}).to_string(),
+                now_ms: now,
+                ..Default::default()
+            };
+            let config = self.ctx.config.clone();
+            let on_final =
+                Box::new(move |c: &crate::store::CallRecord| event_jobs(&config, c, now));
+            match self.ctx.store.apply_call_event(event, on_final).await {
+                Ok(crate::store::EventApplied::Applied { moved_to: Some(_) }) => changed += 1,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(call_id = %call.id, error = %e, "reconciling a stale call failed")
                 }
             }
+        }
+        if changed > 0 {
+            tracing::info!(
+                calls = changed,
+                "stale calls reconciled with their providers"
+            );
             self.ctx.wake.notify_one();
         }
+        changed
     }
 }
 

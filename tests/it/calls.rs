@@ -362,3 +362,34 @@ async fn an_ambiguous_dial_that_cannot_be_looked_up_needs_attention_and_is_not_r
     .await;
     assert_eq!(receiver.received().len(), 1);
 }
+
+#[tokio::test]
+async fn calls_whose_events_were_lost_are_settled_by_asking_the_provider() {
+    // The simulator cannot reach the gateway (a closed port): its events are lost.
+    let providers = fast_simulator("callback_base_url = \"https://127.0.0.1:9\"");
+    let clock = ManualClock::new(1_800_000_000_000);
+    let app = TestApp::builder()
+        .file("providers.toml", &providers)
+        .file("agents.toml", ANYTIME_AGENT)
+        .main("[runner]\nstale_call_after = \"10m\"")
+        .key("zapier", &["triggers:run", "jobs:read"])
+        .clock(clock.clone())
+        .start()
+        .await;
+    let call_id = placed_call(&app).await;
+    assert_eq!(app.runner.reconcile_stale_calls().await, 0, "not stale yet");
+    // The simulated call ends ~100 ms after the dial (wall clock); each
+    // pass reports what the provider says at that moment.
+    let call = eventually(
+        Duration::from_secs(10),
+        "reconciliation to settle the call",
+        || async {
+            clock.advance_ms(11 * 60 * 1000);
+            app.runner.reconcile_stale_calls().await;
+            let c = get_json(&app, app.key("zapier"), &format!("/v1/calls/{call_id}")).await;
+            (c["status"] == "completed").then_some(c)
+        },
+    )
+    .await;
+    assert!(call["ended_at"].is_string());
+}
