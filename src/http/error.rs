@@ -40,6 +40,9 @@ pub enum ApiError {
         /// A token was presented (adds `error="invalid_token"`).
         token_given: bool,
     },
+    /// 401: a provider callback whose signature does not verify.
+    #[error("callback signature: {0}")]
+    BadSignature(String),
     /// 403: valid credentials without the needed scope.
     #[error("{detail}")]
     Forbidden { detail: String },
@@ -122,7 +125,7 @@ impl ApiError {
         use ApiError::*;
         match self {
             BadRequest { .. } | BadIdempotencyKey(_) => StatusCode::BAD_REQUEST,
-            Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Unauthorized { .. } | BadSignature(_) => StatusCode::UNAUTHORIZED,
             Forbidden { .. } => StatusCode::FORBIDDEN,
             NotFound(_) => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -143,6 +146,7 @@ impl ApiError {
             BadRequest { .. } => "malformed-request",
             BadIdempotencyKey(_) => "invalid-idempotency-key",
             Unauthorized { .. } => "unauthorized",
+            BadSignature(_) => "bad-signature",
             Forbidden { .. } => "forbidden",
             NotFound(_) => "not-found",
             MethodNotAllowed => "method-not-allowed",
@@ -165,6 +169,7 @@ impl ApiError {
             BadRequest { .. } => "Malformed request",
             BadIdempotencyKey(_) => "Invalid Idempotency-Key",
             Unauthorized { .. } => "Authentication required",
+            BadSignature(_) => "Signature rejected",
             Forbidden { .. } => "Not allowed",
             NotFound(_) => "Not found",
             MethodNotAllowed => "Method not allowed",
@@ -213,6 +218,14 @@ impl IntoResponse for ApiError {
                     "Bearer realm=\"callgate\""
                 };
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(v));
+            }
+            ApiError::BadSignature(_) => {
+                // No registered scheme fits provider signatures; the
+                // challenge names what is expected.
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Signature realm=\"callgate-callbacks\""),
+                );
             }
             ApiError::RateLimited {
                 retry_after_secs,

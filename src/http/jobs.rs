@@ -77,7 +77,15 @@ pub async fn get_job(
         .calls_for_job(&job.id)
         .await
         .map_err(store_error)?;
-    let mut events = vec![json!({"at": rfc3339(job.created_at_ms), "status": "queued"})];
+    // The insert itself is not logged (it is the hot path); its status
+    // follows from the input: a future `schedule_at` / `not_before` made it
+    // `scheduled`.
+    let held = crate::input::run_at(&job.input)
+        .ok()
+        .flatten()
+        .is_some_and(|t| t > job.created_at_ms);
+    let first = if held { "scheduled" } else { "queued" };
+    let mut events = vec![json!({"at": rfc3339(job.created_at_ms), "status": first})];
     for e in app.store.job_events(&job.id).await.map_err(store_error)? {
         events.push(json!({
             "at": rfc3339(e.at_ms),

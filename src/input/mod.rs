@@ -149,6 +149,19 @@ pub fn normalise(input: &mut Value, trigger: &Trigger) -> Result<(), ApiError> {
     }
 }
 
+/// Checks the callee time zone field (`calling.timezone_field`), when
+/// present: an IANA name, else a 422 naming the field.
+pub fn check_timezone(input: &Value, pointer: &str) -> Result<(), ApiError> {
+    match input.pointer(pointer) {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::String(name)) if crate::runner::window::parse_zone(name).is_ok() => Ok(()),
+        Some(_) => Err(ApiError::Validation(vec![Violation {
+            pointer: pointer.to_owned(),
+            message: "must be an IANA time zone such as America/New_York".into(),
+        }])),
+    }
+}
+
 /// Input fields that hold a job back until a time (RFC 3339).
 pub const SCHEDULE_FIELDS: [&str; 2] = ["schedule_at", "not_before"];
 

@@ -48,7 +48,8 @@ pub(super) struct StepLog {
     pub result: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub call_id: Option<String>,
-    pub at_ms: i64,
+    /// RFC 3339, like every time in the API.
+    pub at: String,
 }
 
 impl RunnerCtx {
@@ -335,7 +336,7 @@ impl JobState {
             kind: kind.to_owned(),
             result: result.to_owned(),
             call_id: call_id.map(str::to_owned),
-            at_ms,
+            at: crate::clock::rfc3339(at_ms),
         });
     }
 

@@ -325,7 +325,7 @@ impl RunnerCtx {
             Next::Fail(message) => JobUpdate {
                 error: Some(json!({"message": message})),
                 detail: Some(json!({"error": message})),
-                ..base(JobStatus::Failed, Some("failed".into()), now)
+                ..base(JobStatus::Failed, Some(message.clone()), now)
             },
             Next::Retry(message) => {
                 let attempts = job.attempts + 1;

@@ -124,6 +124,7 @@ impl Accept<'_> {
         }
         input::normalise(&mut input, trigger)?;
         let run_at = input::run_at(&input)?;
+        input::check_timezone(&input, &app.config.main.calling.timezone_field)?;
 
         if query.mode == Some(Mode::Test) {
             let tested = TriggerTested {
