@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Benchmark of the trigger accept path against a bare axum baseline, in one run.
+# Benchmarks of the trigger accept path (against a bare axum baseline) and of
+# the automation runner, in one run.
 #
 #   scripts/bench.sh            # from anywhere; prints a markdown report on stdout
 #
@@ -9,13 +10,31 @@
 #      handler behind callgate's own TLS accept loop) on 127.0.0.1
 #   3. gateway: target/release/callgate serve --config scripts/bench/config
 #      with a fresh temp data dir (SQLite, self-signed certificate) and
-#      CALLGATE_LOG=warn (no per-request access log lines)
+#      CALLGATE_LOG=warn (no per-request access log lines). That config has
+#      the runner off (`[runner] enabled = false`): accept path only.
 #   For each server: wait for https://127.0.0.1:<port>/healthz, send one
 #   sanity request with curl (must answer 202), a warm-up wrk run, the
 #   measured wrk run, then stop the server.
 #   4. checks: no non-2xx answers, no socket errors or timeouts, and for the
 #      gateway that the database holds a job for every 2xx wrk counted
 #      (a 202 means "on disk"; a benchmark of 401s or 429s would be worthless).
+#   5. runner: callgate serve --config scripts/bench/runner-config (runner on,
+#      embedded SQLite, the in-process simulator with zero ring and talk
+#      time, which posts three signed events per call back over HTTPS), each
+#      phase on a fresh gateway and data dir; the sanity trigger must end as
+#      a succeeded job with a completed call before the load starts:
+#      a. saturation: BENCH_RUNNER_JOBS triggers sent as fast as the gateway
+#         accepts them (wrk, same threads/connections as above, at most
+#         BENCH_RUNNER_LOAD s), then wait until every job and call is final;
+#      b. steady: triggers paced at BENCH_RUNNER_RATE/s for
+#         BENCH_RUNNER_STEADY s (default rate: half of what a. executed), then
+#         the same wait. Its first BENCH_WARMUP s are left out of latencies.
+#      Figures come from the database (scripts/bench/runner_stats.py, read
+#      only): jobs executed/s = succeeded jobs / (last 'succeeded' event -
+#      first 'running' event); claim latency = first 'running' event -
+#      jobs.created_at (the accept); calls completed/s likewise up to the last
+#      call's end. Checks: every job succeeded, every call completed, no
+#      wrk errors, no ERROR in the gateway log; warnings are reported.
 #
 # Load: POST /v1/triggers/demo-call, JSON body scripts/bench/body.json,
 # Authorization: Bearer <HS256 JWT minted by `callgate jwt mint`> (the
@@ -26,6 +45,15 @@
 #   BENCH_DURATION=20     measured seconds per server
 #   BENCH_WARMUP=3        warm-up seconds per server (not measured)
 #   BENCH_CONNECTIONS=32  BENCH_THREADS=2
+#   BENCH_RUNNER=1        0 skips the runner benchmark
+#   BENCH_RUNNER_JOBS=20000  triggers in the saturation phase
+#   BENCH_RUNNER_LOAD=15  seconds wrk may take to send them
+#   BENCH_RUNNER_RATE=    triggers/s in the steady phase (default: half the
+#                         saturation phase's jobs executed/s)
+#   BENCH_RUNNER_STEADY=15  seconds of the steady phase
+#   BENCH_RUNNER_CONNECTIONS=16  wrk connections in the steady phase
+#   BENCH_RUNNER_DRAIN=180  longest wait for the jobs to finish, per phase
+#   BENCH_RUNNER_WORKERS= overrides [runner] workers (default 8)
 #   BENCH_SKIP_BUILD=1    use the existing release binaries
 #   BENCH_KEEP=1          keep the temp dir (logs, wrk output, database);
 #                         it is also kept when the run fails
@@ -35,8 +63,9 @@
 # Exit status: 0 valid run (the report says whether the targets were met),
 # 1 invalid run or setup failure. Everything it starts is stopped on exit.
 # Only 127.0.0.1 is used. Time is bounded: each wait and each wrk run has a
-# timeout; the whole run takes about 2 x (warm-up + duration) + ~15 s after
-# the build.
+# timeout; the accept-path part takes about 2 x (warm-up + duration) + ~15 s
+# after the build, the runner part about BENCH_RUNNER_JOBS / (jobs executed/s)
+# + BENCH_RUNNER_STEADY + ~15 s (at most 2 x (BENCH_RUNNER_DRAIN + 60) s).
 
 set -euo pipefail
 
@@ -54,7 +83,10 @@ TARGET_P99_MS=10
 GATEWAY_BIN=$ROOT/target/release/callgate
 BASELINE_BIN=$ROOT/target/release/examples/bench_baseline
 CONFIG_DIR=scripts/bench/config
+RUNNER_CONFIG_DIR=scripts/bench/runner-config
 LUA=scripts/bench/post.lua
+RUNNER_LUA=scripts/bench/runner.lua
+STATS=scripts/bench/runner_stats.py
 BODY_FILE=scripts/bench/body.json
 TRIGGER_PATH=/v1/triggers/demo-call
 
@@ -64,9 +96,21 @@ die() {
 	exit 1
 }
 
-for n in "$DURATION" "$WARMUP" "$CONNECTIONS" "$THREADS"; do
-	[[ $n =~ ^[1-9][0-9]*$ ]] || die "BENCH_DURATION/WARMUP/CONNECTIONS/THREADS must be positive integers"
+RUNNER=${BENCH_RUNNER:-1}
+RUNNER_JOBS=${BENCH_RUNNER_JOBS:-20000}
+RUNNER_LOAD=${BENCH_RUNNER_LOAD:-15}
+RUNNER_RATE=${BENCH_RUNNER_RATE:-}
+RUNNER_STEADY=${BENCH_RUNNER_STEADY:-15}
+RUNNER_CONNECTIONS=${BENCH_RUNNER_CONNECTIONS:-16}
+RUNNER_DRAIN=${BENCH_RUNNER_DRAIN:-180}
+RUNNER_WORKERS=${BENCH_RUNNER_WORKERS:-}
+
+for n in "$DURATION" "$WARMUP" "$CONNECTIONS" "$THREADS" "$RUNNER_JOBS" "$RUNNER_LOAD" \
+	"$RUNNER_STEADY" "$RUNNER_CONNECTIONS" "$RUNNER_DRAIN" ${RUNNER_RATE:+"$RUNNER_RATE"} \
+	${RUNNER_WORKERS:+"$RUNNER_WORKERS"}; do
+	[[ $n =~ ^[1-9][0-9]*$ ]] || die "BENCH_DURATION/WARMUP/CONNECTIONS/THREADS and BENCH_RUNNER_* must be positive integers"
 done
+[[ $RUNNER == 0 || $RUNNER == 1 ]] || die "BENCH_RUNNER must be 0 or 1"
 
 # ---------------------------------------------------------------- clean-up
 
@@ -125,6 +169,10 @@ need curl || die "curl is required"
 need cargo || [[ ${BENCH_SKIP_BUILD:-} == 1 ]] || die "cargo is required (or BENCH_SKIP_BUILD=1)"
 HAVE_SQLITE=0
 need sqlite3 && HAVE_SQLITE=1
+if [[ $RUNNER == 1 ]]; then
+	need python3 || die "python3 is required for the runner benchmark (or BENCH_RUNNER=0)"
+	python3 -c 'import sqlite3' 2>/dev/null || die "python3 has no sqlite3 module (needed by $STATS)"
+fi
 
 # ---------------------------------------------------------------- build
 
@@ -148,6 +196,10 @@ export CALLGATE_JWT_SECRET
 
 "$GATEWAY_BIN" check --config "$CONFIG_DIR" --data-dir "$TMP/gateway" >&2 ||
 	die "the bench config does not validate"
+if [[ $RUNNER == 1 ]]; then
+	"$GATEWAY_BIN" check --config "$RUNNER_CONFIG_DIR" --data-dir "$TMP/runner-check" >&2 ||
+		die "the runner bench config does not validate"
+fi
 TOKEN=$("$GATEWAY_BIN" jwt mint --issuer bench --sub bench --scope triggers:run --config "$CONFIG_DIR") ||
 	die "cannot mint a token"
 export BENCH_TOKEN=$TOKEN BENCH_BODY_FILE=$ROOT/$BODY_FILE
@@ -200,10 +252,13 @@ sanity() {
 
 WRK_ARGS=(--threads "$THREADS" --connections "$CONNECTIONS" --timeout "${WRK_TIMEOUT}s" --latency --script "$LUA")
 
-# run_wrk OUTFILE SECONDS PORT: one wrk run, bounded by `timeout`.
+# run_wrk OUTFILE SECONDS PORT [WRK ARGS]: one wrk run, bounded by
+# `timeout`; the arguments default to WRK_ARGS.
 run_wrk() {
 	local out=$1 secs=$2 port=$3 pid rc=0
-	timeout -k 5 $((secs + 30)) wrk "${WRK_ARGS[@]}" --duration "${secs}s" \
+	shift 3
+	(($# > 0)) || set -- "${WRK_ARGS[@]}"
+	timeout -k 5 $((secs + 30)) wrk "$@" --duration "${secs}s" \
 		"https://127.0.0.1:$port$TRIGGER_PATH" >"$out" 2>&1 &
 	pid=$!
 	PIDS+=("$pid")
@@ -223,6 +278,15 @@ field() { grep '^BENCH ' "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
 
 # CPU time (user + system) of a process, in clock ticks.
 proc_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# Per thread of a process: "tid name ticks" lines.
+thread_ticks() {
+	local t
+	for t in /proc/"$1"/task/*; do
+		# The name is in parentheses and may hold spaces; the fields after it are fixed.
+		awk -v tid="${t##*/}" '{ s = $0; sub(/^[^(]*\(/, "", s); name = s; sub(/\).*$/, "", name)
+			sub(/^.*\) /, "", s); split(s, f, " "); gsub(/ /, "_", name); print tid, name, f[12] + f[13] }' "$t/stat" 2>/dev/null || true
+	done
+}
 CLK_TCK=$(getconf CLK_TCK)
 
 # bench NAME PORT PID CACERT: warm-up, then the measured run; records the
@@ -270,15 +334,128 @@ stop_pid "$BASELINE_PID"
 
 # ---------------------------------------------------------------- gateway
 
-GATEWAY_PORT=$(free_port)
-CALLGATE_LOG=warn "$GATEWAY_BIN" serve --config "$CONFIG_DIR" --data-dir "$TMP/gateway" \
-	--listen "127.0.0.1:$GATEWAY_PORT" >"$TMP/gateway.out" 2>"$TMP/gateway.log" &
-GATEWAY_PID=$!
-PIDS+=("$GATEWAY_PID")
-log "gateway: pid $GATEWAY_PID on 127.0.0.1:$GATEWAY_PORT (CALLGATE_LOG=warn)"
+# start_gateway NAME CONFIG_DIR [VAR=VALUE...]: `callgate serve` with a fresh
+# data dir $TMP/NAME, logs in $TMP/NAME.log; sets GATEWAY_PID, GATEWAY_PORT.
+start_gateway() {
+	local name=$1 config=$2
+	shift 2
+	GATEWAY_PORT=$(free_port)
+	env CALLGATE_LOG=warn "$@" "$GATEWAY_BIN" serve --config "$config" --data-dir "$TMP/$name" \
+		--listen "127.0.0.1:$GATEWAY_PORT" >"$TMP/$name.out" 2>"$TMP/$name.log" &
+	GATEWAY_PID=$!
+	PIDS+=("$GATEWAY_PID")
+	log "$name: pid $GATEWAY_PID on 127.0.0.1:$GATEWAY_PORT ($config, CALLGATE_LOG=warn${*:+ $*})"
+}
+
+start_gateway gateway "$CONFIG_DIR"
 bench gateway "$GATEWAY_PORT" "$GATEWAY_PID" "$TMP/gateway/tls/cert.pem"
 # A clean stop commits the last batch; then the database can be counted.
 stop_pid "$GATEWAY_PID"
+
+# ---------------------------------------------------------------- runner
+
+RUNNER_INVALID=()
+RUNNER_NOTES=()
+
+# rstat NAME KEY: a value from the runner phase's $TMP/NAME.stats.
+rstat() { sed -n "s/^$2=//p" "$TMP/$1.stats" | head -n 1; }
+
+# runner_pending NAME: "jobs=N pending_jobs=N active_calls=N".
+runner_pending() { python3 "$STATS" "$TMP/$1/callgate.db" pending 2>&1 | tail -n 1; }
+
+# wait_drained NAME SECONDS: until the gateway's database has jobs, none of
+# them still to run (queued, running, scheduled, waiting) and no call in
+# progress (queued, dialing, ringing, in_progress). 1 on timeout.
+wait_drained() {
+	local name=$1 secs=$2 line="" deadline=$((SECONDS + $2)) last=$SECONDS
+	while ((SECONDS < deadline)); do
+		kill -0 "$GATEWAY_PID" 2>/dev/null || {
+			tail -n 20 "$TMP/$name.log" >&2
+			die "$name exited during the run"
+		}
+		line=$(runner_pending "$name") || line=""
+		if [[ $line =~ ^jobs=[1-9][0-9]*\ pending_jobs=0\ active_calls=0$ ]]; then
+			return 0
+		fi
+		if ((SECONDS - last >= 10)); then
+			log "$name: $line"
+			last=$SECONDS
+		fi
+		sleep 0.5
+	done
+	log "$name: not finished after ${secs}s: $line"
+	return 1
+}
+
+# runner_phase NAME TRIGGERS RATE SECONDS CONNECTIONS WARMUP_MS: a fresh
+# gateway with the runner on; a sanity trigger that must end as a succeeded
+# job with a completed call; then TRIGGERS triggers (RATE/s, 0: as fast as
+# they are accepted) within SECONDS; then the wait for every job and call to
+# finish; then a clean stop and the figures in $TMP/NAME.stats. Server CPU
+# from the load's start to the end of the wait goes to $TMP/NAME.cpu (CPU
+# seconds) and the wall time to $TMP/NAME.wall.
+runner_phase() {
+	local name=$1 total=$2 rate=$3 secs=$4 conns=$5 warmup_ms=$6 c0 c1 t0 t1 since drained=1
+	start_gateway "$name" "$RUNNER_CONFIG_DIR" ${RUNNER_WORKERS:+"CALLGATE_RUNNER__WORKERS=$RUNNER_WORKERS"}
+	wait_ready "$name" "$GATEWAY_PID" "$GATEWAY_PORT" "$TMP/$name/tls/cert.pem"
+	sanity "$name" "$GATEWAY_PORT" "$TMP/$name/tls/cert.pem"
+	wait_drained "$name" 15 || die "$name: the sanity trigger did not finish within 15 s"
+	python3 "$STATS" "$TMP/$name/callgate.db" stats 0 0 >"$TMP/$name-sanity.stats" ||
+		die "cannot read the $name database"
+	grep -qx 'jobs_succeeded=1' "$TMP/$name-sanity.stats" && grep -qx 'calls_completed=1' "$TMP/$name-sanity.stats" || {
+		cat "$TMP/$name-sanity.stats" >&2
+		die "$name: the sanity trigger did not end as a succeeded job with a completed call"
+	}
+	log "$name: sanity trigger ran: job succeeded, call completed"
+
+	export BENCH_TOTAL=$total BENCH_RATE=$rate BENCH_WRK_THREADS=$THREADS BENCH_WRK_CONNS=$conns
+	export BENCH_POST_LUA=$ROOT/$LUA
+	log "$name: $total triggers$( ((rate > 0)) && echo " at $rate/s" || echo " as fast as accepted") (wrk $THREADS threads, $conns connections, at most ${secs}s)"
+	since=$(date +%s%3N)
+	c0=$(proc_ticks "$GATEWAY_PID")
+	thread_ticks "$GATEWAY_PID" >"$TMP/$name.threads0"
+	t0=$(date +%s.%N)
+	run_wrk "$TMP/$name.txt" "$secs" "$GATEWAY_PORT" --threads "$THREADS" --connections "$conns" \
+		--timeout "${WRK_TIMEOUT}s" --latency --script "$RUNNER_LUA"
+	log "$name: wrk done: $(grep '^BENCH ' "$TMP/$name.txt" | cut -c7-); waiting for the jobs (at most ${RUNNER_DRAIN}s)"
+	wait_drained "$name" "$RUNNER_DRAIN" || drained=0
+	c1=$(proc_ticks "$GATEWAY_PID")
+	thread_ticks "$GATEWAY_PID" >"$TMP/$name.threads1"
+	t1=$(date +%s.%N)
+	awk -v c0="$c0" -v c1="$c1" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", (c1 - c0) / hz }' >"$TMP/$name.cpu"
+	# CPU seconds by thread name; threads that ended meanwhile (blocking-pool
+	# threads) are in "ended threads".
+	awk -v hz="$CLK_TCK" -v total="$((c1 - c0))" '
+		FNR == NR { before[$1] = $3; next }
+		{ d = $3 - before[$1]; by[$2] += d; sum += d }
+		END {
+			for (n in by) if (by[n] > 0) printf "%s %.2f s, ", n, by[n] / hz
+			printf "ended threads %.2f s", (total - sum) / hz
+		}' "$TMP/$name.threads0" "$TMP/$name.threads1" >"$TMP/$name.cpu-threads"
+	awk -v t0="$t0" -v t1="$t1" 'BEGIN { printf "%.1f", t1 - t0 }' >"$TMP/$name.wall"
+	stop_pid "$GATEWAY_PID"
+	python3 "$STATS" "$TMP/$name/callgate.db" stats "$since" "$warmup_ms" >"$TMP/$name.stats" ||
+		die "cannot read the $name database"
+	((drained)) || RUNNER_INVALID+=("$name: jobs or calls still unfinished after ${RUNNER_DRAIN}s")
+	log "$name: $(tr '\n' ' ' <"$TMP/$name.stats" | cut -c1-400)"
+}
+
+if [[ $RUNNER == 1 ]]; then
+	RUNNER_BUSY=$(cpu_busy_pct)
+	if ((RUNNER_BUSY > 15)); then
+		log "warning: the machine was ${RUNNER_BUSY}% busy before the runner benchmark (other processes); results are skewed"
+	fi
+	runner_phase runner-saturation "$RUNNER_JOBS" 0 "$RUNNER_LOAD" "$CONNECTIONS" 0
+	if [[ -z $RUNNER_RATE ]]; then
+		RUNNER_RATE=$(awk -v r="$(rstat runner-saturation jobs_per_s)" \
+			'BEGIN { v = int(r / 2 / 10) * 10; print (v >= 10 ? v : 10) }')
+		RATE_NOTE="half the saturation phase's jobs executed/s, rounded down to tens"
+	else
+		RATE_NOTE="BENCH_RUNNER_RATE"
+	fi
+	runner_phase runner-steady $((RUNNER_RATE * RUNNER_STEADY)) "$RUNNER_RATE" $((RUNNER_STEADY + 3)) \
+		"$RUNNER_CONNECTIONS" $((WARMUP * 1000))
+fi
 
 # ---------------------------------------------------------------- checks
 
@@ -307,6 +484,15 @@ if [[ $HAVE_SQLITE == 1 ]]; then
 		DB_CHECK="FAILED: $DB_JOBS jobs in SQLite for $GW_OK_TOTAL 2xx answers counted"
 		INVALID+=("gateway: database holds $DB_JOBS jobs, wrk counted $GW_OK_TOTAL 2xx")
 	fi
+	# The runner was off: no job may have left `queued`.
+	DB_RAN=$(sqlite3 "$TMP/gateway/callgate.db" "SELECT count(*) FROM jobs WHERE status <> 'queued'") ||
+		die "cannot read the gateway database"
+	if ((DB_RAN == 0)); then
+		DB_CHECK="$DB_CHECK; runner off: all of them still queued"
+	else
+		DB_CHECK="$DB_CHECK; FAILED: $DB_RAN jobs left queued, so the runner ran during the accept-path benchmark"
+		INVALID+=("gateway: the runner ran ($DB_RAN jobs not queued)")
+	fi
 fi
 # wrk sends the IP address as TLS SNI, which rustls logs (at warn) once per
 # connection and ignores; anything else at warn or error is worth a look.
@@ -317,6 +503,42 @@ if grep -v 'Illegal SNI extension' "$TMP/gateway.log" | grep -qE ' (ERROR|WARN) 
 fi
 if grep -qE ' ERROR ' "$TMP/gateway.log"; then
 	INVALID+=("gateway logged errors (kept in $TMP/gateway.log)")
+fi
+
+# Runner phases: wrk clean, one job per 2xx, every job succeeded with one
+# completed call, no ERROR in the log. Warnings are listed in the report.
+RUNNER_WARNINGS=""
+if [[ $RUNNER == 1 ]]; then
+	for name in runner-saturation runner-steady; do
+		for k in non2xx connect_errors read_errors write_errors timeouts; do
+			v=$(field "$TMP/$name.txt" "$k")
+			[[ $v == 0 ]] || RUNNER_INVALID+=("$name: wrk $k=$v")
+		done
+		ok=$(field "$TMP/$name.txt" ok)
+		jobs=$(rstat "$name" jobs)
+		[[ $jobs == "$ok" ]] || RUNNER_INVALID+=("$name: $jobs jobs in SQLite for $ok 2xx counted by wrk")
+		[[ $(rstat "$name" jobs_succeeded) == "$jobs" ]] ||
+			RUNNER_INVALID+=("$name: of $jobs jobs $(rstat "$name" jobs_succeeded) succeeded ($(grep '^jobs_' "$TMP/$name.stats" | tr '\n' ' '))")
+		[[ $(rstat "$name" calls_completed) == "$jobs" ]] ||
+			RUNNER_INVALID+=("$name: $(rstat "$name" calls_completed) of $jobs calls completed ($(grep '^calls_' "$TMP/$name.stats" | tr '\n' ' '))")
+		if grep -qE ' ERROR ' "$TMP/$name.log"; then
+			RUNNER_INVALID+=("$name: the gateway logged errors (kept in $TMP/$name.log)")
+		fi
+		# Warnings and errors other than wrk's SNI, verbatim (first 10), and
+		# counted by message with ids and times taken out.
+		lines=$(grep -v 'Illegal SNI extension' "$TMP/$name.log" | grep -E ' (ERROR|WARN) ' || true)
+		if [[ -n $lines ]]; then
+			RUNNER_WARNINGS+="
+$name: $(wc -l <<<"$lines") warning/error lines in the gateway log; the first 10:
+\`\`\`
+$(head -n 10 <<<"$lines")
+\`\`\`
+by message (ids, numbers and times replaced):
+\`\`\`
+$(sed -E 's/^[0-9T:.-]+Z +//; s/[a-z]+_[0-9A-HJKMNP-TV-Z]{26}/<id>/g; s/[0-9]+/N/g' <<<"$lines" | sort | uniq -c | sort -rn | head -n 15)
+\`\`\`"
+		fi
+	done
 fi
 
 # ---------------------------------------------------------------- report
@@ -357,7 +579,7 @@ $(row "gateway: POST $TRIGGER_PATH, full accept path" gateway)
 - validity: $(if ((${#INVALID[@]} == 0)); then echo "no non-2xx answers, socket errors or timeouts in any run"; else echo "INVALID: ${INVALID[*]}"; fi)
 
 Setup: wrk $THREADS threads, $CONNECTIONS connections, HTTPS (TLS 1.3, HTTP/1.1 keep-alive), ${WARMUP}s warm-up then ${DURATION}s measured per server, baseline first; wrk and the server share the machine's cores.
-Gateway: JWT (HS256) auth, rate limits on but set to 1,000,000/s, JSON Schema validation and E.164 normalisation of the demo-call trigger, durable SQLite insert (WAL, synchronous=FULL, group commit) in a fresh temp data dir ($FS); logs at \`CALLGATE_LOG=warn\`, so no per-request access-log lines are written.
+Gateway: runner off (\`[runner] enabled = false\` in $CONFIG_DIR/callgate.toml; the jobs stay queued), JWT (HS256) auth, rate limits on but set to 1,000,000/s, JSON Schema validation and E.164 normalisation of the demo-call trigger, durable SQLite insert (WAL, synchronous=FULL, group commit) in a fresh temp data dir ($FS); logs at \`CALLGATE_LOG=warn\`, so no per-request access-log lines are written.
 The gateway's log had $SNI_WARNINGS rustls "Illegal SNI extension" warnings (wrk sends the IP address as SNI; one per connection, harmless).
 Machine: $(nproc) CPUs, ${CPU_MODEL:-unknown CPU}, Linux $(uname -r); ${IDLE_BUSY}% CPU busy just before the run; commit $COMMIT.
 
@@ -371,7 +593,78 @@ BENCH_TOKEN=... BENCH_BODY_FILE=$BODY_FILE wrk ${WRK_ARGS[*]} --duration ${DURAT
 \`\`\`
 EOF
 
-if ((${#INVALID[@]} > 0)); then
-	log "the run is INVALID: ${INVALID[*]}"
+# ---------------------------------------------------------------- runner report
+
+if [[ $RUNNER == 1 ]]; then
+	# num VALUE [DECIMALS]: thousands separators; "n/a" when absent.
+	num() {
+		awk -v v="$1" -v d="${2:-0}" 'BEGIN {
+			if (v == "" || v == "na") { print "n/a"; exit }
+			s = sprintf("%.*f", d, v); sign = ""
+			if (substr(s, 1, 1) == "-") { sign = "-"; s = substr(s, 2) }
+			i = index(s, "."); frac = ""
+			if (i > 0) { frac = substr(s, i); s = substr(s, 1, i - 1) }
+			while (length(s) > 3) { frac = "," substr(s, length(s) - 2) frac; s = substr(s, 1, length(s) - 3) }
+			print sign s frac
+		}'
+	}
+	rrow() {
+		local label=$1 n=$2 jobs cpu
+		jobs=$(rstat "$n" jobs)
+		cpu=$(cat "$TMP/$n.cpu")
+		printf '| %s | %s | %s | %s | %s | %s | **%s** | %s | **%s** | **%s** | %s | %s / %s | %s |\n' "$label" \
+			"$(num "$jobs")" \
+			"$(num "$(awk -v n="$jobs" -v s="$(rstat "$n" accepted_span_ms)" 'BEGIN { if (s > 0) print (n - 1) * 1000 / s; else print "na" }')")" \
+			"$(ms "$(field "$TMP/$n.txt" p99_us)")" \
+			"$(num "$(rstat "$n" jobs_succeeded)")" "$(num "$(rstat "$n" calls_completed)")" \
+			"$(num "$(rstat "$n" jobs_per_s)")" "$(num "$(rstat "$n" calls_per_s)")" \
+			"$(num "$(rstat "$n" claim_p50_ms)")" "$(num "$(rstat "$n" claim_p99_ms)")" "$(num "$(rstat "$n" claim_max_ms)")" \
+			"$(num "$(rstat "$n" complete_p50_ms)")" "$(num "$(rstat "$n" complete_p99_ms)")" \
+			"$(awk -v c="$cpu" -v n="$jobs" 'BEGIN { printf "%.0f", (n > 0 ? c * 1e6 / n : 0) }')"
+	}
+	# span NAME: seconds from the first claim to the last call's end.
+	span() {
+		awk -v t0="$(rstat "$1" first_running_ms)" -v e="$(rstat "$1" last_call_end_ms)" \
+			'BEGIN { if (t0 == "na" || e == "na" || t0 == "" || e == "") print "n/a"; else printf "%.1f", (e - t0) / 1000 }'
+	}
+	SAT_SENT=$(field "$TMP/runner-saturation.txt" requests)
+	STEADY_SENT=$(field "$TMP/runner-steady.txt" requests)
+	cat <<EOF
+
+## callgate runner benchmark: simulator with zero ring time, embedded SQLite
+
+| phase | triggers accepted | accept rate /s | accept p99 ms (wrk) | jobs succeeded | calls completed | jobs executed/s | calls completed/s | claim p50 ms | claim p99 ms | claim max ms | accepted → call completed p50 / p99 ms | server CPU µs/job |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+$(rrow "saturation: $(num "$RUNNER_JOBS") triggers as fast as accepted ($CONNECTIONS connections)" runner-saturation)
+$(rrow "steady: $RUNNER_RATE triggers/s for ${RUNNER_STEADY}s ($RUNNER_CONNECTIONS connections; latencies without the first ${WARMUP}s)" runner-steady)
+
+- jobs executed/s = succeeded jobs / (last \`succeeded\` event − first \`running\` event); calls completed/s = completed calls / (last call end − first \`running\` event); claim = first \`running\` event − \`jobs.created_at\` (the accept). All from the jobs, job_events and calls tables (Unix ms).
+- saturation: wrk sent $(num "$SAT_SENT") of $(num "$RUNNER_JOBS") triggers within ${RUNNER_LOAD}s; first claim to last call end $(span runner-saturation) s; $(num "$(rstat runner-saturation done_at_last_accept_pct)")% of the jobs had succeeded when the last trigger was accepted. Execution rate over the first tenth of the jobs (deep backlog) **$(num "$(rstat runner-saturation rate_first_per_s)")/s**, over the last tenth (backlog almost empty) **$(num "$(rstat runner-saturation rate_last_per_s)")/s**; by tenths: $(rstat runner-saturation rate_tenths_per_s | sed 's/,/, /g') /s. Claim latency in this phase is mostly time in the backlog; the steady phase shows the claim path itself.
+- steady: rate from $RATE_NOTE; wrk sent $(num "$STEADY_SENT") triggers; first claim to last call end $(span runner-steady) s; accepted → job succeeded p50/p99 $(num "$(rstat runner-steady succeed_p50_ms)") / $(num "$(rstat runner-steady succeed_p99_ms)") ms.
+- callback path (zero ring time still means three signed HTTPS callbacks per call, ringing → in_progress → completed, each a durable write at the gateway, on the same cores): dial requested → call completed p50/p99 $(num "$(rstat runner-saturation callback_p50_ms)") / $(num "$(rstat runner-saturation callback_p99_ms)") ms (saturation), $(num "$(rstat runner-steady callback_p50_ms)") / $(num "$(rstat runner-steady callback_p99_ms)") ms (steady); call events stored: $(num "$(rstat runner-saturation call_events)") and $(num "$(rstat runner-steady call_events)") (3 per call expected).
+- claims (\`running\` events): $(num "$(rstat runner-saturation claims)") and $(num "$(rstat runner-steady claims)") for $(num "$(rstat runner-saturation jobs)") and $(num "$(rstat runner-steady jobs)") jobs (a job claimed again after a lease expired or a retry adds one).
+- server CPU: $(cat "$TMP/runner-saturation.cpu") and $(cat "$TMP/runner-steady.cpu") CPU seconds over $(cat "$TMP/runner-saturation.wall") and $(cat "$TMP/runner-steady.wall") s wall (load start to the last call's end, plus up to 0.5 s of polling): accept path, runner, simulator and callbacks together. By thread, saturation: $(cat "$TMP/runner-saturation.cpu-threads"); steady: $(cat "$TMP/runner-steady.cpu-threads").
+- validity: $(if ((${#RUNNER_INVALID[@]} == 0)); then echo "no wrk errors, one job per 2xx, every job succeeded with one completed call, no ERROR in the gateway logs"; else echo "INVALID: ${RUNNER_INVALID[*]}"; fi)
+- gateway log warnings (other than wrk's SNI): $(if [[ -z $RUNNER_WARNINGS ]]; then echo none; else echo "below"; fi)
+${RUNNER_WARNINGS}
+
+Setup: \`callgate serve --config $RUNNER_CONFIG_DIR\`, a fresh gateway and temp data dir per phase ($FS), runner on with $(if [[ -n $RUNNER_WORKERS ]]; then echo "workers = $RUNNER_WORKERS (BENCH_RUNNER_WORKERS)"; else echo "the shipped defaults (8 workers, 15 s lease, 1 s idle poll)"; fi), agent demo-agent without calling window and with 1,000,000 lines, simulator with ring and talk time 0 s and answer_rate 1.0 (each dial fsync'd to its dial log). A start_call job succeeds once the provider has taken the call; the call completes when its last event is applied. Each phase's sanity trigger (run and finished before the load) is not counted. wrk and the gateway share the machine's $(nproc) cores; ${RUNNER_BUSY}% CPU busy just before the runner benchmark.
+
+Commands (runner part), per phase:
+\`\`\`
+${RUNNER_WORKERS:+CALLGATE_RUNNER__WORKERS=$RUNNER_WORKERS }CALLGATE_LOG=warn target/release/callgate serve --config $RUNNER_CONFIG_DIR --data-dir \$TMP/<phase> --listen 127.0.0.1:<port>
+# saturation
+BENCH_TOKEN=... BENCH_BODY_FILE=$BODY_FILE BENCH_POST_LUA=$LUA BENCH_TOTAL=$RUNNER_JOBS BENCH_RATE=0 BENCH_WRK_THREADS=$THREADS BENCH_WRK_CONNS=$CONNECTIONS wrk --threads $THREADS --connections $CONNECTIONS --timeout ${WRK_TIMEOUT}s --latency --script $RUNNER_LUA --duration ${RUNNER_LOAD}s https://127.0.0.1:<port>$TRIGGER_PATH
+# steady
+BENCH_TOKEN=... BENCH_BODY_FILE=$BODY_FILE BENCH_POST_LUA=$LUA BENCH_TOTAL=$((RUNNER_RATE * RUNNER_STEADY)) BENCH_RATE=$RUNNER_RATE BENCH_WRK_THREADS=$THREADS BENCH_WRK_CONNS=$RUNNER_CONNECTIONS wrk --threads $THREADS --connections $RUNNER_CONNECTIONS --timeout ${WRK_TIMEOUT}s --latency --script $RUNNER_LUA --duration $((RUNNER_STEADY + 3))s https://127.0.0.1:<port>$TRIGGER_PATH
+# every 0.5 s until nothing is left to run; then, after a clean stop:
+python3 $STATS \$TMP/<phase>/callgate.db pending
+python3 $STATS \$TMP/<phase>/callgate.db stats <load start, Unix ms> <warm-up ms>
+\`\`\`
+EOF
+fi
+
+if ((${#INVALID[@]} + ${#RUNNER_INVALID[@]} > 0)); then
+	log "the run is INVALID: ${INVALID[*]} ${RUNNER_INVALID[*]}"
 	exit 1
 fi

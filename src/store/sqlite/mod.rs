@@ -42,7 +42,8 @@ use writer::{Outcome, SqliteWriter, Task};
 /// The SQLite store.
 pub struct SqliteStore {
     read: SqlitePool,
-    calls_read: Arc<Mutex<rusqlite::Connection>>,
+    /// `None` once closed (so SQLite can remove the WAL at exit).
+    calls_read: Arc<Mutex<Option<rusqlite::Connection>>>,
     commit: GroupCommit<Task>,
 }
 
@@ -90,7 +91,7 @@ impl SqliteStore {
             .context("starting the writer thread")?;
         Ok(Self {
             read,
-            calls_read: Arc::new(Mutex::new(calls_read)),
+            calls_read: Arc::new(Mutex::new(Some(calls_read))),
             commit,
         })
     }
@@ -114,9 +115,15 @@ impl SqliteStore {
         F: FnOnce(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let conn = self.calls_read.clone();
-        tokio::task::spawn_blocking(move || f(&conn.lock().unwrap_or_else(|e| e.into_inner())))
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?
+        tokio::task::spawn_blocking(move || {
+            let guard = conn.lock().unwrap_or_else(|e| e.into_inner());
+            match guard.as_ref() {
+                Some(c) => f(c),
+                None => Err(StoreError::Closed),
+            }
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?
     }
 }
 
@@ -245,6 +252,10 @@ impl Store for SqliteStore {
     async fn close(&self) {
         self.commit.close().await;
         self.read.close().await;
+        self.calls_read
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
     }
 
     async fn claim_jobs(

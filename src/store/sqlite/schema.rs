@@ -105,6 +105,17 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         );
         "#,
     ),
+    (
+        3,
+        "partial indexes for leases and active calls",
+        r#"
+        DROP INDEX jobs_lease;
+        CREATE INDEX jobs_lease ON jobs (lease_expires_at) WHERE status = 'running';
+        DROP INDEX calls_status_updated;
+        CREATE INDEX calls_active ON calls (updated_at)
+            WHERE status IN ('queued', 'dialing', 'ringing', 'in_progress');
+        "#,
+    ),
 ];
 
 pub(super) async fn migrate(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
