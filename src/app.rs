@@ -99,6 +99,10 @@ pub async fn run_with(
     let runner_task = options
         .runner
         .then(|| tokio::spawn(runner.clone().run(token.clone())));
+    // Deliveries go out wherever jobs run.
+    let deliverer_task = options
+        .runner
+        .then(|| tokio::spawn(state.deliverer().run(token.clone())));
     if let Some(started) = options.started {
         let _ = started.send(Started {
             state: state.clone(),
@@ -133,6 +137,9 @@ pub async fn run_with(
     if let Some(task) = runner_task {
         let _ = task.await;
     }
+    if let Some(task) = deliverer_task {
+        let _ = task.await;
+    }
     while tasks.join_next().await.is_some() {}
     store.close().await;
     tracing::info!("stopped; every accepted job is committed");
@@ -158,7 +165,9 @@ pub async fn run_worker(
         shutdown.await;
         on_signal.cancel();
     });
+    let deliverer = tokio::spawn(state.deliverer().run(token.clone()));
     state.runner().run(token).await;
+    let _ = deliverer.await;
     state.store.close().await;
     Ok(())
 }
@@ -185,6 +194,7 @@ pub async fn build_state(
     own_cert: Option<Vec<u8>>,
 ) -> anyhow::Result<AppState> {
     let store = store::open(&config.main.storage, &config.data_dir).await?;
+    let config_for_outbound = config.clone();
     let providers = Arc::new(Providers::build(&config, callback_base, own_cert)?);
     let limiters = Limiters::new(
         &config.main.limits,
@@ -200,6 +210,8 @@ pub async fn build_state(
         limiters,
         clock,
         inflight: Inflight::default(),
+        outbound: Arc::new(crate::webhooks::Outbound::build(&config_for_outbound)?),
+        metrics: crate::metrics::Metrics::install(),
     }))
 }
 

@@ -17,6 +17,7 @@ pub mod idempotency;
 pub mod ids;
 pub mod input;
 pub mod limits;
+pub mod metrics;
 pub mod runner;
 pub mod schema;
 pub mod store;
@@ -24,5 +25,6 @@ pub mod telemetry;
 pub mod template;
 pub mod tls;
 pub mod trigger;
+pub mod webhooks;
 
 pub use app::{RunOptions, Started, run, run_with, run_worker};

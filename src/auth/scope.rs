@@ -2,6 +2,9 @@
 //!
 //! `triggers:run` runs any trigger, `trigger:<id>` runs one, `jobs:read` reads
 //! jobs that another principal created (a principal always reads its own).
+//! `deliveries:read` / `deliveries:write` read and replay the delivery log,
+//! `actions:invoke` calls mid-call actions, `metrics:read` scrapes
+//! `/metrics`.
 
 use std::fmt;
 
@@ -14,28 +17,50 @@ pub enum Scope {
     Trigger(String),
     /// `jobs:read`: any job, not only the principal's own.
     JobsRead,
+    /// `deliveries:read`: the outbound delivery log.
+    DeliveriesRead,
+    /// `deliveries:write`: replay deliveries.
+    DeliveriesWrite,
+    /// `actions:invoke`: mid-call actions (the voice runtime's key).
+    ActionsInvoke,
+    /// `metrics:read`: `GET /metrics`.
+    MetricsRead,
 }
+
+/// Every scope that is not per trigger, as written.
+pub const NAMED_SCOPES: [(&str, Scope); 6] = [
+    ("triggers:run", Scope::TriggersRun),
+    ("jobs:read", Scope::JobsRead),
+    ("deliveries:read", Scope::DeliveriesRead),
+    ("deliveries:write", Scope::DeliveriesWrite),
+    ("actions:invoke", Scope::ActionsInvoke),
+    ("metrics:read", Scope::MetricsRead),
+];
 
 impl Scope {
     /// Parses a known scope; unknown scopes are `None`.
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "triggers:run" => Some(Scope::TriggersRun),
-            "jobs:read" => Some(Scope::JobsRead),
-            _ => s
-                .strip_prefix("trigger:")
-                .filter(|id| crate::trigger::TriggerId::parse(id).is_ok())
-                .map(|id| Scope::Trigger(id.to_owned())),
+        if let Some((_, scope)) = NAMED_SCOPES.iter().find(|(name, _)| *name == s) {
+            return Some(scope.clone());
         }
+        s.strip_prefix("trigger:")
+            .filter(|id| crate::trigger::TriggerId::parse(id).is_ok())
+            .map(|id| Scope::Trigger(id.to_owned()))
     }
 }
 
 impl fmt::Display for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Scope::TriggersRun => f.write_str("triggers:run"),
             Scope::Trigger(id) => write!(f, "trigger:{id}"),
-            Scope::JobsRead => f.write_str("jobs:read"),
+            other => {
+                let name = NAMED_SCOPES
+                    .iter()
+                    .find(|(_, s)| s == other)
+                    .map(|(n, _)| *n)
+                    .unwrap_or_default();
+                f.write_str(name)
+            }
         }
     }
 }
@@ -59,8 +84,12 @@ impl Scopes {
         self.0.iter().any(|s| match s {
             Scope::TriggersRun => true,
             Scope::Trigger(id) => id == trigger_id,
-            Scope::JobsRead => false,
+            _ => false,
         })
+    }
+
+    pub fn has(&self, scope: &Scope) -> bool {
+        self.0.contains(scope)
     }
 
     pub fn may_read_all_jobs(&self) -> bool {

@@ -207,9 +207,15 @@ pub enum StepConfig {
         #[serde(default = "default_branch")]
         default: String,
     },
+    /// Queues a signed, retried delivery to an endpoint of `endpoints.toml`
+    /// and goes on (the delivery log shows how it went).
     Webhook {
         id: Option<String>,
         endpoint: String,
+        /// The delivery's event name (default: `automation.<name>`).
+        event: Option<String>,
+        /// JSON template over `input`, `call`, `calls`, `event`, `job`,
+        /// `agent` (default: those of them that are set).
         #[serde(default)]
         payload: Option<toml::Value>,
     },

@@ -4,7 +4,8 @@
 //! Files (all TOML unless noted, paths relative to the config dir):
 //! `callgate.toml` (required: server, storage, limits, defaults, auth),
 //! `agents.toml`, `triggers.toml`, the JSON Schemas that triggers name, and
-//! the API-key file (`keys.toml`, hashes only). Secrets come from the
+//! the API-key file (`keys.toml`, hashes only), `endpoints.toml` and
+//! `actions.toml` (outbound webhooks, mid-call actions). Secrets come from the
 //! environment as `${VAR}`; `CALLGATE_<SECTION>__<KEY>` overrides settings.
 //!
 //! Policy: loading never stops at the first problem. Every problem found is
@@ -12,9 +13,11 @@
 
 mod domain;
 pub mod env;
+pub mod outbound;
 mod types;
 mod validate;
 mod validate_calls;
+pub mod validate_outbound;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -97,6 +100,10 @@ pub struct Config {
     /// reloads when it changes).
     pub keys_modified: Option<std::time::SystemTime>,
     pub issuers: Issuers,
+    /// Outbound webhook endpoints (`endpoints.toml`).
+    pub endpoints: BTreeMap<String, Arc<outbound::Endpoint>>,
+    /// Mid-call actions (`actions.toml`).
+    pub actions: BTreeMap<String, Arc<outbound::MidCallAction>>,
 }
 
 pub const MAIN_FILE: &str = "callgate.toml";
@@ -134,6 +141,24 @@ pub fn load(dir: &Path, data_dir: &Path, env: &Env) -> Result<Config, ConfigErro
     let providers: ProvidersFile = read_toml(dir, PROVIDERS_FILE, false, env, &mut problems)
         .and_then(|v| parse(v, PROVIDERS_FILE, &mut problems))
         .unwrap_or_default();
+    let endpoints: outbound::EndpointsFile = read_toml(
+        dir,
+        validate_outbound::ENDPOINTS_FILE,
+        false,
+        env,
+        &mut problems,
+    )
+    .and_then(|v| parse(v, validate_outbound::ENDPOINTS_FILE, &mut problems))
+    .unwrap_or_default();
+    let actions: outbound::ActionsFile = read_toml(
+        dir,
+        validate_outbound::ACTIONS_FILE,
+        false,
+        env,
+        &mut problems,
+    )
+    .and_then(|v| parse(v, validate_outbound::ACTIONS_FILE, &mut problems))
+    .unwrap_or_default();
     let keys_path = dir.join(&main.auth.keys_file);
     let keys_modified = modified(&keys_path);
     let keys = match load_keys_file(&keys_path) {
@@ -150,6 +175,8 @@ pub fn load(dir: &Path, data_dir: &Path, env: &Env) -> Result<Config, ConfigErro
         triggers,
         automations,
         providers,
+        endpoints,
+        actions,
     };
     let v = validate::validate(dir, parsed, &mut problems);
     if !problems.is_empty() {
@@ -168,6 +195,8 @@ pub fn load(dir: &Path, data_dir: &Path, env: &Env) -> Result<Config, ConfigErro
         keys_path,
         keys_modified,
         issuers: v.issuers,
+        endpoints: v.endpoints,
+        actions: v.actions,
     })
 }
 

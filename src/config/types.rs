@@ -35,6 +35,9 @@ pub struct MainFile {
     pub runner: RunnerConfig,
     #[serde(default)]
     pub calling: CallingConfig,
+    /// Outbound webhook deliveries: workers, log retention.
+    #[serde(default)]
+    pub deliveries: super::outbound::DeliveriesConfig,
 }
 
 /// `[runner]`: the workers that execute accepted jobs.

@@ -24,6 +24,8 @@ pub(super) struct Parsed {
     pub triggers: TriggersFile,
     pub automations: AutomationsFile,
     pub providers: ProvidersFile,
+    pub endpoints: super::outbound::EndpointsFile,
+    pub actions: super::outbound::ActionsFile,
 }
 
 /// Everything validated, ready for `Config`.
@@ -35,6 +37,8 @@ pub(super) struct Validated {
     pub providers: BTreeMap<String, ProviderConfig>,
     pub do_not_call: DoNotCall,
     pub issuers: Issuers,
+    pub endpoints: BTreeMap<String, Arc<super::outbound::Endpoint>>,
+    pub actions: BTreeMap<String, Arc<super::outbound::MidCallAction>>,
 }
 
 pub(super) fn validate(dir: &Path, parsed: Parsed, problems: &mut Vec<Problem>) -> Validated {
@@ -44,14 +48,28 @@ pub(super) fn validate(dir: &Path, parsed: Parsed, problems: &mut Vec<Problem>) 
         triggers,
         automations,
         providers,
+        endpoints,
+        actions,
     } = parsed;
     check_main(dir, &main, problems);
     let issuers = Issuers::build(&main.auth.jwt.issuers, dir, MAIN_FILE, problems);
     validate_calls::check_providers(&providers.providers, problems);
     let built_agents =
         validate_calls::build_agents(&agents.agents, &providers.providers, AGENTS_FILE, problems);
-    let built_automations =
-        validate_calls::build_automations(&automations.automations, &agents.agents, problems);
+    let built_automations = validate_calls::build_automations(
+        &automations.automations,
+        &agents.agents,
+        &endpoints.endpoints,
+        problems,
+    );
+    let built_endpoints = super::validate_outbound::build_endpoints(&endpoints, problems);
+    let built_actions = super::validate_outbound::build_actions(
+        &actions,
+        &built_endpoints,
+        &endpoints.endpoints,
+        &agents.agents,
+        problems,
+    );
     let dnc_file = main.calling.do_not_call_file.clone();
     let do_not_call = validate_calls::load_dnc(&dir.join(&dnc_file), &dnc_file, problems);
     let default_region = Region::parse(&main.defaults.phone_region).unwrap_or(fallback_region());
@@ -73,6 +91,8 @@ pub(super) fn validate(dir: &Path, parsed: Parsed, problems: &mut Vec<Problem>) 
         providers: providers.providers,
         do_not_call,
         issuers,
+        endpoints: built_endpoints,
+        actions: built_actions,
     }
 }
 

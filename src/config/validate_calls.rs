@@ -300,6 +300,7 @@ fn check_callbacks(cb: &CallbackConfig, problem: &mut impl FnMut(&str, String)) 
 pub(super) fn build_automations(
     automations: &BTreeMap<String, AutomationConfig>,
     agents: &BTreeMap<String, AgentConfig>,
+    endpoints: &BTreeMap<String, super::outbound::EndpointConfig>,
     problems: &mut Vec<Problem>,
 ) -> BTreeMap<String, Arc<Automation>> {
     let mut out = BTreeMap::new();
@@ -342,7 +343,12 @@ pub(super) fn build_automations(
         for (i, step) in cfg.steps.iter().enumerate() {
             let sat = format!(".steps[{i}]");
             match step {
-                StepConfig::StartCall { agent, to, variables, .. } => {
+                StepConfig::StartCall {
+                    agent,
+                    to,
+                    variables,
+                    ..
+                } => {
                     if !agents.contains_key(agent) {
                         problem(&format!("{sat}.agent"), format!("no agent `{agent}`"));
                     }
@@ -359,20 +365,44 @@ pub(super) fn build_automations(
                     if let Some(c) = call
                         && !call_steps.contains(c.as_str())
                     {
-                        problem(&format!("{sat}.call"), format!("no start_call step with id `{c}`"));
+                        problem(
+                            &format!("{sat}.call"),
+                            format!("no start_call step with id `{c}`"),
+                        );
                     }
                     if let StepConfig::Branch { cases, default, .. } = step {
                         for target in cases.values().chain(std::iter::once(default)) {
-                            if !matches!(target.as_str(), "end" | "fail") && !step_index.contains_key(target) {
-                                problem(&format!("{sat}.cases"), format!("`{target}` is not a step id, `end` or `fail`"));
+                            if !matches!(target.as_str(), "end" | "fail")
+                                && !step_index.contains_key(target)
+                            {
+                                problem(
+                                    &format!("{sat}.cases"),
+                                    format!("`{target}` is not a step id, `end` or `fail`"),
+                                );
                             }
                         }
                     }
                 }
-                StepConfig::Webhook { .. } => problem(
-                    &format!("{sat}.type"),
-                    "webhook steps are not supported yet (outbound delivery engine, issue #4); remove the step rather than have it skipped".into(),
-                ),
+                StepConfig::Webhook {
+                    endpoint, payload, ..
+                } => {
+                    if !endpoints.contains_key(endpoint) {
+                        problem(
+                            &format!("{sat}.endpoint"),
+                            format!(
+                                "no endpoint `{endpoint}` in {}",
+                                super::validate_outbound::ENDPOINTS_FILE
+                            ),
+                        );
+                    }
+                    if let Some(p) = payload {
+                        super::validate_outbound::template(
+                            p,
+                            &super::validate_outbound::DELIVERY_NAMES,
+                            |m| problem(&format!("{sat}.payload"), m),
+                        );
+                    }
+                }
             }
         }
         if problems.len() == before {

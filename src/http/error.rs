@@ -52,6 +52,14 @@ pub enum ApiError {
     /// 405: the route exists but not for this method.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// 409: the resource is not in a state that allows this (e.g. replaying
+    /// a delivery that has not failed).
+    #[error("{0}")]
+    Conflict(String),
+    /// 504: a mid-call action's upstream failed or missed the deadline, and
+    /// the action has no fallback.
+    #[error("{0}")]
+    UpstreamUnavailable(String),
     /// 409: a request with the same Idempotency-Key is still being processed.
     #[error("a request with this Idempotency-Key is still in progress")]
     IdempotencyInFlight,
@@ -129,7 +137,8 @@ impl ApiError {
             Forbidden { .. } => StatusCode::FORBIDDEN,
             NotFound(_) => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            IdempotencyInFlight => StatusCode::CONFLICT,
+            IdempotencyInFlight | Conflict(_) => StatusCode::CONFLICT,
+            UpstreamUnavailable(_) => StatusCode::GATEWAY_TIMEOUT,
             PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Validation(_) | IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
@@ -151,6 +160,8 @@ impl ApiError {
             NotFound(_) => "not-found",
             MethodNotAllowed => "method-not-allowed",
             IdempotencyInFlight => "idempotency-key-in-flight",
+            Conflict(_) => "conflict",
+            UpstreamUnavailable(_) => "upstream-unavailable",
             PayloadTooLarge { .. } => "payload-too-large",
             UnsupportedMediaType(_) => "unsupported-media-type",
             Validation(_) => "validation-failed",
@@ -174,6 +185,8 @@ impl ApiError {
             NotFound(_) => "Not found",
             MethodNotAllowed => "Method not allowed",
             IdempotencyInFlight => "Request in progress",
+            Conflict(_) => "Conflict",
+            UpstreamUnavailable(_) => "Upstream unavailable",
             PayloadTooLarge { .. } => "Payload too large",
             UnsupportedMediaType(_) => "Unsupported media type",
             Validation(_) => "Validation failed",

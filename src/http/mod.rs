@@ -2,7 +2,9 @@
 //! `middleware_stack` that wraps it, read top to bottom in the order a
 //! request meets it. The server and the tests use these same two functions.
 
+mod actions;
 mod calls;
+mod deliveries;
 pub mod error;
 mod extract;
 mod health;
@@ -47,6 +49,10 @@ pub struct AppInner {
     pub limiters: Limiters,
     pub clock: Arc<dyn Clock>,
     pub inflight: Inflight,
+    /// Endpoint clients, breakers and action caches.
+    pub outbound: Arc<crate::webhooks::Outbound>,
+    /// Renders `/metrics` (the process-wide Prometheus recorder).
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl AppState {
@@ -62,6 +68,17 @@ impl AppState {
             self.providers.clone(),
             self.clock.clone(),
             self.wake.clone(),
+            self.outbound.wake.clone(),
+        )
+    }
+
+    /// The delivery engine over this state's store and endpoints.
+    pub fn deliverer(&self) -> crate::webhooks::Deliverer {
+        crate::webhooks::Deliverer::new(
+            self.config.clone(),
+            self.store.clone(),
+            self.outbound.clone(),
+            self.clock.clone(),
         )
     }
 }
@@ -156,6 +173,31 @@ pub fn endpoints() -> Vec<Endpoint> {
             Signed,
             calls::call_event,
         ),
+        endpoint(
+            Method::POST,
+            "/v1/agents/{agent_id}/actions/{action}",
+            Authenticated,
+            actions::invoke_action,
+        ),
+        endpoint(
+            Method::GET,
+            "/v1/deliveries",
+            Authenticated,
+            deliveries::list_deliveries,
+        ),
+        endpoint(
+            Method::GET,
+            "/v1/deliveries/{delivery_id}",
+            Authenticated,
+            deliveries::get_delivery,
+        ),
+        endpoint(
+            Method::POST,
+            "/v1/deliveries/{delivery_id}/retry",
+            Authenticated,
+            deliveries::retry_delivery,
+        ),
+        endpoint(Method::GET, "/metrics", Authenticated, deliveries::metrics),
     ]
 }
 
@@ -174,6 +216,9 @@ pub fn router(state: AppState) -> Router {
     let app = public
         .merge(middleware::ip_limited(signed, &state))
         .merge(middleware::authenticated(private, &state))
+        // Outside every route's own layers (auth, limits), so 401s and 429s
+        // are counted under their route too.
+        .route_layer(axum::middleware::from_fn(crate::metrics::track))
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state.clone());

@@ -1,5 +1,6 @@
 //! Executing one claimed job: a single `start_call`, or an automation's
-//! steps (`start_call`, `wait_for_call`, `branch`) from where it left off.
+//! steps (`start_call`, `wait_for_call`, `branch`, `webhook`) from where it
+//! left off.
 //!
 //! Progress is kept in the job's `state` (current step, calls by step) and
 //! written with every status change, so a job claimed again after a crash
@@ -17,6 +18,18 @@ use crate::config::{Automation, OnTimeout, StepConfig};
 use crate::input::phone::{self, PhoneValidation};
 use crate::store::ClaimedJob;
 use crate::template::{JsonTemplate, compile_text, render_text};
+
+/// A `webhook` step's body when it sets no `payload`: the event, the job,
+/// the call and the input.
+fn default_payload(ctx: &Value) -> Value {
+    json!({
+        "event": ctx.pointer("/event/name"),
+        "job_id": ctx.pointer("/job/id"),
+        "call": ctx.get("call"),
+        "agent": ctx.get("agent"),
+        "input": ctx.get("input"),
+    })
+}
 
 /// Chains of event-started automations deeper than this are not started.
 pub const MAX_EVENT_DEPTH: i64 = 5;
@@ -284,8 +297,31 @@ impl RunnerCtx {
                         }
                     }
                 }
-                StepConfig::Webhook { .. } => {
-                    return Next::Fail("webhook steps are not supported yet".into());
+                StepConfig::Webhook {
+                    endpoint,
+                    event,
+                    payload,
+                    ..
+                } => {
+                    let ctx = self.automation_context(job, state).await;
+                    match self
+                        .queue_delivery(
+                            job,
+                            &automation.name,
+                            i,
+                            endpoint,
+                            event.as_deref(),
+                            payload.as_ref(),
+                            &ctx,
+                        )
+                        .await
+                    {
+                        Ok(id) => {
+                            state.log(i, "webhook", &format!("queued {id}"), None, now);
+                            state.step += 1;
+                        }
+                        Err(next) => return next,
+                    }
                 }
             }
         }
@@ -299,6 +335,69 @@ impl RunnerCtx {
             "call_ids": calls,
             "last_call": last.as_ref().map(call_json),
         }))
+    }
+
+    /// Creates the step's delivery (once: a step that runs again after a
+    /// crash finds the one it made) and wakes the delivery engine.
+    #[allow(clippy::too_many_arguments)]
+    async fn queue_delivery(
+        &self,
+        job: &ClaimedJob,
+        automation: &str,
+        step: usize,
+        endpoint: &str,
+        event: Option<&str>,
+        payload: Option<&toml::Value>,
+        ctx: &Value,
+    ) -> Result<String, Next> {
+        let Some(ep) = self.config.endpoints.get(endpoint) else {
+            return Err(Next::Fail(format!(
+                "step {step}: endpoint `{endpoint}` is not configured (any more)"
+            )));
+        };
+        let body = match payload {
+            Some(p) => JsonTemplate::from_toml(p).and_then(|t| t.render(ctx)),
+            None => Ok(default_payload(ctx)),
+        };
+        let body = match body {
+            Ok(b) => b.to_string(),
+            Err(e) => return Err(Next::Fail(format!("step {step} `payload`: {e}"))),
+        };
+        let mut headers = serde_json::Map::new();
+        for (name, t) in &ep.headers {
+            match render_text(t, ctx) {
+                Ok(v) => {
+                    headers.insert(name.clone(), Value::String(v));
+                }
+                Err(e) => return Err(Next::Fail(format!("step {step}: header `{name}`: {e}"))),
+            }
+        }
+        let now = self.clock.now_ms();
+        let call_id = ctx
+            .pointer("/call/id")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let delivery = crate::store::NewDelivery {
+            id: crate::ids::prefixed("dlv_", now),
+            msg_id: crate::ids::prefixed("msg_", now),
+            endpoint: endpoint.to_owned(),
+            event: event
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("automation.{automation}")),
+            job_id: Some(job.id.clone()),
+            call_id,
+            headers_json: Value::Object(headers).to_string(),
+            body,
+            dedupe_key: Some(format!("{}:{step}", job.id)),
+            created_at_ms: now,
+        };
+        match self.store.create_delivery(delivery).await {
+            Ok(id) => {
+                self.deliveries_wake.notify_one();
+                Ok(id)
+            }
+            Err(e) => Err(Next::Retry(format!("storage: {e}"))),
+        }
     }
 
     /// `input`, `call` (the last call placed, else the event's), `calls`,
@@ -315,9 +414,18 @@ impl RunnerCtx {
             .as_ref()
             .and_then(|id| calls.values().find(|c| c["id"] == *id).cloned());
         let event_call = job.input.get("call").cloned();
+        let call = last.or(event_call.clone()).unwrap_or(Value::Null);
+        let agent = call
+            .get("agent_id")
+            .and_then(Value::as_str)
+            .and_then(|id| self.config.agents.get(id))
+            .map(|a| json!({"id": a.id, "name": a.name, "from_number": a.from_number}))
+            .or_else(|| job.input.get("agent").cloned())
+            .unwrap_or(Value::Null);
         json!({
             "input": job.input,
-            "call": last.or(event_call.clone()).unwrap_or(Value::Null),
+            "agent": agent,
+            "call": call,
             "event": {"call": event_call, "name": job.action.get("event")},
             "calls": calls,
             "job": {"id": job.id},

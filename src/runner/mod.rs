@@ -62,6 +62,8 @@ pub struct RunnerCtx {
     pub clock: Arc<dyn Clock>,
     /// Poked when new jobs are due (accepted triggers, call events).
     pub wake: Arc<Notify>,
+    /// Poked when a `webhook` step queues a delivery.
+    pub deliveries_wake: Arc<Notify>,
     pub owner: String,
 }
 
@@ -78,6 +80,7 @@ impl Runner {
         providers: Arc<Providers>,
         clock: Arc<dyn Clock>,
         wake: Arc<Notify>,
+        deliveries_wake: Arc<Notify>,
     ) -> Self {
         let owner = format!("worker-{}", ulid::Ulid::generate());
         Self {
@@ -87,6 +90,7 @@ impl Runner {
                 providers,
                 clock,
                 wake,
+                deliveries_wake,
                 owner,
             }),
         }

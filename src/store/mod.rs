@@ -167,6 +167,56 @@ pub trait Store: Send + Sync + 'static {
         event: CallEventIn,
         on_final: EventJobs,
     ) -> Result<EventApplied, StoreError>;
+
+    // Outbound webhook deliveries (the delivery log).
+
+    /// Creates a delivery due now; returns its id (the existing one's when
+    /// its `dedupe_key` was seen before).
+    async fn create_delivery(&self, delivery: NewDelivery) -> Result<String, StoreError>;
+
+    /// Claims due deliveries of one endpoint under a lease.
+    async fn claim_deliveries(
+        &self,
+        endpoint: &str,
+        owner: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<DeliveryRecord>, StoreError>;
+
+    /// Logs an attempt and sets the delivery's new status (and next attempt
+    /// time) in one transaction, if `owner` still holds its lease.
+    async fn finish_delivery_attempt(
+        &self,
+        id: &str,
+        owner: &str,
+        attempt: DeliveryAttempt,
+        status: DeliveryStatus,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Hands claimed deliveries back untried, due at `due_ms`.
+    async fn release_deliveries(
+        &self,
+        ids: Vec<String>,
+        owner: &str,
+        due_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    async fn delivery(&self, id: &str) -> Result<Option<DeliveryRecord>, StoreError>;
+
+    async fn delivery_attempts(&self, id: &str) -> Result<Vec<DeliveryAttempt>, StoreError>;
+
+    async fn deliveries(&self, filter: DeliveryFilter) -> Result<Vec<DeliveryRecord>, StoreError>;
+
+    /// Queues a failed or dead delivery again (same `webhook-id`).
+    async fn replay_delivery(&self, id: &str, now_ms: i64) -> Result<Replay, StoreError>;
+
+    /// Deletes finished deliveries last updated before `before_ms`.
+    async fn purge_deliveries(&self, before_ms: i64) -> Result<u64, StoreError>;
+
+    /// Rows by status of jobs, calls and deliveries: (table, status, count).
+    async fn status_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError>;
 }
 
 /// Opens the store named by `cfg.url` (relative SQLite paths are inside

@@ -251,3 +251,123 @@ pub enum EventApplied {
 pub fn lines_busy_reason(agent_id: &str) -> String {
     format!("lines busy: {agent_id}")
 }
+
+/// An outbound webhook delivery to create (a `webhook` step's, or a replay).
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub id: String,
+    /// The Standard Webhooks `webhook-id`, the same for every attempt.
+    pub msg_id: String,
+    pub endpoint: String,
+    pub event: String,
+    pub job_id: Option<String>,
+    pub call_id: Option<String>,
+    /// JSON object of the rendered (non-secret) headers.
+    pub headers_json: String,
+    /// The request body, as sent.
+    pub body: String,
+    /// One delivery per key (a job's step): a re-run step finds it.
+    pub dedupe_key: Option<String>,
+    pub created_at_ms: i64,
+}
+
+/// Delivery states: `pending` (due at `next_attempt_at`), `sending` (an
+/// attempt in flight under a lease), then `succeeded`, `failed` (refused
+/// by the receiver with a 4xx that is not worth repeating, or by the SSRF
+/// guard) or `dead` (every attempt of the retry policy failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    Pending,
+    Sending,
+    Succeeded,
+    Failed,
+    Dead,
+}
+
+impl DeliveryStatus {
+    pub const ALL: [DeliveryStatus; 5] = [
+        Self::Pending,
+        Self::Sending,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Dead,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Sending => "sending",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+/// A delivery as stored.
+#[derive(Debug, Clone)]
+pub struct DeliveryRecord {
+    pub id: String,
+    pub msg_id: String,
+    pub endpoint: String,
+    pub event: String,
+    pub job_id: Option<String>,
+    pub call_id: Option<String>,
+    pub status: DeliveryStatus,
+    pub headers: serde_json::Value,
+    pub body: String,
+    /// Attempts made so far (across replays).
+    pub attempts: i64,
+    /// `attempts` when the current retry budget started (0, or the count at
+    /// the last replay).
+    pub budget_start: i64,
+    pub next_attempt_at_ms: Option<i64>,
+    pub last_status_code: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// One attempt of a delivery, as logged.
+#[derive(Debug, Clone)]
+pub struct DeliveryAttempt {
+    pub attempt: i64,
+    pub started_at_ms: i64,
+    /// Headers sent, secrets redacted.
+    pub request_headers: serde_json::Value,
+    pub request_body: String,
+    pub response_status: Option<i64>,
+    /// At most 4 KiB of the response body.
+    pub response_body: Option<String>,
+    pub latency_ms: i64,
+    pub error: Option<String>,
+    /// When the next attempt is due (none after the last).
+    pub next_attempt_at_ms: Option<i64>,
+}
+
+/// `GET /v1/deliveries` filters. Newest first; `before` is the cursor (a
+/// delivery id: ids sort by creation time).
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    pub status: Option<DeliveryStatus>,
+    pub endpoint: Option<String>,
+    pub job_id: Option<String>,
+    pub call_id: Option<String>,
+    pub since_ms: Option<i64>,
+    pub before: Option<String>,
+    pub limit: usize,
+}
+
+/// What a replay request found.
+#[derive(Debug, Clone)]
+pub enum Replay {
+    NotFound,
+    /// Only `failed` and `dead` deliveries are replayed.
+    NotReplayable(DeliveryStatus),
+    Queued(Box<DeliveryRecord>),
+}

@@ -512,3 +512,81 @@ async fn scalar(db: &PathBuf, sql: &str) -> i64 {
         .await
         .unwrap_or(0)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delivery_waiting_for_its_retry_survives_sigkill_and_is_sent_after_restart() {
+    use crate::receiver::{Receiver, Reply};
+    let rx = Receiver::start().await;
+    // The first attempt is told to come back in 2 s: the process dies inside
+    // that wait.
+    rx.script([Reply::status(503).header("retry-after", "2")]);
+    let (config, key) = config_dir();
+    let dir = config.path();
+    let endpoints = crate::deliveries::crm_endpoint(&rx.url("/hooks"), "").replace(
+        "auth = { type = \"bearer\", token = \"${CRM_TOKEN}\" }\n",
+        "",
+    );
+    std::fs::write(dir.join("endpoints.toml"), endpoints).unwrap();
+    let mut automations = std::fs::read_to_string(dir.join("automations.toml")).unwrap();
+    automations.push_str(
+        "\n[automations.notify]\n[[automations.notify.steps]]\ntype = \"webhook\"\nendpoint = \"crm\"\n\
+         payload = { phone = \"{{ input.phone_number }}\" }\n",
+    );
+    std::fs::write(dir.join("automations.toml"), automations).unwrap();
+    let mut triggers = std::fs::read_to_string(dir.join("triggers.toml")).unwrap();
+    triggers.push_str(
+        "\n[triggers.notify]\nschema = \"schemas/demo-call.json\"\n\
+         action = { type = \"automation\", name = \"notify\", to = \"/phone_number\" }\n",
+    );
+    std::fs::write(dir.join("triggers.toml"), triggers).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let db = data.path().join("callgate.db");
+
+    let mut gw = Gateway::start(dir, data.path());
+    let r = gw
+        .client(data.path())
+        .post(gw.url("/v1/triggers/notify"))
+        .bearer_auth(&key)
+        .json(&demo_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    crate::runner::eventually(
+        Duration::from_secs(20),
+        "the first attempt logged",
+        || async {
+            let n = scalar(&db, "SELECT COUNT(*) FROM delivery_attempts").await;
+            (n == 1).then_some(())
+        },
+    )
+    .await;
+    gw.child.kill().unwrap(); // SIGKILL, inside the 2 s wait
+    gw.child.wait().unwrap();
+    assert_eq!(rx.received().len(), 1);
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT COUNT(*) FROM deliveries WHERE status = 'pending'"
+        )
+        .await,
+        1
+    );
+
+    let _gw2 = Gateway::start(dir, data.path());
+    let got = rx.wait_for(2, Duration::from_secs(20)).await;
+    assert_eq!(got[1].headers["webhook-id"], got[0].headers["webhook-id"]);
+    crate::runner::eventually(
+        Duration::from_secs(10),
+        "the delivery to succeed",
+        || async {
+            let n = scalar(
+                &db,
+                "SELECT COUNT(*) FROM deliveries WHERE status = 'succeeded' AND attempts = 2",
+            )
+            .await;
+            (n == 1).then_some(())
+        },
+    )
+    .await;
+}

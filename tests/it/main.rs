@@ -3,9 +3,11 @@
 //! concerns.
 
 mod accept;
+mod actions;
 mod auth;
 mod calls;
 mod cli;
+mod deliveries;
 mod durability;
 mod errors;
 mod idempotency;

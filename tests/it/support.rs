@@ -16,6 +16,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub const JWT_SECRET: &str = "test-secret-that-is-at-least-32-bytes-long!!";
+/// The `${CRM_TOKEN}` of test endpoint configs.
+pub const CRM_TOKEN: &str = "crm-token-that-must-never-be-logged";
 pub const JWT_ISS: &str = "https://idp.test/";
 pub const JWT_AUD: &str = "callgate";
 pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
@@ -370,7 +372,10 @@ pub async fn count_jobs(path: &Path) -> i64 {
 }
 
 pub fn test_env() -> BTreeMap<String, String> {
-    BTreeMap::from([("TEST_JWT_SECRET".to_string(), JWT_SECRET.to_string())])
+    BTreeMap::from([
+        ("TEST_JWT_SECRET".to_string(), JWT_SECRET.to_string()),
+        ("CRM_TOKEN".to_string(), CRM_TOKEN.to_string()),
+    ])
 }
 
 /// A self-signed certificate for 127.0.0.1 / localhost: (cert PEM, key PEM).
@@ -391,7 +396,7 @@ pub fn client(cert_pem: &[u8]) -> reqwest::Client {
         .unwrap()
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();

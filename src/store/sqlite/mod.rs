@@ -11,6 +11,7 @@
 //! leaves `journal_mode` alone and `synchronous` at the library default) and
 //! read back at start; the store refuses to open if they did not take.
 
+mod deliveries;
 mod ops;
 mod schema;
 mod writer;
@@ -30,8 +31,9 @@ use tokio::sync::oneshot;
 pub use writer::MAX_ROWS_PER_STATEMENT;
 
 use super::{
-    CallEventIn, CallRecord, ClaimedJob, EnqueueOutcome, EventApplied, EventJobs, GroupCommit,
-    IdempotencyRecord, JobEvent, JobRecord, JobUpdate, NewCall, NewJob, Reservation, Store,
+    CallEventIn, CallRecord, ClaimedJob, DeliveryAttempt, DeliveryFilter, DeliveryRecord,
+    DeliveryStatus, EnqueueOutcome, EventApplied, EventJobs, GroupCommit, IdempotencyRecord,
+    JobEvent, JobRecord, JobUpdate, NewCall, NewDelivery, NewJob, Replay, Reservation, Store,
     StoreError,
 };
 use crate::calls::CallStatus;
@@ -416,5 +418,83 @@ impl Store for SqliteStore {
             Ok(applied)
         })
         .await
+    }
+
+    async fn create_delivery(&self, delivery: NewDelivery) -> Result<String, StoreError> {
+        self.write(move |conn| deliveries::create(conn, &delivery))
+            .await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        endpoint: &str,
+        owner: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let (endpoint, owner) = (endpoint.to_owned(), owner.to_owned());
+        self.write(move |conn| {
+            deliveries::claim(conn, &endpoint, &owner, now_ms, lease_until_ms, limit)
+        })
+        .await
+    }
+
+    async fn finish_delivery_attempt(
+        &self,
+        id: &str,
+        owner: &str,
+        attempt: DeliveryAttempt,
+        status: DeliveryStatus,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let (id, owner) = (id.to_owned(), owner.to_owned());
+        self.write(move |conn| {
+            deliveries::finish_attempt(conn, &id, &owner, &attempt, status, now_ms)
+        })
+        .await
+    }
+
+    async fn release_deliveries(
+        &self,
+        ids: Vec<String>,
+        owner: &str,
+        due_ms: i64,
+    ) -> Result<(), StoreError> {
+        let owner = owner.to_owned();
+        self.write(move |conn| deliveries::release(conn, &ids, &owner, due_ms))
+            .await
+    }
+
+    async fn delivery(&self, id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
+        let id = id.to_owned();
+        self.read_calls(move |conn| deliveries::read(conn, &id))
+            .await
+    }
+
+    async fn delivery_attempts(&self, id: &str) -> Result<Vec<DeliveryAttempt>, StoreError> {
+        let id = id.to_owned();
+        self.read_calls(move |conn| deliveries::attempts(conn, &id))
+            .await
+    }
+
+    async fn deliveries(&self, filter: DeliveryFilter) -> Result<Vec<DeliveryRecord>, StoreError> {
+        self.read_calls(move |conn| deliveries::list(conn, &filter))
+            .await
+    }
+
+    async fn replay_delivery(&self, id: &str, now_ms: i64) -> Result<Replay, StoreError> {
+        let id = id.to_owned();
+        self.write(move |conn| deliveries::replay(conn, &id, now_ms))
+            .await
+    }
+
+    async fn purge_deliveries(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.write(move |conn| deliveries::purge(conn, before_ms))
+            .await
+    }
+
+    async fn status_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        self.read_calls(deliveries::status_counts).await
     }
 }

@@ -116,6 +116,51 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
             WHERE status IN ('queued', 'dialing', 'ringing', 'in_progress');
         "#,
     ),
+    (
+        4,
+        "outbound webhook deliveries and their attempts",
+        r#"
+        CREATE TABLE deliveries (
+            id TEXT PRIMARY KEY,
+            msg_id TEXT NOT NULL,
+            endpoint TEXT NOT NULL,
+            event TEXT NOT NULL,
+            job_id TEXT,
+            call_id TEXT,
+            status TEXT NOT NULL,
+            headers TEXT NOT NULL,
+            body TEXT NOT NULL,
+            attempts BIGINT NOT NULL DEFAULT 0,
+            budget_start BIGINT NOT NULL DEFAULT 0,
+            next_attempt_at BIGINT,
+            lease_owner TEXT,
+            lease_expires_at BIGINT,
+            last_status_code BIGINT,
+            last_error TEXT,
+            dedupe_key TEXT UNIQUE,
+            created_at BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL
+        );
+        CREATE INDEX deliveries_due ON deliveries (endpoint, next_attempt_at) WHERE status = 'pending';
+        CREATE INDEX deliveries_lease ON deliveries (lease_expires_at) WHERE status = 'sending';
+        CREATE INDEX deliveries_job ON deliveries (job_id);
+        CREATE INDEX deliveries_call ON deliveries (call_id);
+        CREATE INDEX deliveries_created ON deliveries (created_at);
+        CREATE TABLE delivery_attempts (
+            delivery_id TEXT NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
+            attempt BIGINT NOT NULL,
+            started_at BIGINT NOT NULL,
+            request_headers TEXT NOT NULL,
+            request_body TEXT NOT NULL,
+            response_status BIGINT,
+            response_body TEXT,
+            latency_ms BIGINT NOT NULL,
+            error TEXT,
+            next_attempt_at BIGINT,
+            PRIMARY KEY (delivery_id, attempt)
+        );
+        "#,
+    ),
 ];
 
 pub(super) async fn migrate(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {

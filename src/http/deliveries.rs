@@ -1,0 +1,187 @@
+//! The delivery log: `GET /v1/deliveries` (filters, newest first, cursor),
+//! `GET /v1/deliveries/{id}` (with every attempt) and
+//! `POST /v1/deliveries/{id}/retry` (replays a failed or dead delivery with
+//! its original `webhook-id`). Scopes `deliveries:read` / `deliveries:write`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::triggers::store_error;
+use crate::auth::{Principal, Scope};
+use crate::http::AppState;
+use crate::http::error::ApiError;
+use crate::http::extract::{ApiPath, ApiQuery};
+use crate::store::{DeliveryFilter, DeliveryStatus, Replay};
+use crate::webhooks::delivery::{attempt_json, delivery_json};
+
+const DEFAULT_LIMIT: usize = 50;
+const MAX_LIMIT: usize = 200;
+
+fn require(principal: &Principal, scope: Scope) -> Result<(), ApiError> {
+    if principal.scopes.has(&scope) {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden {
+        detail: format!("this needs the `{scope}` scope"),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    status: Option<String>,
+    endpoint: Option<String>,
+    job_id: Option<String>,
+    call_id: Option<String>,
+    /// RFC 3339: deliveries created at or after.
+    since: Option<String>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+pub async fn list_deliveries(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Arc<Principal>>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    require(&principal, Scope::DeliveriesRead)?;
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(s) => Some(DeliveryStatus::parse(s).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "`status` must be one of pending, sending, succeeded, failed, dead (got `{s}`)"
+            ))
+        })?),
+    };
+    let since_ms = match q.since.as_deref() {
+        None => None,
+        Some(s) => Some(
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map_err(|e| {
+                    ApiError::bad_request(format!("`since` is not an RFC 3339 time: {e}"))
+                })?
+                .timestamp_millis(),
+        ),
+    };
+    if let Some(c) = &q.cursor
+        && !(c.starts_with("dlv_") && c.len() < 64)
+    {
+        return Err(ApiError::bad_request(
+            "`cursor` is not a cursor from this API",
+        ));
+    }
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::bad_request(format!(
+            "`limit` must be between 1 and {MAX_LIMIT}"
+        )));
+    }
+    let rows = app
+        .store
+        .deliveries(DeliveryFilter {
+            status,
+            endpoint: q.endpoint,
+            job_id: q.job_id,
+            call_id: q.call_id,
+            since_ms,
+            before: q.cursor,
+            limit: limit + 1,
+        })
+        .await
+        .map_err(store_error)?;
+    let more = rows.len() > limit;
+    let page: Vec<Value> = rows.iter().take(limit).map(delivery_json).collect();
+    let next = more.then(|| rows[limit - 1].id.clone());
+    Ok(Json(json!({"deliveries": page, "next_cursor": next})))
+}
+
+pub async fn get_delivery(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Arc<Principal>>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    require(&principal, Scope::DeliveriesRead)?;
+    let d = app
+        .store
+        .delivery(&id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::NotFound(format!("no delivery `{id}`")))?;
+    let attempts = app
+        .store
+        .delivery_attempts(&id)
+        .await
+        .map_err(store_error)?;
+    let mut out = delivery_json(&d);
+    out["request"] = json!({"headers": redacted(&d.headers), "body": d.body});
+    out["attempts"] = attempts.iter().map(attempt_json).collect();
+    Ok(Json(out))
+}
+
+pub async fn retry_delivery(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Arc<Principal>>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    require(&principal, Scope::DeliveriesWrite)?;
+    match app
+        .store
+        .replay_delivery(&id, app.clock.now_ms())
+        .await
+        .map_err(store_error)?
+    {
+        Replay::NotFound => Err(ApiError::NotFound(format!("no delivery `{id}`"))),
+        Replay::NotReplayable(status) => Err(ApiError::Conflict(format!(
+            "delivery `{id}` is {}; only failed and dead deliveries are replayed",
+            status.as_str()
+        ))),
+        Replay::Queued(d) => {
+            if app.outbound.client(&d.endpoint).is_none() {
+                tracing::warn!(delivery = %d.id, endpoint = %d.endpoint, "replayed a delivery whose endpoint is not configured; it waits until it is");
+            }
+            tracing::info!(delivery = %d.id, principal = %principal.id, "delivery replayed");
+            app.outbound.wake.notify_one();
+            Ok((StatusCode::ACCEPTED, Json(delivery_json(&d))))
+        }
+    }
+}
+
+/// Stored headers with secret-looking values hidden.
+fn redacted(headers: &Value) -> Value {
+    match headers.as_object() {
+        Some(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| {
+                    let v = if crate::webhooks::client::is_secret_header(k) {
+                        Value::String("[redacted]".into())
+                    } else {
+                        v.clone()
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        None => Value::Object(Default::default()),
+    }
+}
+
+pub async fn metrics(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Arc<Principal>>,
+) -> Result<([(axum::http::HeaderName, &'static str); 1], String), ApiError> {
+    require(&principal, Scope::MetricsRead)?;
+    let text = app.metrics.render(&*app.store).await;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    ))
+}

@@ -1,0 +1,304 @@
+//! Delivery log writes and reads (outbound webhooks), for the writer thread
+//! and the read connection. Portable SQL: the same statements serve
+//! PostgreSQL later.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::store::{
+    DeliveryAttempt, DeliveryFilter, DeliveryRecord, DeliveryStatus, NewDelivery, Replay,
+    StoreError,
+};
+
+const COLUMNS: &str = "id, msg_id, endpoint, event, job_id, call_id, status, headers, body, \
+     attempts, budget_start, next_attempt_at, last_status_code, last_error, created_at, updated_at";
+
+fn json(text: String) -> serde_json::Value {
+    serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+}
+
+fn record(r: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
+    Ok(DeliveryRecord {
+        id: r.get(0)?,
+        msg_id: r.get(1)?,
+        endpoint: r.get(2)?,
+        event: r.get(3)?,
+        job_id: r.get(4)?,
+        call_id: r.get(5)?,
+        status: DeliveryStatus::parse(&r.get::<_, String>(6)?).unwrap_or(DeliveryStatus::Failed),
+        headers: json(r.get(7)?),
+        body: r.get(8)?,
+        attempts: r.get(9)?,
+        budget_start: r.get(10)?,
+        next_attempt_at_ms: r.get(11)?,
+        last_status_code: r.get(12)?,
+        last_error: r.get(13)?,
+        created_at_ms: r.get(14)?,
+        updated_at_ms: r.get(15)?,
+    })
+}
+
+/// Inserts a delivery, due now; with a `dedupe_key` that exists already,
+/// returns the existing delivery's id instead.
+pub(super) fn create(conn: &Connection, d: &NewDelivery) -> Result<String, StoreError> {
+    if let Some(key) = &d.dedupe_key {
+        let existing: Option<String> = conn
+            .prepare_cached("SELECT id FROM deliveries WHERE dedupe_key = ?1")?
+            .query_row([key], |r| r.get(0))
+            .optional()?;
+        if let Some(id) = existing {
+            return Ok(id);
+        }
+    }
+    conn.prepare_cached(
+        "INSERT INTO deliveries (id, msg_id, endpoint, event, job_id, call_id, status, headers, body, \
+         next_attempt_at, dedupe_key, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8, ?9, ?10, ?9, ?9)",
+    )?
+    .execute(params![
+        d.id,
+        d.msg_id,
+        d.endpoint,
+        d.event,
+        d.job_id,
+        d.call_id,
+        d.headers_json,
+        d.body,
+        d.created_at_ms,
+        d.dedupe_key,
+    ])?;
+    Ok(d.id.clone())
+}
+
+/// Claims up to `limit` due deliveries of one endpoint (pending and due, or
+/// sending with an expired lease: the process sending it died), oldest due
+/// first.
+pub(super) fn claim(
+    conn: &Connection,
+    endpoint: &str,
+    owner: &str,
+    now_ms: i64,
+    lease_until_ms: i64,
+    limit: usize,
+) -> Result<Vec<DeliveryRecord>, StoreError> {
+    let mut ids: Vec<(i64, String)> = conn
+        .prepare_cached(
+            "SELECT next_attempt_at, id FROM deliveries WHERE status = 'pending' AND endpoint = ?1 \
+             AND next_attempt_at <= ?2 ORDER BY next_attempt_at LIMIT ?3",
+        )?
+        .query_map(params![endpoint, now_ms, limit as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    let expired: Vec<(i64, String)> = conn
+        .prepare_cached(
+            "SELECT lease_expires_at, id FROM deliveries WHERE status = 'sending' \
+             AND lease_expires_at < ?1 AND endpoint = ?2 ORDER BY lease_expires_at LIMIT ?3",
+        )?
+        .query_map(params![now_ms, endpoint, limit as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    ids.extend(expired);
+    ids.sort();
+    ids.truncate(limit);
+    let mut out = Vec::with_capacity(ids.len());
+    let mut update = conn.prepare_cached(&format!(
+        "UPDATE deliveries SET status = 'sending', lease_owner = ?2, lease_expires_at = ?3, \
+         updated_at = ?4 WHERE id = ?1 RETURNING {COLUMNS}"
+    ))?;
+    for (_, id) in ids {
+        if let Some(d) = update
+            .query_row(params![id, owner, lease_until_ms, now_ms], record)
+            .optional()?
+        {
+            out.push(d);
+        }
+    }
+    Ok(out)
+}
+
+/// Logs an attempt and moves the delivery on, if `owner` still holds it.
+pub(super) fn finish_attempt(
+    conn: &Connection,
+    id: &str,
+    owner: &str,
+    attempt: &DeliveryAttempt,
+    status: DeliveryStatus,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    let updated = conn
+        .prepare_cached(
+            "UPDATE deliveries SET status = ?3, attempts = ?4, next_attempt_at = ?5, \
+             last_status_code = ?6, last_error = ?7, lease_owner = NULL, lease_expires_at = NULL, \
+             updated_at = ?8 WHERE id = ?1 AND status = 'sending' AND lease_owner = ?2",
+        )?
+        .execute(params![
+            id,
+            owner,
+            status.as_str(),
+            attempt.attempt,
+            attempt.next_attempt_at_ms,
+            attempt.response_status,
+            attempt.error,
+            now_ms,
+        ])?;
+    if updated == 0 {
+        return Ok(false);
+    }
+    conn.prepare_cached(
+        "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, request_headers, \
+         request_body, response_status, response_body, latency_ms, error, next_attempt_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+         ON CONFLICT (delivery_id, attempt) DO NOTHING",
+    )?
+    .execute(params![
+        id,
+        attempt.attempt,
+        attempt.started_at_ms,
+        attempt.request_headers.to_string(),
+        attempt.request_body,
+        attempt.response_status,
+        attempt.response_body,
+        attempt.latency_ms,
+        attempt.error,
+        attempt.next_attempt_at_ms,
+    ])?;
+    Ok(true)
+}
+
+/// Hands claimed deliveries back untried (shutdown, or an open breaker).
+pub(super) fn release(
+    conn: &Connection,
+    ids: &[String],
+    owner: &str,
+    due_ms: i64,
+) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE deliveries SET status = 'pending', next_attempt_at = ?3, lease_owner = NULL, \
+         lease_expires_at = NULL, updated_at = ?3 WHERE id = ?1 AND status = 'sending' AND lease_owner = ?2",
+    )?;
+    for id in ids {
+        stmt.execute(params![id, owner, due_ms])?;
+    }
+    Ok(())
+}
+
+/// Queues a `failed` or `dead` delivery again, with a fresh retry budget and
+/// the same `webhook-id`.
+pub(super) fn replay(conn: &Connection, id: &str, now_ms: i64) -> Result<Replay, StoreError> {
+    let Some(current) = read(conn, id)? else {
+        return Ok(Replay::NotFound);
+    };
+    if !matches!(
+        current.status,
+        DeliveryStatus::Failed | DeliveryStatus::Dead
+    ) {
+        return Ok(Replay::NotReplayable(current.status));
+    }
+    let d = conn
+        .prepare_cached(&format!(
+            "UPDATE deliveries SET status = 'pending', budget_start = attempts, next_attempt_at = ?2, \
+             updated_at = ?2 WHERE id = ?1 RETURNING {COLUMNS}"
+        ))?
+        .query_row(params![id, now_ms], record)?;
+    Ok(Replay::Queued(Box::new(d)))
+}
+
+/// Deletes finished deliveries (and their attempts) last updated before
+/// `before_ms`. Pending and in-flight ones are kept whatever their age.
+pub(super) fn purge(conn: &Connection, before_ms: i64) -> Result<u64, StoreError> {
+    conn.prepare_cached(
+        "DELETE FROM delivery_attempts WHERE delivery_id IN (SELECT id FROM deliveries \
+         WHERE updated_at < ?1 AND status IN ('succeeded', 'failed', 'dead'))",
+    )?
+    .execute([before_ms])?;
+    let n = conn
+        .prepare_cached(
+            "DELETE FROM deliveries WHERE updated_at < ?1 AND status IN ('succeeded', 'failed', 'dead')",
+        )?
+        .execute([before_ms])?;
+    Ok(n as u64)
+}
+
+pub(super) fn read(conn: &Connection, id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
+    Ok(conn
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM deliveries WHERE id = ?1"))?
+        .query_row([id], record)
+        .optional()?)
+}
+
+pub(super) fn attempts(conn: &Connection, id: &str) -> Result<Vec<DeliveryAttempt>, StoreError> {
+    let rows = conn
+        .prepare_cached(
+            "SELECT attempt, started_at, request_headers, request_body, response_status, \
+             response_body, latency_ms, error, next_attempt_at FROM delivery_attempts \
+             WHERE delivery_id = ?1 ORDER BY attempt",
+        )?
+        .query_map([id], |r| {
+            Ok(DeliveryAttempt {
+                attempt: r.get(0)?,
+                started_at_ms: r.get(1)?,
+                request_headers: json(r.get(2)?),
+                request_body: r.get(3)?,
+                response_status: r.get(4)?,
+                response_body: r.get(5)?,
+                latency_ms: r.get(6)?,
+                error: r.get(7)?,
+                next_attempt_at_ms: r.get(8)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+/// Newest first, filtered; at most `filter.limit`.
+pub(super) fn list(
+    conn: &Connection,
+    filter: &DeliveryFilter,
+) -> Result<Vec<DeliveryRecord>, StoreError> {
+    let mut sql = format!("SELECT {COLUMNS} FROM deliveries WHERE 1 = 1");
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    let mut add = |clause: &str, v: rusqlite::types::Value| {
+        args.push(v);
+        sql.push_str(&format!(" AND {clause} ?{}", args.len()));
+    };
+    if let Some(s) = filter.status {
+        add("status =", s.as_str().to_owned().into());
+    }
+    if let Some(e) = &filter.endpoint {
+        add("endpoint =", e.clone().into());
+    }
+    if let Some(j) = &filter.job_id {
+        add("job_id =", j.clone().into());
+    }
+    if let Some(c) = &filter.call_id {
+        add("call_id =", c.clone().into());
+    }
+    if let Some(t) = filter.since_ms {
+        add("created_at >=", t.into());
+    }
+    if let Some(b) = &filter.before {
+        add("id <", b.clone().into());
+    }
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", filter.limit.max(1)));
+    let rows = conn
+        .prepare(&sql)?
+        .query_map(rusqlite::params_from_iter(args), record)?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+/// Rows by status, for the metrics gauges: (table, status, count).
+pub(super) fn status_counts(conn: &Connection) -> Result<Vec<(String, String, i64)>, StoreError> {
+    let mut out = Vec::new();
+    for table in ["jobs", "calls", "deliveries"] {
+        let rows: Vec<(String, i64)> = conn
+            .prepare_cached(&format!(
+                "SELECT status, COUNT(*) FROM {table} GROUP BY status"
+            ))?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        out.extend(rows.into_iter().map(|(s, n)| (table.to_owned(), s, n)));
+    }
+    Ok(out)
+}

@@ -1,0 +1,240 @@
+//! Mid-call actions: one upstream request under a hard deadline (DNS,
+//! connect, TLS, request and response all inside it), its answer mapped to
+//! a compact result by JSON pointers, an optional TTL cache with
+//! single-flight loads, and the configured fallback when the upstream is
+//! slow or failing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+
+use super::client::{ACTION_BODY_LIMIT, Outbound, Outgoing};
+use crate::config::Config;
+use crate::config::outbound::MidCallAction;
+use crate::template::render_text;
+
+/// Results by cache key, per action.
+pub struct Caches(BTreeMap<String, moka::future::Cache<String, Arc<Value>>>);
+
+impl Caches {
+    pub fn build(config: &Config) -> Self {
+        let mut out = BTreeMap::new();
+        for (name, a) in &config.actions {
+            if let Some(c) = &a.config.cache {
+                out.insert(
+                    name.clone(),
+                    moka::future::Cache::builder()
+                        .max_capacity(c.max_entries)
+                        .time_to_live(c.ttl)
+                        .build(),
+                );
+            }
+        }
+        Self(out)
+    }
+}
+
+/// The action's answer.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub result: Value,
+    /// The fallback stood in for the upstream.
+    pub degraded: bool,
+    pub cached: bool,
+    /// Why the upstream was not used (with `degraded`).
+    pub error: Option<String>,
+}
+
+/// The upstream failed or was too slow, and there is no fallback.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct Unavailable(pub String);
+
+/// Runs `action` for `ctx` (`args`, `call`, `agent`, `action`).
+pub async fn invoke(
+    outbound: &Outbound,
+    action: &MidCallAction,
+    ctx: &Value,
+) -> Result<Answer, Unavailable> {
+    let started = Instant::now();
+    let deadline = action.config.deadline;
+    let cache = outbound.caches.0.get(&action.name);
+    let key = match (&action.cache_key, cache) {
+        (Some(t), Some(_)) => render_text(t, ctx).ok(),
+        _ => None,
+    };
+    let fetched = match (cache, key) {
+        (Some(cache), Some(key)) => {
+            let mut loaded_here = false;
+            let r = tokio::time::timeout(
+                deadline,
+                cache.try_get_with(key, async {
+                    loaded_here = true;
+                    fetch(outbound, action, ctx, deadline).await.map(Arc::new)
+                }),
+            )
+            .await;
+            match r {
+                Ok(Ok(v)) => Ok(((*v).clone(), !loaded_here)),
+                Ok(Err(e)) => Err((*e).clone()),
+                Err(_) => Err(timeout_message(deadline)),
+            }
+        }
+        _ => match tokio::time::timeout(deadline, fetch(outbound, action, ctx, deadline)).await {
+            Ok(r) => r.map(|v| (v, false)),
+            Err(_) => Err(timeout_message(deadline)),
+        },
+    };
+    let (answer, outcome) = match fetched {
+        Ok((result, cached)) => (
+            Ok(Answer {
+                result,
+                degraded: false,
+                cached,
+                error: None,
+            }),
+            if cached { "cached" } else { "ok" },
+        ),
+        Err(error) => match &action.fallback {
+            Some(f) => {
+                tracing::warn!(action = %action.name, %error, "mid-call action degraded to its fallback");
+                (
+                    Ok(Answer {
+                        result: f.clone(),
+                        degraded: true,
+                        cached: false,
+                        error: Some(error),
+                    }),
+                    "fallback",
+                )
+            }
+            None => {
+                tracing::warn!(action = %action.name, %error, "mid-call action failed (no fallback)");
+                (Err(Unavailable(error)), "error")
+            }
+        },
+    };
+    metrics::histogram!("callgate_action_duration_seconds", "action" => action.name.clone(), "outcome" => outcome)
+        .record(started.elapsed().as_secs_f64());
+    answer
+}
+
+fn timeout_message(deadline: Duration) -> String {
+    format!(
+        "the upstream did not answer within the {} ms deadline",
+        deadline.as_millis()
+    )
+}
+
+/// One upstream request; the mapped result or why not.
+async fn fetch(
+    outbound: &Outbound,
+    action: &MidCallAction,
+    ctx: &Value,
+    deadline: Duration,
+) -> Result<Value, String> {
+    let client = outbound
+        .client(&action.endpoint.name)
+        .ok_or_else(|| format!("endpoint `{}` is not configured", action.endpoint.name))?;
+    let mut url = action.endpoint.url.clone();
+    if let Some(p) = &action.path {
+        let path = render_text(p, ctx).map_err(|e| format!("path: {e}"))?;
+        let joined = format!(
+            "{}{}",
+            url.as_str().trim_end_matches('/'),
+            if path.starts_with('/') || path.starts_with('?') {
+                path
+            } else {
+                format!("/{path}")
+            }
+        );
+        url = url::Url::parse(&joined).map_err(|e| format!("path: `{joined}`: {e}"))?;
+    }
+    let body = match &action.body {
+        Some(t) => Some(t.render(ctx).map_err(|e| format!("body: {e}"))?.to_string()),
+        None => None,
+    };
+    let mut headers = Vec::new();
+    for (k, t) in &action.endpoint.headers {
+        headers.push((
+            k.clone(),
+            render_text(t, ctx).map_err(|e| format!("header {k}: {e}"))?,
+        ));
+    }
+    let method = reqwest::Method::from_bytes(action.config.method.to_ascii_uppercase().as_bytes())
+        .unwrap_or(reqwest::Method::GET);
+    let msg_id = crate::ids::prefixed("msg_", chrono::Utc::now().timestamp_millis());
+    let out = client
+        .exchange(
+            Outgoing {
+                method: &method,
+                url: &url,
+                headers: &headers,
+                body: body.as_deref(),
+                msg_id: Some(&msg_id),
+                timestamp_s: chrono::Utc::now().timestamp(),
+            },
+            deadline,
+            ACTION_BODY_LIMIT,
+        )
+        .await;
+    if let Some(e) = out.error {
+        return Err(e);
+    }
+    let status = out.status.unwrap_or(0);
+    if !(200..300).contains(&status) {
+        return Err(format!("the upstream answered {status}"));
+    }
+    let answer: Value = if out.body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&out.body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&out.body).into_owned()))
+    };
+    Ok(map_result(&action.config.result, answer))
+}
+
+/// Picks the configured fields out of the upstream's answer (all of it
+/// when none are configured; a missing pointer gives `null`).
+pub fn map_result(pointers: &BTreeMap<String, String>, answer: Value) -> Value {
+    if pointers.is_empty() {
+        return answer;
+    }
+    let mut out = Map::new();
+    for (name, ptr) in pointers {
+        let v = if ptr.is_empty() {
+            answer.clone()
+        } else {
+            answer.pointer(ptr).cloned().unwrap_or(Value::Null)
+        };
+        out.insert(name.clone(), v);
+    }
+    Value::Object(out)
+}
+
+/// The template context of an action call.
+pub fn context(action: &str, agent: &str, call: &Value, args: &Value) -> Value {
+    json!({"action": action, "agent": {"id": agent}, "call": call, "args": args})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_are_picked_by_pointer() {
+        let answer = json!({"customer": {"name": "Ada", "tier": "gold"}, "noise": [1, 2]});
+        let ptrs = BTreeMap::from([
+            ("name".to_owned(), "/customer/name".to_owned()),
+            ("tier".to_owned(), "/customer/tier".to_owned()),
+            ("missing".to_owned(), "/nope".to_owned()),
+        ]);
+        assert_eq!(
+            map_result(&ptrs, answer.clone()),
+            json!({"name": "Ada", "tier": "gold", "missing": null})
+        );
+        assert_eq!(map_result(&BTreeMap::new(), answer.clone()), answer);
+    }
+}

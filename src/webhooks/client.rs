@@ -1,0 +1,357 @@
+//! One HTTP client per endpoint (SSRF guard, redirect policy, timeout), its
+//! concurrency permits and circuit breaker, and one request/response
+//! exchange with the log record it produces.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use secrecy::ExposeSecret;
+use serde_json::{Map, Value};
+use tokio::sync::{Notify, Semaphore};
+
+use super::breaker::Breaker;
+use super::ssrf::{self, GuardedResolver};
+use crate::config::Config;
+use crate::config::outbound::{Endpoint, EndpointAuth};
+
+/// Most response bytes kept in the delivery log.
+pub const LOG_EXCERPT: usize = 4096;
+/// Most response bytes a mid-call action reads.
+pub const ACTION_BODY_LIMIT: usize = 256 * 1024;
+
+/// An endpoint's client, permits and breaker.
+pub struct EndpointClient {
+    pub endpoint: Arc<Endpoint>,
+    client: reqwest::Client,
+    /// Requests in flight to this endpoint at once.
+    pub permits: Arc<Semaphore>,
+    pub breaker: Mutex<Breaker>,
+}
+
+/// Everything outbound: clients by endpoint name, the delivery wake-up, the
+/// mid-call action caches.
+pub struct Outbound {
+    pub clients: BTreeMap<String, Arc<EndpointClient>>,
+    /// Poked when a delivery is created or replayed.
+    pub wake: Arc<Notify>,
+    pub caches: super::actions::Caches,
+}
+
+impl Outbound {
+    pub fn build(config: &Config) -> anyhow::Result<Self> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut clients = BTreeMap::new();
+        for (name, e) in &config.endpoints {
+            clients.insert(name.clone(), Arc::new(EndpointClient::build(e.clone())?));
+        }
+        Ok(Self {
+            clients,
+            wake: Arc::new(Notify::new()),
+            caches: super::actions::Caches::build(config),
+        })
+    }
+
+    pub fn client(&self, endpoint: &str) -> Option<&Arc<EndpointClient>> {
+        self.clients.get(endpoint)
+    }
+}
+
+impl EndpointClient {
+    pub fn build(endpoint: Arc<Endpoint>) -> anyhow::Result<Self> {
+        let own_host = endpoint
+            .allow_private
+            .then(|| endpoint.url.host_str().unwrap_or_default().to_owned());
+        let client = reqwest::Client::builder()
+            .timeout(endpoint.timeout)
+            .connect_timeout(endpoint.timeout.min(Duration::from_secs(10)))
+            .redirect(ssrf::redirect_policy(
+                endpoint.follow_redirects,
+                own_host.clone(),
+                endpoint.allow_http,
+            ))
+            .dns_resolver(GuardedResolver {
+                trusted_host: own_host,
+            })
+            // A proxy from the environment would be connected to instead
+            // of the checked address.
+            .no_proxy()
+            .user_agent(concat!("callgate/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            permits: Arc::new(Semaphore::new(endpoint.concurrency)),
+            breaker: Mutex::new(Breaker::new(endpoint.breaker.clone())),
+            endpoint,
+            client,
+        })
+    }
+
+    /// Sends one request. Never panics, never hangs past `deadline`.
+    pub async fn exchange(
+        &self,
+        req: Outgoing<'_>,
+        deadline: Duration,
+        body_limit: usize,
+    ) -> Exchange {
+        let started = Instant::now();
+        let mut headers = reqwest::header::HeaderMap::new();
+        let mut logged = Map::new();
+        let mut put = |name: &str, value: &str, secret: bool| {
+            if let (Ok(n), Ok(v)) = (
+                reqwest::header::HeaderName::from_bytes(name.as_bytes()),
+                reqwest::header::HeaderValue::from_str(value),
+            ) {
+                let shown = if secret || is_secret_header(name) {
+                    "[redacted]"
+                } else {
+                    value
+                };
+                logged.insert(n.as_str().to_owned(), Value::String(shown.to_owned()));
+                headers.insert(n, v);
+            }
+        };
+        if req.body.is_some() {
+            put("content-type", "application/json", false);
+        }
+        for (k, v) in req.headers {
+            put(k, v, false);
+        }
+        match &self.endpoint.auth {
+            Some(EndpointAuth::Bearer { token }) => put(
+                "authorization",
+                &format!("Bearer {}", token.expose_secret()),
+                true,
+            ),
+            Some(EndpointAuth::Basic { username, password }) => {
+                use base64::Engine;
+                let raw = format!("{username}:{}", password.expose_secret());
+                let enc = base64::engine::general_purpose::STANDARD.encode(raw);
+                put("authorization", &format!("Basic {enc}"), true)
+            }
+            Some(EndpointAuth::Header { name, value }) => put(name, value.expose_secret(), true),
+            None => {}
+        }
+        if let (Some(secret), Some(msg_id)) = (&self.endpoint.signing_secret, req.msg_id) {
+            let body = req.body.unwrap_or_default();
+            let ts = req.timestamp_s;
+            match standardwebhooks::Webhook::new(secret.expose_secret())
+                .and_then(|wh| wh.sign(msg_id, ts, body.as_bytes()))
+            {
+                Ok(sig) => {
+                    put("webhook-id", msg_id, false);
+                    put("webhook-timestamp", &ts.to_string(), false);
+                    put("webhook-signature", &sig, false);
+                }
+                Err(e) => {
+                    return Exchange::error(
+                        started,
+                        Value::Object(logged),
+                        format!("signing: {e}"),
+                        false,
+                    );
+                }
+            }
+        }
+        let logged = Value::Object(logged);
+        if let Err(e) = ssrf::check_url(
+            req.url,
+            self.endpoint.allow_private,
+            self.endpoint.allow_http,
+        ) {
+            return Exchange::error(started, logged, e.to_string(), true);
+        }
+        let mut builder = self
+            .client
+            .request(req.method.clone(), req.url.clone())
+            .headers(headers)
+            .timeout(deadline);
+        if let Some(b) = req.body {
+            builder = builder.body(b.to_owned());
+        }
+        let work = async {
+            let mut resp = builder.send().await?;
+            let status = resp.status().as_u16();
+            let retry_after = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after);
+            let mut body = Vec::new();
+            while body.len() < body_limit {
+                match resp.chunk().await? {
+                    Some(c) => body.extend_from_slice(&c),
+                    None => break,
+                }
+            }
+            body.truncate(body_limit);
+            Ok::<_, reqwest::Error>((status, retry_after, body))
+        };
+        match tokio::time::timeout(deadline, work).await {
+            Ok(Ok((status, retry_after, body))) => Exchange {
+                status: Some(status),
+                body,
+                retry_after,
+                latency: started.elapsed(),
+                error: None,
+                refused: false,
+                request_headers: logged,
+            },
+            Ok(Err(e)) => {
+                let refused = ssrf::refusal(&e).is_some();
+                let msg = describe(&e);
+                Exchange::error(started, logged, msg, refused)
+            }
+            Err(_) => Exchange::error(
+                started,
+                logged,
+                format!("no answer within {} ms", deadline.as_millis()),
+                false,
+            ),
+        }
+    }
+}
+
+/// One request to send.
+pub struct Outgoing<'a> {
+    pub method: &'a reqwest::Method,
+    pub url: &'a url::Url,
+    /// Rendered, non-secret headers.
+    pub headers: &'a [(String, String)],
+    pub body: Option<&'a str>,
+    /// Standard Webhooks `webhook-id` (signed when the endpoint has a secret).
+    pub msg_id: Option<&'a str>,
+    pub timestamp_s: i64,
+}
+
+/// What came back (or why nothing did).
+#[derive(Debug)]
+pub struct Exchange {
+    pub status: Option<u16>,
+    pub body: Vec<u8>,
+    pub retry_after: Option<Duration>,
+    pub latency: Duration,
+    pub error: Option<String>,
+    /// The SSRF guard refused the target.
+    pub refused: bool,
+    pub request_headers: Value,
+}
+
+impl Exchange {
+    fn error(started: Instant, headers: Value, error: String, refused: bool) -> Self {
+        Self {
+            status: None,
+            body: Vec::new(),
+            retry_after: None,
+            latency: started.elapsed(),
+            error: Some(error),
+            refused,
+            request_headers: headers,
+        }
+    }
+
+    pub fn is_success(&self) -> bool {
+        self.status.is_some_and(|s| (200..300).contains(&s))
+    }
+
+    /// Worth trying again: no answer, 408, 429 or 5xx.
+    pub fn is_retryable(&self) -> bool {
+        match self.status {
+            None => !self.refused && self.error.is_some(),
+            Some(s) => s == 408 || s == 429 || s >= 500,
+        }
+    }
+
+    /// At most `LOG_EXCERPT` bytes of the body, as text.
+    pub fn excerpt(&self) -> Option<String> {
+        self.status?;
+        let mut end = self.body.len().min(LOG_EXCERPT);
+        while end > 0 && std::str::from_utf8(&self.body[..end]).is_err() {
+            end -= 1;
+        }
+        Some(String::from_utf8_lossy(&self.body[..end]).into_owned())
+    }
+}
+
+/// Header names whose values never go into the log.
+pub fn is_secret_header(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    matches!(
+        n.as_str(),
+        "authorization" | "proxy-authorization" | "cookie" | "x-api-key"
+    ) || ["token", "secret", "password", "api-key", "apikey"]
+        .iter()
+        .any(|w| n.contains(w))
+}
+
+/// `Retry-After`: delay-seconds or an HTTP date; capped at a day.
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    let d = if let Ok(secs) = v.parse::<u64>() {
+        Duration::from_secs(secs)
+    } else {
+        let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+        let ms = at.timestamp_millis() - chrono::Utc::now().timestamp_millis();
+        Duration::from_millis(ms.max(0) as u64)
+    };
+    Some(d.min(Duration::from_secs(24 * 3600)))
+}
+
+/// A reqwest error in one line, with its causes (the guard's refusal, DNS,
+/// connection refused, TLS …).
+fn describe(e: &reqwest::Error) -> String {
+    if let Some(refused) = ssrf::refusal(e) {
+        return refused.to_string();
+    }
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_redirect() {
+        "redirect refused"
+    } else {
+        "request failed"
+    };
+    let mut msg = kind.to_owned();
+    let mut cur = std::error::Error::source(e);
+    while let Some(c) = cur {
+        msg.push_str(": ");
+        msg.push_str(&c.to_string());
+        cur = c.source();
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_and_dates() {
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(
+            parse_retry_after("999999999"),
+            Some(Duration::from_secs(86400))
+        );
+    }
+
+    #[test]
+    fn secrets_are_recognised_by_header_name() {
+        for h in [
+            "Authorization",
+            "X-Api-Key",
+            "x-auth-token",
+            "X-Client-Secret",
+            "cookie",
+        ] {
+            assert!(is_secret_header(h), "{h}");
+        }
+        for h in ["content-type", "webhook-signature", "x-request-id"] {
+            assert!(!is_secret_header(h), "{h}");
+        }
+    }
+}

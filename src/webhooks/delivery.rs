@@ -1,0 +1,351 @@
+//! The delivery engine: claims due deliveries per endpoint (within the
+//! endpoint's free permits and its breaker), sends each attempt signed with
+//! the delivery's fixed `webhook-id`, logs it, and schedules the next one.
+//!
+//! Retries are rows in the store (`pending` with `next_attempt_at`), never
+//! timers in memory: a restart picks them up where they were. A process
+//! that dies mid-attempt leaves a `sending` lease that expires and is
+//! claimed again (at-least-once; receivers deduplicate on `webhook-id`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::breaker::Allowance;
+use super::client::{EndpointClient, Outbound, Outgoing};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::store::{DeliveryAttempt, DeliveryRecord, DeliveryStatus, Store};
+
+/// How often idle workers look for due deliveries (new ones wake them).
+const POLL: Duration = Duration::from_millis(500);
+/// How long in-flight attempts may finish at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+pub struct Deliverer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Arc<Config>,
+    store: Arc<dyn Store>,
+    outbound: Arc<Outbound>,
+    clock: Arc<dyn Clock>,
+    owner: String,
+    /// Deliveries in flight in this process, across endpoints.
+    slots: Arc<Semaphore>,
+}
+
+impl Deliverer {
+    pub fn new(
+        config: Arc<Config>,
+        store: Arc<dyn Store>,
+        outbound: Arc<Outbound>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let slots = Arc::new(Semaphore::new(config.main.deliveries.workers.max(1)));
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                outbound,
+                clock,
+                owner: format!("deliverer-{}", ulid::Ulid::generate()),
+                slots,
+            }),
+        }
+    }
+
+    /// Runs until `token` is cancelled, then lets in-flight attempts finish
+    /// (up to a grace period).
+    pub async fn run(self, token: CancellationToken) {
+        let mut inflight = JoinSet::new();
+        let mut last_purge = Instant::now() - Duration::from_secs(3600);
+        loop {
+            while inflight.try_join_next().is_some() {}
+            self.dispatch(&mut inflight).await;
+            if last_purge.elapsed() >= Duration::from_secs(600) {
+                last_purge = Instant::now();
+                self.purge().await;
+            }
+            tokio::select! {
+                _ = token.cancelled() => break,
+                _ = self.inner.outbound.wake.notified() => {}
+                _ = tokio::time::sleep(POLL) => {}
+                Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
+            }
+        }
+        if tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while inflight.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
+        {
+            tracing::warn!(
+                "deliveries still in flight at shutdown; their leases expire and they are sent again"
+            );
+            inflight.abort_all();
+        }
+    }
+
+    /// Claims and starts what every endpoint may send now. Returns how many
+    /// attempts started.
+    pub async fn dispatch(&self, inflight: &mut JoinSet<()>) -> usize {
+        let mut started = 0;
+        for client in self.inner.outbound.clients.values() {
+            let free = client
+                .permits
+                .available_permits()
+                .min(self.inner.slots.available_permits());
+            if free == 0 {
+                continue;
+            }
+            let allowance = client.breaker_allow();
+            let want = match allowance {
+                Allowance::Any => free,
+                Allowance::Probe => 1,
+                Allowance::None => continue,
+            };
+            let now = self.inner.clock.now_ms();
+            let lease = client.endpoint.timeout + Duration::from_secs(30);
+            let claimed = match self
+                .inner
+                .store
+                .claim_deliveries(
+                    &client.endpoint.name,
+                    &self.inner.owner,
+                    now,
+                    now + lease.as_millis() as i64,
+                    want,
+                )
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, endpoint = %client.endpoint.name, "claiming deliveries failed");
+                    if allowance == Allowance::Probe {
+                        client.breaker_cancel_probe();
+                    }
+                    continue;
+                }
+            };
+            if claimed.is_empty() && allowance == Allowance::Probe {
+                client.breaker_cancel_probe();
+            }
+            for d in claimed {
+                let (Ok(slot), Ok(permit)) = (
+                    self.inner.slots.clone().try_acquire_owned(),
+                    client.permits.clone().try_acquire_owned(),
+                ) else {
+                    // Cannot happen (claims stay under the free permits);
+                    // hand it back rather than over-commit.
+                    let _ = self
+                        .inner
+                        .store
+                        .release_deliveries(vec![d.id.clone()], &self.inner.owner, now)
+                        .await;
+                    continue;
+                };
+                let this = self.clone();
+                let client = client.clone();
+                started += 1;
+                inflight.spawn(async move {
+                    this.attempt(&client, d).await;
+                    drop((slot, permit));
+                });
+            }
+        }
+        started
+    }
+
+    /// Sends every due delivery now and waits for the attempts (tests and
+    /// `run_pending`-style driving).
+    pub async fn run_due(&self) -> usize {
+        let mut set = JoinSet::new();
+        let n = self.dispatch(&mut set).await;
+        while set.join_next().await.is_some() {}
+        n
+    }
+
+    async fn attempt(&self, client: &EndpointClient, d: DeliveryRecord) {
+        let endpoint = &client.endpoint;
+        let attempt = d.attempts + 1;
+        let used = attempt - d.budget_start;
+        let headers: Vec<(String, String)> = d
+            .headers
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            v.as_str()
+                                .map(str::to_owned)
+                                .unwrap_or_else(|| v.to_string()),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let started_ms = self.inner.clock.now_ms();
+        let out = client
+            .exchange(
+                Outgoing {
+                    method: &endpoint.method,
+                    url: &endpoint.url,
+                    headers: &headers,
+                    body: Some(&d.body),
+                    msg_id: Some(&d.msg_id),
+                    timestamp_s: started_ms / 1000,
+                },
+                endpoint.timeout,
+                super::client::LOG_EXCERPT,
+            )
+            .await;
+        let now_ms = self.inner.clock.now_ms();
+        let (status, next) = if out.is_success() {
+            (DeliveryStatus::Succeeded, None)
+        } else if out.is_retryable() {
+            if used >= i64::from(endpoint.retry.max_attempts()) {
+                (DeliveryStatus::Dead, None)
+            } else {
+                let cap = endpoint.retry.schedule[(used - 1).max(0) as usize];
+                let wait = out.retry_after.unwrap_or_else(|| full_jitter(cap));
+                (
+                    DeliveryStatus::Pending,
+                    Some(now_ms + wait.as_millis() as i64),
+                )
+            }
+        } else {
+            (DeliveryStatus::Failed, None)
+        };
+        // The endpoint's fault (for the breaker): no answer, 408, 429, 5xx.
+        // A refusal by our own guard says nothing about the endpoint.
+        if !out.refused {
+            client.breaker_record(!out.is_retryable(), Instant::now());
+        }
+        let outcome = status.as_str();
+        metrics::counter!("callgate_deliveries_total", "endpoint" => endpoint.name.clone(), "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!("callgate_delivery_duration_seconds", "endpoint" => endpoint.name.clone())
+            .record(out.latency.as_secs_f64());
+        let log = DeliveryAttempt {
+            attempt,
+            started_at_ms: started_ms,
+            request_headers: out.request_headers.clone(),
+            request_body: d.body.clone(),
+            response_status: out.status.map(i64::from),
+            response_body: out.excerpt(),
+            latency_ms: out.latency.as_millis() as i64,
+            error: out.error.clone(),
+            next_attempt_at_ms: next,
+        };
+        match self
+            .inner
+            .store
+            .finish_delivery_attempt(&d.id, &self.inner.owner, log, status, now_ms)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(delivery = %d.id, "lease lost before the attempt was logged")
+            }
+            Err(e) => {
+                tracing::error!(delivery = %d.id, error = %e, "logging a delivery attempt failed; the lease expires and it is sent again")
+            }
+        }
+        match status {
+            DeliveryStatus::Dead => {
+                tracing::warn!(delivery = %d.id, endpoint = %endpoint.name, attempts = used, error = ?out.error, status = ?out.status, "delivery is dead: every attempt failed")
+            }
+            DeliveryStatus::Failed => {
+                tracing::warn!(delivery = %d.id, endpoint = %endpoint.name, error = ?out.error, status = ?out.status, "delivery failed (not retried)")
+            }
+            _ => {
+                tracing::debug!(delivery = %d.id, endpoint = %endpoint.name, status = outcome, "delivery attempt")
+            }
+        }
+        if status == DeliveryStatus::Pending {
+            // Due soon: make sure the loop looks again in time.
+            self.inner.outbound.wake.notify_one();
+        }
+    }
+
+    async fn purge(&self) {
+        let keep = self.inner.config.main.deliveries.retention;
+        let before = self.inner.clock.now_ms() - keep.as_millis() as i64;
+        match self.inner.store.purge_deliveries(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "purged deliveries past retention"),
+            Err(e) => tracing::warn!(error = %e, "purging deliveries failed"),
+        }
+    }
+}
+
+impl EndpointClient {
+    fn breaker_allow(&self) -> Allowance {
+        let mut b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+        let a = b.allow(Instant::now());
+        metrics::gauge!("callgate_breaker_state", "endpoint" => self.endpoint.name.clone())
+            .set(b.gauge());
+        a
+    }
+
+    fn breaker_cancel_probe(&self) {
+        self.breaker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .cancel_probe(Instant::now());
+    }
+
+    fn breaker_record(&self, ok: bool, now: Instant) {
+        let mut b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+        b.record(ok, now);
+        metrics::gauge!("callgate_breaker_state", "endpoint" => self.endpoint.name.clone())
+            .set(b.gauge());
+    }
+}
+
+/// A wait drawn uniformly from `[0, cap]`.
+pub fn full_jitter(cap: Duration) -> Duration {
+    let mut b = [0u8; 8];
+    crate::auth::random_bytes(&mut b);
+    cap.mul_f64(u64::from_le_bytes(b) as f64 / u64::MAX as f64)
+}
+
+/// A delivery as the API shows it (headers redacted).
+pub fn delivery_json(d: &DeliveryRecord) -> Value {
+    serde_json::json!({
+        "id": d.id,
+        "webhook_id": d.msg_id,
+        "endpoint": d.endpoint,
+        "event": d.event,
+        "job_id": d.job_id,
+        "call_id": d.call_id,
+        "status": d.status,
+        "attempt_count": d.attempts,
+        "next_attempt_at": d.next_attempt_at_ms.filter(|_| d.status == DeliveryStatus::Pending).map(crate::clock::rfc3339),
+        "last_status_code": d.last_status_code,
+        "last_error": d.last_error,
+        "created_at": crate::clock::rfc3339(d.created_at_ms),
+        "updated_at": crate::clock::rfc3339(d.updated_at_ms),
+    })
+}
+
+/// One logged attempt as the API shows it.
+pub fn attempt_json(a: &DeliveryAttempt) -> Value {
+    serde_json::json!({
+        "attempt": a.attempt,
+        "started_at": crate::clock::rfc3339(a.started_at_ms),
+        "request": {"headers": a.request_headers, "body": a.request_body},
+        "response": a.response_status.map(|s| serde_json::json!({"status": s, "body_excerpt": a.response_body})),
+        "latency_ms": a.latency_ms,
+        "error": a.error,
+        "next_attempt_at": a.next_attempt_at_ms.map(crate::clock::rfc3339),
+    })
+}
