@@ -243,8 +243,9 @@ impl IntoResponse for ApiError {
             ApiError::RateLimited {
                 retry_after_secs,
                 headers: rl,
-                ..
+                policy,
             } => {
+                metrics::counter!("callgate_rate_limited_total", "policy" => *policy).increment(1);
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
                 rl.write_to(&mut headers);
             }

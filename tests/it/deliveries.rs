@@ -517,3 +517,31 @@ async fn a_delivery_to_a_name_resolving_to_loopback_fails_without_reaching_it() 
     assert_eq!(d["attempt_count"], 1, "a refusal is not retried");
     assert_eq!(rx.received().len(), 0);
 }
+
+#[test]
+fn the_shipped_outbound_examples_validate() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = std::path::Path::new(crate::support::REPO_CONFIG);
+    crate::support::copy_dir(repo, dir.path());
+    let examples = repo.join("examples/outbound");
+    for f in ["endpoints.toml", "actions.toml"] {
+        std::fs::copy(examples.join(f), dir.path().join(f)).unwrap();
+    }
+    let mut automations = std::fs::read_to_string(dir.path().join("automations.toml")).unwrap();
+    automations.push_str(&std::fs::read_to_string(examples.join("automations.toml")).unwrap());
+    std::fs::write(dir.path().join("automations.toml"), automations).unwrap();
+    let mut env = crate::support::test_env();
+    env.insert("CRM_WEBHOOK_SECRET".into(), WH_SECRET.into());
+    env.insert("ALERTS_WEBHOOK_SECRET".into(), WH_SECRET.into());
+    let data = tempfile::tempdir().unwrap();
+    let config = callgate::config::load(dir.path(), data.path(), &env)
+        .unwrap_or_else(|e| panic!("the examples do not validate:\n{e}"));
+    assert_eq!(config.endpoints.len(), 2);
+    assert!(config.actions.contains_key("customer_lookup"));
+    assert!(config.automations.contains_key("crm-update"));
+    assert!(config.automations.contains_key("escalation-alert"));
+    // Without the secrets, check names every missing variable.
+    let err =
+        callgate::config::load(dir.path(), data.path(), &crate::support::test_env()).unwrap_err();
+    assert!(err.to_string().contains("CRM_WEBHOOK_SECRET"), "{err}");
+}

@@ -15,6 +15,7 @@ mod input;
 mod jobs;
 mod jwt;
 mod limits;
+mod metrics;
 mod openapi;
 mod receiver;
 mod runner;
