@@ -276,13 +276,26 @@ impl Deliverer {
         }
     }
 
-    async fn purge(&self) {
+    /// Deletes finished deliveries older than `deliveries.retention`
+    /// (the run loop does this every 10 minutes). Returns how many.
+    pub async fn purge_expired(&self) -> u64 {
+        self.purge().await
+    }
+
+    async fn purge(&self) -> u64 {
         let keep = self.inner.config.main.deliveries.retention;
         let before = self.inner.clock.now_ms() - keep.as_millis() as i64;
         match self.inner.store.purge_deliveries(before).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(deleted = n, "purged deliveries past retention"),
-            Err(e) => tracing::warn!(error = %e, "purging deliveries failed"),
+            Ok(n) => {
+                if n > 0 {
+                    tracing::info!(deleted = n, "purged deliveries past retention");
+                }
+                n
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "purging deliveries failed");
+                0
+            }
         }
     }
 }

@@ -545,3 +545,62 @@ fn the_shipped_outbound_examples_validate() {
         callgate::config::load(dir.path(), data.path(), &crate::support::test_env()).unwrap_err();
     assert!(err.to_string().contains("CRM_WEBHOOK_SECRET"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_deliveries_are_purged_after_the_retention_and_pending_ones_kept() {
+    let rx = Receiver::start().await;
+    rx.script([Reply::ok("{}"), Reply::status(503)]);
+    let clock = callgate::clock::ManualClock::new(chrono::Utc::now().timestamp_millis());
+    let app = TestApp::builder()
+        .file(
+            "endpoints.toml",
+            &crm_endpoint(&rx.url("/hooks"), "")
+                .replace("[\"20ms\", \"20ms\", \"20ms\"]", "[\"1h\"]"),
+        )
+        .file(
+            "automations.toml",
+            &format!("{REPO_AUTOMATIONS}\n{NOTIFY_AUTOMATION}"),
+        )
+        .triggers(NOTIFY_TRIGGER)
+        .main("[deliveries]\nretention = \"7d\"\n")
+        .key("zapier", &["triggers:run"])
+        .key("ops", &["deliveries:read"])
+        .clock(clock.clone())
+        .start()
+        .await;
+    let deliverer = app.state.deliverer();
+    let done = notify(&app).await;
+    app.run_pending().await;
+    assert_eq!(deliverer.run_due().await, 1);
+    let waiting = notify(&app).await;
+    app.run_pending().await;
+    assert_eq!(
+        deliverer.run_due().await,
+        1,
+        "503: pending, next try in up to 1 h"
+    );
+    let ops = app.key("ops").to_owned();
+    let id_of = |job: String| {
+        let (app, ops) = (&app, ops.clone());
+        async move {
+            let v = get_json(app, &ops, &format!("/v1/deliveries?job_id={job}")).await;
+            v["deliveries"][0]["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let (done_id, waiting_id) = (id_of(done).await, id_of(waiting).await);
+
+    clock.advance_ms(6 * 24 * 3600 * 1000);
+    assert_eq!(deliverer.purge_expired().await, 0, "not yet");
+    clock.advance_ms(2 * 24 * 3600 * 1000);
+    assert_eq!(deliverer.purge_expired().await, 1);
+    problem(
+        app.get(&ops, &format!("/v1/deliveries/{done_id}")).await,
+        404,
+    )
+    .await;
+    let kept = get_json(&app, &ops, &format!("/v1/deliveries/{waiting_id}")).await;
+    assert_eq!(
+        kept["status"], "pending",
+        "a delivery still retrying is never purged"
+    );
+}
