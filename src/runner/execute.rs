@@ -378,8 +378,8 @@ impl RunnerCtx {
             .and_then(Value::as_str)
             .map(str::to_owned);
         let delivery = crate::store::NewDelivery {
-            id: crate::ids::prefixed("dlv_", now),
-            msg_id: crate::ids::prefixed("msg_", now),
+            id: crate::ids::prefixed("dlv", now),
+            msg_id: crate::ids::prefixed("msg", now),
             endpoint: endpoint.to_owned(),
             event: event
                 .map(str::to_owned)

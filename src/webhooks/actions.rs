@@ -165,7 +165,7 @@ async fn fetch(
     }
     let method = reqwest::Method::from_bytes(action.config.method.to_ascii_uppercase().as_bytes())
         .unwrap_or(reqwest::Method::GET);
-    let msg_id = crate::ids::prefixed("msg_", chrono::Utc::now().timestamp_millis());
+    let msg_id = crate::ids::prefixed("msg", chrono::Utc::now().timestamp_millis());
     let out = client
         .exchange(
             Outgoing {

@@ -134,9 +134,7 @@ impl EndpointClient {
         if let (Some(secret), Some(msg_id)) = (&self.endpoint.signing_secret, req.msg_id) {
             let body = req.body.unwrap_or_default();
             let ts = req.timestamp_s;
-            match standardwebhooks::Webhook::new(secret.expose_secret())
-                .and_then(|wh| wh.sign(msg_id, ts, body.as_bytes()))
-            {
+            match sign(secret.expose_secret(), msg_id, ts, body) {
                 Ok(sig) => {
                     put("webhook-id", msg_id, false);
                     put("webhook-timestamp", &ts.to_string(), false);
@@ -272,6 +270,17 @@ impl Exchange {
     }
 }
 
+/// The Standard Webhooks `webhook-signature` value (`v1,<base64>`) for a
+/// message, with the specification's own crate.
+pub fn sign(
+    secret: &str,
+    msg_id: &str,
+    timestamp_s: i64,
+    body: &str,
+) -> Result<String, standardwebhooks::WebhookError> {
+    standardwebhooks::Webhook::new(secret)?.sign(msg_id, timestamp_s, body.as_bytes())
+}
+
 /// Header names whose values never go into the log.
 pub fn is_secret_header(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
@@ -324,6 +333,18 @@ fn describe(e: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signatures_match_the_standard_webhooks_test_vector() {
+        let sig = sign(
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            r#"{"test": 2432232314}"#,
+        )
+        .unwrap();
+        assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
 
     #[test]
     fn retry_after_takes_seconds_and_dates() {

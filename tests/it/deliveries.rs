@@ -102,7 +102,11 @@ async fn a_failing_receiver_gets_retries_with_one_webhook_id_until_it_succeeds()
         .iter()
         .map(|r| r.headers["webhook-id"].to_str().unwrap())
         .collect();
-    assert!(ids[0].starts_with("msg_"));
+    assert!(
+        ids[0].len() == 30 && ids[0].starts_with("msg_") && !ids[0].starts_with("msg__"),
+        "msg_<ULID>: {}",
+        ids[0]
+    );
     assert!(
         ids.iter().all(|id| *id == ids[0]),
         "one webhook-id across retries: {ids:?}"
@@ -124,6 +128,11 @@ async fn a_failing_receiver_gets_retries_with_one_webhook_id_until_it_succeeds()
 
     let d = delivery_when(&app, &job_id, "succeeded").await;
     assert_eq!(d["attempt_count"], 3);
+    let id = d["id"].as_str().unwrap();
+    assert!(
+        id.len() == 30 && id.starts_with("dlv_") && !id.starts_with("dlv__"),
+        "dlv_<ULID>: {id}"
+    );
     assert_eq!(d["webhook_id"], ids[0]);
     assert_eq!(d["event"], "lead.created");
     assert_eq!(d["endpoint"], "crm");
@@ -602,5 +611,56 @@ async fn finished_deliveries_are_purged_after_the_retention_and_pending_ones_kep
     assert_eq!(
         kept["status"], "pending",
         "a delivery still retrying is never purged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_endpoint_does_not_starve_another() {
+    let slow = Receiver::start().await;
+    slow.default_reply(Reply::ok("{}").after(Duration::from_millis(1500)));
+    let fast = Receiver::start().await;
+    let endpoints = format!(
+        "{}\n[endpoints.fast]\nurl = \"{}\"\nallow_private = true\nallow_http = true\n",
+        crm_endpoint(&slow.url("/slow"), "concurrency = 1"),
+        fast.url("/fast")
+    );
+    let automations = format!(
+        "{REPO_AUTOMATIONS}\n{NOTIFY_AUTOMATION}\n[automations.notify-fast]\n[[automations.notify-fast.steps]]\n\
+         type = \"webhook\"\nendpoint = \"fast\"\n"
+    );
+    let triggers = format!(
+        "{NOTIFY_TRIGGER}\n[triggers.notify-fast]\nschema = \"schemas/demo-call.json\"\n\
+         action = {{ type = \"automation\", name = \"notify-fast\", to = \"/phone_number\" }}\n"
+    );
+    let app = TestApp::builder()
+        .file("endpoints.toml", &endpoints)
+        .file("automations.toml", &automations)
+        .triggers(&triggers)
+        // Two delivery slots in all: without per-endpoint limits the slow
+        // endpoint would hold both.
+        .main("[deliveries]\nworkers = 2\n")
+        .key("zapier", &["triggers:run"])
+        .background_runner()
+        .start()
+        .await;
+    for _ in 0..4 {
+        notify(&app).await;
+    }
+    slow.wait_for(1, Duration::from_secs(10)).await;
+    let started = Instant::now();
+    let r = app
+        .trigger(app.key("zapier"), "notify-fast", &demo_body())
+        .await;
+    assert_eq!(r.status(), 202);
+    fast.wait_for(1, Duration::from_secs(10)).await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(1000),
+        "the fast endpoint waited for the slow one: {took:?}"
+    );
+    assert_eq!(
+        slow.received().len(),
+        1,
+        "the slow endpoint gets one at a time (concurrency = 1)"
     );
 }
