@@ -8,7 +8,9 @@
 //! `127.0.0.1:<upstream port>`: `GET /customers/{phone}` answers a small
 //! JSON customer) and sends open-loop load at a fixed rate (each request
 //! starts at its scheduled time, whatever the previous ones do; latency is
-//! counted from that time, so queueing is not hidden), alternating rounds:
+//! counted from when it is sent; tokio's timer has 1 ms granularity, so
+//! counting from the scheduled time would add up to 1 ms of timer lag to
+//! both sides), alternating rounds:
 //! - `direct`: `GET http://127.0.0.1:<port>/customers/+1555…` (HTTP/1.1
 //!   keep-alive), what a voice runtime calling the CRM itself would see;
 //! - `action`: `POST <gateway>/v1/agents/demo-agent/actions/customer_lookup`
@@ -207,8 +209,9 @@ impl Stats {
     }
 }
 
-/// Open loop: request i starts at start + i/rate; its latency runs from
-/// then to the end of its answer.
+/// Open loop: request i starts at start + i/rate (whether or not earlier
+/// ones have answered); its latency runs from its send to the end of its
+/// answer.
 async fn run<F, Fut>(
     mode: Mode,
     rate: u64,
@@ -230,8 +233,9 @@ where
         let fut = one(mode);
         let results = results.clone();
         tasks.spawn(async move {
+            let sent = Instant::now();
             let r = tokio::time::timeout(Duration::from_secs(5), fut).await;
-            let lat = scheduled.elapsed();
+            let lat = sent.elapsed();
             let mut g = results.lock().await;
             match r {
                 Ok(Ok(())) => g.0.push(lat),

@@ -12,10 +12,10 @@
 # 3. starts `callgate serve` on it (fresh data dir, CALLGATE_LOG=warn)
 # 4. runs target/release/examples/bench_actions, which serves the upstream
 #    on that port and sends open-loop load at BENCH_ACTIONS_RATE requests/s
-#    (default 200), alternating BENCH_ACTIONS_ROUNDS (4) rounds of
+#    (default 200), alternating BENCH_ACTIONS_ROUNDS (6) rounds of
 #    BENCH_ACTIONS_SECONDS (5) s of "upstream directly" and "through
 #    callgate", after a 2 s warm-up of each. Latency counts from each
-#    request's scheduled start.
+#    request's send (the schedule only decides when it is sent).
 # Exit status: non-zero if the build, the start or any request failed (a
 # degraded answer counts as failed). Only 127.0.0.1 is used; it takes about
 # 2 x ROUNDS x SECONDS + 10 s after the build.
@@ -26,7 +26,7 @@ cd "$ROOT"
 
 RATE=${BENCH_ACTIONS_RATE:-200}
 SECONDS_PER_ROUND=${BENCH_ACTIONS_SECONDS:-5}
-ROUNDS=${BENCH_ACTIONS_ROUNDS:-4}
+ROUNDS=${BENCH_ACTIONS_ROUNDS:-6}
 GATEWAY_BIN=$ROOT/target/release/callgate
 LOAD_BIN=$ROOT/target/release/examples/bench_actions
 
