@@ -141,7 +141,7 @@ pub fn load(dir: &Path, data_dir: &Path, env: &Env) -> Result<Config, ConfigErro
     let providers: ProvidersFile = read_toml(dir, PROVIDERS_FILE, false, env, &mut problems)
         .and_then(|v| parse(v, PROVIDERS_FILE, &mut problems))
         .unwrap_or_default();
-    let endpoints: outbound::EndpointsFile = read_toml(
+    let mut endpoints: outbound::EndpointsFile = read_toml(
         dir,
         validate_outbound::ENDPOINTS_FILE,
         false,
@@ -150,6 +150,7 @@ pub fn load(dir: &Path, data_dir: &Path, env: &Env) -> Result<Config, ConfigErro
     )
     .and_then(|v| parse(v, validate_outbound::ENDPOINTS_FILE, &mut problems))
     .unwrap_or_default();
+    endpoints.secret_headers = env_headers(&dir.join(validate_outbound::ENDPOINTS_FILE));
     let actions: outbound::ActionsFile = read_toml(
         dir,
         validate_outbound::ACTIONS_FILE,
@@ -198,6 +199,39 @@ pub fn load(dir: &Path, data_dir: &Path, env: &Env) -> Result<Config, ConfigErro
         endpoints: v.endpoints,
         actions: v.actions,
     })
+}
+
+/// The endpoint headers whose raw value names an environment variable
+/// (`${…}`): (endpoint or `defaults`, header). Read from the file before
+/// substitution, since after it a secret looks like any other value.
+fn env_headers(path: &Path) -> std::collections::HashSet<(String, String)> {
+    let mut out = std::collections::HashSet::new();
+    let Some(raw) = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| toml::from_str::<toml::Table>(&t).ok())
+    else {
+        return out;
+    };
+    let mut scan = |owner: &str, headers: Option<&toml::Value>| {
+        for (h, v) in headers.and_then(|h| h.as_table()).into_iter().flatten() {
+            if v.as_str().is_some_and(|s| s.contains("${")) {
+                out.insert((owner.to_owned(), h.clone()));
+            }
+        }
+    };
+    scan(
+        "defaults",
+        raw.get("defaults").and_then(|d| d.get("headers")),
+    );
+    for (name, e) in raw
+        .get("endpoints")
+        .and_then(|e| e.as_table())
+        .into_iter()
+        .flatten()
+    {
+        scan(name, e.get("headers"));
+    }
+    out
 }
 
 /// A file's modification time, if it exists.

@@ -18,6 +18,10 @@ pub struct EndpointsFile {
     pub defaults: EndpointDefaults,
     #[serde(default)]
     pub endpoints: BTreeMap<String, EndpointConfig>,
+    /// Header values written as `${ENV}` (secrets), as (endpoint or
+    /// `defaults`, header name): filled by the loader from the raw file.
+    #[serde(skip)]
+    pub secret_headers: std::collections::HashSet<(String, String)>,
 }
 
 /// `[defaults]`: what every endpoint inherits.
@@ -36,6 +40,11 @@ pub struct EndpointDefaults {
     /// Headers sent to every endpoint (templates).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Defaults for the endpoints that do not set their own.
+    #[serde(default)]
+    pub method: Option<String>,
+    pub auth: Option<EndpointAuth>,
+    pub signing_secret: Option<SecretString>,
 }
 
 impl Default for EndpointDefaults {
@@ -46,6 +55,9 @@ impl Default for EndpointDefaults {
             concurrency: default_concurrency(),
             breaker: BreakerConfig::default(),
             headers: BTreeMap::new(),
+            method: None,
+            auth: None,
+            signing_secret: None,
         }
     }
 }
@@ -106,8 +118,8 @@ impl Default for BreakerConfig {
 pub struct EndpointConfig {
     /// Target URL (`https://` unless `allow_http`).
     pub url: String,
-    #[serde(default = "default_post")]
-    pub method: String,
+    /// Default: the defaults' method, else POST.
+    pub method: Option<String>,
     /// Header templates, over the defaults'.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
@@ -268,9 +280,6 @@ fn default_cooldown() -> Duration {
 fn default_max_cooldown() -> Duration {
     Duration::from_secs(600)
 }
-fn default_post() -> String {
-    "POST".into()
-}
 fn default_get() -> String {
     "GET".into()
 }
@@ -295,6 +304,9 @@ pub struct Endpoint {
     pub method: reqwest::Method,
     /// Header name → template (defaults' then the endpoint's).
     pub headers: Vec<(String, crate::template::JsonTemplate)>,
+    /// Headers whose values came from `${ENV}`: sent, never stored or
+    /// logged.
+    pub secret_headers: Vec<(String, SecretString)>,
     pub auth: Option<EndpointAuth>,
     pub signing_secret: Option<SecretString>,
     pub timeout: Duration,

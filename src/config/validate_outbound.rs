@@ -48,13 +48,21 @@ pub struct Names<'a> {
 /// The context of a `webhook` step's payload and of endpoint headers.
 pub const DELIVERY_NAMES: Names<'static> = Names {
     roots: &["input", "call", "calls", "event", "job", "agent"],
-    fields: &[("call", &CALL_FIELDS)],
+    fields: &[
+        ("call", &CALL_FIELDS),
+        ("agent", &["id", "name", "from_number"]),
+        ("job", &["id"]),
+        ("event", &["name", "call"]),
+    ],
 };
 
 /// The context of a mid-call action's path, body and cache key.
 pub const ACTION_NAMES: Names<'static> = Names {
     roots: &["args", "call", "agent", "action"],
-    fields: &[("call", &["id", "from", "to", "provider_call_id"])],
+    fields: &[
+        ("call", &["id", "from", "to", "provider_call_id"]),
+        ("agent", &["id"]),
+    ],
 };
 
 /// Problems with the names `t` reads (unknown root or field).
@@ -170,15 +178,27 @@ pub(super) fn build_endpoints(
                 None
             }
         };
-        let method = match reqwest::Method::from_bytes(e.method.to_ascii_uppercase().as_bytes()) {
+        let method_name = e
+            .method
+            .clone()
+            .or_else(|| d.method.clone())
+            .unwrap_or_else(|| "POST".into());
+        let method = match reqwest::Method::from_bytes(method_name.to_ascii_uppercase().as_bytes())
+        {
             Ok(m) => Some(m),
             Err(_) => {
-                p(".method", format!("`{}` is not an HTTP method", e.method));
+                p(".method", format!("`{method_name}` is not an HTTP method"));
                 None
             }
         };
         let mut headers = Vec::new();
-        for (h, v) in d.headers.iter().chain(&e.headers) {
+        let mut secret_headers: Vec<(String, secrecy::SecretString)> = Vec::new();
+        let sources = d
+            .headers
+            .iter()
+            .map(|(h, v)| ("defaults", h, v))
+            .chain(e.headers.iter().map(|(h, v)| (name.as_str(), h, v)));
+        for (owner, h, v) in sources {
             if reqwest::header::HeaderName::from_bytes(h.as_bytes()).is_err() {
                 p(&format!(".headers.{h}"), "not a valid header name".into());
                 continue;
@@ -191,14 +211,32 @@ pub(super) fn build_endpoints(
                 );
                 continue;
             }
+            headers.retain(|(k, _): &(String, JsonTemplate)| !k.eq_ignore_ascii_case(h));
+            secret_headers.retain(|(k, _)| !k.eq_ignore_ascii_case(h));
+            if file.secret_headers.contains(&(owner.to_owned(), h.clone())) {
+                // From the environment: a secret. Sent as is, never stored
+                // with the delivery, never shown in the log.
+                if v.contains("{{") || v.contains("{%") {
+                    p(
+                        &format!(".headers.{h}"),
+                        "a header from the environment cannot also be a template".into(),
+                    );
+                }
+                secret_headers.push((h.clone(), secrecy::SecretString::from(v.clone())));
+                continue;
+            }
             if let Some(t) = template(&toml::Value::String(v.clone()), &DELIVERY_NAMES, |m| {
                 p(&format!(".headers.{h}"), m)
             }) {
-                headers.retain(|(k, _): &(String, JsonTemplate)| !k.eq_ignore_ascii_case(h));
                 headers.push((h.clone(), t));
             }
         }
-        if let Some(secret) = &e.signing_secret {
+        let signing_secret = e
+            .signing_secret
+            .clone()
+            .or_else(|| d.signing_secret.clone());
+        let auth = e.auth.clone().or_else(|| d.auth.clone());
+        if let Some(secret) = &signing_secret {
             let s = secret.expose_secret();
             if !s.starts_with("${")
                 && (!s.starts_with("whsec_") || standardwebhooks::Webhook::new(s).is_err())
@@ -209,7 +247,7 @@ pub(super) fn build_endpoints(
                 );
             }
         }
-        if let Some(super::outbound::EndpointAuth::Header { name: h, .. }) = &e.auth
+        if let Some(super::outbound::EndpointAuth::Header { name: h, .. }) = &auth
             && reqwest::header::HeaderName::from_bytes(h.as_bytes()).is_err()
         {
             p(".auth.name", "not a valid header name".into());
@@ -237,8 +275,9 @@ pub(super) fn build_endpoints(
                     url,
                     method,
                     headers,
-                    auth: e.auth.clone(),
-                    signing_secret: e.signing_secret.clone(),
+                    secret_headers,
+                    auth,
+                    signing_secret,
                     timeout,
                     retry,
                     concurrency,

@@ -7,8 +7,10 @@
 //! - Vapi's tool server message: `{"message": {"type": "tool-calls",
 //!   "call": {"id"}, "customer": {"number"}, "toolCallList": [{"id", "name",
 //!   "parameters"} | {"id", "function": {"name", "arguments"}}]}}` →
-//!   `{"results": [{"toolCallId", "result"}]}` (`result` a JSON string);
-//!   a tool call naming another action of this agent runs that action;
+//!   `{"results": [{"toolCallId", "result"}]}` (`result` a JSON string;
+//!   a tool call without an answer gets `error` instead, unless none has
+//!   one: then 504); a tool call naming another action of this agent runs
+//!   that action, any other name runs the action of the URL;
 //! - Retell's custom function: `{"name", "call": {"call_id", "from_number",
 //!   "to_number"}, "args": {…}}` → the result object itself.
 //!
@@ -232,14 +234,28 @@ pub async fn invoke_action(
                 async move { run(app, &target, agent_id, call, &tc.args).await }
             });
             let answers = futures_util::future::join_all(runs).await;
+            // One tool call without an answer does not sink the others: it
+            // gets an `error` item. Only when none has an answer is it a 504.
+            if answers.iter().all(Result::is_err) {
+                return Err(answers
+                    .into_iter()
+                    .find_map(Result::err)
+                    .unwrap_or_else(|| {
+                        ApiError::UpstreamUnavailable("no tool call could be answered".into())
+                    }));
+            }
             let mut results = Vec::with_capacity(calls.len());
             for (tc, a) in calls.iter().zip(answers) {
-                let a = a?;
-                let result = match flagged(&a) {
-                    Value::String(s) => s,
-                    v => v.to_string(),
-                };
-                results.push(json!({"toolCallId": tc.id, "result": result}));
+                match a {
+                    Ok(a) => {
+                        let result = match flagged(&a) {
+                            Value::String(s) => s,
+                            v => v.to_string(),
+                        };
+                        results.push(json!({"toolCallId": tc.id, "result": result}));
+                    }
+                    Err(e) => results.push(json!({"toolCallId": tc.id, "error": e.to_string()})),
+                }
             }
             Ok(Json(json!({"results": results})))
         }

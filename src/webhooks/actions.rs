@@ -25,8 +25,15 @@ impl Caches {
             if let Some(c) = &a.config.cache {
                 out.insert(
                     name.clone(),
+                    // `max_entries` counts results of up to 4 KiB; a larger
+                    // one weighs one entry per 4 KiB, so memory stays
+                    // bounded at about max_entries x 4 KiB.
                     moka::future::Cache::builder()
                         .max_capacity(c.max_entries)
+                        .weigher(|_k: &String, v: &Arc<Value>| {
+                            let size = v.to_string().len();
+                            u32::try_from(1 + size / 4096).unwrap_or(u32::MAX)
+                        })
                         .time_to_live(c.ttl)
                         .build(),
                 );
@@ -61,8 +68,18 @@ pub async fn invoke(
     let started = Instant::now();
     let deadline = action.config.deadline;
     let cache = outbound.caches.0.get(&action.name);
+    // Per agent; and a key that renders empty or `null` (a withheld caller
+    // number) is not cached: it would hand one caller's answer to others.
     let key = match (&action.cache_key, cache) {
-        (Some(t), Some(_)) => render_text(t, ctx).ok(),
+        (Some(t), Some(_)) => render_text(t, ctx)
+            .ok()
+            .filter(|k| !k.is_empty() && k != "null")
+            .map(|k| {
+                format!(
+                    "{}\u{1f}{k}",
+                    ctx["agent"]["id"].as_str().unwrap_or_default()
+                )
+            }),
         _ => None,
     };
     let fetched = match (cache, key) {
@@ -140,7 +157,7 @@ async fn fetch(
         .ok_or_else(|| format!("endpoint `{}` is not configured", action.endpoint.name))?;
     let mut url = action.endpoint.url.clone();
     if let Some(p) = &action.path {
-        let path = render_text(p, ctx).map_err(|e| format!("path: {e}"))?;
+        let path = render_text(p, &path_safe(ctx)).map_err(|e| format!("path: {e}"))?;
         let joined = format!(
             "{}{}",
             url.as_str().trim_end_matches('/'),
@@ -187,6 +204,12 @@ async fn fetch(
     if !(200..300).contains(&status) {
         return Err(format!("the upstream answered {status}"));
     }
+    if !out.body_complete {
+        return Err(format!(
+            "the upstream's answer was cut short (over {} KiB, or not finished within the deadline)",
+            ACTION_BODY_LIMIT / 1024
+        ));
+    }
     let answer: Value = if out.body.is_empty() {
         Value::Null
     } else {
@@ -194,6 +217,23 @@ async fn fetch(
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&out.body).into_owned()))
     };
     Ok(map_result(&action.config.result, answer))
+}
+
+/// The context with every string percent-encoded, for rendering a URL
+/// path: a value can fill a segment or a query value, never add `/`, `?`,
+/// `#` or `..` of its own.
+fn path_safe(v: &Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(
+            percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
+                .to_string(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(path_safe).collect()),
+        Value::Object(m) => {
+            Value::Object(m.iter().map(|(k, v)| (k.clone(), path_safe(v))).collect())
+        }
+        other => other.clone(),
+    }
 }
 
 /// Picks the configured fields out of the upstream's answer (all of it
@@ -222,6 +262,15 @@ pub fn context(action: &str, agent: &str, call: &Value, args: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_values_cannot_walk_the_path() {
+        let ctx = json!({"args": {"id": "../../admin?x=1#y", "n": 5, "phone": "+15550121234"}});
+        let safe = path_safe(&ctx);
+        assert_eq!(safe["args"]["id"], "%2E%2E%2F%2E%2E%2Fadmin%3Fx%3D1%23y");
+        assert_eq!(safe["args"]["n"], 5);
+        assert_eq!(safe["args"]["phone"], "%2B15550121234");
+    }
 
     #[test]
     fn results_are_picked_by_pointer() {

@@ -59,16 +59,17 @@ impl Outbound {
 
 impl EndpointClient {
     pub fn build(endpoint: Arc<Endpoint>) -> anyhow::Result<Self> {
-        let own_host = endpoint
-            .allow_private
-            .then(|| endpoint.url.host_str().unwrap_or_default().to_owned());
+        let host = endpoint.url.host_str().unwrap_or_default().to_owned();
+        let own_host = endpoint.allow_private.then(|| host.clone());
         let client = reqwest::Client::builder()
             .timeout(endpoint.timeout)
             .connect_timeout(endpoint.timeout.min(Duration::from_secs(10)))
             .redirect(ssrf::redirect_policy(
                 endpoint.follow_redirects,
-                own_host.clone(),
+                host,
+                endpoint.allow_private,
                 endpoint.allow_http,
+                endpoint.auth.is_some() || !endpoint.secret_headers.is_empty(),
             ))
             .dns_resolver(GuardedResolver {
                 trusted_host: own_host,
@@ -115,6 +116,9 @@ impl EndpointClient {
         }
         for (k, v) in req.headers {
             put(k, v, false);
+        }
+        for (k, v) in &self.endpoint.secret_headers {
+            put(k, v.expose_secret(), true);
         }
         match &self.endpoint.auth {
             Some(EndpointAuth::Bearer { token }) => put(
@@ -166,45 +170,51 @@ impl EndpointClient {
         if let Some(b) = req.body {
             builder = builder.body(b.to_owned());
         }
-        let work = async {
-            let mut resp = builder.send().await?;
-            let status = resp.status().as_u16();
-            let retry_after = resp
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after);
-            let mut body = Vec::new();
-            while body.len() < body_limit {
-                match resp.chunk().await? {
-                    Some(c) => body.extend_from_slice(&c),
-                    None => break,
+        let until = tokio::time::Instant::now() + deadline;
+        let mut resp = match tokio::time::timeout_at(until, builder.send()).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                let refused = ssrf::refusal(&e).is_some() || ssrf::redirect_refusal(&e);
+                return Exchange::error(started, logged, describe(&e), refused);
+            }
+            Err(_) => {
+                let msg = format!("no answer within {} ms", deadline.as_millis());
+                return Exchange::error(started, logged, msg, false);
+            }
+        };
+        // The status is in: from here on a stalled or broken body shortens
+        // the excerpt; it does not turn a 2xx into a failure.
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let mut body = Vec::new();
+        let mut body_complete = true;
+        while body.len() < body_limit {
+            match tokio::time::timeout_at(until, resp.chunk()).await {
+                Ok(Ok(Some(c))) => body.extend_from_slice(&c),
+                Ok(Ok(None)) => break,
+                Ok(Err(_)) | Err(_) => {
+                    body_complete = false;
+                    break;
                 }
             }
+        }
+        if body.len() > body_limit {
             body.truncate(body_limit);
-            Ok::<_, reqwest::Error>((status, retry_after, body))
-        };
-        match tokio::time::timeout(deadline, work).await {
-            Ok(Ok((status, retry_after, body))) => Exchange {
-                status: Some(status),
-                body,
-                retry_after,
-                latency: started.elapsed(),
-                error: None,
-                refused: false,
-                request_headers: logged,
-            },
-            Ok(Err(e)) => {
-                let refused = ssrf::refusal(&e).is_some();
-                let msg = describe(&e);
-                Exchange::error(started, logged, msg, refused)
-            }
-            Err(_) => Exchange::error(
-                started,
-                logged,
-                format!("no answer within {} ms", deadline.as_millis()),
-                false,
-            ),
+            body_complete = false;
+        }
+        Exchange {
+            status: Some(status),
+            body,
+            body_complete,
+            retry_after,
+            latency: started.elapsed(),
+            error: None,
+            refused: false,
+            request_headers: logged,
         }
     }
 }
@@ -226,6 +236,9 @@ pub struct Outgoing<'a> {
 pub struct Exchange {
     pub status: Option<u16>,
     pub body: Vec<u8>,
+    /// The whole body was read (not cut by the limit, the deadline or a
+    /// broken connection).
+    pub body_complete: bool,
     pub retry_after: Option<Duration>,
     pub latency: Duration,
     pub error: Option<String>,
@@ -239,6 +252,7 @@ impl Exchange {
         Self {
             status: None,
             body: Vec::new(),
+            body_complete: false,
             retry_after: None,
             latency: started.elapsed(),
             error: Some(error),

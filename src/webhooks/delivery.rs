@@ -23,6 +23,8 @@ use crate::store::{DeliveryAttempt, DeliveryRecord, DeliveryStatus, Store};
 
 /// How often idle workers look for due deliveries (new ones wake them).
 const POLL: Duration = Duration::from_millis(500);
+/// The shortest wait a `Retry-After` can ask for.
+const MIN_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// How long in-flight attempts may finish at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -39,6 +41,8 @@ struct Inner {
     owner: String,
     /// Deliveries in flight in this process, across endpoints.
     slots: Arc<Semaphore>,
+    /// Which endpoint dispatch starts with (round robin).
+    turn: std::sync::atomic::AtomicUsize,
 }
 
 impl Deliverer {
@@ -57,6 +61,7 @@ impl Deliverer {
                 clock,
                 owner: format!("deliverer-{}", ulid::Ulid::generate()),
                 slots,
+                turn: Default::default(),
             }),
         }
     }
@@ -97,7 +102,16 @@ impl Deliverer {
     /// attempts started.
     pub async fn dispatch(&self, inflight: &mut JoinSet<()>) -> usize {
         let mut started = 0;
-        for client in self.inner.outbound.clients.values() {
+        // A different endpoint goes first each time, so that the global
+        // slots are not always offered in the same (alphabetical) order.
+        let clients: Vec<&Arc<EndpointClient>> = self.inner.outbound.clients.values().collect();
+        let n = clients.len().max(1);
+        let first = self
+            .inner
+            .turn
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % n;
+        for client in clients.iter().cycle().skip(first).take(clients.len()) {
             let free = client
                 .permits
                 .available_permits()
@@ -152,7 +166,7 @@ impl Deliverer {
                     continue;
                 };
                 let this = self.clone();
-                let client = client.clone();
+                let client = Arc::clone(client);
                 started += 1;
                 inflight.spawn(async move {
                     this.attempt(&client, d).await;
@@ -215,7 +229,12 @@ impl Deliverer {
                 (DeliveryStatus::Dead, None)
             } else {
                 let cap = endpoint.retry.schedule[(used - 1).max(0) as usize];
-                let wait = out.retry_after.unwrap_or_else(|| full_jitter(cap));
+                // A receiver's `Retry-After: 0` must not burn the whole
+                // budget in a second.
+                let wait = out
+                    .retry_after
+                    .map(|d| d.max(MIN_RETRY_AFTER))
+                    .unwrap_or_else(|| full_jitter(cap));
                 (
                     DeliveryStatus::Pending,
                     Some(now_ms + wait.as_millis() as i64),
@@ -226,7 +245,10 @@ impl Deliverer {
         };
         // The endpoint's fault (for the breaker): no answer, 408, 429, 5xx.
         // A refusal by our own guard says nothing about the endpoint.
-        if !out.refused {
+        if out.refused {
+            // Says nothing about the endpoint; a probe it used is offered again.
+            client.breaker_cancel_probe();
+        } else {
             client.breaker_record(!out.is_retryable(), Instant::now());
         }
         let outcome = status.as_str();

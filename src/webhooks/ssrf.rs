@@ -39,6 +39,18 @@ pub fn forbidden(ip: IpAddr) -> Option<&'static str> {
                 return forbidden_v4(v4);
             }
             let s = v6.segments();
+            let embedded = |hi: u16, lo: u16| {
+                forbidden_v4(Ipv4Addr::new(
+                    (hi >> 8) as u8,
+                    hi as u8,
+                    (lo >> 8) as u8,
+                    lo as u8,
+                ))
+            };
+            if s[..6] == [0; 6] && !v6.is_loopback() && !v6.is_unspecified() {
+                // IPv4-compatible (deprecated `::a.b.c.d`): judge the IPv4.
+                return embedded(s[6], s[7]);
+            }
             if v6.is_loopback() {
                 Some("loopback")
             } else if v6.is_unspecified() {
@@ -57,6 +69,13 @@ pub fn forbidden(ip: IpAddr) -> Option<&'static str> {
                     (s[2] >> 8) as u8,
                     s[2] as u8,
                 ))
+            } else if s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1 {
+                Some("NAT64 local-use")
+            } else if s[0] == 0x2001 && s[1] == 0 {
+                // Teredo embeds an obfuscated IPv4 address.
+                Some("Teredo")
+            } else if s[0] == 0x2001 && s[1] == 0xdb8 {
+                Some("documentation")
             } else if s[0] == 0x64 && s[1] == 0xff9b {
                 // NAT64 well-known prefix.
                 forbidden_v4(Ipv4Addr::new(
@@ -88,6 +107,15 @@ fn forbidden_v4(ip: Ipv4Addr) -> Option<&'static str> {
         Some("carrier-grade NAT")
     } else if o[0] == 0 {
         Some("unspecified")
+    } else if o[0] == 192 && o[1] == 0 && o[2] == 0 {
+        Some("IETF protocol assignments")
+    } else if o[0] == 198 && (o[1] & 0xfe) == 18 {
+        Some("benchmarking")
+    } else if matches!(
+        (o[0], o[1], o[2]),
+        (192, 0, 2) | (198, 51, 100) | (203, 0, 113)
+    ) {
+        Some("documentation")
     } else if ip.is_broadcast() || ip.is_multicast() || o[0] >= 240 {
         Some("broadcast, multicast or reserved")
     } else {
@@ -158,10 +186,15 @@ impl Resolve for GuardedResolver {
 /// A redirect policy: none unless `follow`; then at most 5 hops, each
 /// passing `check_url`. Private addresses are allowed on a hop only when the
 /// endpoint is allow-listed and the hop stays on the endpoint's own host.
+/// An endpoint that sends credentials (`auth`, headers from the
+/// environment) is only redirected on its own host: reqwest drops
+/// `Authorization` on a cross-host hop, but not a custom header.
 pub fn redirect_policy(
     follow: bool,
-    own_host: Option<String>,
+    endpoint_host: String,
+    allow_private: bool,
     allow_http: bool,
+    has_credentials: bool,
 ) -> reqwest::redirect::Policy {
     if !follow {
         return reqwest::redirect::Policy::none();
@@ -170,12 +203,36 @@ pub fn redirect_policy(
         if attempt.previous().len() >= 5 {
             return attempt.error("too many redirects");
         }
-        let same_host = own_host.is_some() && attempt.url().host_str() == own_host.as_deref();
-        match check_url(attempt.url(), same_host, allow_http) {
+        let host = attempt.url().host_str().unwrap_or_default().to_owned();
+        let same_host = host == endpoint_host;
+        if has_credentials && !same_host {
+            return attempt.error(RedirectRefused(host));
+        }
+        match check_url(attempt.url(), allow_private && same_host, allow_http) {
             Ok(()) => attempt.follow(),
             Err(e) => attempt.error(e),
         }
     })
+}
+
+/// A redirect off the endpoint's host, refused because the endpoint sends
+/// credentials.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "redirect to `{0}` refused: this endpoint sends credentials, which must not leave its host"
+)]
+pub struct RedirectRefused(pub String);
+
+/// Is `err` (or its cause) a refused redirect?
+pub fn redirect_refusal(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if e.is::<RedirectRefused>() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
 }
 
 /// Is `err` (or its cause) the guard's refusal?
@@ -214,6 +271,14 @@ mod tests {
             "2002:7f00:1::",
             "64:ff9b::a00:1",
             "224.0.0.1",
+            "::7f00:1",
+            "::a00:1",
+            "64:ff9b:1::1",
+            "2001::1",
+            "2001:db8::1",
+            "192.0.0.8",
+            "198.18.0.1",
+            "203.0.113.5",
         ]) {
             assert!(
                 forbidden(bad.parse().unwrap()).is_some(),

@@ -68,7 +68,7 @@ async fn an_upstream_answer_is_mapped_to_a_compact_result() {
     let got = rx.received();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].method, "GET");
-    assert_eq!(got[0].path, "/customers/+15550121234");
+    assert_eq!(got[0].path, "/customers/%2B15550121234");
     assert_eq!(
         got[0].headers["authorization"],
         format!("Bearer {}", crate::support::CRM_TOKEN)
@@ -176,7 +176,7 @@ async fn vapi_and_retell_requests_are_answered_in_their_shapes() {
     assert_eq!(v["results"][0]["toolCallId"], "toolcall_abc123");
     let result: Value = serde_json::from_str(v["results"][0]["result"].as_str().unwrap()).unwrap();
     assert_eq!(result, json!({"name": "Ada Lovelace", "tier": "gold"}));
-    assert_eq!(rx.received()[0].path, "/customers/+15550121234");
+    assert_eq!(rx.received()[0].path, "/customers/%2B15550121234");
 
     let retell: Value = serde_json::from_slice(include_bytes!(
         "../fixtures/samples/retell-custom-function.json"
@@ -316,4 +316,72 @@ fn an_action_on_an_endpoint_whose_headers_need_a_job_is_a_config_problem() {
             "expected {key} ({what}) in:\n{text}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn arguments_cannot_walk_the_upstream_path() {
+    let rx = Receiver::start().await;
+    rx.default_reply(Reply::ok(CUSTOMER));
+    let app = app_with(&rx, "").await;
+    let body = json!({"args": {"phone_number": "../../admin?delete=1#"}});
+    assert_eq!(call_action(&app, LOOKUP, &body).await.status(), 200);
+    let got = rx.received();
+    assert_eq!(
+        got[0].path,
+        "/customers/%2E%2E%2F%2E%2E%2Fadmin%3Fdelete%3D1%23"
+    );
+    assert_eq!(got[0].query, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_a_vapi_batch_a_tool_call_without_an_answer_gets_an_error_item() {
+    let rx = Receiver::start().await;
+    // The upstream fails: customer_lookup falls back, strict_lookup (no
+    // fallback) has no answer.
+    rx.default_reply(Reply::status(500));
+    let app = app_with(&rx, "").await;
+    let vapi = json!({"message": {"type": "tool-calls", "call": {"id": "c1"}, "toolCallList": [
+        {"id": "t-ok", "name": "customer_lookup", "parameters": {"phone_number": "+15550121234"}},
+        {"id": "t-bad", "name": "strict_lookup", "parameters": {}}
+    ]}});
+    let r = call_action(&app, LOOKUP, &vapi).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["results"][0]["toolCallId"], "t-ok");
+    let first: Value = serde_json::from_str(v["results"][0]["result"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        first,
+        json!({"name": "", "tier": "standard", "degraded": true})
+    );
+    assert_eq!(v["results"][1]["toolCallId"], "t-bad");
+    assert!(
+        v["results"][1]["error"].as_str().unwrap().contains("500"),
+        "{v}"
+    );
+    assert!(v["results"][1].get("result").is_none());
+    assert_eq!(
+        rx.received().iter().filter(|r| r.path == "/strict").count(),
+        1
+    );
+    // When no tool call has an answer: 504.
+    let only_bad = json!({"message": {"type": "tool-calls", "toolCallList": [
+        {"id": "t-bad", "name": "strict_lookup", "parameters": {}}]}});
+    problem(call_action(&app, LOOKUP, &only_bad).await, 504).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unknown_caller_number_is_never_a_shared_cache_entry() {
+    let rx = Receiver::start().await;
+    rx.default_reply(Reply::ok(CUSTOMER));
+    let app = app_with(&rx, "cache = { key = \"{{ call.from }}\", ttl = \"1m\" }").await;
+    let anonymous = json!({"call": {"id": "c1"}, "args": {"phone_number": "+15550121234"}});
+    for _ in 0..2 {
+        let v: Value = call_action(&app, LOOKUP, &anonymous)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["cached"], false);
+    }
+    assert_eq!(rx.received().len(), 2);
 }

@@ -385,6 +385,7 @@ fn endpoint(
         url: url.parse().unwrap(),
         method: reqwest::Method::POST,
         headers: Vec::new(),
+        secret_headers: Vec::new(),
         auth: None,
         signing_secret: None,
         timeout: Duration::from_secs(2),
@@ -662,5 +663,69 @@ async fn a_slow_endpoint_does_not_starve_another() {
         slow.received().len(),
         1,
         "the slow endpoint gets one at a time (concurrency = 1)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_header_from_the_environment_is_sent_but_never_stored_or_shown() {
+    let rx = Receiver::start().await;
+    let endpoints = crm_endpoint(&rx.url("/hooks"), "").replace(
+        "headers = { \"X-Source\" = \"callgate\", \"X-Job\" = \"{{ job.id }}\" }",
+        "headers = { \"X-Source\" = \"callgate\", \"X-Custom-Auth\" = \"${CRM_TOKEN}\" }",
+    );
+    assert!(endpoints.contains("X-Custom-Auth"));
+    let app = notify_app(&endpoints).await;
+    let job_id = notify(&app).await;
+    let got = rx.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(got[0].headers["x-custom-auth"], CRM_TOKEN);
+    let d = delivery_when(&app, &job_id, "succeeded").await;
+    assert_eq!(
+        d["attempts"][0]["request"]["headers"]["x-custom-auth"],
+        "[redacted]"
+    );
+    assert_eq!(
+        d["attempts"][0]["request"]["headers"]["x-source"],
+        "callgate"
+    );
+    assert!(!d.to_string().contains(CRM_TOKEN), "{d}");
+    let stored: i64 = crate::runner::sqlx_scalar(
+        &app,
+        &format!("SELECT COUNT(*) FROM deliveries WHERE headers LIKE '%{CRM_TOKEN}%'"),
+    )
+    .await;
+    assert_eq!(stored, 0, "the secret is not in the database");
+    let logged: i64 = crate::runner::sqlx_scalar(
+        &app,
+        &format!(
+            "SELECT COUNT(*) FROM delivery_attempts WHERE request_headers LIKE '%{CRM_TOKEN}%'"
+        ),
+    )
+    .await;
+    assert_eq!(logged, 0);
+}
+
+#[tokio::test]
+async fn an_endpoint_with_credentials_is_not_redirected_off_its_host() {
+    crate::support::crypto();
+    let rx = Receiver::start().await;
+    let port = rx.addr.port();
+    let mut e = endpoint(&rx.url("/r"), true, true);
+    e.auth = Some(callgate::config::outbound::EndpointAuth::Header {
+        name: "X-Key".into(),
+        value: "k".to_owned().into(),
+    });
+    rx.script([Reply::status(302).header("location", &format!("http://localhost:{port}/other"))]);
+    let out = send(e.clone()).await;
+    assert!(
+        out.error.as_deref().unwrap().contains("credentials"),
+        "{out:?}"
+    );
+    assert!(out.refused);
+    // On its own host it follows.
+    rx.script([Reply::status(302).header("location", &rx.url("/moved"))]);
+    assert_eq!(send(e).await.status, Some(200));
+    assert_eq!(
+        rx.received().iter().filter(|r| r.path == "/other").count(),
+        0
     );
 }

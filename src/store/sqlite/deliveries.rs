@@ -98,6 +98,32 @@ pub(super) fn claim(
             Ok((r.get(0)?, r.get(1)?))
         })?
         .collect::<Result<_, _>>()?;
+    // A lease that expired means the process sending it stopped before it
+    // logged the outcome: that counts as an attempt (it may have been
+    // sent), so a delivery that keeps killing its sender still runs out of
+    // retries.
+    let mut interrupted = conn.prepare_cached(
+        "UPDATE deliveries SET attempts = attempts + 1 WHERE id = ?1 AND status = 'sending' \
+         AND lease_expires_at < ?2 RETURNING attempts",
+    )?;
+    for (_, id) in &expired {
+        if let Some(attempt) = interrupted
+            .query_row(params![id, now_ms], |r| r.get::<_, i64>(0))
+            .optional()?
+        {
+            conn.prepare_cached(
+                "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, request_headers, \
+                 request_body, latency_ms, error) VALUES (?1, ?2, ?3, '{}', '', 0, ?4) \
+                 ON CONFLICT (delivery_id, attempt) DO NOTHING",
+            )?
+            .execute(params![
+                id,
+                attempt,
+                now_ms,
+                "interrupted: the process sending it stopped before logging the outcome"
+            ])?;
+        }
+    }
     ids.extend(expired);
     ids.sort();
     ids.truncate(limit);
@@ -204,19 +230,17 @@ pub(super) fn replay(conn: &Connection, id: &str, now_ms: i64) -> Result<Replay,
     Ok(Replay::Queued(Box::new(d)))
 }
 
-/// Deletes finished deliveries (and their attempts) last updated before
-/// `before_ms`. Pending and in-flight ones are kept whatever their age.
-pub(super) fn purge(conn: &Connection, before_ms: i64) -> Result<u64, StoreError> {
-    conn.prepare_cached(
-        "DELETE FROM delivery_attempts WHERE delivery_id IN (SELECT id FROM deliveries \
-         WHERE updated_at < ?1 AND status IN ('succeeded', 'failed', 'dead'))",
-    )?
-    .execute([before_ms])?;
+/// Deletes up to `limit` finished deliveries (their attempts go with them,
+/// `ON DELETE CASCADE`) last updated before `before_ms`. Pending and
+/// in-flight ones are kept whatever their age. Bounded, so that a large
+/// purge never holds the single writer for long: the caller repeats.
+pub(super) fn purge(conn: &Connection, before_ms: i64, limit: usize) -> Result<u64, StoreError> {
     let n = conn
         .prepare_cached(
-            "DELETE FROM deliveries WHERE updated_at < ?1 AND status IN ('succeeded', 'failed', 'dead')",
+            "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries \
+             WHERE status IN ('succeeded', 'failed', 'dead') AND updated_at < ?1 LIMIT ?2)",
         )?
-        .execute([before_ms])?;
+        .execute(params![before_ms, limit as i64])?;
     Ok(n as u64)
 }
 
@@ -301,4 +325,112 @@ pub(super) fn status_counts(conn: &Connection) -> Result<Vec<(String, String, i6
         out.extend(rows.into_iter().map(|(s, n)| (table.to_owned(), s, n)));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::SqliteStore;
+    use crate::config::StorageConfig;
+    use crate::store::{DeliveryStatus, NewDelivery, Store};
+
+    fn new_delivery(id: &str) -> NewDelivery {
+        NewDelivery {
+            id: id.into(),
+            msg_id: format!("msg_{id}"),
+            endpoint: "crm".into(),
+            event: "test".into(),
+            job_id: Some("job_1".into()),
+            call_id: None,
+            headers_json: "{}".into(),
+            body: "{}".into(),
+            dedupe_key: Some(format!("job_1:{id}")),
+            created_at_ms: 1_000,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_expired_lease_counts_as_an_interrupted_attempt_and_dedupe_finds_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db"), &StorageConfig::default())
+            .await
+            .unwrap();
+        let id = store.create_delivery(new_delivery("dlv_a")).await.unwrap();
+        let mut again = new_delivery("dlv_b");
+        again.dedupe_key = Some("job_1:dlv_a".into());
+        assert_eq!(
+            store.create_delivery(again).await.unwrap(),
+            id,
+            "one delivery per step"
+        );
+
+        let claimed = store
+            .claim_deliveries("crm", "w1", 1_000, 2_000, 10)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].attempts, 0);
+        // Another endpoint's claim and a claim before the lease expires find nothing.
+        assert!(
+            store
+                .claim_deliveries("other", "w2", 3_000, 4_000, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            store
+                .claim_deliveries("crm", "w2", 1_500, 4_000, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // w1 died: after its lease, w2 takes it over, and the lost attempt counts.
+        let taken = store
+            .claim_deliveries("crm", "w2", 3_000, 4_000, 10)
+            .await
+            .unwrap();
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].attempts, 1);
+        assert_eq!(taken[0].status, DeliveryStatus::Sending);
+        let log = store.delivery_attempts(&id).await.unwrap();
+        assert_eq!(log.len(), 1);
+        assert!(log[0].error.as_deref().unwrap().starts_with("interrupted"));
+        // w1 can no longer log an outcome for it.
+        let attempt = crate::store::DeliveryAttempt {
+            attempt: 1,
+            started_at_ms: 1_000,
+            request_headers: serde_json::json!({}),
+            request_body: "{}".into(),
+            response_status: Some(200),
+            response_body: None,
+            latency_ms: 1,
+            error: None,
+            next_attempt_at_ms: None,
+        };
+        assert!(
+            !store
+                .finish_delivery_attempt(
+                    &id,
+                    "w1",
+                    attempt.clone(),
+                    DeliveryStatus::Succeeded,
+                    3_100
+                )
+                .await
+                .unwrap()
+        );
+        let second = crate::store::DeliveryAttempt {
+            attempt: 2,
+            ..attempt
+        };
+        assert!(
+            store
+                .finish_delivery_attempt(&id, "w2", second, DeliveryStatus::Succeeded, 3_100)
+                .await
+                .unwrap()
+        );
+        let d = store.delivery(&id).await.unwrap().unwrap();
+        assert_eq!((d.status, d.attempts), (DeliveryStatus::Succeeded, 2));
+        store.close().await;
+    }
 }

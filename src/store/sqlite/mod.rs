@@ -490,8 +490,19 @@ impl Store for SqliteStore {
     }
 
     async fn purge_deliveries(&self, before_ms: i64) -> Result<u64, StoreError> {
-        self.write(move |conn| deliveries::purge(conn, before_ms))
-            .await
+        // In bounded batches, each its own write: trigger jobs keep flowing
+        // between them.
+        const BATCH: usize = 1000;
+        let mut total = 0;
+        loop {
+            let n = self
+                .write(move |conn| deliveries::purge(conn, before_ms, BATCH))
+                .await?;
+            total += n;
+            if (n as usize) < BATCH {
+                return Ok(total);
+            }
+        }
     }
 
     async fn status_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {

@@ -146,6 +146,8 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         CREATE INDEX deliveries_job ON deliveries (job_id);
         CREATE INDEX deliveries_call ON deliveries (call_id);
         CREATE INDEX deliveries_created ON deliveries (created_at);
+        CREATE INDEX deliveries_finished ON deliveries (updated_at)
+            WHERE status IN ('succeeded', 'failed', 'dead');
         CREATE TABLE delivery_attempts (
             delivery_id TEXT NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
             attempt BIGINT NOT NULL,
