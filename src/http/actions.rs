@@ -154,13 +154,13 @@ fn find<'a>(app: &'a AppState, agent: &str, name: &str) -> Option<&'a Arc<MidCal
 
 async fn run(
     app: &AppState,
-    action: &MidCallAction,
+    action: &Arc<MidCallAction>,
     agent: &str,
     call: &Value,
     args: &Value,
 ) -> Result<Answer, ApiError> {
     let ctx = actions::context(&action.name, agent, call, args);
-    actions::invoke(&app.outbound, action, &ctx)
+    actions::invoke(app.outbound.clone(), action.clone(), ctx)
         .await
         .map_err(|e| {
             ApiError::UpstreamUnavailable(format!(

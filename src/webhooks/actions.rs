@@ -60,18 +60,24 @@ pub struct Answer {
 pub struct Unavailable(pub String);
 
 /// Runs `action` for `ctx` (`args`, `call`, `agent`, `action`).
+///
+/// The answer comes within the action's deadline, always. A cached
+/// action's upstream request runs on as a task of its own past the
+/// deadline (up to the endpoint's timeout), so a slow upstream still fills
+/// the cache for the next lookup; an uncached one is dropped at the
+/// deadline.
 pub async fn invoke(
-    outbound: &Outbound,
-    action: &MidCallAction,
-    ctx: &Value,
+    outbound: Arc<Outbound>,
+    action: Arc<MidCallAction>,
+    ctx: Value,
 ) -> Result<Answer, Unavailable> {
     let started = Instant::now();
     let deadline = action.config.deadline;
-    let cache = outbound.caches.0.get(&action.name);
+    let cache = outbound.caches.0.get(&action.name).cloned();
     // Per agent; and a key that renders empty or `null` (a withheld caller
     // number) is not cached: it would hand one caller's answer to others.
-    let key = match (&action.cache_key, cache) {
-        (Some(t), Some(_)) => render_text(t, ctx)
+    let key = match (&action.cache_key, &cache) {
+        (Some(t), Some(_)) => render_text(t, &ctx)
             .ok()
             .filter(|k| !k.is_empty() && k != "null")
             .map(|k| {
@@ -84,25 +90,33 @@ pub async fn invoke(
     };
     let fetched = match (cache, key) {
         (Some(cache), Some(key)) => {
-            let mut loaded_here = false;
-            let r = tokio::time::timeout(
-                deadline,
-                cache.try_get_with(key, async {
-                    loaded_here = true;
-                    fetch(outbound, action, ctx, deadline).await.map(Arc::new)
-                }),
-            )
-            .await;
-            match r {
-                Ok(Ok(v)) => Ok(((*v).clone(), !loaded_here)),
-                Ok(Err(e)) => Err((*e).clone()),
+            let budget = deadline.max(action.endpoint.timeout);
+            let (outbound, action2, ctx2) = (outbound.clone(), action.clone(), ctx.clone());
+            let load = tokio::spawn(async move {
+                let loaded = std::sync::atomic::AtomicBool::new(false);
+                let r = cache
+                    .try_get_with(key, async {
+                        loaded.store(true, std::sync::atomic::Ordering::Relaxed);
+                        fetch(&outbound, &action2, &ctx2, budget)
+                            .await
+                            .map(Arc::new)
+                    })
+                    .await;
+                (r, loaded.load(std::sync::atomic::Ordering::Relaxed))
+            });
+            match tokio::time::timeout(deadline, load).await {
+                Ok(Ok((Ok(v), loaded_here))) => Ok(((*v).clone(), !loaded_here)),
+                Ok(Ok((Err(e), _))) => Err((*e).clone()),
+                Ok(Err(e)) => Err(format!("lookup task failed: {e}")),
                 Err(_) => Err(timeout_message(deadline)),
             }
         }
-        _ => match tokio::time::timeout(deadline, fetch(outbound, action, ctx, deadline)).await {
-            Ok(r) => r.map(|v| (v, false)),
-            Err(_) => Err(timeout_message(deadline)),
-        },
+        _ => {
+            match tokio::time::timeout(deadline, fetch(&outbound, &action, &ctx, deadline)).await {
+                Ok(r) => r.map(|v| (v, false)),
+                Err(_) => Err(timeout_message(deadline)),
+            }
+        }
     };
     let (answer, outcome) = match fetched {
         Ok((result, cached)) => (
@@ -183,6 +197,19 @@ async fn fetch(
     let method = reqwest::Method::from_bytes(action.config.method.to_ascii_uppercase().as_bytes())
         .unwrap_or(reqwest::Method::GET);
     let msg_id = crate::ids::prefixed("msg", chrono::Utc::now().timestamp_millis());
+    // The endpoint's breaker (shared with its deliveries): while it is open
+    // the action answers at once (fallback) instead of waiting out the
+    // deadline on an upstream known to be down.
+    if client.breaker_allow() == super::breaker::Allowance::None {
+        return Err(format!(
+            "endpoint `{}` is paused by its circuit breaker after repeated failures",
+            action.endpoint.name
+        ));
+    }
+    let mut settle = BreakerSettle {
+        client,
+        settled: false,
+    };
     let out = client
         .exchange(
             Outgoing {
@@ -197,6 +224,12 @@ async fn fetch(
             ACTION_BODY_LIMIT,
         )
         .await;
+    settle.settled = true;
+    if out.refused {
+        client.breaker_cancel_probe();
+    } else {
+        client.breaker_record(!out.is_retryable(), Instant::now());
+    }
     if let Some(e) = out.error {
         return Err(e);
     }
@@ -217,6 +250,21 @@ async fn fetch(
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&out.body).into_owned()))
     };
     Ok(map_result(&action.config.result, answer))
+}
+
+/// Counts an upstream request dropped at the deadline as a failure for the
+/// breaker (and so settles a probe it may have been).
+struct BreakerSettle<'a> {
+    client: &'a super::EndpointClient,
+    settled: bool,
+}
+
+impl Drop for BreakerSettle<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.client.breaker_record(false, Instant::now());
+        }
+    }
 }
 
 /// The context with every string percent-encoded, for rendering a URL

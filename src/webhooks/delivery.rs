@@ -323,7 +323,7 @@ impl Deliverer {
 }
 
 impl EndpointClient {
-    fn breaker_allow(&self) -> Allowance {
+    pub(crate) fn breaker_allow(&self) -> Allowance {
         let mut b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
         let a = b.allow(Instant::now());
         metrics::gauge!("callgate_breaker_state", "endpoint" => self.endpoint.name.clone())
@@ -331,14 +331,14 @@ impl EndpointClient {
         a
     }
 
-    fn breaker_cancel_probe(&self) {
+    pub(crate) fn breaker_cancel_probe(&self) {
         self.breaker
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .cancel_probe(Instant::now());
     }
 
-    fn breaker_record(&self, ok: bool, now: Instant) {
+    pub(crate) fn breaker_record(&self, ok: bool, now: Instant) {
         let mut b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
         b.record(ok, now);
         metrics::gauge!("callgate_breaker_state", "endpoint" => self.endpoint.name.clone())

@@ -385,3 +385,70 @@ async fn an_unknown_caller_number_is_never_a_shared_cache_entry() {
     }
     assert_eq!(rx.received().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_upstream_still_fills_the_cache_for_the_next_lookup() {
+    let rx = Receiver::start().await;
+    rx.default_reply(Reply::ok(CUSTOMER).after(Duration::from_millis(500)));
+    let app = app_with(
+        &rx,
+        "cache = { key = \"{{ args.phone_number }}\", ttl = \"1m\" }",
+    )
+    .await;
+    let v: Value = call_action(&app, LOOKUP, &own_shape("+15550121234"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["degraded"], true, "past the 300 ms deadline: {v}");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let started = Instant::now();
+    let v: Value = call_action(&app, LOOKUP, &own_shape("+15550121234"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["cached"], true, "{v}");
+    assert_eq!(v["result"]["name"], "Ada Lovelace");
+    assert!(started.elapsed() < Duration::from_millis(200));
+    assert_eq!(rx.received().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_open_breaker_answers_the_fallback_at_once() {
+    let rx = Receiver::start().await;
+    rx.default_reply(Reply::ok(CUSTOMER).after(Duration::from_secs(3)));
+    let endpoint = lookup_endpoint(&rx)
+        + "breaker = { failures = 2, cooldown = \"1m\", max_cooldown = \"1m\" }\n";
+    let app = TestApp::builder()
+        .file("endpoints.toml", &endpoint)
+        .file("actions.toml", &actions(""))
+        .key("voice", &["actions:invoke"])
+        .start()
+        .await;
+    for _ in 0..2 {
+        let v: Value = call_action(&app, LOOKUP, &own_shape("+15550121234"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["degraded"], true);
+    }
+    let started = Instant::now();
+    let v: Value = call_action(&app, LOOKUP, &own_shape("+15550121234"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["degraded"], true);
+    assert!(
+        started.elapsed() < Duration::from_millis(150),
+        "the breaker is open: no wait for the deadline ({:?})",
+        started.elapsed()
+    );
+    assert_eq!(
+        rx.received().len(),
+        2,
+        "no request while the breaker is open"
+    );
+}
