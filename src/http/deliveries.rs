@@ -130,6 +130,14 @@ pub async fn retry_delivery(
     ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     require(&principal, Scope::DeliveriesWrite)?;
+    if let Some(d) = app.store.delivery(&id).await.map_err(store_error)?
+        && app.outbound.client(&d.endpoint).is_none()
+    {
+        return Err(ApiError::Conflict(format!(
+            "delivery `{id}` goes to endpoint `{}`, which is not configured; add it to endpoints.toml first",
+            d.endpoint
+        )));
+    }
     match app
         .store
         .replay_delivery(&id, app.clock.now_ms())
@@ -142,9 +150,6 @@ pub async fn retry_delivery(
             status.as_str()
         ))),
         Replay::Queued(d) => {
-            if app.outbound.client(&d.endpoint).is_none() {
-                tracing::warn!(delivery = %d.id, endpoint = %d.endpoint, "replayed a delivery whose endpoint is not configured; it waits until it is");
-            }
             tracing::info!(delivery = %d.id, principal = %principal.id, "delivery replayed");
             app.outbound.wake.notify_one();
             Ok((StatusCode::ACCEPTED, Json(delivery_json(&d))))

@@ -212,6 +212,15 @@ pub trait Store: Send + Sync + 'static {
     /// Queues a failed or dead delivery again (same `webhook-id`).
     async fn replay_delivery(&self, id: &str, now_ms: i64) -> Result<Replay, StoreError>;
 
+    /// Fails the pending deliveries whose endpoint is not in `configured`
+    /// (renamed or removed from `endpoints.toml`): visible, replayable once
+    /// the endpoint is back, instead of pending for ever.
+    async fn fail_unconfigured_deliveries(
+        &self,
+        configured: Vec<String>,
+        now_ms: i64,
+    ) -> Result<u64, StoreError>;
+
     /// Deletes finished deliveries last updated before `before_ms`.
     async fn purge_deliveries(&self, before_ms: i64) -> Result<u64, StoreError>;
 

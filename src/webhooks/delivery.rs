@@ -77,6 +77,7 @@ impl Deliverer {
             if last_purge.elapsed() >= Duration::from_secs(600) {
                 last_purge = Instant::now();
                 self.purge().await;
+                self.fail_unconfigured().await;
             }
             tokio::select! {
                 _ = token.cancelled() => break,
@@ -302,6 +303,25 @@ impl Deliverer {
     /// (the run loop does this every 10 minutes). Returns how many.
     pub async fn purge_expired(&self) -> u64 {
         self.purge().await
+    }
+
+    async fn fail_unconfigured(&self) {
+        let configured: Vec<String> = self.inner.outbound.clients.keys().cloned().collect();
+        match self
+            .inner
+            .store
+            .fail_unconfigured_deliveries(configured, self.inner.clock.now_ms())
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                failed = n,
+                "pending deliveries to endpoints that are no longer configured were failed (replay them once the endpoint is back)"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "checking deliveries for unconfigured endpoints failed")
+            }
+        }
     }
 
     async fn purge(&self) -> u64 {

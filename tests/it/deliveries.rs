@@ -729,3 +729,48 @@ async fn an_endpoint_with_credentials_is_not_redirected_off_its_host() {
         0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_to_an_endpoint_no_longer_configured_is_failed_and_not_replayed() {
+    let rx = Receiver::start().await;
+    let app = notify_app(&crm_endpoint(&rx.url("/hooks"), "")).await;
+    let store = app.state.store.clone();
+    let now = chrono::Utc::now().timestamp_millis();
+    let id = store
+        .create_delivery(callgate::store::NewDelivery {
+            id: callgate::ids::prefixed("dlv", now),
+            msg_id: callgate::ids::prefixed("msg", now),
+            endpoint: "old-crm".into(),
+            event: "test".into(),
+            job_id: None,
+            call_id: None,
+            headers_json: "{}".into(),
+            body: "{}".into(),
+            dedupe_key: None,
+            created_at_ms: now,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .fail_unconfigured_deliveries(vec!["crm".into()], now)
+            .await
+            .unwrap(),
+        1
+    );
+    let d = get_json(&app, app.key("ops"), &format!("/v1/deliveries/{id}")).await;
+    assert_eq!(d["status"], "failed");
+    assert!(
+        d["last_error"].as_str().unwrap().contains("not configured"),
+        "{d}"
+    );
+    let r = app
+        .client
+        .post(app.url(&format!("/v1/deliveries/{id}/retry")))
+        .bearer_auth(app.key("ops"))
+        .send()
+        .await
+        .unwrap();
+    let p = problem(r, 409).await;
+    assert!(p["detail"].as_str().unwrap().contains("old-crm"), "{p}");
+}

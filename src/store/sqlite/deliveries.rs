@@ -244,6 +244,37 @@ pub(super) fn purge(conn: &Connection, before_ms: i64, limit: usize) -> Result<u
     Ok(n as u64)
 }
 
+/// Pending deliveries to endpoints not in `configured` become `failed`.
+pub(super) fn fail_unconfigured(
+    conn: &Connection,
+    configured: &[String],
+    now_ms: i64,
+) -> Result<u64, StoreError> {
+    let placeholders: Vec<String> = (0..configured.len())
+        .map(|i| format!("?{}", i + 2))
+        .collect();
+    let not_in = if configured.is_empty() {
+        String::new()
+    } else {
+        format!(" AND endpoint NOT IN ({})", placeholders.join(", "))
+    };
+    let sql = format!(
+        "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL, updated_at = ?1, \
+         last_error = 'endpoint `' || endpoint || '` is not configured; replay it once it is' \
+         WHERE status = 'pending'{not_in}"
+    );
+    let mut args: Vec<rusqlite::types::Value> = vec![now_ms.into()];
+    args.extend(
+        configured
+            .iter()
+            .map(|c| rusqlite::types::Value::from(c.clone())),
+    );
+    let n = conn
+        .prepare(&sql)?
+        .execute(rusqlite::params_from_iter(args))?;
+    Ok(n as u64)
+}
+
 pub(super) fn read(conn: &Connection, id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
     Ok(conn
         .prepare_cached(&format!("SELECT {COLUMNS} FROM deliveries WHERE id = ?1"))?
@@ -310,21 +341,6 @@ pub(super) fn list(
         .query_map(rusqlite::params_from_iter(args), record)?
         .collect::<Result<_, _>>()?;
     Ok(rows)
-}
-
-/// Rows by status, for the metrics gauges: (table, status, count).
-pub(super) fn status_counts(conn: &Connection) -> Result<Vec<(String, String, i64)>, StoreError> {
-    let mut out = Vec::new();
-    for table in ["jobs", "calls", "deliveries"] {
-        let rows: Vec<(String, i64)> = conn
-            .prepare_cached(&format!(
-                "SELECT status, COUNT(*) FROM {table} GROUP BY status"
-            ))?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?;
-        out.extend(rows.into_iter().map(|(s, n)| (table.to_owned(), s, n)));
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -431,6 +447,26 @@ mod tests {
         );
         let d = store.delivery(&id).await.unwrap().unwrap();
         assert_eq!((d.status, d.attempts), (DeliveryStatus::Succeeded, 2));
+
+        // Pending deliveries to an endpoint that is gone are failed, visibly.
+        let mut gone = new_delivery("dlv_c");
+        gone.endpoint = "old-crm".into();
+        let gone_id = store.create_delivery(gone).await.unwrap();
+        let kept_id = store.create_delivery(new_delivery("dlv_d")).await.unwrap();
+        let n = store
+            .fail_unconfigured_deliveries(vec!["crm".into(), "alerts".into()], 5_000)
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        let g = store.delivery(&gone_id).await.unwrap().unwrap();
+        assert_eq!(g.status, DeliveryStatus::Failed);
+        assert!(
+            g.last_error
+                .unwrap()
+                .contains("`old-crm` is not configured")
+        );
+        let k = store.delivery(&kept_id).await.unwrap().unwrap();
+        assert_eq!(k.status, DeliveryStatus::Pending);
         store.close().await;
     }
 }

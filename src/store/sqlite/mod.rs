@@ -489,6 +489,15 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn fail_unconfigured_deliveries(
+        &self,
+        configured: Vec<String>,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        self.write(move |conn| deliveries::fail_unconfigured(conn, &configured, now_ms))
+            .await
+    }
+
     async fn purge_deliveries(&self, before_ms: i64) -> Result<u64, StoreError> {
         // In bounded batches, each its own write: trigger jobs keep flowing
         // between them.
@@ -506,6 +515,19 @@ impl Store for SqliteStore {
     }
 
     async fn status_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
-        self.read_calls(deliveries::status_counts).await
+        // On the read pool (index-only scans), not the single connection
+        // the runner reads calls through.
+        let mut out = Vec::new();
+        for table in ["jobs", "calls", "deliveries"] {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT status, COUNT(*) AS n FROM {table} GROUP BY status"
+            )))
+            .fetch_all(&self.read)
+            .await?;
+            for row in rows {
+                out.push((table.to_owned(), row.try_get("status")?, row.try_get("n")?));
+            }
+        }
+        Ok(out)
     }
 }

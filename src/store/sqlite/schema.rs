@@ -146,6 +146,7 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         CREATE INDEX deliveries_job ON deliveries (job_id);
         CREATE INDEX deliveries_call ON deliveries (call_id);
         CREATE INDEX deliveries_created ON deliveries (created_at);
+        CREATE INDEX deliveries_status ON deliveries (status);
         CREATE INDEX deliveries_finished ON deliveries (updated_at)
             WHERE status IN ('succeeded', 'failed', 'dead');
         CREATE TABLE delivery_attempts (
