@@ -47,6 +47,9 @@ fn lookup_endpoint(rx: &Receiver) -> String {
     crm_endpoint(&rx.url(""), "").replace(", \"X-Job\" = \"{{ job.id }}\"", "")
 }
 
+/// A one-minute cache keyed by the number looked up.
+const BY_NUMBER: &str = "cache = { key = \"{{ args.phone_number }}\", ttl = \"1m\" }";
+
 const LOOKUP: &str = "/v1/agents/demo-agent/actions/customer_lookup";
 
 fn own_shape(phone: &str) -> Value {
@@ -133,11 +136,7 @@ async fn a_slow_or_failing_upstream_gets_the_fallback_within_the_deadline() {
 async fn a_cache_hit_makes_no_upstream_call_and_concurrent_misses_make_one() {
     let rx = Receiver::start().await;
     rx.default_reply(Reply::ok(CUSTOMER).after(Duration::from_millis(100)));
-    let app = app_with(
-        &rx,
-        "cache = { key = \"{{ args.phone_number }}\", ttl = \"1m\" }",
-    )
-    .await;
+    let app = app_with(&rx, BY_NUMBER).await;
     // Five lookups of one number at once: one upstream call.
     let body = own_shape("+15550121234");
     let calls = (0..5).map(|_| call_action(&app, LOOKUP, &body));
@@ -390,11 +389,7 @@ async fn an_unknown_caller_number_is_never_a_shared_cache_entry() {
 async fn a_slow_upstream_still_fills_the_cache_for_the_next_lookup() {
     let rx = Receiver::start().await;
     rx.default_reply(Reply::ok(CUSTOMER).after(Duration::from_millis(500)));
-    let app = app_with(
-        &rx,
-        "cache = { key = \"{{ args.phone_number }}\", ttl = \"1m\" }",
-    )
-    .await;
+    let app = app_with(&rx, BY_NUMBER).await;
     let v: Value = call_action(&app, LOOKUP, &own_shape("+15550121234"))
         .await
         .json()

@@ -81,6 +81,16 @@ async fn delivery_when(app: &TestApp, job_id: &str, status: &str) -> Value {
     .await
 }
 
+/// `POST /v1/deliveries/{id}/retry` with the key named `key`.
+async fn replay(app: &TestApp, key: &str, id: &str) -> reqwest::Response {
+    app.client
+        .post(app.url(&format!("/v1/deliveries/{id}/retry")))
+        .bearer_auth(app.key(key))
+        .send()
+        .await
+        .unwrap()
+}
+
 fn verify(r: &crate::receiver::Received) {
     let wh = standardwebhooks::Webhook::new(WH_SECRET).unwrap();
     wh.verify(&r.body, &r.headers)
@@ -208,23 +218,11 @@ async fn a_dead_delivery_is_replayed_with_the_same_webhook_id() {
     let id = dead["id"].as_str().unwrap().to_owned();
 
     // Needs deliveries:write.
-    let r = app
-        .client
-        .post(app.url(&format!("/v1/deliveries/{id}/retry")))
-        .bearer_auth(app.key("reader"))
-        .send()
-        .await
-        .unwrap();
+    let r = replay(&app, "reader", &id).await;
     problem(r, 403).await;
 
     rx.default_reply(Reply::ok("{\"ok\": true}"));
-    let r = app
-        .client
-        .post(app.url(&format!("/v1/deliveries/{id}/retry")))
-        .bearer_auth(app.key("ops"))
-        .send()
-        .await
-        .unwrap();
+    let r = replay(&app, "ops", &id).await;
     assert_eq!(r.status(), 202);
     let d = delivery_when(&app, &job_id, "succeeded").await;
     assert_eq!(d["attempt_count"], 5);
@@ -238,23 +236,10 @@ async fn a_dead_delivery_is_replayed_with_the_same_webhook_id() {
     );
 
     // A succeeded delivery is not replayed; an unknown one is 404.
-    let r = app
-        .client
-        .post(app.url(&format!("/v1/deliveries/{id}/retry")))
-        .bearer_auth(app.key("ops"))
-        .send()
-        .await
-        .unwrap();
+    let r = replay(&app, "ops", &id).await;
     let p = problem(r, 409).await;
     assert!(p["detail"].as_str().unwrap().contains("succeeded"), "{p}");
-    let r = app
-        .client
-        .post(app.url("/v1/deliveries/dlv_01JNOPE/retry"))
-        .bearer_auth(app.key("ops"))
-        .send()
-        .await
-        .unwrap();
-    problem(r, 404).await;
+    problem(replay(&app, "ops", "dlv_01JNOPE").await, 404).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -764,13 +749,7 @@ async fn a_delivery_to_an_endpoint_no_longer_configured_is_failed_and_not_replay
         d["last_error"].as_str().unwrap().contains("not configured"),
         "{d}"
     );
-    let r = app
-        .client
-        .post(app.url(&format!("/v1/deliveries/{id}/retry")))
-        .bearer_auth(app.key("ops"))
-        .send()
-        .await
-        .unwrap();
+    let r = replay(&app, "ops", &id).await;
     let p = problem(r, 409).await;
     assert!(p["detail"].as_str().unwrap().contains("old-crm"), "{p}");
 }
