@@ -281,26 +281,15 @@ async fn an_action_limited_to_other_agents_is_not_found_for_this_one() {
 
 #[test]
 fn an_action_on_an_endpoint_whose_headers_need_a_job_is_a_config_problem() {
-    let dir = tempfile::tempdir().unwrap();
-    crate::support::copy_dir(
-        std::path::Path::new(crate::support::REPO_CONFIG),
-        dir.path(),
-    );
-    std::fs::write(
-        dir.path().join("endpoints.toml"),
-        crm_endpoint("http://127.0.0.1:9/", ""),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("actions.toml"),
-        "[actions.a]\nendpoint = \"crm\"\npath = \"/{{ args.x }}/{{ input.y }}\"\ndeadline = \"6s\"\n\
-         result = { n = \"name\" }\n[actions.b]\nendpoint = \"nowhere\"\n",
-    )
-    .unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let err =
-        callgate::config::load(dir.path(), data.path(), &crate::support::test_env()).unwrap_err();
-    let text = err.to_string();
+    let endpoints = crm_endpoint("http://127.0.0.1:9/", "");
+    let err = crate::support::config_problems(&[
+        ("endpoints.toml", &endpoints),
+        (
+            "actions.toml",
+            "[actions.a]\nendpoint = \"crm\"\npath = \"/{{ args.x }}/{{ input.y }}\"\ndeadline = \"6s\"\n\
+             result = { n = \"name\" }\n[actions.b]\nendpoint = \"nowhere\"\n",
+        ),
+    ]);
     for (key, what) in [
         ("actions.a.endpoint", "X-Job"),
         ("actions.a.path", "`input` is not defined"),
@@ -308,12 +297,7 @@ fn an_action_on_an_endpoint_whose_headers_need_a_job_is_a_config_problem() {
         ("actions.a.result.n", "JSON pointer"),
         ("actions.b.endpoint", "no endpoint `nowhere`"),
     ] {
-        assert!(
-            err.0
-                .iter()
-                .any(|p| p.key == key && p.message.contains(what)),
-            "expected {key} ({what}) in:\n{text}"
-        );
+        crate::support::assert_problem(&err, key, what);
     }
 }
 

@@ -409,6 +409,28 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Loads the shipped config with `files` written over it; it must fail.
+pub fn config_problems(files: &[(&str, &str)]) -> callgate::config::ConfigError {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(Path::new(REPO_CONFIG), dir.path());
+    for (name, contents) in files {
+        std::fs::write(dir.path().join(name), contents).unwrap();
+    }
+    let data = tempfile::tempdir().unwrap();
+    callgate::config::load(dir.path(), data.path(), &test_env())
+        .expect_err("the config should not validate")
+}
+
+/// Asserts that `err` has a problem at `key` whose message contains `what`.
+pub fn assert_problem(err: &callgate::config::ConfigError, key: &str, what: &str) {
+    assert!(
+        err.0
+            .iter()
+            .any(|p| p.key == key && p.message.contains(what)),
+        "expected {key} ({what}) in:\n{err}"
+    );
+}
+
 /// Reads a problem+json body, checking the media type and the basic members.
 pub async fn problem(response: reqwest::Response, status: u16) -> Value {
     assert_eq!(response.status().as_u16(), status, "unexpected status");
