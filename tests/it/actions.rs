@@ -52,6 +52,15 @@ const BY_NUMBER: &str = "cache = { key = \"{{ args.phone_number }}\", ttl = \"1m
 
 const LOOKUP: &str = "/v1/agents/demo-agent/actions/customer_lookup";
 
+/// The lookup of +15550121234 in callgate's own shape, answered as JSON.
+async fn lookup(app: &TestApp) -> Value {
+    call_action(app, LOOKUP, &own_shape("+15550121234"))
+        .await
+        .json()
+        .await
+        .unwrap()
+}
+
 fn own_shape(phone: &str) -> Value {
     json!({"call": {"id": "call_1", "from": phone}, "args": {"phone_number": phone}})
 }
@@ -110,11 +119,7 @@ async fn a_slow_or_failing_upstream_gets_the_fallback_within_the_deadline() {
     // An upstream error degrades at once.
     rx.default_reply(Reply::status(500));
     let started = Instant::now();
-    let v: Value = call_action(&app, LOOKUP, &own_shape("+15550121234"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let v: Value = lookup(&app).await;
     assert_eq!(v["degraded"], true);
     assert!(started.elapsed() < Duration::from_millis(300));
 
@@ -151,11 +156,7 @@ async fn a_cache_hit_makes_no_upstream_call_and_concurrent_misses_make_one() {
     assert_eq!(rx.received().len(), 1, "single-flight");
     assert_eq!(cached, 4);
     // Later: a hit, no call. Another number: a call.
-    let v: Value = call_action(&app, LOOKUP, &own_shape("+15550121234"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let v: Value = lookup(&app).await;
     assert_eq!(v["cached"], true);
     assert_eq!(rx.received().len(), 1);
     call_action(&app, LOOKUP, &own_shape("+15550129999")).await;
@@ -374,19 +375,11 @@ async fn a_slow_upstream_still_fills_the_cache_for_the_next_lookup() {
     let rx = Receiver::start().await;
     rx.default_reply(Reply::ok(CUSTOMER).after(Duration::from_millis(500)));
     let app = app_with(&rx, BY_NUMBER).await;
-    let v: Value = call_action(&app, LOOKUP, &own_shape("+15550121234"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let v: Value = lookup(&app).await;
     assert_eq!(v["degraded"], true, "past the 300 ms deadline: {v}");
     tokio::time::sleep(Duration::from_millis(400)).await;
     let started = Instant::now();
-    let v: Value = call_action(&app, LOOKUP, &own_shape("+15550121234"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let v: Value = lookup(&app).await;
     assert_eq!(v["cached"], true, "{v}");
     assert_eq!(v["result"]["name"], "Ada Lovelace");
     assert!(started.elapsed() < Duration::from_millis(200));
@@ -406,19 +399,11 @@ async fn an_open_breaker_answers_the_fallback_at_once() {
         .start()
         .await;
     for _ in 0..2 {
-        let v: Value = call_action(&app, LOOKUP, &own_shape("+15550121234"))
-            .await
-            .json()
-            .await
-            .unwrap();
+        let v: Value = lookup(&app).await;
         assert_eq!(v["degraded"], true);
     }
     let started = Instant::now();
-    let v: Value = call_action(&app, LOOKUP, &own_shape("+15550121234"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let v: Value = lookup(&app).await;
     assert_eq!(v["degraded"], true);
     assert!(
         started.elapsed() < Duration::from_millis(150),
