@@ -67,6 +67,29 @@ impl CallStatus {
         )
     }
 
+    /// The call occupies one of its agent's lines (it counts against
+    /// `max_concurrent_calls`). `unknown` does not: nobody can tell.
+    pub fn holds_line(self) -> bool {
+        matches!(
+            self,
+            CallStatus::Queued | CallStatus::Dialing | CallStatus::Ringing | CallStatus::InProgress
+        )
+    }
+
+    /// `('queued', 'dialing', …)`: the statuses that hold a line, as an SQL
+    /// list (engines build their queries from this, never from a literal).
+    pub fn holding_line_sql() -> &'static str {
+        static LIST: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            let quoted: Vec<String> = CallStatus::ALL
+                .into_iter()
+                .filter(|s| s.holds_line())
+                .map(|s| format!("'{}'", s.as_str()))
+                .collect();
+            format!("({})", quoted.join(", "))
+        });
+        &LIST
+    }
+
     /// Position in the forward order (finals share the last rank).
     fn rank(self) -> u8 {
         match self {

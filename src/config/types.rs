@@ -66,8 +66,9 @@ pub struct RunnerConfig {
     pub retry_base: Duration,
     #[serde(default = "default_retry_max", with = "duration")]
     pub retry_max: Duration,
-    /// How long a job waits before looking again for a free line (it is
-    /// also woken when one of the agent's calls ends).
+    /// Backstop for jobs waiting for a free line: they are woken one per
+    /// freed line, oldest first, and look again after this long at the
+    /// latest (a safety net, e.g. after `max_concurrent_calls` was raised).
     #[serde(default = "default_line_retry", with = "duration")]
     pub line_retry: Duration,
     /// On shutdown, running jobs get this long before their leases are
@@ -478,7 +479,7 @@ fn default_retry_max() -> Duration {
     Duration::from_secs(300)
 }
 fn default_line_retry() -> Duration {
-    Duration::from_secs(2)
+    Duration::from_secs(30)
 }
 fn default_runner_grace() -> Duration {
     Duration::from_secs(10)

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::{Next, RunnerCtx};
 use crate::calls::{CallStatus, Lookup, ProviderError};
 use crate::config::Agent;
-use crate::store::{CallRecord, NewCall, Reservation, lines_busy_reason};
+use crate::store::{CallRecord, NewCall, Reservation};
 
 /// One call to place.
 pub(super) struct CallPlan<'a> {
@@ -78,9 +78,9 @@ impl RunnerCtx {
             .await
             .map_err(|e| Next::Retry(format!("storage: {e}")))?;
         match reserved {
-            Reservation::Busy { .. } => Err(Next::Wait {
-                until: now + self.config.main.runner.line_retry.as_millis() as i64,
-                reason: lines_busy_reason(&plan.agent.id),
+            Reservation::Busy { .. } => Err(Next::LineBusy {
+                agent: plan.agent.id.clone(),
+                lines: plan.agent.max_concurrent_calls,
             }),
             Reservation::Created(id) => self.dial(&id).await,
             Reservation::Existing(id) => self.reconcile(&id).await,

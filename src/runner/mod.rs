@@ -46,6 +46,12 @@ pub(crate) enum Next {
         until: i64,
         reason: String,
     },
+    /// Every line of the agent is in use: wait until one frees (the store
+    /// wakes waiters one per freed line; `runner.line_retry` is the backstop).
+    LineBusy {
+        agent: String,
+        lines: u32,
+    },
     Schedule {
         at: i64,
         reason: String,
@@ -310,6 +316,7 @@ impl RunnerCtx {
             error: None,
             attempts: job.attempts,
             detail: None,
+            line_wait: None,
         };
         match next {
             Next::Done(result) => JobUpdate {
@@ -317,6 +324,17 @@ impl RunnerCtx {
                 ..base(JobStatus::Succeeded, None, now)
             },
             Next::Wait { until, reason } => base(JobStatus::Waiting, Some(reason), until),
+            Next::LineBusy { agent, lines } => JobUpdate {
+                line_wait: Some(crate::store::LineWait {
+                    agent_id: agent.clone(),
+                    lines,
+                }),
+                ..base(
+                    JobStatus::Waiting,
+                    Some(crate::store::lines_busy_reason(&agent)),
+                    now + self.config.main.runner.line_retry.as_millis() as i64,
+                )
+            },
             Next::Schedule { at, reason } => base(JobStatus::Scheduled, Some(reason), at),
             Next::Reject(reason) => JobUpdate {
                 error: Some(json!({"message": reason})),

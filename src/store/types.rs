@@ -116,8 +116,6 @@ pub struct JobRecord {
 #[derive(Debug, Clone)]
 pub struct ClaimedJob {
     pub id: String,
-    /// Why it was waiting or scheduled (empty for a fresh job).
-    pub reason_before: String,
     pub action: serde_json::Value,
     pub input: serde_json::Value,
     pub state: serde_json::Value,
@@ -139,6 +137,21 @@ pub struct JobUpdate {
     pub attempts: i64,
     /// Extra detail for the event log (the failed attempt's error…).
     pub detail: Option<serde_json::Value>,
+    /// With `Waiting`: the agent whose free line the job waits for. The
+    /// store wakes such jobs one per freed line, oldest first, and a job
+    /// that was woken but finds the lines taken again goes back to waiting
+    /// without writing anything to its event log.
+    pub line_wait: Option<LineWait>,
+}
+
+/// A job waiting for one of an agent's lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineWait {
+    pub agent_id: String,
+    /// The agent's `max_concurrent_calls`: a line freed between the job's
+    /// failed reservation and this update makes the job due at once (else
+    /// that line's wake-up would have found no waiter).
+    pub lines: u32,
 }
 
 /// One entry of a job's event log.
@@ -246,8 +259,8 @@ pub enum EventApplied {
     Applied { moved_to: Option<CallStatus> },
 }
 
-/// The `status_reason` of jobs waiting for one of `agent_id`'s lines (the
-/// store wakes them when one of the agent's calls ends).
+/// The `status_reason` shown for jobs waiting for one of `agent_id`'s lines
+/// (display only: the store finds such jobs by `JobUpdate::line_wait`).
 pub fn lines_busy_reason(agent_id: &str) -> String {
     format!("lines busy: {agent_id}")
 }

@@ -416,3 +416,73 @@ async fn an_automation_branches_on_the_outcome_and_waits_for_each_call() {
         job["calls"][0]["call_id"]
     );
 }
+
+/// Runs `jobs` triggers against one agent with three lines and returns the
+/// most `waiting` events any one job wrote, and their total.
+async fn line_waiting_events(jobs: usize) -> (i64, i64) {
+    // The backstop is an hour: every job that ran was woken by a freed line.
+    let app = TestApp::builder()
+        .file("providers.toml", &fast_simulator(""))
+        .file("agents.toml", ANYTIME_AGENT)
+        .main("[runner]\nworkers = 16\nline_retry = \"1h\"\npoll_interval = \"50ms\"")
+        .key("zapier", &["triggers:run", "jobs:read"])
+        .background_runner()
+        .start()
+        .await;
+    for i in 0..jobs {
+        let body = json!({"phone_number": format!("+1555030{i:04}")});
+        assert_eq!(
+            app.trigger(app.key("zapier"), "demo-call", &body)
+                .await
+                .status(),
+            202
+        );
+    }
+    eventually(
+        Duration::from_secs(120),
+        "every job to place its call",
+        || async {
+            let done: i64 =
+                sqlx_scalar(&app, "SELECT COUNT(*) FROM jobs WHERE status = 'succeeded'").await;
+            (done == jobs as i64).then_some(())
+        },
+    )
+    .await;
+    let dials = app
+        .dial_log()
+        .iter()
+        .filter(|e| matches!(e, callgate::calls::simulator::LogEntry::Dial { .. }))
+        .count();
+    assert_eq!(dials, jobs, "one dial per job");
+    let most: i64 = sqlx_scalar(
+        &app,
+        "SELECT COALESCE(MAX(n), 0) FROM (SELECT COUNT(*) AS n FROM job_events \
+         WHERE status = 'waiting' GROUP BY job_id)",
+    )
+    .await;
+    let total: i64 = sqlx_scalar(
+        &app,
+        "SELECT COUNT(*) FROM job_events WHERE status = 'waiting'",
+    )
+    .await;
+    (most, total)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_freed_line_wakes_one_waiter_and_waiting_events_grow_linearly() {
+    // Before: every freed line woke every waiter, and each wrote a
+    // `waiting` event on finding the lines taken again (40 per job at 100
+    // jobs, 148 at 400). Now a job waits once, however long the queue.
+    for jobs in [30, 90] {
+        let (most, total) = line_waiting_events(jobs).await;
+        assert!(
+            most <= 1,
+            "{jobs} jobs: one job wrote {most} waiting events"
+        );
+        assert!(
+            total <= jobs as i64,
+            "{jobs} jobs wrote {total} waiting events"
+        );
+        assert!(total > 0, "{jobs} jobs on three lines: some had to wait");
+    }
+}

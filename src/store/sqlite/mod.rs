@@ -388,11 +388,14 @@ impl Store for SqliteStore {
 
     async fn stale_calls(&self, before_ms: i64) -> Result<Vec<CallRecord>, StoreError> {
         self.read_calls(move |conn| {
+            // The same list as the `calls_active` partial index, so that
+            // SQLite uses it.
             let ids: Vec<String> = conn
-                .prepare_cached(
-                    "SELECT id FROM calls WHERE status IN ('queued', 'dialing', 'ringing', 'in_progress') \
+                .prepare_cached(&format!(
+                    "SELECT id FROM calls WHERE status IN {} \
                      AND updated_at < ?1 ORDER BY updated_at LIMIT 100",
-                )?
+                    CallStatus::holding_line_sql()
+                ))?
                 .query_map([before_ms], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
             ids.iter()
@@ -411,7 +414,6 @@ impl Store for SqliteStore {
             let (applied, ended) = ops::apply_call_event(conn, &event, ops::read_call)?;
             if let Some(call) = ended {
                 ops::wake_jobs(conn, std::slice::from_ref(&call.job_id), event.now_ms)?;
-                ops::wake_line_waiters(conn, &call.agent_id, event.now_ms)?;
                 let jobs = on_final(&call);
                 ops::insert_jobs(conn, &jobs)?;
             }

@@ -48,30 +48,38 @@ pub(super) fn claim_jobs(
 
     let mut claim = conn.prepare_cached(
         "UPDATE jobs SET status = 'running', lease_owner = ?2, lease_expires_at = ?3, updated_at = ?4 \
-         WHERE id = ?1 RETURNING id, status_reason, action, input, state, attempts, created_at",
+         WHERE id = ?1 RETURNING id, action, input, state, attempts, created_at, wait_agent",
     )?;
     let mut claimed = Vec::with_capacity(candidates.len());
     for (_, id) in candidates {
-        let job = claim.query_row(params![id, owner, lease_until_ms, now_ms], |r| {
-            Ok(ClaimedJob {
-                id: r.get(0)?,
-                reason_before: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
-                action: json(r.get(2)?),
-                input: json(r.get(3)?),
-                state: json(r.get(4)?),
-                attempts: r.get(5)?,
-                created_at_ms: r.get(6)?,
-            })
-        })?;
-        log_event(
-            conn,
-            &job.id,
-            now_ms,
-            JobStatus::Running.as_str(),
-            None,
-            Some(job.attempts),
-            None,
-        )?;
+        let (job, line_wait) =
+            claim.query_row(params![id, owner, lease_until_ms, now_ms], |r| {
+                Ok((
+                    ClaimedJob {
+                        id: r.get(0)?,
+                        action: json(r.get(1)?),
+                        input: json(r.get(2)?),
+                        state: json(r.get(3)?),
+                        attempts: r.get(4)?,
+                        created_at_ms: r.get(5)?,
+                    },
+                    r.get::<_, Option<String>>(6)?,
+                ))
+            })?;
+        // A job woken from a line wait may find the lines taken again: its
+        // `running` is logged by `finish_claim`, only if the run changed
+        // anything (a futile wake-up writes nothing).
+        if line_wait.is_none() {
+            log_event(
+                conn,
+                &job.id,
+                now_ms,
+                JobStatus::Running.as_str(),
+                None,
+                Some(job.attempts),
+                None,
+            )?;
+        }
         claimed.push(job);
     }
     Ok(claimed)
@@ -115,36 +123,73 @@ pub(super) fn finish_claim(
     u: &JobUpdate,
     now_ms: i64,
 ) -> Result<bool, StoreError> {
-    let n = conn
+    // What the claim left: set by `claim_jobs` (updated_at is the claim time).
+    let before: Option<(Option<String>, i64, i64)> = conn
         .prepare_cached(
-            "UPDATE jobs SET status = ?3, status_reason = ?4, run_at = ?5, state = ?6, result = ?7, \
-             error = ?8, attempts = ?9, updated_at = ?10, lease_owner = NULL, lease_expires_at = NULL \
+            "SELECT wait_agent, updated_at, attempts FROM jobs \
              WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'",
         )?
-        .execute(params![
-            job_id,
-            owner,
-            u.status.as_str(),
-            u.reason,
-            u.run_at_ms,
-            u.state.to_string(),
-            u.result.as_ref().map(|v| v.to_string()),
-            u.error.as_ref().map(|v| v.to_string()),
-            u.attempts,
-            now_ms
-        ])?;
-    if n == 1 {
+        .query_row(params![job_id, owner], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    let Some((line_wait_before, claimed_at, attempts_before)) = before else {
+        return Ok(false);
+    };
+    let line_wait = u
+        .line_wait
+        .as_ref()
+        .filter(|_| u.status == JobStatus::Waiting);
+    let mut run_at = u.run_at_ms;
+    if let Some(w) = line_wait
+        && active_calls(conn, &w.agent_id)? < i64::from(w.lines)
+    {
+        run_at = now_ms;
+    }
+    let line_wait = line_wait.map(|w| w.agent_id.as_str());
+    conn.prepare_cached(
+        "UPDATE jobs SET status = ?3, status_reason = ?4, run_at = ?5, state = ?6, result = ?7, \
+         error = ?8, attempts = ?9, updated_at = ?10, wait_agent = ?11, lease_owner = NULL, \
+         lease_expires_at = NULL WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'",
+    )?
+    .execute(params![
+        job_id,
+        owner,
+        u.status.as_str(),
+        u.reason,
+        run_at,
+        u.state.to_string(),
+        u.result.as_ref().map(|v| v.to_string()),
+        u.error.as_ref().map(|v| v.to_string()),
+        u.attempts,
+        now_ms,
+        line_wait,
+    ])?;
+    if let Some(agent) = line_wait_before.as_deref() {
+        if line_wait == Some(agent) {
+            // Woken, but the lines were taken again: nothing happened.
+            return Ok(true);
+        }
         log_event(
             conn,
             job_id,
-            now_ms,
-            u.status.as_str(),
-            u.reason.as_deref(),
-            Some(u.attempts),
-            u.detail.as_ref(),
+            claimed_at,
+            JobStatus::Running.as_str(),
+            None,
+            Some(attempts_before),
+            None,
         )?;
     }
-    Ok(n == 1)
+    log_event(
+        conn,
+        job_id,
+        now_ms,
+        u.status.as_str(),
+        u.reason.as_deref(),
+        Some(u.attempts),
+        u.detail.as_ref(),
+    )?;
+    Ok(true)
 }
 
 pub(super) fn release_leases(
@@ -193,8 +238,6 @@ pub(super) fn insert_jobs(conn: &Connection, jobs: &[NewJob]) -> Result<(), Stor
     Ok(())
 }
 
-const ACTIVE: &str = "('queued', 'dialing', 'ringing', 'in_progress')";
-
 pub(super) fn reserve_call(
     conn: &Connection,
     c: &NewCall,
@@ -207,11 +250,7 @@ pub(super) fn reserve_call(
     if let Some(id) = existing {
         return Ok(Reservation::Existing(id));
     }
-    let active: i64 = conn
-        .prepare_cached(&format!(
-            "SELECT COUNT(*) FROM calls WHERE agent_id = ?1 AND status IN {ACTIVE}"
-        ))?
-        .query_row(params![c.agent_id], |r| r.get(0))?;
+    let active = active_calls(conn, &c.agent_id)?;
     if active >= i64::from(max_active) {
         return Ok(Reservation::Busy { active });
     }
@@ -235,14 +274,43 @@ pub(super) fn reserve_call(
     Ok(Reservation::Created(c.id.clone()))
 }
 
-fn status_of(conn: &Connection, call_id: &str) -> Result<Option<CallStatus>, StoreError> {
-    let status: Option<String> = conn
-        .prepare_cached("SELECT status FROM calls WHERE id = ?1")?
-        .query_row(params![call_id], |r| r.get(0))
+/// Calls of `agent_id` that hold a line.
+fn active_calls(conn: &Connection, agent_id: &str) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT COUNT(*) FROM calls WHERE agent_id = ?1 AND status IN {}",
+            CallStatus::holding_line_sql()
+        ))?
+        .query_row(params![agent_id], |r| r.get(0))?)
+}
+
+/// A call's status and agent.
+fn status_of(conn: &Connection, call_id: &str) -> Result<Option<(CallStatus, String)>, StoreError> {
+    let row: Option<(String, String)> = conn
+        .prepare_cached("SELECT status, agent_id FROM calls WHERE id = ?1")?
+        .query_row(params![call_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    status
-        .map(|s| s.parse::<CallStatus>().map_err(StoreError::Corrupt))
-        .transpose()
+    row.map(|(s, agent)| {
+        s.parse::<CallStatus>()
+            .map(|s| (s, agent))
+            .map_err(StoreError::Corrupt)
+    })
+    .transpose()
+}
+
+/// When a call moves off a status that held a line, the agent's oldest
+/// line waiter becomes due (in the same transaction as the move).
+fn on_status_change(
+    conn: &Connection,
+    agent_id: &str,
+    from: CallStatus,
+    to: CallStatus,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    if from.holds_line() && !to.holds_line() {
+        wake_line_waiters(conn, agent_id, 1, now_ms)?;
+    }
+    Ok(())
 }
 
 pub(super) fn call_dialed(
@@ -252,13 +320,14 @@ pub(super) fn call_dialed(
     status: CallStatus,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    let current = status_of(conn, call_id)?
+    let (current, agent) = status_of(conn, call_id)?
         .ok_or_else(|| StoreError::Corrupt(format!("no call {call_id}")))?;
     let next = if current.may_become(status) {
         status
     } else {
         current
     };
+    on_status_change(conn, &agent, current, next, now_ms)?;
     conn.prepare_cached(
         "UPDATE calls SET provider_call_id = COALESCE(?2, provider_call_id), status = ?3, \
          error = NULL, updated_at = ?4 WHERE id = ?1",
@@ -274,6 +343,9 @@ pub(super) fn set_call_status(
     error: Option<&str>,
     now_ms: i64,
 ) -> Result<(), StoreError> {
+    let (current, agent) = status_of(conn, call_id)?
+        .ok_or_else(|| StoreError::Corrupt(format!("no call {call_id}")))?;
+    on_status_change(conn, &agent, current, status, now_ms)?;
     let redial = i64::from(status == CallStatus::Dialing);
     conn.prepare_cached(
         "UPDATE calls SET status = ?2, error = ?3, updated_at = ?4, dial_attempts = dial_attempts + ?5, \
@@ -291,7 +363,7 @@ pub(super) fn apply_call_event(
     e: &CallEventIn,
     read_call: impl Fn(&Connection, &str) -> Result<Option<CallRecord>, StoreError>,
 ) -> Result<(EventApplied, Option<CallRecord>), StoreError> {
-    let Some(current) = status_of(conn, &e.call_id)? else {
+    let Some((current, agent)) = status_of(conn, &e.call_id)? else {
         return Err(StoreError::Corrupt(format!("no call {}", e.call_id)));
     };
     let moved_to = e.status.filter(|s| current.may_become(*s));
@@ -312,6 +384,7 @@ pub(super) fn apply_call_event(
         return Ok((EventApplied::Duplicate, None));
     }
     let status = moved_to.unwrap_or(current);
+    on_status_change(conn, &agent, current, status, e.now_ms)?;
     let answered = matches!(moved_to, Some(CallStatus::InProgress));
     let ended = moved_to.is_some_and(CallStatus::is_final);
     // Details are taken from any new event (a late `call_analyzed` adds the
@@ -349,16 +422,21 @@ pub(super) fn apply_call_event(
     Ok((EventApplied::Applied { moved_to }, record))
 }
 
-/// Waiting jobs of `agent_id` become due (a line was freed).
-pub(super) fn wake_line_waiters(
+/// The `n` oldest jobs waiting for one of `agent_id`'s lines become due
+/// (lines were freed). Only as many as lines freed: waking every waiter for
+/// one line made each of them claim, find the line taken and wait again.
+fn wake_line_waiters(
     conn: &Connection,
     agent_id: &str,
+    n: i64,
     now_ms: i64,
 ) -> Result<(), StoreError> {
     conn.prepare_cached(
-        "UPDATE jobs SET run_at = ?2 WHERE status = 'waiting' AND status_reason = ?1 AND run_at > ?2",
+        "UPDATE jobs SET run_at = ?2 WHERE id IN (SELECT id FROM jobs \
+         WHERE status = 'waiting' AND wait_agent = ?1 AND run_at > ?2 \
+         ORDER BY created_at, id LIMIT ?3)",
     )?
-    .execute(params![crate::store::lines_busy_reason(agent_id), now_ms])?;
+    .execute(params![agent_id, now_ms, n])?;
     Ok(())
 }
 

@@ -164,6 +164,16 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         );
         "#,
     ),
+    (
+        5,
+        "line waiters by agent (woken one per freed line, oldest first)",
+        r#"
+        ALTER TABLE jobs ADD COLUMN wait_agent TEXT;
+        UPDATE jobs SET wait_agent = substr(status_reason, 13)
+            WHERE status = 'waiting' AND status_reason LIKE 'lines busy: %';
+        CREATE INDEX jobs_line_waiters ON jobs (wait_agent, created_at) WHERE status = 'waiting';
+        "#,
+    ),
 ];
 
 pub(super) async fn migrate(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
