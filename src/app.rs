@@ -199,6 +199,13 @@ pub async fn build_state(
     let limiters = Limiters::new(
         &config.main.limits,
         config.triggers.values().map(|t| (&t.id, t.rate_limit)),
+        config.providers.iter().map(|(name, p)| {
+            (
+                name,
+                p.callback_rate_limit()
+                    .unwrap_or(config.main.limits.per_provider),
+            )
+        }),
     );
     Ok(AppState::new(AppInner {
         keys: ArcSwap::from_pointee(config.keys.clone()),

@@ -266,6 +266,14 @@ impl ProviderConfig {
             ProviderConfig::Http(h) => h.dial_rate,
         }
     }
+
+    /// Overrides `[limits.per_provider]` for this provider's callbacks.
+    pub fn callback_rate_limit(&self) -> Option<RateSpec> {
+        match self {
+            ProviderConfig::Simulator(s) => s.callback_rate_limit,
+            ProviderConfig::Http(h) => h.callback_rate_limit,
+        }
+    }
 }
 
 /// `type = "simulator"`: deterministic for a seed.
@@ -302,6 +310,8 @@ pub struct SimulatorConfig {
     /// listener, or `server.public_url`).
     pub callback_base_url: Option<String>,
     pub dial_rate: Option<RateSpec>,
+    /// Overrides `[limits.per_provider]` (verified callbacks).
+    pub callback_rate_limit: Option<RateSpec>,
 }
 
 /// `type = "http"`: a generic adapter for a voice platform's API.
@@ -319,6 +329,8 @@ pub struct HttpProviderConfig {
     #[serde(with = "duration", default = "default_provider_timeout")]
     pub timeout: Duration,
     pub dial_rate: Option<RateSpec>,
+    /// Overrides `[limits.per_provider]` (verified callbacks).
+    pub callback_rate_limit: Option<RateSpec>,
 }
 
 /// One templated HTTP request.

@@ -251,6 +251,12 @@ pub struct LimitsConfig {
     /// Per trigger, across all callers.
     #[serde(default = "default_per_trigger")]
     pub per_trigger: RateSpec,
+    /// Verified status callbacks per voice provider (providers may
+    /// override). Callbacks are not limited per IP: a platform sends from
+    /// few addresses, and only a callback whose signature fails is charged
+    /// to its IP's `per_ip` bucket.
+    #[serde(default = "default_per_provider")]
+    pub per_provider: RateSpec,
     /// How often idle limiter keys are dropped.
     #[serde(default = "default_housekeeping", with = "duration")]
     pub housekeeping_interval: Duration,
@@ -265,6 +271,7 @@ impl Default for LimitsConfig {
             per_ip: default_per_ip(),
             per_principal: default_per_principal(),
             per_trigger: default_per_trigger(),
+            per_provider: default_per_provider(),
             housekeeping_interval: default_housekeeping(),
             max_tracked_keys: default_max_tracked_keys(),
         }
@@ -545,6 +552,13 @@ fn default_per_trigger() -> RateSpec {
         requests: 100,
         per: Duration::from_secs(1),
         burst: 200,
+    }
+}
+fn default_per_provider() -> RateSpec {
+    RateSpec {
+        requests: 1000,
+        per: Duration::from_secs(1),
+        burst: 2000,
     }
 }
 fn default_housekeeping() -> Duration {

@@ -149,6 +149,7 @@ fn check_main(dir: &Path, main: &MainFile, problems: &mut Vec<Problem>) {
         ("limits.per_ip", &main.limits.per_ip),
         ("limits.per_principal", &main.limits.per_principal),
         ("limits.per_trigger", &main.limits.per_trigger),
+        ("limits.per_provider", &main.limits.per_provider),
     ] {
         if let Err(e) = check_rate(rate) {
             problem(key, e);

@@ -171,6 +171,11 @@ pub(super) fn check_providers(
         {
             problem(".dial_rate", e);
         }
+        if let Some(rate) = cfg.callback_rate_limit()
+            && let Err(e) = crate::limits::check_rate(&rate)
+        {
+            problem(".callback_rate_limit", e);
+        }
         match cfg {
             ProviderConfig::Simulator(s) => {
                 for (key, v) in [

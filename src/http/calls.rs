@@ -2,17 +2,23 @@
 //! `POST /v1/calls/{call_id}/events` (voice providers' status callbacks).
 //!
 //! Policy for callbacks: an unknown call is 404; the provider's signature is
-//! verified against the raw body before anything is read (401); a body that
-//! cannot be read is 400; a repeated event changes nothing and an event
-//! that would move the call backwards only adds details. A call reaching a
-//! final status wakes its job, frees its line and starts subscribed
-//! automations, in the same transaction.
+//! verified against the raw body before anything is read (401
+//! `bad-signature`, with a `Signature` challenge; each failure is charged
+//! to the sender's per-IP bucket, 429 once it is empty); a body that cannot
+//! be read is 400; then the provider's own limit (429; verified callbacks
+//! are never limited per IP: a platform sends them all from a few
+//! addresses). A repeated event changes nothing and an event that would
+//! move the call backwards only adds details. A call reaching a final
+//! status wakes its job, frees its line and starts subscribed automations,
+//! in the same transaction.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{OriginalUri, State};
+use axum::extract::{ConnectInfo, OriginalUri, State};
 use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -25,6 +31,7 @@ use crate::clock::rfc3339;
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::ApiPath;
+use crate::http::middleware::client_ip;
 use crate::ids::JobId;
 use crate::store::{CallRecord, EventApplied};
 
@@ -113,18 +120,24 @@ pub async fn get_call(
 
 pub async fn call_event(
     State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ApiPath(call_id): ApiPath<String>,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let bytes = crate::input::read_body(body, app.config.main.server.max_body_bytes).await?;
-    let call = app
-        .store
-        .call(&call_id)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(|| ApiError::NotFound(format!("no call `{call_id}`")))?;
+    // Callbacks that fail (unknown call, bad signature) are charged to the
+    // sender's address, so that guessing or forging costs quota.
+    let refuse = |e: ApiError| -> Result<Response, ApiError> {
+        let ip_state = app.limiters.check_ip(client_ip(&app, peer, &headers))?;
+        let mut response = e.into_response();
+        ip_state.append_to(response.headers_mut());
+        Ok(response)
+    };
+    let Some(call) = app.store.call(&call_id).await.map_err(store_error)? else {
+        return refuse(ApiError::NotFound(format!("no call `{call_id}`")));
+    };
     let provider = app.providers.get(&call.provider).ok_or_else(|| {
         ApiError::Internal(format!(
             "call {call_id} names unknown provider {}",
@@ -146,15 +159,14 @@ pub async fn call_event(
         now_ms: chrono::Utc::now().timestamp_millis(),
     };
     let now = app.clock.now_ms();
-    let event = provider
-        .callbacks()
-        .read(&call_id, &signed, now)
-        .map_err(|e| match e {
-            EventError::Signature(e) => {
-                ApiError::unauthorized(format!("callback signature: {e}"), true)
-            }
-            EventError::Body(e) => ApiError::bad_request(format!("callback body: {e}")),
-        })?;
+    let event = match provider.callbacks().read(&call_id, &signed, now) {
+        Ok(event) => event,
+        Err(EventError::Signature(e)) => return refuse(ApiError::BadSignature(e.to_string())),
+        Err(EventError::Body(e)) => {
+            return Err(ApiError::bad_request(format!("callback body: {e}")));
+        }
+    };
+    let limit = app.limiters.check_provider(&call.provider).transpose()?;
     let config = app.config.clone();
     let on_final = Box::new(move |c: &CallRecord| crate::runner::event_jobs(&config, c, now));
     let applied = app
@@ -163,7 +175,7 @@ pub async fn call_event(
         .await
         .map_err(store_error)?;
     app.wake.notify_one();
-    Ok(Json(match applied {
+    let mut response = Json(match applied {
         EventApplied::Duplicate => json!({"call_id": call_id, "applied": false, "duplicate": true}),
         EventApplied::Applied { moved_to } => json!({
             "call_id": call_id,
@@ -171,5 +183,10 @@ pub async fn call_event(
             "duplicate": false,
             "status_changed_to": moved_to,
         }),
-    }))
+    })
+    .into_response();
+    if let Some(state) = limit {
+        state.append_to(response.headers_mut());
+    }
+    Ok(response)
 }

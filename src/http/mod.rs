@@ -95,8 +95,8 @@ impl Deref for AppState {
 pub enum Access {
     /// Anyone (health checks).
     Public,
-    /// Voice providers: per-IP limit, then the provider's signature, which
-    /// the handler verifies.
+    /// Voice providers: the handler verifies the provider's signature, then
+    /// applies the provider's limit (forgeries are charged per IP).
     Signed,
     /// A principal (API key or JWT), after the per-IP limit.
     Authenticated,
@@ -214,7 +214,7 @@ pub fn router(state: AppState) -> Router {
         }
     }
     let app = public
-        .merge(middleware::ip_limited(signed, &state))
+        .merge(signed)
         .merge(middleware::authenticated(private, &state))
         // Outside every route's own layers (auth, limits), so 401s and 429s
         // are counted under their route too.

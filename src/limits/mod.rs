@@ -1,10 +1,12 @@
 //! Rate limits: governor's GCRA, with IETF `RateLimit` headers.
 //!
-//! Policy: three limits, each a rate and a burst. `ip` (per client address,
-//! before authentication, so credential checking cannot be used to burn CPU),
-//! `principal` (per API key or JWT subject; keys and issuers may override the
-//! default) and `trigger` (per trigger across all callers; triggers may
-//! override). A rejection is 429 problem+json with `Retry-After` in whole
+//! Policy: four limits, each a rate and a burst. `ip` (per client address,
+//! before authentication, so credential checking cannot be used to burn CPU;
+//! on provider callbacks it is charged only by callbacks whose signature
+//! fails), `principal` (per API key or JWT subject; keys and issuers may
+//! override the default), `trigger` (per trigger across all callers;
+//! triggers may override) and `provider` (verified status callbacks per
+//! voice provider; providers may override). A rejection is 429 problem+json with `Retry-After` in whole
 //! seconds; every answer carries `RateLimit-Policy` and `RateLimit` for the
 //! limits it passed (draft-ietf-httpapi-ratelimit-headers). Idle keys are
 //! dropped by periodic housekeeping, so memory stays bounded however many
@@ -141,6 +143,7 @@ pub struct Limiters {
     /// One keyed limiter per distinct override spec (keys, issuers).
     principal_overrides: RwLock<HashMap<RateSpec, Arc<Keyed<Arc<str>>>>>,
     triggers: HashMap<TriggerId, Direct>,
+    providers: HashMap<String, Direct>,
     max_tracked_keys: usize,
     ip_checks: AtomicU64,
 }
@@ -149,9 +152,12 @@ pub struct Limiters {
 const SIZE_CHECK_EVERY: u64 = 4096;
 
 impl Limiters {
+    /// `triggers` and `providers` with their effective specs (override or
+    /// default).
     pub fn new<'a>(
         cfg: &LimitsConfig,
         triggers: impl IntoIterator<Item = (&'a TriggerId, RateSpec)>,
+        providers: impl IntoIterator<Item = (&'a String, RateSpec)>,
     ) -> Self {
         Self {
             ip: Keyed::new("ip", cfg.per_ip),
@@ -160,6 +166,10 @@ impl Limiters {
             triggers: triggers
                 .into_iter()
                 .map(|(id, spec)| (id.clone(), Direct::new("trigger", spec)))
+                .collect(),
+            providers: providers
+                .into_iter()
+                .map(|(name, spec)| (name.clone(), Direct::new("provider", spec)))
                 .collect(),
             max_tracked_keys: cfg.max_tracked_keys,
             ip_checks: AtomicU64::new(0),
@@ -205,6 +215,12 @@ impl Limiters {
     /// here; the handler has answered 404 before asking).
     pub fn check_trigger(&self, id: &TriggerId) -> Option<Result<PolicyState, ApiError>> {
         self.triggers.get(id).map(Direct::check)
+    }
+
+    /// The limit on a provider's verified callbacks (`None` for a provider
+    /// the limiter does not know: its calls cannot exist).
+    pub fn check_provider(&self, name: &str) -> Option<Result<PolicyState, ApiError>> {
+        self.providers.get(name).map(Direct::check)
     }
 
     /// Drops idle keys from every keyed limiter; returns the keys left.

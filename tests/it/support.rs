@@ -48,7 +48,8 @@ impl Default for Builder {
             // Generous unless a test is about limits.
             limits: "per_ip = { requests = 100000, per = \"1s\", burst = 100000 }\n\
                      per_principal = { requests = 100000, per = \"1s\", burst = 100000 }\n\
-                     per_trigger = { requests = 100000, per = \"1s\", burst = 100000 }\n"
+                     per_trigger = { requests = 100000, per = \"1s\", burst = 100000 }\n\
+                     per_provider = { requests = 100000, per = \"1s\", burst = 100000 }\n"
                 .into(),
             triggers_extra: String::new(),
             keys: Vec::new(),

@@ -1,8 +1,9 @@
-//! The `/v1` guards. For routes with credentials, in order: per-IP limit
-//! (before any credential work), authentication, per-principal limit. For
-//! signed provider callbacks: the per-IP limit alone (the handler verifies
-//! the signature). One middleware function each rather than a layer per
-//! check: every layer is cloned and boxed per request on the hot path.
+//! The `/v1` guard for routes with credentials, in order: per-IP limit
+//! (before any credential work), authentication, per-principal limit. One
+//! middleware function rather than a layer per check: every layer is cloned
+//! and boxed per request on the hot path. (Signed provider callbacks have no
+//! guard: their handler verifies the signature, then applies the provider's
+//! limit; see `http/calls.rs`.)
 //!
 //! Policy: 429 with `Retry-After` when a limit is exhausted, 401 when
 //! credentials are missing or invalid (see `auth.rs`); every answer that
@@ -30,26 +31,25 @@ pub async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Res
     response
 }
 
-/// The per-IP limit alone (signed provider callbacks).
-pub async fn ip_only(State(app): State<AppState>, req: Request, next: Next) -> Response {
-    let ip_state = match check_ip(&app, &req) {
-        Ok(state) => state,
-        Err(e) => return e.into_response(),
-    };
-    let mut response = next.run(req).await;
-    ip_state.append_to(response.headers_mut());
-    response
-}
-
 fn check_ip(app: &AppState, req: &Request) -> Result<PolicyState, ApiError> {
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
+        .map(|c| c.0)
         .ok_or_else(|| ApiError::Internal("connection info missing".into()))?;
-    let ip = client_ip::resolve(peer, req.headers(), &app.config.main.server.trusted_proxies);
+    app.limiters.check_ip(client_ip(app, peer, req.headers()))
+}
+
+/// The client's address (trusted-proxy aware), recorded on the request's
+/// span.
+pub fn client_ip(
+    app: &AppState,
+    peer: SocketAddr,
+    headers: &axum::http::HeaderMap,
+) -> std::net::IpAddr {
+    let ip = client_ip::resolve(peer.ip(), headers, &app.config.main.server.trusted_proxies);
     tracing::Span::current().record("client_ip", tracing::field::display(ip));
-    app.limiters.check_ip(ip)
+    ip
 }
 
 async fn authenticated(app: &AppState, mut req: Request, next: Next) -> Response {

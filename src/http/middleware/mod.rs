@@ -6,12 +6,15 @@
 //!    body size (413) → timeout (503);
 //! 3. panic catcher: a panic becomes a 500 problem and the server serves on;
 //!
-//! and for the `/v1` routes, after routing, the guard (`guard.rs`):
+//! and for the `/v1` routes with credentials, after routing, the guard
+//! (`guard.rs`):
 //!
 //! 4. per-IP limit (429) → authentication (401) → per-principal limit (429).
 //!
 //! Scope checks (403), the per-trigger limit and everything about the body
-//! happen in the handlers, where the resource is known.
+//! happen in the handlers, where the resource is known. Provider callbacks
+//! carry no credentials and get no guard: the handler verifies the
+//! signature, then applies the provider's limit.
 
 mod auth;
 mod front_door;
@@ -26,6 +29,7 @@ use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
+pub use guard::client_ip;
 pub use request_id::RequestIdValue;
 
 use super::AppState;
@@ -47,10 +51,4 @@ pub fn stack(app: Router, state: &AppState) -> Router {
 /// Adds the guard (4) to the routes that need credentials.
 pub fn authenticated(routes: Router<AppState>, state: &AppState) -> Router<AppState> {
     routes.route_layer(from_fn_with_state(state.clone(), guard::guard))
-}
-
-/// Adds only the per-IP limit, for routes whose callers prove themselves by
-/// signature (provider callbacks).
-pub fn ip_limited(routes: Router<AppState>, state: &AppState) -> Router<AppState> {
-    routes.route_layer(from_fn_with_state(state.clone(), guard::ip_only))
 }
