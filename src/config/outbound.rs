@@ -223,6 +223,11 @@ pub struct DeliveriesConfig {
     /// Deliveries sent at once by one process (across endpoints).
     #[serde(default = "default_delivery_workers")]
     pub workers: usize,
+    /// How long past its endpoint's timeout a claimed delivery stays leased
+    /// to the process sending it. When that process dies mid-attempt, the
+    /// delivery is sent again (same `webhook-id`) once the lease is over.
+    #[serde(with = "duration", default = "default_lease_grace")]
+    pub lease_grace: Duration,
 }
 
 impl Default for DeliveriesConfig {
@@ -230,8 +235,13 @@ impl Default for DeliveriesConfig {
         Self {
             retention: default_retention(),
             workers: default_delivery_workers(),
+            lease_grace: default_lease_grace(),
         }
     }
+}
+
+fn default_lease_grace() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {

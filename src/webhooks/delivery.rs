@@ -127,7 +127,7 @@ impl Deliverer {
                 Allowance::None => continue,
             };
             let now = self.inner.clock.now_ms();
-            let lease = client.endpoint.timeout + Duration::from_secs(30);
+            let lease = client.endpoint.timeout + self.inner.config.main.deliveries.lease_grace;
             let claimed = match self
                 .inner
                 .store
@@ -244,19 +244,10 @@ impl Deliverer {
         } else {
             (DeliveryStatus::Failed, None)
         };
-        // The endpoint's fault (for the breaker): no answer, 408, 429, 5xx.
-        // A refusal by our own guard says nothing about the endpoint.
-        if out.refused {
-            // Says nothing about the endpoint; a probe it used is offered again.
-            client.breaker_cancel_probe();
-        } else {
-            client.breaker_record(!out.is_retryable(), Instant::now());
-        }
-        let outcome = status.as_str();
-        metrics::counter!("callgate_deliveries_total", "endpoint" => endpoint.name.clone(), "outcome" => outcome)
-            .increment(1);
-        metrics::histogram!("callgate_delivery_duration_seconds", "endpoint" => endpoint.name.clone())
-            .record(out.latency.as_secs_f64());
+        // The answer is recorded before anything else: a process killed
+        // between the receiver's answer and this commit sends the delivery
+        // again after its lease (at-least-once; the `webhook-id` is stable),
+        // so this window is kept as short as it can be.
         let log = DeliveryAttempt {
             attempt,
             started_at_ms: started_ms,
@@ -282,6 +273,19 @@ impl Deliverer {
                 tracing::error!(delivery = %d.id, error = %e, "logging a delivery attempt failed; the lease expires and it is sent again")
             }
         }
+        // The endpoint's fault (for the breaker): no answer, 408, 429, 5xx.
+        // A refusal by our own guard says nothing about the endpoint.
+        if out.refused {
+            // Says nothing about the endpoint; a probe it used is offered again.
+            client.breaker_cancel_probe();
+        } else {
+            client.breaker_record(!out.is_retryable(), Instant::now());
+        }
+        let outcome = status.as_str();
+        metrics::counter!("callgate_deliveries_total", "endpoint" => endpoint.name.clone(), "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!("callgate_delivery_duration_seconds", "endpoint" => endpoint.name.clone())
+            .record(out.latency.as_secs_f64());
         match status {
             DeliveryStatus::Dead => {
                 tracing::warn!(delivery = %d.id, endpoint = %endpoint.name, attempts = used, error = ?out.error, status = ?out.status, "delivery is dead: every attempt failed")

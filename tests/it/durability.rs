@@ -590,3 +590,141 @@ async fn a_delivery_waiting_for_its_retry_survives_sigkill_and_is_sent_after_res
     )
     .await;
 }
+
+/// The shipped config plus a trigger `notify` whose automation sends one
+/// webhook to the endpoint `crm` at `url` (no auth), with `main_extra`
+/// appended to `callgate.toml`.
+fn notify_config(url: &str, endpoint_extra: &str, main_extra: &str) -> (tempfile::TempDir, String) {
+    let (config, key) = config_dir();
+    let dir = config.path();
+    let endpoints = crate::deliveries::crm_endpoint(url, endpoint_extra).replace(
+        "auth = { type = \"bearer\", token = \"${CRM_TOKEN}\" }\n",
+        "",
+    );
+    std::fs::write(dir.join("endpoints.toml"), endpoints).unwrap();
+    let append = |file: &str, text: &str| {
+        let mut s = std::fs::read_to_string(dir.join(file)).unwrap();
+        s.push_str(text);
+        std::fs::write(dir.join(file), s).unwrap();
+    };
+    append(
+        "automations.toml",
+        "\n[automations.notify]\n[[automations.notify.steps]]\ntype = \"webhook\"\nendpoint = \"crm\"\n\
+         payload = { phone = \"{{ input.phone_number }}\" }\n",
+    );
+    append(
+        "triggers.toml",
+        "\n[triggers.notify]\nschema = \"schemas/demo-call.json\"\n\
+         action = { type = \"automation\", name = \"notify\", to = \"/phone_number\" }\n",
+    );
+    append("callgate.toml", main_extra);
+    (config, key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deliveries_survive_repeated_sigkills_and_only_interrupted_attempts_are_sent_again() {
+    use crate::receiver::{Receiver, Reply};
+    const DELIVERIES: usize = 120;
+    const KILLS: usize = 5;
+    // Per endpoint, at most this many attempts are in flight: a kill can
+    // interrupt no more than that many.
+    const CONCURRENCY: usize = 4;
+    let rx = Receiver::start().await;
+    // Slow enough that a kill finds attempts in flight.
+    rx.default_reply(Reply::ok("{}").after(Duration::from_millis(15)));
+    let (config, key) = notify_config(
+        &rx.url("/hooks"),
+        &format!("timeout = \"1s\"\nconcurrency = {CONCURRENCY}\n"),
+        "\n[deliveries]\nlease_grace = \"1s\"\n",
+    );
+    let dir = config.path();
+    let data = tempfile::tempdir().unwrap();
+    let db = data.path().join("callgate.db");
+
+    let mut gw = Gateway::start(dir, data.path());
+    let client = gw.client(data.path());
+    for i in 0..DELIVERIES {
+        let r = client
+            .post(gw.url("/v1/triggers/notify"))
+            .bearer_auth(&key)
+            .json(&serde_json::json!({"phone_number": format!("+1555040{i:04}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    let mut kills = Vec::new();
+    for k in 1..=KILLS {
+        rx.wait_for(k * DELIVERIES / (KILLS + 1), Duration::from_secs(60))
+            .await;
+        gw.child.kill().unwrap(); // SIGKILL, with attempts in flight
+        gw.child.wait().unwrap();
+        kills.push(std::time::Instant::now());
+        gw = Gateway::start(dir, data.path());
+    }
+    crate::runner::eventually(
+        Duration::from_secs(120),
+        "every delivery to succeed",
+        || async {
+            let n = scalar(
+                &db,
+                "SELECT COUNT(*) FROM deliveries WHERE status = 'succeeded'",
+            )
+            .await;
+            (n == DELIVERIES as i64).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        scalar(&db, "SELECT COUNT(*) FROM deliveries").await,
+        DELIVERIES as i64,
+        "one delivery per job, however often its job ran"
+    );
+
+    // By webhook-id: how often it arrived, and whether its first arrival
+    // had been answered before the kill that followed it.
+    let answered = rx.answered();
+    let mut seen = std::collections::HashMap::<String, (usize, bool)>::new();
+    for (i, r) in rx.received().iter().enumerate() {
+        let id = r.headers["webhook-id"].to_str().unwrap().to_owned();
+        let next_kill = kills.iter().find(|k| **k > r.at);
+        let answered_first = match (answered[i], next_kill) {
+            (Some(a), Some(k)) => a < *k,
+            _ => false,
+        };
+        let e = seen.entry(id).or_insert((0, answered_first));
+        e.0 += 1;
+    }
+    assert_eq!(seen.len(), DELIVERIES, "every delivery arrived");
+    let resent: Vec<&String> = seen
+        .iter()
+        .filter(|(_, (n, _))| *n > 1)
+        .map(|(id, _)| id)
+        .collect();
+    let extra: usize = seen.values().map(|(n, _)| n - 1).sum();
+    let after_answer = seen.values().filter(|(n, a)| *n > 1 && *a).count();
+    eprintln!(
+        "deliveries re-sent after a SIGKILL: {extra} of {DELIVERIES} ({:.1}%), {KILLS} kills; \
+         {after_answer} of them had already been answered",
+        100.0 * extra as f64 / DELIVERIES as f64
+    );
+    assert!(
+        extra <= KILLS * CONCURRENCY,
+        "{extra} re-sends: more than the attempts {KILLS} kills can interrupt"
+    );
+    // Every re-send follows an attempt that its process did not live to log.
+    for id in resent {
+        let interrupted = scalar(
+            &db,
+            &format!(
+                "SELECT COUNT(*) FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id \
+                 WHERE d.msg_id = '{id}' AND a.error LIKE 'interrupted%'"
+            ),
+        )
+        .await;
+        assert!(
+            interrupted >= 1,
+            "{id} was sent again without an interrupted attempt"
+        );
+    }
+}

@@ -24,6 +24,8 @@ pub struct Received {
     pub query: Option<String>,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 impl Received {
@@ -76,6 +78,8 @@ impl Reply {
 struct Shared {
     received: Mutex<Vec<Received>>,
     script: Mutex<VecDeque<Reply>>,
+    /// When each request (by arrival index) was answered.
+    answered: Mutex<Vec<Option<std::time::Instant>>>,
     default: Mutex<Option<Reply>>,
     arrived: Notify,
 }
@@ -118,6 +122,12 @@ impl Receiver {
         self.shared.received.lock().unwrap().clone()
     }
 
+    /// When each request (in arrival order) was answered; `None` while its
+    /// answer is still being prepared.
+    pub fn answered(&self) -> Vec<Option<std::time::Instant>> {
+        self.shared.answered.lock().unwrap().clone()
+    }
+
     /// Waits (up to `timeout`) until `n` requests have arrived.
     pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -147,13 +157,19 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    shared.received.lock().unwrap().push(Received {
-        method,
-        path: uri.path().to_owned(),
-        query: uri.query().map(str::to_owned),
-        headers,
-        body,
-    });
+    let index = {
+        let mut received = shared.received.lock().unwrap();
+        received.push(Received {
+            method,
+            path: uri.path().to_owned(),
+            query: uri.query().map(str::to_owned),
+            headers,
+            body,
+            at: std::time::Instant::now(),
+        });
+        shared.answered.lock().unwrap().push(None);
+        received.len() - 1
+    };
     shared.arrived.notify_waiters();
     let reply = shared
         .script
@@ -169,5 +185,6 @@ async fn handle(
     for (k, v) in reply.headers {
         response.headers_mut().insert(k, v.parse().unwrap());
     }
+    shared.answered.lock().unwrap()[index] = Some(std::time::Instant::now());
     response
 }
