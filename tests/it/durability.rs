@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 use sqlx::{ConnectOptions, Connection};
 
-use crate::support::{self, JWT_SECRET, TestApp, count_jobs, demo_body, problem};
+use crate::support::{self, JWT_SECRET, TestApp, count_jobs, demo_body, problem, read_response};
 
 /// The `callgate serve` process with its stderr collected.
 struct Gateway {
@@ -276,6 +276,77 @@ async fn sigterm_finishes_in_flight_requests_flushes_and_exits_zero() {
     let ids = job_ids(&db).await;
     for id in &accepted {
         assert!(ids.contains(id), "accepted job {id} missing after SIGTERM");
+    }
+}
+
+/// Requests already in the server's sockets when SIGTERM arrives, on
+/// keep-alive connections that were idle, are answered before it exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_answers_requests_already_written_on_idle_keep_alive_connections() {
+    use tokio::io::AsyncWriteExt;
+    const CONNECTIONS: usize = 64;
+    const ROUNDS: usize = 2;
+    let (config, key) = config_dir();
+    let body = demo_body().to_string();
+    let request = format!(
+        "POST /v1/triggers/demo-call HTTP/1.1\r\nhost: 127.0.0.1\r\n\
+         authorization: Bearer {key}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    for round in 0..ROUNDS {
+        let data = tempfile::tempdir().unwrap();
+        let mut gw = Gateway::start(config.path(), data.path());
+        let cert = std::fs::read(data.path().join("tls/cert.pem")).unwrap();
+        let mut conns = Vec::new();
+        for _ in 0..CONNECTIONS {
+            let mut io = support::raw_tls(gw.addr, &cert).await;
+            io.write_all(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+                .await
+                .unwrap();
+            assert_eq!(read_response(&mut io).await.unwrap().status, 200);
+            conns.push(io);
+        }
+        // Frozen, the gateway cannot read anything: every request below is
+        // complete in its sockets, unread, when SIGTERM is sent.
+        gw.signal("STOP");
+        for io in &mut conns {
+            io.write_all(request.as_bytes()).await.unwrap();
+            io.flush().await.unwrap();
+        }
+        gw.signal("TERM");
+        gw.signal("CONT");
+        let answers = futures_util::future::join_all(conns.into_iter().map(|mut io| async move {
+            tokio::time::timeout(Duration::from_secs(30), read_response(&mut io))
+                .await
+                .unwrap_or_else(|_| panic!("no answer within 30 s"))
+        }))
+        .await;
+        let mut accepted = Vec::new();
+        let mut unanswered = Vec::new();
+        for answer in answers {
+            match answer {
+                Ok(r) => {
+                    assert_eq!(r.status, 202, "{r:?}");
+                    accepted.push(r.json()["job_id"].as_str().unwrap().to_owned());
+                }
+                Err(e) => unanswered.push(e.to_string()),
+            }
+        }
+        assert!(
+            unanswered.is_empty(),
+            "round {round}: {} of {CONNECTIONS} requests written before SIGTERM got no answer: {:?}",
+            unanswered.len(),
+            unanswered.first()
+        );
+        let status = tokio::task::spawn_blocking(move || gw.child.wait().unwrap())
+            .await
+            .unwrap();
+        assert!(status.success(), "exit status {status:?}");
+        let ids = job_ids(&data.path().join("callgate.db")).await;
+        for id in &accepted {
+            assert!(ids.contains(id), "accepted job {id} missing after SIGTERM");
+        }
     }
 }
 

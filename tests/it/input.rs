@@ -3,7 +3,7 @@
 use futures_util::stream;
 use serde_json::{Value, json};
 
-use crate::support::{TestApp, problem};
+use crate::support::{RawResponse, TestApp, problem, raw_tls, read_response};
 
 async fn post_raw(
     app: &TestApp,
@@ -64,6 +64,91 @@ async fn a_body_over_the_limit_gets_413_declared_or_streamed() {
         .chunks(1000)
         .map(|c| Ok(c.to_vec()))
         .collect();
+    let r = post_raw(
+        &app,
+        "application/json",
+        reqwest::Body::wrap_stream(stream::iter(chunks)),
+    )
+    .await;
+    problem(r, 413).await;
+    assert_eq!(app.jobs_on_disk().await, 0);
+}
+
+/// What an over-limit upload looks like to a client that writes its whole
+/// body before it reads (Python `requests`, many CRM integrations).
+const UPLOAD: usize = 2 * 1024 * 1024;
+
+async fn upload_then_read(app: &TestApp, chunked: bool, close: bool) -> RawResponse {
+    use tokio::io::AsyncWriteExt;
+    let mut io = raw_tls(app.addr, app.cert_pem.as_bytes()).await;
+    // A small send buffer keeps the client uploading until the server has
+    // read (or discarded) nearly all of it, whatever the kernel's tuning.
+    socket2::SockRef::from(io.get_ref().0)
+        .set_send_buffer_size(64 * 1024)
+        .unwrap();
+    let framing = if chunked {
+        "transfer-encoding: chunked".to_owned()
+    } else {
+        format!("content-length: {UPLOAD}")
+    };
+    let connection = if close { "connection: close\r\n" } else { "" };
+    let head = format!(
+        "POST /v1/triggers/demo-call HTTP/1.1\r\nhost: 127.0.0.1\r\n\
+         authorization: Bearer {}\r\ncontent-type: application/json\r\n{framing}\r\n\
+         {connection}\r\n",
+        app.key("zapier")
+    );
+    io.write_all(head.as_bytes()).await.unwrap();
+    let piece = vec![b' '; 64 * 1024];
+    for _ in 0..UPLOAD / piece.len() {
+        let written = if chunked {
+            io.write_all(format!("{:x}\r\n", piece.len()).as_bytes())
+                .await
+                .and(io.write_all(&piece).await)
+                .and(io.write_all(b"\r\n").await)
+        } else {
+            io.write_all(&piece).await
+        };
+        written
+            .unwrap_or_else(|e| panic!("upload cut off (chunked {chunked}, close {close}): {e}"));
+    }
+    if chunked {
+        io.write_all(b"0\r\n\r\n").await.unwrap();
+    }
+    io.flush().await.unwrap();
+    read_response(&mut io)
+        .await
+        .unwrap_or_else(|e| panic!("no answer (chunked {chunked}, close {close}): {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_uploads_everything_before_reading_still_reads_the_413() {
+    let app = TestApp::start().await; // max_body_bytes = 4096 in tests
+    for chunked in [false, true] {
+        for close in [false, true] {
+            let r = upload_then_read(&app, chunked, close).await;
+            assert_eq!(r.status, 413, "chunked {chunked}, close {close}: {r:?}");
+            assert_eq!(r.header("content-type"), Some("application/problem+json"));
+            // The rest of the body is never read: the connection cannot be
+            // reused, and the client is told so.
+            assert_eq!(r.header("connection"), Some("close"));
+            let body = r.json();
+            assert_eq!(body["type"], "urn:callgate:problem:payload-too-large");
+            assert!(body["detail"].as_str().unwrap().contains("4096"), "{body}");
+        }
+    }
+    assert_eq!(app.jobs_on_disk().await, 0);
+}
+
+#[tokio::test]
+async fn an_h2_upload_of_megabytes_over_the_limit_gets_413_declared_or_streamed() {
+    let app = TestApp::start().await;
+    let big = vec![b' '; UPLOAD];
+    let r = post_raw(&app, "application/json", big.clone()).await;
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    problem(r, 413).await;
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        big.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
     let r = post_raw(
         &app,
         "application/json",

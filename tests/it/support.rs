@@ -503,3 +503,115 @@ pub fn demo_body() -> Value {
         "variables": {"plan": "enterprise"}
     })
 }
+
+/// A raw HTTP/1.1-over-TLS connection to `addr` that trusts only `cert_pem`:
+/// for tests that decide when each byte is written and when the answer is
+/// read (a real client library would read while it writes).
+pub async fn raw_tls(
+    addr: SocketAddr,
+    cert_pem: &[u8],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(cert_pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap()
+}
+
+/// One HTTP/1.1 response read off a raw connection.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    /// Header names lower-cased.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// Reads one response (its body delimited by `content-length`, or by the
+/// end of the connection without one). Errors are the connection's: a reset
+/// or an end before a complete response.
+pub async fn read_response(
+    io: &mut (impl tokio::io::AsyncRead + Unpin),
+) -> std::io::Result<RawResponse> {
+    use std::io::{Error, ErrorKind};
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if io.read_buf(&mut buf).await? == 0 {
+            return Err(Error::new(
+                ErrorKind::UnexpectedEof,
+                format!(
+                    "connection ended before a response head ({} bytes)",
+                    buf.len()
+                ),
+            ));
+        }
+    };
+    let head = String::from_utf8(buf[..head_end].to_vec()).unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line in {head:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = buf[head_end..].to_vec();
+    let length = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .map(|(_, v)| v.parse::<usize>().unwrap());
+    match length {
+        Some(len) => {
+            while body.len() < len {
+                if io.read_buf(&mut body).await? == 0 {
+                    return Err(Error::new(ErrorKind::UnexpectedEof, "truncated body"));
+                }
+            }
+            body.truncate(len);
+        }
+        None => {
+            io.read_to_end(&mut body).await?;
+        }
+    }
+    Ok(RawResponse {
+        status,
+        headers,
+        body,
+    })
+}

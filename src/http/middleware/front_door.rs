@@ -6,14 +6,17 @@
 //! every response; one access-log line per request inside a span carrying
 //! the request id (5xx causes are logged here, never sent); a
 //! `Content-Length` above `server.max_body_bytes` answers 413 before
-//! anything reads the body; a request that runs past
+//! anything reads the body, and any 413 on HTTP/1 carries `Connection:
+//! close` (the rest of the body is never read, so the connection cannot be
+//! reused; the server lingers so that the client can still read the 413;
+//! h2 resets just the stream); a request that runs past
 //! `server.request_timeout` answers 503 with `Retry-After`.
 
 use std::any::Any;
 use std::time::Instant;
 
 use axum::extract::{Request, State};
-use axum::http::header;
+use axum::http::{HeaderValue, StatusCode, Version, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
@@ -33,6 +36,7 @@ pub async fn front_door(State(app): State<AppState>, mut req: Request, next: Nex
         principal = tracing::field::Empty,
     );
     let started = Instant::now();
+    let http1 = req.version() < Version::HTTP_2;
     let server = &app.config.main.server;
     let mut response =
         if declared_length(&req).is_some_and(|len| len > server.max_body_bytes as u64) {
@@ -52,6 +56,11 @@ pub async fn front_door(State(app): State<AppState>, mut req: Request, next: Nex
             }
         };
     response.headers_mut().insert(X_REQUEST_ID.clone(), id);
+    if http1 && response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     access_log(&span, &response, started);
     response
 }
