@@ -154,6 +154,7 @@ pub async fn call_event(
                 ApiError::unauthorized(format!("callback signature: {e}"), true)
             }
             EventError::Body(e) => ApiError::bad_request(format!("callback body: {e}")),
+            EventError::Form(e) => crate::input::form_error(e),
         })?;
     let config = app.config.clone();
     let on_final = Box::new(move |c: &CallRecord| crate::runner::event_jobs(&config, c, now));
