@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::auth::Scope;
 use crate::limits::RateLimitHeaders;
 
 /// Media type of every error body.
@@ -43,9 +44,11 @@ pub enum ApiError {
     /// 401: a provider callback whose signature does not verify.
     #[error("callback signature: {0}")]
     BadSignature(String),
-    /// 403: valid credentials without the needed scope.
+    /// 403: valid credentials without the needed scope. The answer carries
+    /// `WWW-Authenticate: Bearer error="insufficient_scope", scope="…"`
+    /// (RFC 6750 §3.1) naming `scopes`, any one of which would allow it.
     #[error("{detail}")]
-    Forbidden { detail: String },
+    Forbidden { detail: String, scopes: Vec<Scope> },
     /// 404: no such resource (only after authentication).
     #[error("{0}")]
     NotFound(String),
@@ -126,6 +129,14 @@ impl ApiError {
         ApiError::Unauthorized {
             detail: detail.into(),
             token_given,
+        }
+    }
+
+    /// A 403 for a principal that lacks every one of `scopes`.
+    pub fn missing_scope(scopes: Vec<Scope>, detail: impl Into<String>) -> Self {
+        ApiError::Forbidden {
+            detail: detail.into(),
+            scopes,
         }
     }
 
@@ -232,6 +243,9 @@ impl IntoResponse for ApiError {
                 };
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(v));
             }
+            ApiError::Forbidden { scopes, .. } => {
+                headers.insert(header::WWW_AUTHENTICATE, insufficient_scope(scopes));
+            }
             ApiError::BadSignature(_) => {
                 // No registered scheme fits provider signatures; the
                 // challenge names what is expected.
@@ -263,6 +277,22 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// The RFC 6750 §3.1 challenge of a 403: `error="insufficient_scope"` and,
+/// space-separated, the scopes that would allow the request.
+fn insufficient_scope(scopes: &[Scope]) -> HeaderValue {
+    const BARE: &str = "Bearer realm=\"callgate\", error=\"insufficient_scope\"";
+    let list = scopes
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" ");
+    // Scopes are parsed types (trigger ids are `A-Z a-z 0-9 _ -`), so the
+    // value is always a valid quoted string; the bare challenge is a
+    // fallback that cannot drop the header.
+    HeaderValue::from_str(&format!("{BARE}, scope=\"{list}\""))
+        .unwrap_or_else(|_| HeaderValue::from_static(BARE))
 }
 
 /// `Idempotent-Replayed: true` on a replayed answer.

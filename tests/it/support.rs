@@ -454,6 +454,26 @@ pub async fn problem(response: reqwest::Response, status: u16) -> Value {
     body
 }
 
+/// A 403 problem whose `WWW-Authenticate` is RFC 6750's
+/// `insufficient_scope` naming exactly `scopes` (space-separated).
+pub async fn forbidden(response: reqwest::Response, scopes: &str) -> Value {
+    let www = response
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = problem(response, 403).await;
+    assert_eq!(
+        www.as_deref(),
+        Some(
+            format!("Bearer realm=\"callgate\", error=\"insufficient_scope\", scope=\"{scopes}\"")
+                .as_str()
+        ),
+        "{body}"
+    );
+    assert_eq!(body["type"], "urn:callgate:problem:forbidden");
+    body
+}
+
 /// Signs a JWT with the test HMAC issuer's secret.
 pub fn hs256(claims: &Value) -> String {
     sign(
