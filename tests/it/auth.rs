@@ -38,11 +38,24 @@ async fn unknown_malformed_or_foreign_scheme_credentials_get_401_invalid_token()
     let real = app.key("zapier").to_owned();
     let last = if real.ends_with('A') { 'B' } else { 'A' };
     let near_miss = format!("{}{last}", &real[..real.len() - 1]);
-    for token in [near_miss.as_str(), "cg_", "not-a-token", "a.b.c"] {
+    let not_jwt = "the bearer token is neither an API key (`cg_…`) nor a well-formed JWT: ";
+    for (token, detail) in [
+        (near_miss.as_str(), "unknown or disabled API key".to_owned()),
+        ("cg_", "unknown or disabled API key".to_owned()),
+        (
+            "not-a-token",
+            format!("{not_jwt}it must be three base64url parts separated by dots"),
+        ),
+        (
+            "a.b.c",
+            format!("{not_jwt}its header is not a base64url-encoded JSON object"),
+        ),
+    ] {
         let r = app.trigger(token, "demo-call", &demo_body()).await;
         let www = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
         assert!(www.contains("error=\"invalid_token\""), "{token}: {www}");
         let body = problem(r, 401).await;
+        assert_eq!(body["detail"], detail.as_str(), "{token}");
         assert!(
             !body.to_string().contains(token) || token.len() < 6,
             "the token must not be echoed"
@@ -56,7 +69,35 @@ async fn unknown_malformed_or_foreign_scheme_credentials_get_401_invalid_token()
         .send()
         .await
         .unwrap();
-    problem(r, 401).await;
+    let body = problem(r, 401).await;
+    assert_eq!(
+        body["detail"],
+        "use `Authorization: Bearer <token>` (or `X-Api-Key: <key>`)"
+    );
+    for (value, detail) in [
+        ("Bearer ", "the bearer token is empty"),
+        (
+            "Bearer caf\u{e9}",
+            "the Authorization header is not valid text",
+        ),
+    ] {
+        let r = app
+            .client
+            .post(app.url("/v1/triggers/demo-call"))
+            .header(
+                "authorization",
+                reqwest::header::HeaderValue::from_bytes(
+                    &value.chars().map(|c| c as u8).collect::<Vec<u8>>(),
+                )
+                .unwrap(),
+            )
+            .json(&demo_body())
+            .send()
+            .await
+            .unwrap();
+        let body = problem(r, 401).await;
+        assert_eq!(body["detail"], detail, "{value:?}");
+    }
     assert_eq!(app.jobs_on_disk().await, 0);
 }
 
