@@ -7,6 +7,7 @@ mod actions;
 mod auth;
 mod calls;
 mod cli;
+mod config;
 mod deliveries;
 mod durability;
 mod errors;
