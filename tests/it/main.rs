@@ -16,6 +16,7 @@ mod input;
 mod jobs;
 mod jwt;
 mod limits;
+mod logs;
 mod metrics;
 mod openapi;
 mod receiver;
