@@ -8,7 +8,10 @@
 //! - `alg: none`, an algorithm outside the issuer's list, an HMAC token
 //!   against a public key (each key only verifies its own family), an unknown
 //!   `kid`, a bad signature, an expired or not-yet-valid token: all 401;
-//! - HMAC secrets are at least 32 bytes.
+//! - HMAC secrets are at least 32 bytes;
+//! - every refusal says what is wrong with the token (its algorithm and the
+//!   issuer's accepted ones, a missing `kid`, a claim of the wrong type),
+//!   never anything about the keys beyond their algorithms.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -47,6 +50,8 @@ pub struct Issuer {
     audiences: Vec<String>,
     scope_claim: String,
     rate_limit: Option<RateSpec>,
+    /// Every algorithm the issuer accepts, as configured.
+    algorithms: Vec<Algorithm>,
     keys: Vec<IssuerKey>,
     kids_in_use: bool,
 }
@@ -114,31 +119,89 @@ fn unix_now() -> u64 {
         .unwrap_or_default()
 }
 
-/// Why a token was refused (the 401 detail; never contains the token).
+/// Why a token was refused (the 401 detail; never contains the token nor
+/// anything about the keys but their algorithms).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
-    #[error("the bearer token is not a well-formed JWT")]
-    Malformed,
-    #[error("the token's algorithm is missing, `none` or unsupported")]
-    BadHeader,
+    /// Not three base64url parts of JSON (the reason says which part).
+    #[error("the bearer token is neither an API key (`cg_…`) nor a well-formed JWT: {0}")]
+    Malformed(&'static str),
+    #[error("the bearer token is longer than {MAX_TOKEN_LEN} bytes")]
+    TooLong,
+    #[error("the token's header has no `alg`")]
+    NoAlgorithm,
+    #[error("the token is unsigned (`alg: none`); unsigned tokens are never accepted")]
+    Unsigned,
+    #[error(
+        "the token's `alg` is not a JWS algorithm callgate supports \
+         (HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA)"
+    )]
+    UnsupportedAlgorithm,
     #[error("the token has no `iss` claim")]
     NoIssuer,
     #[error("the token's issuer is not trusted")]
     UnknownIssuer,
-    #[error("the token's `kid` does not name a configured key")]
+    /// The header's algorithm is not one of the issuer's.
+    #[error("the token's algorithm {alg:?} is not accepted by this issuer (accepted: {accepted})")]
+    AlgorithmNotAllowed { alg: Algorithm, accepted: String },
+    #[error("the token has no `kid`; this issuer's keys are chosen by `kid`")]
+    NoKid,
+    #[error("the token's `kid` does not name a configured key of this issuer")]
     UnknownKid,
-    #[error("the token's algorithm is not accepted for its issuer")]
-    AlgorithmNotAllowed,
+    /// The issuer accepts the algorithm, but not with the key `kid` names.
+    #[error(
+        "the token's algorithm {alg:?} does not fit the key its `kid` names (that key takes: {accepted})"
+    )]
+    AlgorithmNotForKey { alg: Algorithm, accepted: String },
+    #[error("the token's signature does not verify")]
+    BadSignature,
     #[error("the token has expired")]
     Expired,
     #[error("the token is not valid yet")]
     NotYetValid,
-    #[error("the token's signature or claims are invalid")]
-    Invalid,
     #[error("the token is missing the required `{0}` claim")]
-    MissingClaim(String),
-    #[error("the token's audience is not accepted")]
+    MissingClaim(&'static str),
+    /// A registered claim is present with the wrong JSON type.
+    #[error("the token's `{claim}` claim must be {must}")]
+    ClaimType {
+        claim: &'static str,
+        must: &'static str,
+    },
+    #[error("the token's audience is not accepted by this issuer")]
     WrongAudience,
+    /// A failure that should not happen with a valid configuration.
+    #[error("the token could not be verified")]
+    Invalid,
+}
+
+/// The registered claims that are checked, and the type each must have.
+const CLAIM_TYPES: [(&str, &str); 5] = [
+    ("exp", "a number: seconds since the epoch"),
+    ("nbf", "a number: seconds since the epoch"),
+    ("iss", "a string"),
+    ("aud", "a string or an array of strings"),
+    ("sub", "a non-empty string"),
+];
+
+/// A required claim that is absent (or `null`) is missing; one that is
+/// present did not have its type.
+fn claim_error(claim: &str, claims: &Map<String, Value>) -> TokenError {
+    let Some(&(claim, must)) = CLAIM_TYPES.iter().find(|(c, _)| *c == claim) else {
+        return TokenError::Invalid;
+    };
+    match claims.get(claim) {
+        None | Some(Value::Null) => TokenError::MissingClaim(claim),
+        Some(_) => TokenError::ClaimType { claim, must },
+    }
+}
+
+/// Algorithms as the detail lists them: `RS256, PS256`.
+fn list(algorithms: &[Algorithm]) -> String {
+    algorithms
+        .iter()
+        .map(|a| format!("{a:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Issuers {
@@ -181,8 +244,8 @@ impl Issuers {
 
     /// Verifies `token` and returns its principal.
     pub fn verify(&self, token: &str) -> Result<Arc<Principal>, TokenError> {
-        if token.len() > MAX_TOKEN_LEN || token.split('.').count() != 3 {
-            return Err(TokenError::Malformed);
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::TooLong);
         }
         let cache_key = super::sha256(token.as_bytes());
         let now = unix_now();
@@ -196,23 +259,62 @@ impl Issuers {
     }
 
     /// The full check; returns the principal and the token's `exp`.
+    ///
+    /// Order: shape, header, issuer (by the unverified `iss`), the issuer's
+    /// algorithms, `kid`, then signature and claims with each candidate key.
     fn verify_uncached(&self, token: &str) -> Result<(Principal, u64), TokenError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::BadHeader)?;
-        let iss = unverified_issuer(token)?;
-        let issuer = self.by_iss.get(&iss).ok_or(TokenError::UnknownIssuer)?;
-        let candidates: Vec<&IssuerKey> = issuer
-            .keys
-            .iter()
-            .filter(|k| !issuer.kids_in_use || (header.kid.is_some() && k.kid == header.kid))
-            .collect();
+        let (header, claims) = unverified_parts(token)?;
+        let alg = header_algorithm(&header)?;
+        let iss = match claims.get("iss") {
+            Some(Value::String(s)) => s,
+            None | Some(Value::Null) => return Err(TokenError::NoIssuer),
+            Some(_) => return Err(claim_error("iss", &claims)),
+        };
+        let issuer = self.by_iss.get(iss).ok_or(TokenError::UnknownIssuer)?;
+        if !issuer.algorithms.contains(&alg) {
+            return Err(TokenError::AlgorithmNotAllowed {
+                alg,
+                accepted: list(&issuer.algorithms),
+            });
+        }
+        let kid = match header.get("kid") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(kid)) => Some(kid.as_str()),
+            Some(_) => return Err(TokenError::Malformed("its header's `kid` is not a string")),
+        };
+        let candidates: Vec<&IssuerKey> = match (issuer.kids_in_use, kid) {
+            (false, _) => issuer.keys.iter().collect(),
+            (true, None) => return Err(TokenError::NoKid),
+            (true, Some(kid)) => issuer
+                .keys
+                .iter()
+                .filter(|k| k.kid.as_deref() == Some(kid))
+                .collect(),
+        };
         if candidates.is_empty() {
             return Err(TokenError::UnknownKid);
         }
-        let mut last = TokenError::AlgorithmNotAllowed;
-        for key in candidates {
-            if !key.validation.algorithms.contains(&header.alg) {
-                continue;
+        let fitting: Vec<&IssuerKey> = candidates
+            .iter()
+            .copied()
+            .filter(|k| k.validation.algorithms.contains(&alg))
+            .collect();
+        if fitting.is_empty() {
+            // Only with `kid`: without it every key is a candidate, and the
+            // issuer's list is the union of the keys' algorithms.
+            let mut accepted: Vec<Algorithm> = Vec::new();
+            for a in candidates.iter().flat_map(|k| &k.validation.algorithms) {
+                if !accepted.contains(a) {
+                    accepted.push(*a);
+                }
             }
+            return Err(TokenError::AlgorithmNotForKey {
+                alg,
+                accepted: list(&accepted),
+            });
+        }
+        let mut refused = None;
+        for key in fitting {
             match jsonwebtoken::decode::<Map<String, Value>>(token, &key.decoding, &key.validation)
             {
                 Ok(data) => {
@@ -224,10 +326,17 @@ impl Issuers {
                         .unwrap_or(0.0) as u64;
                     return issuer.principal(&data.claims).map(|p| (p, exp));
                 }
-                Err(e) => last = classify(e.kind()),
+                Err(e) => {
+                    let e = classify(e.kind(), &claims);
+                    // A key whose signature verified has the better reason
+                    // than another key's "does not verify".
+                    if refused.is_none() || e != TokenError::BadSignature {
+                        refused = Some(e);
+                    }
+                }
             }
         }
-        Err(last)
+        Err(refused.unwrap_or(TokenError::Invalid))
     }
 
     /// Signs a token with the issuer's first HMAC key (`callgate jwt mint`).
@@ -274,7 +383,7 @@ impl Issuer {
             .get("sub")
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
-            .ok_or_else(|| TokenError::MissingClaim("sub".into()))?;
+            .ok_or_else(|| claim_error("sub", claims))?;
         let scopes = match claims.get(&self.scope_claim) {
             Some(Value::String(s)) => Scopes::parse_lenient(s.split_whitespace()),
             Some(Value::Array(items)) => {
@@ -290,30 +399,63 @@ impl Issuer {
     }
 }
 
-/// Reads `iss` from the unverified payload, only to pick the issuer whose
-/// keys then verify everything.
-fn unverified_issuer(token: &str) -> Result<String, TokenError> {
-    let payload = token.split('.').nth(1).ok_or(TokenError::Malformed)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .map_err(|_| TokenError::Malformed)?;
-    let claims: Map<String, Value> =
-        serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)?;
-    match claims.get("iss") {
-        Some(Value::String(s)) => Ok(s.clone()),
-        _ => Err(TokenError::NoIssuer),
+/// A JWT part decoded as a JSON object.
+type JsonObject = Map<String, Value>;
+
+/// The unverified header and claims, only to pick the issuer, algorithm
+/// and key that then verify everything (and to say what is wrong).
+fn unverified_parts(token: &str) -> Result<(JsonObject, JsonObject), TokenError> {
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TokenError::Malformed(
+            "it must be three base64url parts separated by dots",
+        ));
+    };
+    let json = |part: &str| -> Option<JsonObject> {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part.trim_end_matches('='))
+            .ok()?;
+        serde_json::from_slice(&bytes).ok()
+    };
+    let header = json(header).ok_or(TokenError::Malformed(
+        "its header is not a base64url-encoded JSON object",
+    ))?;
+    let claims = json(payload).ok_or(TokenError::Malformed(
+        "its payload is not a base64url-encoded JSON object",
+    ))?;
+    Ok((header, claims))
+}
+
+/// The header's `alg`: present, not `none`, and one jsonwebtoken knows.
+fn header_algorithm(header: &Map<String, Value>) -> Result<Algorithm, TokenError> {
+    match header.get("alg") {
+        None | Some(Value::Null) => Err(TokenError::NoAlgorithm),
+        Some(Value::String(alg)) if alg.eq_ignore_ascii_case("none") => Err(TokenError::Unsigned),
+        Some(Value::String(alg)) => alg
+            .parse::<Algorithm>()
+            .map_err(|_| TokenError::UnsupportedAlgorithm),
+        Some(_) => Err(TokenError::UnsupportedAlgorithm),
     }
 }
 
-fn classify(kind: &ErrorKind) -> TokenError {
+/// jsonwebtoken's refusal, in terms of the token (`claims` are its
+/// unverified claims, to tell a missing claim from one of the wrong type).
+fn classify(kind: &ErrorKind, claims: &Map<String, Value>) -> TokenError {
     match kind {
+        ErrorKind::InvalidSignature => TokenError::BadSignature,
         ErrorKind::ExpiredSignature => TokenError::Expired,
         ErrorKind::ImmatureSignature => TokenError::NotYetValid,
         ErrorKind::InvalidAudience => TokenError::WrongAudience,
-        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidKeyFormat => {
-            TokenError::AlgorithmNotAllowed
+        ErrorKind::InvalidIssuer => TokenError::UnknownIssuer,
+        ErrorKind::MissingRequiredClaim(c) | ErrorKind::InvalidClaimFormat(c) => {
+            claim_error(c, claims)
         }
-        ErrorKind::MissingRequiredClaim(c) => TokenError::MissingClaim(c.clone()),
+        ErrorKind::Base64(_) => TokenError::Malformed("a part is not unpadded base64url"),
+        ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
+            TokenError::Malformed("its header is not a valid JWS header")
+        }
         _ => TokenError::Invalid,
     }
 }
@@ -444,6 +586,7 @@ fn build_issuer(
         audiences,
         scope_claim: cfg.scope_claim.clone(),
         rate_limit: cfg.rate_limit,
+        algorithms,
         kids_in_use: keys.iter().any(|k| k.kid.is_some()),
         keys,
     }

@@ -42,6 +42,9 @@ pub enum EventError {
     Signature(#[from] SignatureError),
     #[error("the body could not be read: {0}")]
     Body(String),
+    /// A form body that is not UTF-8, or whose keys conflict.
+    #[error("{0}")]
+    Form(#[from] crate::input::form::FormError),
 }
 
 impl CallbackSpec {
@@ -81,8 +84,7 @@ impl CallbackSpec {
             BodyFormat::Json => {
                 serde_json::from_slice(signed.body).map_err(|e| EventError::Body(e.to_string()))?
             }
-            BodyFormat::Form => crate::input::form::parse(signed.body, FormNesting::None)
-                .map_err(|e| EventError::Body(e.to_string()))?,
+            BodyFormat::Form => crate::input::form::parse(signed.body, FormNesting::None)?,
         };
         let text = |p: &Option<String>| {
             p.as_deref()

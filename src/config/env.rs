@@ -4,10 +4,20 @@
 //!
 //! The environment is passed in as a snapshot so that tests never touch the
 //! process environment.
+//!
+//! Policy: every section of `callgate.toml` can be overridden, nested keys
+//! included (`CALLGATE_SERVER__TLS__CERT_FILE`). The sections are read off
+//! `MainFile` itself (the fields serde's derive knows), so a new section
+//! cannot be forgotten; other `CALLGATE_*` variables (`CALLGATE_LOG`, a
+//! secret's `CALLGATE_JWT_SECRET`) are left alone.
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use serde::de::{self, Deserialize, Visitor};
 
 use super::Problem;
+use super::types::MainFile;
 
 /// A snapshot of environment variables.
 pub type Env = BTreeMap<String, String>;
@@ -96,15 +106,49 @@ fn expand(s: &str, env: &Env) -> Result<Option<String>, String> {
     Ok(Some(out))
 }
 
-/// Sections of `callgate.toml` that `CALLGATE_<SECTION>__<KEY>` may override.
-const SECTIONS: &[&str] = &[
-    "server",
-    "storage",
-    "limits",
-    "idempotency",
-    "defaults",
-    "auth",
-];
+/// Sections of `callgate.toml` that `CALLGATE_<SECTION>__<KEY>` may
+/// override: every field of `MainFile`.
+pub fn sections() -> &'static [&'static str] {
+    static SECTIONS: OnceLock<&'static [&'static str]> = OnceLock::new();
+    SECTIONS.get_or_init(struct_fields::<MainFile>)
+}
+
+/// The field names serde's derive gives the struct `T`, from the one place
+/// that defines them. (Hand-written rather than a crate: it is one call of
+/// `deserialize_struct`, which hands over the derived field list.)
+fn struct_fields<T: for<'de> Deserialize<'de>>() -> &'static [&'static str] {
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(FieldNames(&mut fields));
+    fields
+}
+
+/// A deserializer that only records the fields a struct asks for, then
+/// stops.
+struct FieldNames<'a>(&'a mut &'static [&'static str]);
+
+impl<'de> de::Deserializer<'de> for FieldNames<'_> {
+    type Error = de::value::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+        Err(de::Error::custom("not a struct"))
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        _: V,
+    ) -> Result<V::Value, Self::Error> {
+        *self.0 = fields;
+        Err(de::Error::custom("fields recorded"))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit unit_struct newtype_struct seq tuple
+        tuple_struct map enum identifier ignored_any
+    }
+}
 
 /// Applies `CALLGATE_SERVER__LISTEN=0.0.0.0:8443`-style overrides. A value
 /// that parses as a TOML value (number, bool, array) keeps that type; anything
@@ -116,7 +160,7 @@ pub fn apply_overrides(root: &mut toml::Value, env: &Env) -> Vec<String> {
             continue;
         };
         let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
-        if path.len() < 2 || !SECTIONS.contains(&path[0].as_str()) {
+        if path.len() < 2 || !sections().contains(&path[0].as_str()) {
             continue;
         }
         let value = parse_scalar(raw);
@@ -207,5 +251,38 @@ mod tests {
         assert_eq!(v["server"]["listen"].as_str(), Some("0.0.0.0:9"));
         assert_eq!(v["server"]["max_body_bytes"].as_integer(), Some(1024));
         assert!(v.get("log").is_none());
+    }
+
+    #[test]
+    fn every_section_of_main_file_is_overridable() {
+        // Read off `MainFile`: the sections there today, whatever is added.
+        let known = [
+            "server",
+            "storage",
+            "limits",
+            "idempotency",
+            "defaults",
+            "auth",
+            "runner",
+            "calling",
+            "deliveries",
+        ];
+        for section in known {
+            assert!(sections().contains(&section), "{section}: {:?}", sections());
+        }
+        // And each one takes an override, nested keys too.
+        for section in sections() {
+            let mut v = toml::Value::Table(toml::Table::new());
+            let name = format!("CALLGATE_{}__A__B", section.to_ascii_uppercase());
+            assert_eq!(apply_overrides(&mut v, &env(&[(&name, "3")])), [name]);
+            assert_eq!(v[section]["a"]["b"].as_integer(), Some(3));
+        }
+        // Every top-level table of the shipped callgate.toml is a section
+        // (what the README's promise is read against).
+        let shipped: toml::Table =
+            toml::from_str(include_str!("../../config/callgate.toml")).unwrap();
+        for key in shipped.keys() {
+            assert!(sections().contains(&key.as_str()), "{key}");
+        }
     }
 }

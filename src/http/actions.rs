@@ -191,9 +191,10 @@ pub async fn invoke_action(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     if !principal.scopes.has(&Scope::ActionsInvoke) {
-        return Err(ApiError::Forbidden {
-            detail: "mid-call actions need the `actions:invoke` scope".into(),
-        });
+        return Err(ApiError::missing_scope(
+            vec![Scope::ActionsInvoke],
+            "mid-call actions need the `actions:invoke` scope",
+        ));
     }
     if !app.config.agents.contains_key(&agent_id) {
         return Err(ApiError::NotFound(format!("no agent `{agent_id}`")));

@@ -165,6 +165,7 @@ pub async fn call_event(
         Err(EventError::Body(e)) => {
             return Err(ApiError::bad_request(format!("callback body: {e}")));
         }
+        Err(EventError::Form(e)) => return Err(crate::input::form_error(e)),
     };
     let limit = app.limiters.check_provider(&call.provider).transpose()?;
     let config = app.config.clone();

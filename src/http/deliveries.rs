@@ -26,9 +26,8 @@ fn require(principal: &Principal, scope: Scope) -> Result<(), ApiError> {
     if principal.scopes.has(&scope) {
         return Ok(());
     }
-    Err(ApiError::Forbidden {
-        detail: format!("this needs the `{scope}` scope"),
-    })
+    let detail = format!("this needs the `{scope}` scope");
+    Err(ApiError::missing_scope(vec![scope], detail))
 }
 
 #[derive(Debug, Deserialize)]

@@ -3,12 +3,16 @@
 //!
 //! Policy: 5xx bodies never carry internal messages. The cause travels as a
 //! response extension (`ErrorCause`) that the access-log layer writes next to
-//! the request id, so `into_response` has no side effects.
+//! the request id, so `into_response` has no side effects; so does the level
+//! the access log uses (`LogAs`): ERROR only for our own faults (a bug,
+//! storage failing), WARN for 5xx answers that are not (a slow client's
+//! timeout, an upstream that failed a mid-call action, backpressure).
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::auth::Scope;
 use crate::limits::RateLimitHeaders;
 
 /// Media type of every error body.
@@ -43,9 +47,11 @@ pub enum ApiError {
     /// 401: a provider callback whose signature does not verify.
     #[error("callback signature: {0}")]
     BadSignature(String),
-    /// 403: valid credentials without the needed scope.
+    /// 403: valid credentials without the needed scope. The answer carries
+    /// `WWW-Authenticate: Bearer error="insufficient_scope", scope="…"`
+    /// (RFC 6750 §3.1) naming `scopes`, any one of which would allow it.
     #[error("{detail}")]
-    Forbidden { detail: String },
+    Forbidden { detail: String, scopes: Vec<Scope> },
     /// 404: no such resource (only after authentication).
     #[error("{0}")]
     NotFound(String),
@@ -101,6 +107,11 @@ pub enum ApiError {
 #[derive(Debug, Clone)]
 pub struct ErrorCause(pub String);
 
+/// The level the access log writes a response at, when it is not the
+/// default for its status (INFO below 500, ERROR from 500).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogAs(pub tracing::Level);
+
 #[derive(Serialize)]
 struct Problem<'a> {
     #[serde(rename = "type")]
@@ -126,6 +137,26 @@ impl ApiError {
         ApiError::Unauthorized {
             detail: detail.into(),
             token_given,
+        }
+    }
+
+    /// A 403 for a principal that lacks every one of `scopes`.
+    pub fn missing_scope(scopes: Vec<Scope>, detail: impl Into<String>) -> Self {
+        ApiError::Forbidden {
+            detail: detail.into(),
+            scopes,
+        }
+    }
+
+    /// How loud the access log should be: ERROR for our own faults only.
+    pub fn log_level(&self) -> tracing::Level {
+        use ApiError::*;
+        match self {
+            Internal(_) | StorageUnavailable(_) => tracing::Level::ERROR,
+            // 503/504 that the client or an upstream caused, or load: worth
+            // seeing, not a fault of ours.
+            Timeout | UpstreamUnavailable(_) | Overloaded { .. } => tracing::Level::WARN,
+            _ => tracing::Level::INFO,
         }
     }
 
@@ -203,6 +234,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let level = self.log_level();
         let errors = match &self {
             ApiError::Validation(v) | ApiError::BadRequest { errors: v, .. } => {
                 Some(v.as_slice()).filter(|v| !v.is_empty())
@@ -231,6 +263,9 @@ impl IntoResponse for ApiError {
                     "Bearer realm=\"callgate\""
                 };
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(v));
+            }
+            ApiError::Forbidden { scopes, .. } => {
+                headers.insert(header::WWW_AUTHENTICATE, insufficient_scope(scopes));
             }
             ApiError::BadSignature(_) => {
                 // No registered scheme fits provider signatures; the
@@ -261,7 +296,35 @@ impl IntoResponse for ApiError {
         if let Some(cause) = cause {
             response.extensions_mut().insert(ErrorCause(cause));
         }
+        if level != default_log_level(status) {
+            response.extensions_mut().insert(LogAs(level));
+        }
         response
+    }
+}
+
+/// The RFC 6750 §3.1 challenge of a 403: `error="insufficient_scope"` and,
+/// space-separated, the scopes that would allow the request.
+fn insufficient_scope(scopes: &[Scope]) -> HeaderValue {
+    const BARE: &str = "Bearer realm=\"callgate\", error=\"insufficient_scope\"";
+    let list = scopes
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" ");
+    // Scopes are parsed types (trigger ids are `A-Z a-z 0-9 _ -`), so the
+    // value is always a valid quoted string; the bare challenge is a
+    // fallback that cannot drop the header.
+    HeaderValue::from_str(&format!("{BARE}, scope=\"{list}\""))
+        .unwrap_or_else(|_| HeaderValue::from_static(BARE))
+}
+
+/// The access log's level for a response that does not say otherwise.
+pub fn default_log_level(status: StatusCode) -> tracing::Level {
+    if status.is_server_error() {
+        tracing::Level::ERROR
+    } else {
+        tracing::Level::INFO
     }
 }
 
@@ -276,4 +339,56 @@ pub async fn no_route(uri: axum::http::Uri) -> ApiError {
 /// Fallback for a known path with a method it does not serve.
 pub async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::Level;
+
+    use super::*;
+
+    fn logged_at(e: ApiError) -> Level {
+        let status = e.status();
+        let response = e.into_response();
+        response
+            .extensions()
+            .get::<LogAs>()
+            .map(|l| l.0)
+            .unwrap_or_else(|| default_log_level(status))
+    }
+
+    #[test]
+    fn only_our_own_faults_are_logged_as_errors() {
+        assert_eq!(logged_at(ApiError::Internal("bug".into())), Level::ERROR);
+        assert_eq!(
+            logged_at(ApiError::StorageUnavailable("disk".into())),
+            Level::ERROR
+        );
+        // A slow client, a failing upstream, load.
+        assert_eq!(logged_at(ApiError::Timeout), Level::WARN);
+        assert_eq!(
+            logged_at(ApiError::UpstreamUnavailable("late".into())),
+            Level::WARN
+        );
+        assert_eq!(
+            logged_at(ApiError::Overloaded {
+                retry_after_secs: 1
+            }),
+            Level::WARN
+        );
+        // Client errors are ordinary access-log lines.
+        for e in [
+            ApiError::bad_request("x"),
+            ApiError::unauthorized("x", true),
+            ApiError::missing_scope(vec![Scope::JobsRead], "x"),
+            ApiError::NotFound("x".into()),
+            ApiError::PayloadTooLarge { limit: 1 },
+            ApiError::Validation(Vec::new()),
+        ] {
+            assert_eq!(logged_at(e), Level::INFO);
+        }
+        // Responses that are not ours keep the default by status.
+        assert_eq!(default_log_level(StatusCode::BAD_GATEWAY), Level::ERROR);
+        assert_eq!(default_log_level(StatusCode::OK), Level::INFO);
+    }
 }

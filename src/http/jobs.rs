@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::triggers::store_error;
-use crate::auth::Principal;
+use crate::auth::{Principal, Scope};
 use crate::clock::rfc3339;
 use crate::http::AppState;
 use crate::http::error::ApiError;
@@ -51,11 +51,10 @@ pub(super) fn may_read(
     if owner == Some(&*principal.id) || principal.scopes.may_read_all_jobs() {
         return Ok(());
     }
-    Err(ApiError::Forbidden {
-        detail: format!(
-            "this {what} belongs to another principal; reading it needs the `jobs:read` scope"
-        ),
-    })
+    Err(ApiError::missing_scope(
+        vec![Scope::JobsRead],
+        format!("this {what} belongs to another principal; reading it needs the `jobs:read` scope"),
+    ))
 }
 
 pub async fn get_job(

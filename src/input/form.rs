@@ -6,7 +6,13 @@
 //! Values stay strings: a form has no other type. A key repeated without `[]`
 //! collects its values into an array. A key used both as a value and as an
 //! object (`a=1&a[b]=2`) is a 400 naming both.
+//!
+//! Keys and values must be UTF-8 once percent-decoded: `name=Jos%E9`
+//! (Latin-1) is refused naming the field, never stored with U+FFFD in place
+//! of what the sender meant (`form_urlencoded::parse` decodes lossily, so the
+//! pairs are decoded here).
 
+use percent_encoding::percent_decode;
 use serde_json::{Map, Value};
 
 use crate::config::FormNesting;
@@ -23,20 +29,55 @@ pub enum FormError {
     Conflict { key: String, path: String },
     #[error("form key `{0}` is empty")]
     EmptyKey(String),
+    /// The key or the value of a field is not UTF-8 after percent-decoding.
+    /// `key` is shown with U+FFFD for the bytes that are not UTF-8;
+    /// `pointer` is where the field would have gone (RFC 6901).
+    #[error(
+        "form field `{key}` is not valid UTF-8 in its {part} (after percent-decoding); \
+         encode text as UTF-8, e.g. `é` as %C3%A9"
+    )]
+    InvalidUtf8 {
+        key: String,
+        pointer: String,
+        part: &'static str,
+    },
+}
+
+impl FormError {
+    /// The RFC 6901 pointer of the field the error is about, when it names one.
+    pub fn pointer(&self) -> Option<&str> {
+        match self {
+            FormError::InvalidUtf8 { pointer, .. } => Some(pointer),
+            _ => None,
+        }
+    }
 }
 
 /// Parses a form body into a JSON object.
 pub fn parse(body: &[u8], nesting: FormNesting) -> Result<Value, FormError> {
     let mut root = Map::new();
-    for (key, value) in form_urlencoded::parse(body) {
+    for (key, value) in pairs(body) {
+        let (key, value) = match (key, value) {
+            (Ok(key), Ok(value)) => (key, value),
+            (key, _) => {
+                let part = if key.is_err() { "key" } else { "value" };
+                let key = key.unwrap_or_else(|lossy| lossy);
+                let (path, _) = split_key(&key, nesting);
+                return Err(FormError::InvalidUtf8 {
+                    pointer: pointer(&path),
+                    key,
+                    part,
+                });
+            }
+        };
         let (path, append) = split_key(&key, nesting);
         if path.iter().any(|s| s.is_empty()) {
-            return Err(FormError::EmptyKey(key.into_owned()));
+            return Err(FormError::EmptyKey(key.clone()));
         }
         if path.len() > MAX_DEPTH {
-            return Err(FormError::TooDeep(key.into_owned()));
+            return Err(FormError::TooDeep(key.clone()));
         }
-        insert(&mut root, &path, append, Value::String(value.into_owned())).map_err(|at| {
+        insert(&mut root, &path, append, Value::String(value)).map_err(|at| {
             FormError::Conflict {
                 key: key.to_string(),
                 path: path[..=at].join("."),
@@ -44,6 +85,45 @@ pub fn parse(body: &[u8], nesting: FormNesting) -> Result<Value, FormError> {
         })?;
     }
     Ok(Value::Object(root))
+}
+
+/// The body's `key=value` pairs, decoded as `application/x-www-form-urlencoded`
+/// (WHATWG URL §5.1: split on `&`, skip empty pieces, split at the first `=`,
+/// `+` is a space, then percent-decoding). A part that is not UTF-8 is an
+/// `Err` carrying its lossy text, for the error message.
+fn pairs(body: &[u8]) -> impl Iterator<Item = (Result<String, String>, Result<String, String>)> {
+    body.split(|&b| b == b'&')
+        .filter(|piece| !piece.is_empty())
+        .map(|piece| {
+            let (key, value) = match piece.iter().position(|&b| b == b'=') {
+                Some(eq) => (&piece[..eq], &piece[eq + 1..]),
+                None => (piece, &[][..]),
+            };
+            (decode(key), decode(value))
+        })
+}
+
+/// One form-encoded part: `+` to space, percent-decoded, strictly UTF-8.
+fn decode(raw: &[u8]) -> Result<String, String> {
+    let spaced;
+    let raw = if raw.contains(&b'+') {
+        spaced = raw
+            .iter()
+            .map(|&b| if b == b'+' { b' ' } else { b })
+            .collect::<Vec<u8>>();
+        &spaced[..]
+    } else {
+        raw
+    };
+    let bytes: Vec<u8> = percent_decode(raw).collect();
+    String::from_utf8(bytes).map_err(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// RFC 6901 pointer of a key's path (`customer[name]` → `/customer/name`).
+fn pointer(path: &[&str]) -> String {
+    path.iter()
+        .map(|seg| format!("/{}", seg.replace('~', "~0").replace('/', "~1")))
+        .collect()
 }
 
 /// Splits a key into its path and whether it ends in `[]` (append).
@@ -189,5 +269,75 @@ mod tests {
             parse(deep.as_bytes(), FormNesting::Brackets),
             Err(FormError::TooDeep(_))
         ));
+    }
+
+    #[test]
+    fn decoding_follows_the_form_urlencoded_rules() {
+        let v = parse(
+            b"&a=x+y%2B%26z&&b&c==d&caf%C3%A9=%F0%9F%93%9E&e=%zz%4",
+            FormNesting::None,
+        )
+        .unwrap();
+        assert_eq!(
+            v,
+            json!({"a": "x y+&z", "b": "", "c": "=d", "café": "📞", "e": "%zz%4"})
+        );
+        // Agrees with `form_urlencoded` wherever the text is UTF-8.
+        let body = b"a=x+y%2B%26z&b&c==d&caf%C3%A9=%F0%9F%93%9E&e=%zz%4";
+        let theirs: Map<String, Value> = form_urlencoded::parse(body)
+            .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+            .collect();
+        assert_eq!(
+            parse(body, FormNesting::None).unwrap(),
+            Value::Object(theirs)
+        );
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_is_refused_naming_the_field() {
+        // Latin-1 `é`, percent-encoded, in a value.
+        let err = parse(
+            b"phone_number=%2B15550121234&customer[name]=Jos%E9",
+            FormNesting::Auto,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            FormError::InvalidUtf8 {
+                key: "customer[name]".into(),
+                pointer: "/customer/name".into(),
+                part: "value",
+            }
+        );
+        assert!(err.to_string().contains("`customer[name]`"), "{err}");
+        // Raw (not percent-encoded) bytes, and Zapier's nesting.
+        let err = parse(b"customer__name=Jos\xe9", FormNesting::Auto).unwrap_err();
+        assert_eq!(err.pointer(), Some("/customer/name"));
+        // In a key: shown with U+FFFD, and the part named.
+        let err = parse(b"na%E9me=x", FormNesting::None).unwrap_err();
+        assert_eq!(
+            err,
+            FormError::InvalidUtf8 {
+                key: "na\u{FFFD}me".into(),
+                pointer: "/na\u{FFFD}me".into(),
+                part: "key",
+            }
+        );
+        // An overlong encoding and a lone surrogate are not UTF-8 either.
+        for body in [&b"a=%C0%AF"[..], b"a=%ED%A0%80"] {
+            assert!(
+                matches!(
+                    parse(body, FormNesting::None),
+                    Err(FormError::InvalidUtf8 { .. })
+                ),
+                "{body:?}"
+            );
+        }
+        // A real U+FFFD sent as UTF-8 is text like any other.
+        let v = parse(b"a=%EF%BF%BD", FormNesting::None).unwrap();
+        assert_eq!(v, json!({"a": "\u{FFFD}"}));
+        // Pointer escaping (RFC 6901).
+        let err = parse(b"a/b[c~d]=%FF", FormNesting::Brackets).unwrap_err();
+        assert_eq!(err.pointer(), Some("/a~1b/c~0d"));
     }
 }

@@ -97,12 +97,24 @@ pub fn parse(kind: BodyKind, body: &[u8], nesting: FormNesting) -> Result<Value,
                 ))
             })
         }
-        BodyKind::Form => {
-            if std::str::from_utf8(body).is_err() {
-                return Err(ApiError::bad_request("the form body is not valid UTF-8"));
-            }
-            form::parse(body, nesting).map_err(|e| ApiError::bad_request(e.to_string()))
-        }
+        // Bytes that are not UTF-8, raw or percent-encoded, are refused by
+        // `form::parse` naming the field.
+        BodyKind::Form => form::parse(body, nesting).map_err(form_error),
+    }
+}
+
+/// A 400 for a form body, with the field's pointer when the error names one.
+pub fn form_error(e: form::FormError) -> ApiError {
+    let errors = match &e {
+        form::FormError::InvalidUtf8 { pointer, part, .. } => vec![Violation {
+            pointer: pointer.clone(),
+            message: format!("the field's {part} is not valid UTF-8"),
+        }],
+        _ => Vec::new(),
+    };
+    ApiError::BadRequest {
+        detail: e.to_string(),
+        errors,
     }
 }
 

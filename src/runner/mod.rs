@@ -11,7 +11,10 @@
 //! - waiting (busy lines, dial rate, a call to finish) and scheduling (the
 //!   calling window, `schedule_at`) are states, not failures;
 //! - on shutdown, running jobs get `runner.shutdown_grace`; then their
-//!   leases are released for another worker.
+//!   leases are released for another worker;
+//! - logs: a job's routine moves (waiting, scheduled) are DEBUG; its end, a
+//!   failed attempt and a refusal are INFO; one that needs a person is WARN;
+//!   ERROR only when its state could not be recorded.
 
 mod country_zones;
 mod dial;
@@ -270,12 +273,26 @@ impl RunnerCtx {
         renew.abort();
         let update = self.update_for(&job, next, &state);
         let status = update.status;
+        let level = update_level(&update);
+        let reason = update.reason.clone();
         match self
             .store
             .finish_claim(&job.id, &self.owner, update, self.clock.now_ms())
             .await
         {
-            Ok(true) => tracing::info!(job_id = %job.id, status = status.as_str(), "job updated"),
+            Ok(true) => {
+                let (status, reason) = (status.as_str(), reason.as_deref());
+                // A level is part of an event's static metadata.
+                match level {
+                    tracing::Level::WARN => {
+                        tracing::warn!(job_id = %job.id, status, reason, "job updated")
+                    }
+                    tracing::Level::INFO => {
+                        tracing::info!(job_id = %job.id, status, reason, "job updated")
+                    }
+                    _ => tracing::debug!(job_id = %job.id, status, reason, "job updated"),
+                }
+            }
             Ok(false) => {
                 tracing::warn!(job_id = %job.id, "lease lost before the job could be updated")
             }
@@ -391,9 +408,57 @@ pub fn backoff(base: Duration, max: Duration, attempt: i64) -> Duration {
     exp.mul_f64(u64::from_le_bytes(b) as f64 / u64::MAX as f64)
 }
 
+/// How loud a job's update is logged: a job that needs a person WARN; its
+/// end, a failed attempt (to be retried) or a refusal INFO; routine moves
+/// (waiting for a line or a call, scheduled for the calling window) DEBUG.
+fn update_level(update: &JobUpdate) -> tracing::Level {
+    match update.status {
+        JobStatus::NeedsAttention => tracing::Level::WARN,
+        s if s.is_final() || update.error.is_some() => tracing::Level::INFO,
+        _ => tracing::Level::DEBUG,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn routine_job_moves_are_debug_and_ends_and_failures_info() {
+        let update = |status, error: Option<Value>| JobUpdate {
+            status,
+            reason: None,
+            run_at_ms: 0,
+            state: Value::Null,
+            result: None,
+            error,
+            attempts: 0,
+            detail: None,
+            line_wait: None,
+        };
+        use tracing::Level;
+        for status in [JobStatus::Waiting, JobStatus::Scheduled, JobStatus::Queued] {
+            assert_eq!(
+                update_level(&update(status, None)),
+                Level::DEBUG,
+                "{status:?}"
+            );
+        }
+        // A failed attempt that will be retried (queued again, with its error).
+        let retry = update(JobStatus::Queued, Some(json!({"message": "HTTP 500"})));
+        assert_eq!(update_level(&retry), Level::INFO);
+        for status in [JobStatus::Succeeded, JobStatus::Failed, JobStatus::Rejected] {
+            assert_eq!(
+                update_level(&update(status, None)),
+                Level::INFO,
+                "{status:?}"
+            );
+        }
+        assert_eq!(
+            update_level(&update(JobStatus::NeedsAttention, None)),
+            Level::WARN
+        );
+    }
 
     #[test]
     fn backoff_is_jittered_under_an_exponential_cap() {

@@ -288,10 +288,10 @@ impl Deliverer {
             .record(out.latency.as_secs_f64());
         match status {
             DeliveryStatus::Dead => {
-                tracing::warn!(delivery = %d.id, endpoint = %endpoint.name, attempts = used, error = ?out.error, status = ?out.status, "delivery is dead: every attempt failed")
+                tracing::warn!(delivery = %d.id, endpoint = %endpoint.name, attempts = used, error = out.error.as_deref(), status = out.status, "delivery is dead: every attempt failed")
             }
             DeliveryStatus::Failed => {
-                tracing::warn!(delivery = %d.id, endpoint = %endpoint.name, error = ?out.error, status = ?out.status, "delivery failed (not retried)")
+                tracing::warn!(delivery = %d.id, endpoint = %endpoint.name, error = out.error.as_deref(), status = out.status, "delivery failed (not retried)")
             }
             _ => {
                 tracing::debug!(delivery = %d.id, endpoint = %endpoint.name, status = outcome, "delivery attempt")

@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use crate::support::{TestApp, demo_body, problem};
+use serde_json::{Value, json};
+
+use crate::runner::{ANYTIME_AGENT, fast_simulator};
+use crate::support::{TestApp, demo_body, forbidden, problem};
 
 #[tokio::test]
 async fn missing_credentials_get_401_with_www_authenticate_and_no_trigger_enumeration() {
@@ -35,11 +38,24 @@ async fn unknown_malformed_or_foreign_scheme_credentials_get_401_invalid_token()
     let real = app.key("zapier").to_owned();
     let last = if real.ends_with('A') { 'B' } else { 'A' };
     let near_miss = format!("{}{last}", &real[..real.len() - 1]);
-    for token in [near_miss.as_str(), "cg_", "not-a-token", "a.b.c"] {
+    let not_jwt = "the bearer token is neither an API key (`cg_…`) nor a well-formed JWT: ";
+    for (token, detail) in [
+        (near_miss.as_str(), "unknown or disabled API key".to_owned()),
+        ("cg_", "unknown or disabled API key".to_owned()),
+        (
+            "not-a-token",
+            format!("{not_jwt}it must be three base64url parts separated by dots"),
+        ),
+        (
+            "a.b.c",
+            format!("{not_jwt}its header is not a base64url-encoded JSON object"),
+        ),
+    ] {
         let r = app.trigger(token, "demo-call", &demo_body()).await;
         let www = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
         assert!(www.contains("error=\"invalid_token\""), "{token}: {www}");
         let body = problem(r, 401).await;
+        assert_eq!(body["detail"], detail.as_str(), "{token}");
         assert!(
             !body.to_string().contains(token) || token.len() < 6,
             "the token must not be echoed"
@@ -53,7 +69,35 @@ async fn unknown_malformed_or_foreign_scheme_credentials_get_401_invalid_token()
         .send()
         .await
         .unwrap();
-    problem(r, 401).await;
+    let body = problem(r, 401).await;
+    assert_eq!(
+        body["detail"],
+        "use `Authorization: Bearer <token>` (or `X-Api-Key: <key>`)"
+    );
+    for (value, detail) in [
+        ("Bearer ", "the bearer token is empty"),
+        (
+            "Bearer caf\u{e9}",
+            "the Authorization header is not valid text",
+        ),
+    ] {
+        let r = app
+            .client
+            .post(app.url("/v1/triggers/demo-call"))
+            .header(
+                "authorization",
+                reqwest::header::HeaderValue::from_bytes(
+                    &value.chars().map(|c| c as u8).collect::<Vec<u8>>(),
+                )
+                .unwrap(),
+            )
+            .json(&demo_body())
+            .send()
+            .await
+            .unwrap();
+        let body = problem(r, 401).await;
+        assert_eq!(body["detail"], detail, "{value:?}");
+    }
     assert_eq!(app.jobs_on_disk().await, 0);
 }
 
@@ -164,4 +208,88 @@ async fn a_key_minted_while_serving_is_accepted_once_the_file_changes() {
             .status(),
         202
     );
+}
+
+#[tokio::test]
+async fn every_403_names_the_scopes_that_would_allow_it_in_www_authenticate() {
+    let app = TestApp::builder()
+        .file("providers.toml", &fast_simulator(""))
+        .file("agents.toml", ANYTIME_AGENT)
+        .triggers("[triggers.other]\nschema = \"schemas/demo-call.json\"\naction = { type = \"start_call\", agent = \"demo-agent\" }\n")
+        .key("owner", &["triggers:run"])
+        .key("other-only", &["trigger:other"])
+        .start()
+        .await;
+    let r = app
+        .trigger(app.key("owner"), "demo-call", &demo_body())
+        .await;
+    assert_eq!(r.status(), 202);
+    let job_id = r.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.run_pending().await;
+    let calls = app.state.store.calls_for_job(&job_id).await.unwrap();
+    let call_id = &calls[0].id;
+    let key = app.key("other-only");
+
+    // Triggers: run and describe; an id that cannot be a trigger's has no
+    // `trigger:<id>` scope to name.
+    forbidden(
+        app.trigger(key, "demo-call", &demo_body()).await,
+        "triggers:run trigger:demo-call",
+    )
+    .await;
+    forbidden(
+        app.get(key, "/v1/triggers/demo-call").await,
+        "triggers:run trigger:demo-call",
+    )
+    .await;
+    forbidden(
+        app.trigger(key, "not%20an%20id", &demo_body()).await,
+        "triggers:run",
+    )
+    .await;
+    // Another principal's job and call.
+    forbidden(
+        app.get(key, &format!("/v1/jobs/{job_id}")).await,
+        "jobs:read",
+    )
+    .await;
+    forbidden(
+        app.get(key, &format!("/v1/calls/{call_id}")).await,
+        "jobs:read",
+    )
+    .await;
+    // Mid-call actions, the delivery log, replays, metrics.
+    let r = app
+        .client
+        .post(app.url("/v1/agents/demo-agent/actions/customer_lookup"))
+        .bearer_auth(key)
+        .json(&json!({"call": {"id": "c1"}, "args": {}}))
+        .send()
+        .await
+        .unwrap();
+    forbidden(r, "actions:invoke").await;
+    forbidden(app.get(key, "/v1/deliveries").await, "deliveries:read").await;
+    forbidden(
+        app.get(key, "/v1/deliveries/dlv_01M8D45RWS5DP9XYG8YHW9H4TR")
+            .await,
+        "deliveries:read",
+    )
+    .await;
+    let r = app
+        .client
+        .post(app.url("/v1/deliveries/dlv_01M8D45RWS5DP9XYG8YHW9H4TR/retry"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    forbidden(r, "deliveries:write").await;
+    forbidden(app.get(key, "/metrics").await, "metrics:read").await;
+    // A 401 is not a 403: its challenge carries no scope.
+    let r = app.trigger("cg_not-a-key", "demo-call", &demo_body()).await;
+    let www = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    assert!(!www.contains("insufficient_scope"), "{www}");
+    problem(r, 401).await;
 }

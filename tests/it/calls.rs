@@ -371,6 +371,24 @@ async fn the_http_provider_renders_its_request_and_twilio_signed_callbacks_compl
     let call = get_json(&app, app.key("zapier"), &format!("/v1/calls/{call_id}")).await;
     assert_eq!(call["provider_call_id"], "CA123");
 
+    // Text that is not UTF-8 (Latin-1 `é`) is refused naming the field,
+    // even correctly signed, and moves nothing.
+    let latin1 = "CallSid=CA123&CallStatus=completed&AnsweredBy=Jos%E9&SequenceNumber=1";
+    let signature =
+        callgate::calls::signature::twilio_signature("tok", &callback, latin1.as_bytes());
+    let headers = vec![
+        ("x-twilio-signature", signature),
+        ("content-type", "application/x-www-form-urlencoded".into()),
+    ];
+    let refused = problem(post_event(&app, &call_id, headers, latin1).await, 400).await;
+    assert_eq!(refused["errors"][0]["pointer"], "/AnsweredBy", "{refused}");
+    assert!(
+        refused["detail"].as_str().unwrap().contains("`AnsweredBy`"),
+        "{refused}"
+    );
+    let call = get_json(&app, app.key("zapier"), &format!("/v1/calls/{call_id}")).await;
+    assert_ne!(call["status"], "completed", "{call}");
+
     let body =
         "CallSid=CA123&CallStatus=completed&CallDuration=61&AnsweredBy=human&SequenceNumber=2";
     let signature = callgate::calls::signature::twilio_signature("tok", &callback, body.as_bytes());

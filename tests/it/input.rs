@@ -192,6 +192,75 @@ async fn malformed_json_gets_400_saying_where() {
 }
 
 #[tokio::test]
+async fn form_text_that_is_not_utf8_gets_400_naming_the_field() {
+    let app = TestApp::start().await;
+    let form = "application/x-www-form-urlencoded";
+    // Latin-1 `é`, percent-encoded (what a Latin-1 sender's form encoder
+    // writes), in both nestings, and raw.
+    for (body, key) in [
+        (
+            &b"phone_number=%2B15550121234&customer[name]=Jos%E9"[..],
+            "customer[name]",
+        ),
+        (
+            b"phone_number=%2B15550121234&customer__name=Jos%E9",
+            "customer__name",
+        ),
+        (
+            b"phone_number=%2B15550121234&customer[name]=Jos\xe9",
+            "customer[name]",
+        ),
+    ] {
+        let body = problem(post_raw(&app, form, body.to_vec()).await, 400).await;
+        assert_eq!(body["type"], "urn:callgate:problem:malformed-request");
+        assert_eq!(body["errors"][0]["pointer"], "/customer/name", "{body}");
+        let detail = body["detail"].as_str().unwrap();
+        assert!(
+            detail.contains(&format!("`{key}`")) && detail.contains("UTF-8"),
+            "{detail}"
+        );
+    }
+    // In a key.
+    let body = problem(
+        post_raw(&app, form, "phone_number=%2B15550121234&na%E9me=x").await,
+        400,
+    )
+    .await;
+    assert_eq!(body["errors"][0]["pointer"], "/na\u{FFFD}me", "{body}");
+    // Under `?mode=test` too.
+    let r = app
+        .client
+        .post(app.url("/v1/triggers/demo-call?mode=test"))
+        .bearer_auth(app.key("zapier"))
+        .header("content-type", form)
+        .body("phone_number=%2B15550121234&customer[name]=Jos%E9")
+        .send()
+        .await
+        .unwrap();
+    problem(r, 400).await;
+    assert_eq!(app.jobs_on_disk().await, 0);
+    // The same name in UTF-8 is accepted and stored as sent.
+    let r = post_raw(
+        &app,
+        form,
+        "phone_number=%2B15550121234&customer[name]=Jos%C3%A9",
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let accepted: Value = r.json().await.unwrap();
+    let job: Value = app
+        .get(
+            app.key("zapier"),
+            accepted["links"]["self"].as_str().unwrap(),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(job["input"]["customer"]["name"], "José");
+}
+
+#[tokio::test]
 async fn schema_violations_get_422_listing_every_one() {
     let app = TestApp::start().await;
     let r = post_raw(

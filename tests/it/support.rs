@@ -39,6 +39,7 @@ pub struct Builder {
     trusted_proxies: bool,
     background_runner: bool,
     files: Vec<(String, String)>,
+    env: Vec<(String, String)>,
 }
 
 impl Default for Builder {
@@ -58,6 +59,7 @@ impl Default for Builder {
             trusted_proxies: false,
             background_runner: false,
             files: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -113,6 +115,12 @@ impl Builder {
     /// Replaces (or adds) a file in the config dir.
     pub fn file(mut self, name: &str, contents: &str) -> Self {
         self.files.push((name.to_owned(), contents.to_owned()));
+        self
+    }
+    /// An environment variable the config is loaded with, e.g. a
+    /// `CALLGATE_<SECTION>__<KEY>` override of the test `callgate.toml`.
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_owned(), value.to_owned()));
         self
     }
     /// Runs the server on a manual clock.
@@ -221,7 +229,8 @@ public_key_file = "{FIXTURES}/jwt/ed-public.pem"
             }
             keys.insert(name.clone(), key);
         }
-        let env = test_env();
+        let mut env = test_env();
+        env.extend(self.env.iter().cloned());
         let config = callgate::config::load(dir, data_dir.path(), &env)
             .unwrap_or_else(|e| panic!("test config invalid: {e}"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -452,6 +461,26 @@ pub async fn problem(response: reqwest::Response, status: u16) -> Value {
     );
     assert!(!body["title"].as_str().unwrap().is_empty(), "{body}");
     assert!(!body["detail"].as_str().unwrap().is_empty(), "{body}");
+    body
+}
+
+/// A 403 problem whose `WWW-Authenticate` is RFC 6750's
+/// `insufficient_scope` naming exactly `scopes` (space-separated).
+pub async fn forbidden(response: reqwest::Response, scopes: &str) -> Value {
+    let www = response
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = problem(response, 403).await;
+    assert_eq!(
+        www.as_deref(),
+        Some(
+            format!("Bearer realm=\"callgate\", error=\"insufficient_scope\", scope=\"{scopes}\"")
+                .as_str()
+        ),
+        "{body}"
+    );
+    assert_eq!(body["type"], "urn:callgate:problem:forbidden");
     body
 }
 

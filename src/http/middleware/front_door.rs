@@ -4,7 +4,8 @@
 //!
 //! Policy: `x-request-id` is kept when sane, otherwise minted, and echoed on
 //! every response; one access-log line per request inside a span carrying
-//! the request id (5xx causes are logged here, never sent); a
+//! the request id (5xx causes are logged here, never sent), at the level the
+//! response asks for (`LogAs`: ERROR only for our own faults); a
 //! `Content-Length` above `server.max_body_bytes` answers 413 before
 //! anything reads the body, and any 413 on HTTP/1 carries `Connection:
 //! close` (the rest of the body is never read, so the connection cannot be
@@ -23,7 +24,7 @@ use tracing::Instrument;
 
 use super::request_id::{self, X_REQUEST_ID};
 use crate::http::AppState;
-use crate::http::error::{ApiError, ErrorCause};
+use crate::http::error::{ApiError, ErrorCause, LogAs, default_log_level};
 
 pub async fn front_door(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
     let id = request_id::assign(&mut req);
@@ -75,11 +76,27 @@ fn declared_length(req: &Request) -> Option<u64> {
 fn access_log(span: &tracing::Span, response: &Response, started: Instant) {
     let _entered = span.enter();
     let latency_us = started.elapsed().as_micros() as u64;
+    let level = response
+        .extensions()
+        .get::<LogAs>()
+        .map_or_else(|| default_log_level(response.status()), |l| l.0);
     let status = response.status().as_u16();
-    match response.extensions().get::<ErrorCause>() {
-        Some(cause) => tracing::error!(status, latency_us, cause = %cause.0, "request failed"),
-        None if status >= 500 => tracing::error!(status, latency_us, "request failed"),
-        None => tracing::info!(status, latency_us, "request"),
+    // Only a present cause is written (an `Option` field records nothing
+    // when `None`).
+    let cause = response
+        .extensions()
+        .get::<ErrorCause>()
+        .map(|c| tracing::field::display(&c.0));
+    let message = if status >= 500 {
+        "request failed"
+    } else {
+        "request"
+    };
+    // A level is part of an event's static metadata: one call per level.
+    match level {
+        tracing::Level::ERROR => tracing::error!(status, latency_us, cause, "{message}"),
+        tracing::Level::WARN => tracing::warn!(status, latency_us, cause, "{message}"),
+        _ => tracing::info!(status, latency_us, cause, "{message}"),
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 pub use accept::{accept_trigger, store_error};
 pub use list::{get_trigger, list_triggers};
 
-use crate::auth::Principal;
+use crate::auth::{Principal, Scope};
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::trigger::{Trigger, TriggerId};
@@ -22,9 +22,17 @@ pub(crate) fn authorize(
     id: &str,
 ) -> Result<Arc<Trigger>, ApiError> {
     if !principal.scopes.may_run(id) {
-        return Err(ApiError::Forbidden {
-            detail: format!("this credential lacks the `triggers:run` or `trigger:{id}` scope"),
-        });
+        // `trigger:<id>` exists only for a well-formed id.
+        let mut scopes = vec![Scope::TriggersRun];
+        scopes.extend(
+            TriggerId::parse(id)
+                .ok()
+                .map(|_| Scope::Trigger(id.to_owned())),
+        );
+        return Err(ApiError::missing_scope(
+            scopes,
+            format!("this credential lacks the `triggers:run` or `trigger:{id}` scope"),
+        ));
     }
     TriggerId::parse(id)
         .ok()
