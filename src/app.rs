@@ -77,6 +77,7 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
     options: RunOptions,
 ) -> anyhow::Result<()> {
+    crate::crypto::install_tls_provider();
     let config = Arc::new(config);
     let tls = crate::tls::server_config(&config)?;
     let addr = listener.local_addr()?;
@@ -151,6 +152,7 @@ pub async fn run_worker(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    crate::crypto::install_tls_provider();
     let config = Arc::new(config);
     let Some(base) = config.main.server.public_url.clone() else {
         anyhow::bail!(

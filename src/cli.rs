@@ -149,6 +149,7 @@ impl From<NestingArg> for FormNesting {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    crate::crypto::install_tls_provider();
     let env = config::env::from_process();
     telemetry::init(cli.log_format, env.get("CALLGATE_LOG").map(String::as_str));
     match cli.command {

@@ -14,7 +14,7 @@ use std::sync::Mutex;
 
 use axum::http::HeaderMap;
 
-use crate::auth::sha256;
+use crate::crypto::sha256;
 use crate::http::error::ApiError;
 
 pub const HEADER: &str = "idempotency-key";

@@ -12,6 +12,7 @@ pub mod calls;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod crypto;
 pub mod http;
 pub mod idempotency;
 pub mod ids;

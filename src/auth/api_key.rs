@@ -12,8 +12,9 @@ use std::sync::Arc;
 use base64::Engine;
 use subtle::ConstantTimeEq;
 
-use super::{Principal, Scope, Scopes, random_bytes, sha256};
+use super::{Principal, Scope, Scopes};
 use crate::config::{KeysFile, Problem, RateSpec};
+use crate::crypto::{random_bytes, sha256};
 
 /// Prefix of every API key.
 pub const PREFIX: &str = "cg_";

@@ -247,7 +247,7 @@ impl Issuers {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::TooLong);
         }
-        let cache_key = super::sha256(token.as_bytes());
+        let cache_key = crate::crypto::sha256(token.as_bytes());
         let now = unix_now();
         if let Some(principal) = self.verified.get(&cache_key, now) {
             return Ok(principal);
@@ -361,7 +361,7 @@ impl Issuers {
         let mut header = Header::new(alg);
         header.kid = key.kid.clone();
         let mut jti = [0u8; 16];
-        super::random_bytes(&mut jti);
+        crate::crypto::random_bytes(&mut jti);
         let mut claims = serde_json::json!({
             "iss": issuer.iss,
             "aud": issuer.audiences[0],

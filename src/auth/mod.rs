@@ -28,15 +28,3 @@ pub struct Principal {
     /// A per-key or per-issuer override of the principal rate limit.
     pub rate_limit: Option<RateSpec>,
 }
-
-/// Fills `buf` from a cryptographically secure generator (the thread-local
-/// ChaCha generator seeded from the OS).
-pub fn random_bytes(buf: &mut [u8]) {
-    rand::fill(buf);
-}
-
-/// SHA-256 of `data`.
-pub fn sha256(data: &[u8]) -> [u8; 32] {
-    use sha2::Digest;
-    sha2::Sha256::digest(data).into()
-}

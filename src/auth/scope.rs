@@ -44,7 +44,7 @@ impl Scope {
             return Some(scope.clone());
         }
         s.strip_prefix("trigger:")
-            .filter(|id| crate::trigger::TriggerId::parse(id).is_ok())
+            .filter(|id| crate::ids::TriggerId::parse(id).is_ok())
             .map(|id| Scope::Trigger(id.to_owned()))
     }
 }

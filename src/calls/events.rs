@@ -119,7 +119,7 @@ impl CallbackSpec {
             .collect();
         let event_key = match text(&self.event_id) {
             Some(id) => format!("id:{id}"),
-            None => format!("sha256:{}", hex::encode(crate::auth::sha256(signed.body))),
+            None => format!("sha256:{}", hex::encode(crate::crypto::sha256(signed.body))),
         };
         Ok(CallEventIn {
             call_id: call_id.to_owned(),

@@ -156,7 +156,6 @@ pub fn http_client(
     timeout: Duration,
     extra_root: Option<&[u8]>,
 ) -> anyhow::Result<reqwest::Client> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut builder = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))

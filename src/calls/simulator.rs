@@ -86,7 +86,7 @@ impl Plan {
 pub fn plan(cfg: &SimulatorConfig, call_id: &str) -> Plan {
     let mut seed_input = cfg.seed.to_le_bytes().to_vec();
     seed_input.extend_from_slice(call_id.as_bytes());
-    let mut rng = rand::rngs::StdRng::from_seed(crate::auth::sha256(&seed_input));
+    let mut rng = rand::rngs::StdRng::from_seed(crate::crypto::sha256(&seed_input));
     let ring_ms = cfg.ring_time.as_millis() as i64;
     let (r_fail, r_answer, r_busy, r_talk, r_outcome): (f64, f64, f64, f64, f64) = (
         rng.random(),
@@ -235,7 +235,7 @@ impl Simulator {
             Some(s) => s.expose_secret().to_owned(),
             None => {
                 let mut bytes = [0u8; 24];
-                crate::auth::random_bytes(&mut bytes);
+                crate::crypto::random_bytes(&mut bytes);
                 format!(
                     "whsec_{}",
                     base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes)

@@ -32,7 +32,8 @@ pub use validate_calls::{
 };
 
 use crate::auth::{Issuers, KeySet};
-use crate::trigger::{Trigger, TriggerId};
+use crate::ids::TriggerId;
+use crate::trigger::Trigger;
 
 /// One configuration problem, located by file and key.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,10 +12,11 @@ use super::{
     Problem, ProviderConfig, ProvidersFile, TRIGGERS_FILE, TriggerConfig, TriggersFile,
 };
 use crate::auth::Issuers;
+use crate::ids::TriggerId;
 use crate::input::phone::Region;
 use crate::limits::check_rate;
 use crate::schema::{self, CompiledSchema};
-use crate::trigger::{Trigger, TriggerId};
+use crate::trigger::Trigger;
 
 /// The files as parsed, before cross-checks.
 pub(super) struct Parsed {

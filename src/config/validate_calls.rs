@@ -101,7 +101,7 @@ pub(super) fn build_agents(
         let mut problem = |key: &str, msg: String| {
             problems.push(Problem::new(file, format!("agents.{id}{key}"), msg))
         };
-        if crate::trigger::TriggerId::parse(id).is_err() {
+        if crate::ids::TriggerId::parse(id).is_err() {
             problem("", "agent ids are 1-64 of A-Z a-z 0-9 _ -".into());
         }
         if !providers.contains_key(&cfg.provider) {

@@ -33,7 +33,7 @@ pub use headers::{Policy, PolicyState, RateLimitHeaders};
 use crate::auth::Principal;
 use crate::config::{LimitsConfig, RateSpec};
 use crate::http::error::ApiError;
-use crate::trigger::TriggerId;
+use crate::ids::TriggerId;
 
 /// Checks that a rate spec describes a usable quota.
 pub fn check_rate(spec: &RateSpec) -> Result<(), String> {

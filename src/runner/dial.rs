@@ -61,7 +61,7 @@ impl RunnerCtx {
             });
         }
         let call = NewCall {
-            id: crate::ids::prefixed("call", now),
+            id: crate::ids::CallId::new(now).into_string(),
             job_id: plan.job_id.to_owned(),
             step: plan.step,
             agent_id: plan.agent.id.clone(),

@@ -378,8 +378,8 @@ impl RunnerCtx {
             .and_then(Value::as_str)
             .map(str::to_owned);
         let delivery = crate::store::NewDelivery {
-            id: crate::ids::prefixed("dlv", now),
-            msg_id: crate::ids::prefixed("msg", now),
+            id: crate::ids::DeliveryId::new(now).into_string(),
+            msg_id: crate::ids::MsgId::new(now).into_string(),
             endpoint: endpoint.to_owned(),
             event: event
                 .map(str::to_owned)

@@ -404,7 +404,7 @@ pub fn backoff(base: Duration, max: Duration, attempt: i64) -> Duration {
         .saturating_mul(1u32 << attempt.clamp(0, 20) as u32)
         .min(max);
     let mut b = [0u8; 8];
-    crate::auth::random_bytes(&mut b);
+    crate::crypto::random_bytes(&mut b);
     exp.mul_f64(u64::from_le_bytes(b) as f64 / u64::MAX as f64)
 }
 

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::calls::CallStatus;
 use crate::ids::JobId;
-use crate::trigger::TriggerId;
+use crate::ids::TriggerId;
 
 /// A job to insert, already serialised by the request handler (so the
 /// writer only binds values).

@@ -196,7 +196,7 @@ async fn fetch(
     }
     let method = reqwest::Method::from_bytes(action.config.method.to_ascii_uppercase().as_bytes())
         .unwrap_or(reqwest::Method::GET);
-    let msg_id = crate::ids::prefixed("msg", chrono::Utc::now().timestamp_millis());
+    let msg_id = crate::ids::MsgId::new(chrono::Utc::now().timestamp_millis()).into_string();
     // The endpoint's breaker (shared with its deliveries): while it is open
     // the action answers at once (fallback) instead of waiting out the
     // deadline on an upstream known to be down.

@@ -40,7 +40,6 @@ pub struct Outbound {
 
 impl Outbound {
     pub fn build(config: &Config) -> anyhow::Result<Self> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut clients = BTreeMap::new();
         for (name, e) in &config.endpoints {
             clients.insert(name.clone(), Arc::new(EndpointClient::build(e.clone())?));

@@ -373,7 +373,7 @@ impl EndpointClient {
 /// A wait drawn uniformly from `[0, cap]`.
 pub fn full_jitter(cap: Duration) -> Duration {
     let mut b = [0u8; 8];
-    crate::auth::random_bytes(&mut b);
+    crate::crypto::random_bytes(&mut b);
     cap.mul_f64(u64::from_le_bytes(b) as f64 / u64::MAX as f64)
 }
 

@@ -708,8 +708,8 @@ async fn a_delivery_to_an_endpoint_no_longer_configured_is_failed_and_not_replay
     let now = chrono::Utc::now().timestamp_millis();
     let id = store
         .create_delivery(callgate::store::NewDelivery {
-            id: callgate::ids::prefixed("dlv", now),
-            msg_id: callgate::ids::prefixed("msg", now),
+            id: callgate::ids::DeliveryId::new(now).into_string(),
+            msg_id: callgate::ids::MsgId::new(now).into_string(),
             endpoint: "old-crm".into(),
             event: "test".into(),
             job_id: None,

@@ -11,7 +11,8 @@ pub use list::{get_trigger, list_triggers};
 use crate::auth::{Principal, Scope};
 use crate::http::AppState;
 use crate::http::error::ApiError;
-use crate::trigger::{Trigger, TriggerId};
+use crate::ids::TriggerId;
+use crate::trigger::Trigger;
 
 /// The trigger `id` if the principal may run it. Scope first (403), then
 /// existence (404): a principal limited to one trigger learns nothing about
