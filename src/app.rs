@@ -196,8 +196,13 @@ pub async fn build_state(
     own_cert: Option<Vec<u8>>,
 ) -> anyhow::Result<AppState> {
     let store = store::open(&config.main.storage, &config.data_dir).await?;
-    let config_for_outbound = config.clone();
-    let providers = Arc::new(Providers::build(&config, callback_base, own_cert)?);
+    let outbound = Arc::new(crate::webhooks::Outbound::build(&config, clock.clone())?);
+    let providers = Arc::new(Providers::build(
+        &config,
+        callback_base,
+        own_cert,
+        clock.clone(),
+    )?);
     let limiters = Limiters::new(
         &config.main.limits,
         config.triggers.values().map(|t| (&t.id, t.rate_limit)),
@@ -208,6 +213,7 @@ pub async fn build_state(
                     .unwrap_or(config.main.limits.per_provider),
             )
         }),
+        clock.clone(),
     );
     Ok(AppState::new(AppInner {
         keys: ArcSwap::from_pointee(config.keys.clone()),
@@ -219,7 +225,7 @@ pub async fn build_state(
         limiters,
         clock,
         inflight: Inflight::default(),
-        outbound: Arc::new(crate::webhooks::Outbound::build(&config_for_outbound)?),
+        outbound,
         metrics: crate::metrics::Metrics::install(),
     }))
 }

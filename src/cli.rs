@@ -307,7 +307,7 @@ fn key_new(
         }
     };
     let path = dir.join(config::keys_file_name(dir, env));
-    let now = crate::clock::rfc3339(chrono::Utc::now().timestamp_millis());
+    let now = crate::clock::rfc3339(crate::clock::system_now_ms());
     match api_key::add_to_file(&path, name, &scopes, rate_limit, &now) {
         Ok(key) => {
             println!("{key}");
@@ -351,7 +351,7 @@ fn jwt_mint(
         Ok(c) => c,
         Err(code) => return code,
     };
-    let now = chrono::Utc::now().timestamp().max(0) as u64;
+    let now = crate::clock::system_now_ms().div_euclid(1000).max(0) as u64;
     match config.issuers.mint(issuer, sub, scopes, ttl, now) {
         Ok(token) => {
             println!("{token}");

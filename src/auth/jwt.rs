@@ -112,11 +112,10 @@ impl VerifiedCache {
     }
 }
 
+/// Real time in Unix seconds: jsonwebtoken checks `exp` and `nbf` against
+/// the system clock, and the cache of verified tokens must agree with it.
 fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
+    crate::clock::system_now_ms().div_euclid(1000).max(0) as u64
 }
 
 /// Why a token was refused (the 401 detail; never contains the token nor

@@ -18,8 +18,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, RateLimiter};
+use governor::RateLimiter;
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+
+use crate::limits::RateClock;
+
+/// A provider's dial rate, on the application clock.
+type DialRate =
+    RateLimiter<NotKeyed, InMemoryState, RateClock, NoOpMiddleware<governor::nanos::Nanos>>;
 
 pub use events::CallbackSpec;
 pub use status::CallStatus;
@@ -83,7 +91,8 @@ pub trait CallProvider: Send + Sync {
 /// Every configured provider, with its dial-rate limiter.
 pub struct Providers {
     map: HashMap<String, Arc<dyn CallProvider>>,
-    dial_rates: HashMap<String, DefaultDirectRateLimiter>,
+    dial_rates: HashMap<String, DialRate>,
+    clock: RateClock,
     callback_base: String,
 }
 
@@ -95,7 +104,9 @@ impl Providers {
         config: &Config,
         callback_base: String,
         own_cert: Option<Vec<u8>>,
+        clock: Arc<dyn crate::clock::Clock>,
     ) -> anyhow::Result<Self> {
+        let clock = RateClock(clock);
         let mut map: HashMap<String, Arc<dyn CallProvider>> = HashMap::new();
         let mut dial_rates = HashMap::new();
         for (name, cfg) in &config.providers {
@@ -112,7 +123,7 @@ impl Providers {
             if let Some(rate) = cfg.dial_rate() {
                 dial_rates.insert(
                     name.clone(),
-                    RateLimiter::direct(crate::limits::quota(&rate)),
+                    RateLimiter::direct_with_clock(crate::limits::quota(&rate), clock.clone()),
                 );
             }
             map.insert(name.clone(), provider);
@@ -120,6 +131,7 @@ impl Providers {
         Ok(Self {
             map,
             dial_rates,
+            clock,
             callback_base,
         })
     }
@@ -132,9 +144,7 @@ impl Providers {
     pub fn take_dial(&self, provider: &str) -> Result<(), Duration> {
         match self.dial_rates.get(provider) {
             None => Ok(()),
-            Some(l) => l
-                .check()
-                .map_err(|nu| nu.wait_time_from(DefaultClock::default().now())),
+            Some(l) => l.check().map_err(|nu| nu.wait_time_from(self.clock.now())),
         }
     }
 

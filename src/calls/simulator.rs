@@ -9,7 +9,9 @@
 //! before the dial is acknowledged (`<data dir>/simulator/<name>/dials.jsonl`):
 //! it is the "phone network's" own record, which answers `lookup` after a
 //! crash and lets tests count dials. On start, calls whose events were not
-//! all delivered are resumed from the log.
+//! all delivered are resumed from the log. It stands for a world outside
+//! the gateway, so it runs on real time (`clock::system_now_ms`), not on
+//! the gateway's injected clock.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -333,7 +335,7 @@ impl Inner {
         let timeline = plan.timeline();
         for (seq, (offset, status)) in timeline.iter().enumerate() {
             let due = dialed_at_ms + offset;
-            let wait = due - chrono::Utc::now().timestamp_millis();
+            let wait = due - crate::clock::system_now_ms();
             if wait > 0 {
                 tokio::time::sleep(Duration::from_millis(wait as u64)).await;
             }
@@ -387,7 +389,7 @@ impl Inner {
         );
         let msg_id = format!("sim_{call_id}_{seq}");
         for attempt in 0..20u32 {
-            let ts = chrono::Utc::now().timestamp();
+            let ts = crate::clock::system_now_ms().div_euclid(1000);
             let Ok(signature) = self.signer.sign(&msg_id, ts, payload.as_bytes()) else {
                 return false;
             };
@@ -428,7 +430,7 @@ impl Inner {
 impl CallProvider for Simulator {
     async fn create_call(&self, call: &CallRecord, _ctx: &Value) -> Result<Dialed, ProviderError> {
         let provider_call_id = format!("sim-{}", call.id);
-        let at_ms = chrono::Utc::now().timestamp_millis();
+        let at_ms = crate::clock::system_now_ms();
         {
             let mut dialed = self
                 .inner
@@ -488,7 +490,7 @@ impl CallProvider for Simulator {
         Ok(match dialed {
             None => Lookup::NotFound,
             Some((at_ms, provider_call_id)) => {
-                let elapsed = chrono::Utc::now().timestamp_millis() - at_ms;
+                let elapsed = crate::clock::system_now_ms() - at_ms;
                 Lookup::Found {
                     provider_call_id: Some(provider_call_id),
                     status: Some(plan(&self.inner.cfg, &call.id).status_at(elapsed)),

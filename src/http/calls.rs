@@ -156,7 +156,8 @@ pub async fn call_event(
         headers: &headers,
         body: &bytes,
         url: &url,
-        now_ms: chrono::Utc::now().timestamp_millis(),
+        // Replay windows are about the sender's clock: real time.
+        now_ms: crate::clock::system_now_ms(),
     };
     let now = app.clock.now_ms();
     let event = match provider.callbacks().read(&call_id, &signed, now) {

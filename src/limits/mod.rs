@@ -22,8 +22,9 @@ use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::Clock;
 use governor::middleware::StateInformationMiddleware;
+use governor::nanos::Nanos;
 use governor::state::keyed::DashMapStateStore;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
@@ -59,20 +60,27 @@ pub fn quota(spec: &RateSpec) -> Quota {
         .allow_burst(burst)
 }
 
+/// The application clock, as governor's time source: limits follow the
+/// injected clock like every other rule (tests move it instead of waiting).
+#[derive(Debug, Clone)]
+pub struct RateClock(pub Arc<dyn crate::clock::Clock>);
+
+impl Clock for RateClock {
+    type Instant = Nanos;
+
+    fn now(&self) -> Nanos {
+        Nanos::from(self.0.monotonic_ns())
+    }
+}
+
 /// A keyed GCRA limiter with a policy name for its headers.
-pub struct Keyed<K: Hash + Eq + Clone, C: Clock = DefaultClock> {
+pub struct Keyed<K: Hash + Eq + Clone, C: Clock = RateClock> {
     policy: Policy,
     inner: RateLimiter<K, DashMapStateStore<K>, C, StateInformationMiddleware>,
 }
 
-impl<K: Hash + Eq + Clone> Keyed<K> {
-    pub fn new(name: &'static str, spec: RateSpec) -> Self {
-        Self::with_clock(name, spec, DefaultClock::default())
-    }
-}
-
 impl<K: Hash + Eq + Clone, C: Clock> Keyed<K, C> {
-    /// A limiter on an explicit clock (tests use governor's fake clock).
+    /// A limiter on `clock`.
     pub fn with_clock(name: &'static str, spec: RateSpec, clock: C) -> Self {
         let inner = RateLimiter::dashmap_with_clock(quota(&spec), clock)
             .with_middleware::<StateInformationMiddleware>();
@@ -109,16 +117,16 @@ impl<K: Hash + Eq + Clone, C: Clock> Keyed<K, C> {
     }
 }
 
-/// An unkeyed GCRA limiter (one per trigger).
+/// An unkeyed GCRA limiter (one per trigger, one per provider).
 pub struct Direct {
     policy: Policy,
-    inner: RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>,
+    inner: RateLimiter<NotKeyed, InMemoryState, RateClock, StateInformationMiddleware>,
 }
 
 impl Direct {
-    pub fn new(name: &'static str, spec: RateSpec) -> Self {
-        let inner =
-            RateLimiter::direct(quota(&spec)).with_middleware::<StateInformationMiddleware>();
+    pub fn new(name: &'static str, spec: RateSpec, clock: RateClock) -> Self {
+        let inner = RateLimiter::direct_with_clock(quota(&spec), clock)
+            .with_middleware::<StateInformationMiddleware>();
         Self {
             policy: Policy::new(name, spec),
             inner,
@@ -144,6 +152,7 @@ pub struct Limiters {
     principal_overrides: RwLock<HashMap<RateSpec, Arc<Keyed<Arc<str>>>>>,
     triggers: HashMap<TriggerId, Direct>,
     providers: HashMap<String, Direct>,
+    clock: RateClock,
     max_tracked_keys: usize,
     ip_checks: AtomicU64,
 }
@@ -158,19 +167,22 @@ impl Limiters {
         cfg: &LimitsConfig,
         triggers: impl IntoIterator<Item = (&'a TriggerId, RateSpec)>,
         providers: impl IntoIterator<Item = (&'a String, RateSpec)>,
+        clock: Arc<dyn crate::clock::Clock>,
     ) -> Self {
+        let clock = RateClock(clock);
         Self {
-            ip: Keyed::new("ip", cfg.per_ip),
-            principal: Keyed::new("principal", cfg.per_principal),
+            ip: Keyed::with_clock("ip", cfg.per_ip, clock.clone()),
+            principal: Keyed::with_clock("principal", cfg.per_principal, clock.clone()),
             principal_overrides: RwLock::new(HashMap::new()),
             triggers: triggers
                 .into_iter()
-                .map(|(id, spec)| (id.clone(), Direct::new("trigger", spec)))
+                .map(|(id, spec)| (id.clone(), Direct::new("trigger", spec, clock.clone())))
                 .collect(),
             providers: providers
                 .into_iter()
-                .map(|(name, spec)| (name.clone(), Direct::new("provider", spec)))
+                .map(|(name, spec)| (name.clone(), Direct::new("provider", spec, clock.clone())))
                 .collect(),
+            clock,
             max_tracked_keys: cfg.max_tracked_keys,
             ip_checks: AtomicU64::new(0),
         }
@@ -205,7 +217,9 @@ impl Limiters {
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
                 .entry(spec)
-                .or_insert_with(|| Arc::new(Keyed::new("principal", spec)))
+                .or_insert_with(|| {
+                    Arc::new(Keyed::with_clock("principal", spec, self.clock.clone()))
+                })
                 .clone(),
         };
         limiter.check(&principal.id)

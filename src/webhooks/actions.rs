@@ -196,7 +196,8 @@ async fn fetch(
     }
     let method = reqwest::Method::from_bytes(action.config.method.to_ascii_uppercase().as_bytes())
         .unwrap_or(reqwest::Method::GET);
-    let msg_id = crate::ids::MsgId::new(chrono::Utc::now().timestamp_millis()).into_string();
+    let now_ms = outbound.clock.now_ms();
+    let msg_id = crate::ids::MsgId::new(now_ms).into_string();
     // The endpoint's breaker (shared with its deliveries): while it is open
     // the action answers at once (fallback) instead of waiting out the
     // deadline on an upstream known to be down.
@@ -218,7 +219,7 @@ async fn fetch(
                 headers: &headers,
                 body: body.as_deref(),
                 msg_id: Some(&msg_id),
-                timestamp_s: chrono::Utc::now().timestamp(),
+                now_ms,
             },
             deadline,
             ACTION_BODY_LIMIT,

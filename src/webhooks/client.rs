@@ -33,19 +33,22 @@ pub struct EndpointClient {
 /// mid-call action caches.
 pub struct Outbound {
     pub clients: BTreeMap<String, Arc<EndpointClient>>,
+    /// The application clock (webhook ids and timestamps of action requests).
+    pub clock: Arc<dyn crate::clock::Clock>,
     /// Poked when a delivery is created or replayed.
     pub wake: Arc<Notify>,
     pub caches: super::actions::Caches,
 }
 
 impl Outbound {
-    pub fn build(config: &Config) -> anyhow::Result<Self> {
+    pub fn build(config: &Config, clock: Arc<dyn crate::clock::Clock>) -> anyhow::Result<Self> {
         let mut clients = BTreeMap::new();
         for (name, e) in &config.endpoints {
             clients.insert(name.clone(), Arc::new(EndpointClient::build(e.clone())?));
         }
         Ok(Self {
             clients,
+            clock,
             wake: Arc::new(Notify::new()),
             caches: super::actions::Caches::build(config),
         })
@@ -136,7 +139,7 @@ impl EndpointClient {
         }
         if let (Some(secret), Some(msg_id)) = (&self.endpoint.signing_secret, req.msg_id) {
             let body = req.body.unwrap_or_default();
-            let ts = req.timestamp_s;
+            let ts = req.now_ms.div_euclid(1000);
             match sign(secret.expose_secret(), msg_id, ts, body) {
                 Ok(sig) => {
                     put("webhook-id", msg_id, false);
@@ -188,7 +191,7 @@ impl EndpointClient {
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
+            .and_then(|v| parse_retry_after(v, req.now_ms));
         let mut body = Vec::new();
         let mut body_complete = true;
         while body.len() < body_limit {
@@ -227,7 +230,10 @@ pub struct Outgoing<'a> {
     pub body: Option<&'a str>,
     /// Standard Webhooks `webhook-id` (signed when the endpoint has a secret).
     pub msg_id: Option<&'a str>,
-    pub timestamp_s: i64,
+    /// When it is sent (Unix ms, the application clock): the signed
+    /// `webhook-timestamp`, and what an HTTP-date `Retry-After` is read
+    /// against.
+    pub now_ms: i64,
 }
 
 /// What came back (or why nothing did).
@@ -305,14 +311,15 @@ pub fn is_secret_header(name: &str) -> bool {
         .any(|w| n.contains(w))
 }
 
-/// `Retry-After`: delay-seconds or an HTTP date; capped at a day.
-pub fn parse_retry_after(v: &str) -> Option<Duration> {
+/// `Retry-After`: delay-seconds or an HTTP date (read against `now_ms`);
+/// capped at a day.
+pub fn parse_retry_after(v: &str, now_ms: i64) -> Option<Duration> {
     let v = v.trim();
     let d = if let Ok(secs) = v.parse::<u64>() {
         Duration::from_secs(secs)
     } else {
         let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-        let ms = at.timestamp_millis() - chrono::Utc::now().timestamp_millis();
+        let ms = at.timestamp_millis() - now_ms;
         Duration::from_millis(ms.max(0) as u64)
     };
     Some(d.min(Duration::from_secs(24 * 3600)))
@@ -361,14 +368,19 @@ mod tests {
 
     #[test]
     fn retry_after_takes_seconds_and_dates() {
-        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        let now = 784_111_777_000; // Sun, 06 Nov 1994 08:49:37 GMT
+        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
         assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now - 1_000),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now + 5_000),
             Some(Duration::ZERO)
         );
-        assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(
-            parse_retry_after("999999999"),
+            parse_retry_after("999999999", now),
             Some(Duration::from_secs(86400))
         );
     }

@@ -216,7 +216,7 @@ impl Deliverer {
                     headers: &headers,
                     body: Some(&d.body),
                     msg_id: Some(&d.msg_id),
-                    timestamp_s: started_ms / 1000,
+                    now_ms: started_ms,
                 },
                 endpoint.timeout,
                 super::client::LOG_EXCERPT,

@@ -394,7 +394,7 @@ async fn send(e: callgate::config::outbound::Endpoint) -> callgate::webhooks::cl
                 headers: &[],
                 body: Some("{}"),
                 msg_id: None,
-                timestamp_s: 0,
+                now_ms: 0,
             },
             Duration::from_secs(2),
             4096,

@@ -199,7 +199,7 @@ pub(super) async fn migrate(conn: &mut SqliteConnection) -> Result<(), sqlx::Err
         sqlx::query("INSERT INTO callgate_migrations (version, name, applied_at) VALUES (?, ?, ?)")
             .bind(version)
             .bind(name)
-            .bind(chrono::Utc::now().timestamp_millis())
+            .bind(crate::clock::system_now_ms())
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
