@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::CallStatus;
+use crate::store::CallStatus;
 use super::signature::{SignatureError, Signed, Verifier};
 use crate::config::{BodyFormat, CallbackConfig, FormNesting};
 use crate::store::CallEventIn;

@@ -13,7 +13,8 @@ use async_trait::async_trait;
 use reqwest::Method;
 use serde_json::Value;
 
-use super::{CallProvider, CallStatus, CallbackSpec, Dialed, Lookup, ProviderError};
+use super::{CallProvider, CallbackSpec, Dialed, Lookup, ProviderError};
+use crate::store::CallStatus;
 use crate::config::{BodyFormat, HttpProviderConfig, HttpRequestConfig};
 use crate::store::CallRecord;
 use crate::template::{JsonTemplate, compile_text, render_text};

@@ -11,7 +11,6 @@ pub mod events;
 mod http_provider;
 pub mod signature;
 pub mod simulator;
-pub mod status;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,10 +29,9 @@ type DialRate =
     RateLimiter<NotKeyed, InMemoryState, RateClock, NoOpMiddleware<governor::nanos::Nanos>>;
 
 pub use events::CallbackSpec;
-pub use status::CallStatus;
 
 use crate::config::{Config, ProviderConfig};
-use crate::store::CallRecord;
+use crate::store::{CallRecord, CallStatus};
 
 /// The provider's answer to a dial.
 #[derive(Debug, Clone, PartialEq, Eq)]

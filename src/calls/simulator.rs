@@ -26,7 +26,8 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{CallProvider, CallStatus, CallbackSpec, Dialed, Lookup, ProviderError};
+use super::{CallProvider, CallbackSpec, Dialed, Lookup, ProviderError};
+use crate::store::CallStatus;
 use crate::calls::signature::Verifier;
 use crate::config::{BodyFormat, SimulatorConfig};
 use crate::store::CallRecord;

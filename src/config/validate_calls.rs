@@ -13,7 +13,7 @@ use super::{
     AgentConfig, AutomationConfig, BodyFormat, CallbackConfig, HttpRequestConfig, Problem,
     ProviderConfig, StepConfig,
 };
-use crate::calls::CallStatus;
+use crate::store::CallStatus;
 use crate::input::phone::{self, PhoneValidation, Region};
 use crate::runner::window::{CallingWindow, parse_zone};
 use crate::schema::is_valid_pointer;

@@ -45,7 +45,7 @@ pub struct CallOut {
     from: String,
     provider: String,
     provider_call_id: Option<String>,
-    status: crate::calls::CallStatus,
+    status: crate::store::CallStatus,
     outcome: Option<String>,
     duration_seconds: Option<i64>,
     custom: Value,

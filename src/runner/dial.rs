@@ -12,7 +12,8 @@
 use serde_json::{Value, json};
 
 use super::{Next, RunnerCtx};
-use crate::calls::{CallStatus, Lookup, ProviderError};
+use crate::calls::{Lookup, ProviderError};
+use crate::store::CallStatus;
 use crate::config::Agent;
 use crate::store::{CallRecord, NewCall, Reservation};
 

@@ -31,7 +31,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use execute::{MAX_EVENT_DEPTH, event_jobs};
 
-use crate::calls::{CallStatus, Lookup, Providers};
+use crate::calls::{Lookup, Providers};
+use crate::store::CallStatus;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::store::{CallEventIn, ClaimedJob, JobStatus, JobUpdate, Store};
@@ -348,7 +349,7 @@ impl RunnerCtx {
                 }),
                 ..base(
                     JobStatus::Waiting,
-                    Some(crate::store::lines_busy_reason(&agent)),
+                    Some(format!("lines busy: {agent}")),
                     now + self.config.main.runner.line_retry.as_millis() as i64,
                 )
             },

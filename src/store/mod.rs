@@ -9,6 +9,7 @@
 
 mod group_commit;
 pub mod sqlite;
+mod status;
 mod types;
 
 use std::path::Path;
@@ -17,14 +18,15 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use group_commit::{BatchWriter, GroupCommit};
+pub use status::{CallStatus, DeliveryStatus, JobStatus};
 pub use types::*;
-
-use crate::calls::CallStatus;
 use crate::config::StorageConfig;
 use crate::ids::JobId;
 
-/// Decides, inside the event's transaction, which jobs a call's final status
-/// starts (post-call automations). Runs on the writer.
+/// Decides which jobs a call's final status starts (post-call
+/// automations). The engine calls it inside the transaction that applies
+/// the event, so the jobs are committed with it or not at all; it must not
+/// block or touch the store.
 pub type EventJobs = Box<dyn FnOnce(&CallRecord) -> Vec<NewJob> + Send>;
 
 /// Storage failures, by kind.
@@ -42,12 +44,6 @@ pub enum StoreError {
     /// A stored row could not be read back (message for logs).
     #[error("corrupt row: {0}")]
     Corrupt(String),
-}
-
-impl From<sqlx::Error> for StoreError {
-    fn from(e: sqlx::Error) -> Self {
-        StoreError::Unavailable(e.to_string())
-    }
 }
 
 /// The storage interface every engine implements.

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::calls::CallStatus;
+use super::status::{CallStatus, DeliveryStatus, JobStatus};
 use crate::ids::JobId;
 use crate::ids::TriggerId;
 
@@ -50,45 +50,6 @@ pub enum EnqueueOutcome {
     /// Another request committed the same live Idempotency-Key first; no job
     /// was inserted. Look the key up and replay.
     IdempotencyConflict,
-}
-
-/// Job states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobStatus {
-    Queued,
-    Running,
-    Scheduled,
-    Waiting,
-    Succeeded,
-    Failed,
-    Rejected,
-    NeedsAttention,
-}
-
-impl JobStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobStatus::Queued => "queued",
-            JobStatus::Running => "running",
-            JobStatus::Scheduled => "scheduled",
-            JobStatus::Waiting => "waiting",
-            JobStatus::Succeeded => "succeeded",
-            JobStatus::Failed => "failed",
-            JobStatus::Rejected => "rejected",
-            JobStatus::NeedsAttention => "needs_attention",
-        }
-    }
-
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            JobStatus::Succeeded
-                | JobStatus::Failed
-                | JobStatus::Rejected
-                | JobStatus::NeedsAttention
-        )
-    }
 }
 
 /// A stored job.
@@ -259,12 +220,6 @@ pub enum EventApplied {
     Applied { moved_to: Option<CallStatus> },
 }
 
-/// The `status_reason` shown for jobs waiting for one of `agent_id`'s lines
-/// (display only: the store finds such jobs by `JobUpdate::line_wait`).
-pub fn lines_busy_reason(agent_id: &str) -> String {
-    format!("lines busy: {agent_id}")
-}
-
 /// An outbound webhook delivery to create (a `webhook` step's, or a replay).
 #[derive(Debug, Clone)]
 pub struct NewDelivery {
@@ -282,44 +237,6 @@ pub struct NewDelivery {
     /// One delivery per key (a job's step): a re-run step finds it.
     pub dedupe_key: Option<String>,
     pub created_at_ms: i64,
-}
-
-/// Delivery states: `pending` (due at `next_attempt_at`), `sending` (an
-/// attempt in flight under a lease), then `succeeded`, `failed` (refused
-/// by the receiver with a 4xx that is not worth repeating, or by the SSRF
-/// guard) or `dead` (every attempt of the retry policy failed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DeliveryStatus {
-    Pending,
-    Sending,
-    Succeeded,
-    Failed,
-    Dead,
-}
-
-impl DeliveryStatus {
-    pub const ALL: [DeliveryStatus; 5] = [
-        Self::Pending,
-        Self::Sending,
-        Self::Succeeded,
-        Self::Failed,
-        Self::Dead,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Sending => "sending",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-            Self::Dead => "dead",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|v| v.as_str() == s)
-    }
 }
 
 /// A delivery as stored.

@@ -224,7 +224,7 @@ async fn verified_callbacks_have_their_provider_limit_and_only_forgeries_spend_t
         "the simulator's ringing",
         || async {
             let c = app.state.store.call(&call_id).await.unwrap().unwrap();
-            (c.status == callgate::calls::CallStatus::Ringing).then_some(())
+            (c.status == callgate::store::CallStatus::Ringing).then_some(())
         },
     )
     .await;

@@ -36,7 +36,7 @@ use super::{
     JobEvent, JobRecord, JobUpdate, NewCall, NewDelivery, NewJob, Replay, Reservation, Store,
     StoreError,
 };
-use crate::calls::CallStatus;
+use crate::store::CallStatus;
 use crate::config::StorageConfig;
 use crate::ids::JobId;
 use writer::{Outcome, SqliteWriter, Task};
@@ -148,6 +148,12 @@ where
             }),
         },
     })
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
 }
 
 fn json_column(row: &SqliteRow, name: &str) -> Result<Option<serde_json::Value>, StoreError> {

@@ -4,7 +4,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::calls::CallStatus;
+use crate::store::CallStatus;
 use crate::store::{
     CallEventIn, CallRecord, ClaimedJob, EventApplied, JobStatus, JobUpdate, NewCall, NewJob,
     Reservation, StoreError,

@@ -1,6 +1,7 @@
-//! Call statuses and the order they move in.
+//! The statuses of stored records: jobs, calls (and the order they move
+//! in), deliveries.
 //!
-//! Policy: a call only moves forward. `queued` → `dialing` → `ringing` →
+//! Policy for calls: a call only moves forward. `queued` → `dialing` → `ringing` →
 //! `in_progress` → one final status (`completed`, `no_answer`, `busy`,
 //! `failed`, `canceled`). An event that would move a call backwards, or off
 //! a final status, changes nothing. `unknown` is set only by us, when a crash
@@ -126,6 +127,83 @@ impl FromStr for CallStatus {
             .into_iter()
             .find(|c| c.as_str() == s)
             .ok_or_else(|| format!("`{s}` is not a call status"))
+    }
+}
+
+/// Job states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Scheduled,
+    Waiting,
+    Succeeded,
+    Failed,
+    Rejected,
+    NeedsAttention,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Scheduled => "scheduled",
+            JobStatus::Waiting => "waiting",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Rejected => "rejected",
+            JobStatus::NeedsAttention => "needs_attention",
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Succeeded
+                | JobStatus::Failed
+                | JobStatus::Rejected
+                | JobStatus::NeedsAttention
+        )
+    }
+}
+
+/// Delivery states: `pending` (due at `next_attempt_at`), `sending` (an
+/// attempt in flight under a lease), then `succeeded`, `failed` (refused
+/// by the receiver with a 4xx that is not worth repeating, or by the SSRF
+/// guard) or `dead` (every attempt of the retry policy failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    Pending,
+    Sending,
+    Succeeded,
+    Failed,
+    Dead,
+}
+
+impl DeliveryStatus {
+    pub const ALL: [DeliveryStatus; 5] = [
+        Self::Pending,
+        Self::Sending,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Dead,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Sending => "sending",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
     }
 }
 
