@@ -95,6 +95,14 @@ macro_rules! record_id {
             }
         }
 
+        /// Reads an id stored in a record of ours (a job's progress, an
+        /// action): taken as written, like `from_stored`.
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                String::deserialize(d).map(Self)
+            }
+        }
+
         impl AsRef<str> for $name {
             fn as_ref(&self) -> &str {
                 &self.0

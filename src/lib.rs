@@ -17,6 +17,7 @@ pub mod http;
 pub mod idempotency;
 pub mod ids;
 pub mod input;
+pub mod job;
 pub mod limits;
 pub mod metrics;
 pub mod runner;
@@ -29,3 +30,17 @@ pub mod trigger;
 pub mod webhooks;
 
 pub use app::{RunOptions, Started, run, run_with, run_worker};
+
+/// Unit tests' access to the repository's fixtures (`tests/fixtures/`).
+#[cfg(test)]
+pub(crate) mod fixtures {
+    /// A sender sample from `tests/fixtures/samples/` (see its README); a
+    /// missing file fails the test that wanted it.
+    pub fn sample(name: &str) -> Vec<u8> {
+        let path = format!(
+            "{}/tests/fixtures/samples/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {path}: {e}"))
+    }
+}

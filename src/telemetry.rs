@@ -11,7 +11,7 @@
 use tracing_subscriber::EnvFilter;
 
 /// The filter when `CALLGATE_LOG` is not set.
-pub const DEFAULT_FILTER: &str = "info,sqlx=warn";
+pub const DEFAULT_FILTER: &str = "info";
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

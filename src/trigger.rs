@@ -4,6 +4,7 @@
 use crate::config::{ActionConfig, FormNesting, RateSpec};
 pub use crate::ids::TriggerId;
 use crate::input::phone::{PhoneValidation, Region};
+use crate::job::JobAction;
 use crate::schema::CompiledSchema;
 
 /// A validated trigger, ready to serve.
@@ -30,18 +31,20 @@ impl Trigger {
     }
 
     /// What an accepted request will run, as stored with the job and shown in
-    /// test mode: the action with its target resolved from the input.
-    pub fn plan(&self, input: &serde_json::Value) -> serde_json::Value {
-        match &self.action {
-            ActionConfig::StartCall { agent, to } => serde_json::json!({
-                "type": "start_call",
-                "agent": agent,
-                "to": input.pointer(to),
-            }),
-            ActionConfig::Automation { name, .. } => serde_json::json!({
-                "type": "automation",
-                "name": name,
-            }),
-        }
+    /// test mode: the action with its target resolved from the (normalised)
+    /// input. `None` when the number to call is missing, which normalising
+    /// has already refused.
+    pub fn plan(&self, input: &serde_json::Value) -> Option<JobAction> {
+        Some(match &self.action {
+            ActionConfig::StartCall { agent, to } => JobAction::StartCall {
+                agent: agent.clone(),
+                to: input.pointer(to)?.as_str()?.to_owned(),
+            },
+            ActionConfig::Automation { name, .. } => JobAction::Automation {
+                name: name.clone(),
+                event: None,
+                call_id: None,
+            },
+        })
     }
 }

@@ -14,9 +14,9 @@ use reqwest::Method;
 use serde_json::Value;
 
 use super::{CallProvider, CallbackSpec, Dialed, Lookup, ProviderError};
-use crate::store::CallStatus;
 use crate::config::{BodyFormat, HttpProviderConfig, HttpRequestConfig};
 use crate::store::CallRecord;
+use crate::store::CallStatus;
 use crate::template::{JsonTemplate, compile_text, render_text};
 
 struct RequestTemplate {

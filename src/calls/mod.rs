@@ -147,7 +147,7 @@ impl Providers {
     }
 
     /// The status callback URL for one of our calls.
-    pub fn callback_url(&self, call_id: &str) -> String {
+    pub fn callback_url(&self, call_id: &crate::ids::CallId) -> String {
         format!(
             "{}/v1/calls/{call_id}/events",
             self.callback_base.trim_end_matches('/')

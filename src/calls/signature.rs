@@ -304,8 +304,7 @@ mod tests {
 
     #[test]
     fn twilio_signatures_cover_url_and_every_parameter() {
-        let body = std::fs::read("../shared/samples/twilio-status-callback.txt")
-            .unwrap_or_else(|_| b"CallSid=CA1&CallStatus=completed".to_vec());
+        let body = crate::fixtures::sample("twilio-status-callback.txt");
         let url = "https://gw.example.com/v1/calls/call_1/events";
         let sig = twilio_signature("token", url, &body);
         let v = Verifier::Twilio("token".into());

@@ -27,10 +27,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{CallProvider, CallbackSpec, Dialed, Lookup, ProviderError};
-use crate::store::CallStatus;
 use crate::calls::signature::Verifier;
 use crate::config::{BodyFormat, SimulatorConfig};
 use crate::store::CallRecord;
+use crate::store::CallStatus;
 
 /// One line of the dial log.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -439,17 +439,17 @@ impl CallProvider for Simulator {
                 .dialed
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            if let Some((_, existing)) = dialed.get(&call.id) {
+            if let Some((_, existing)) = dialed.get(call.id.as_str()) {
                 // Idempotent on our call id, like a real provider's key.
                 return Ok(Dialed {
                     provider_call_id: Some(existing.clone()),
                     status: CallStatus::Dialing,
                 });
             }
-            dialed.insert(call.id.clone(), (at_ms, provider_call_id.clone()));
+            dialed.insert(call.id.to_string(), (at_ms, provider_call_id.clone()));
         }
         let entry = LogEntry::Dial {
-            call_id: call.id.clone(),
+            call_id: call.id.to_string(),
             provider_call_id: provider_call_id.clone(),
             to: call.to.clone(),
             agent: call.agent_id.clone(),
@@ -463,13 +463,13 @@ impl CallProvider for Simulator {
                 .dialed
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .remove(&call.id);
+                .remove(call.id.as_str());
             return Err(ProviderError::Rejected(
                 "simulator: dial log unavailable".into(),
             ));
         }
         tokio::spawn(self.inner.clone().lifecycle(
-            call.id.clone(),
+            call.id.to_string(),
             provider_call_id.clone(),
             at_ms,
         ));
@@ -486,7 +486,7 @@ impl CallProvider for Simulator {
             .dialed
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&call.id)
+            .get(call.id.as_str())
             .cloned();
         Ok(match dialed {
             None => Lookup::NotFound,
@@ -494,7 +494,7 @@ impl CallProvider for Simulator {
                 let elapsed = crate::clock::system_now_ms() - at_ms;
                 Lookup::Found {
                     provider_call_id: Some(provider_call_id),
-                    status: Some(plan(&self.inner.cfg, &call.id).status_at(elapsed)),
+                    status: Some(plan(&self.inner.cfg, call.id.as_str()).status_at(elapsed)),
                 }
             }
         })

@@ -13,10 +13,10 @@ use super::{
     AgentConfig, AutomationConfig, BodyFormat, CallbackConfig, HttpRequestConfig, Problem,
     ProviderConfig, StepConfig,
 };
-use crate::store::CallStatus;
 use crate::input::phone::{self, PhoneValidation, Region};
 use crate::runner::window::{CallingWindow, parse_zone};
 use crate::schema::is_valid_pointer;
+use crate::store::CallStatus;
 use crate::template::{JsonTemplate, compile_text};
 
 pub const PROVIDERS_FILE: &str = "providers.toml";

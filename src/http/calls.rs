@@ -32,14 +32,14 @@ use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::ApiPath;
 use crate::http::middleware::client_ip;
-use crate::ids::JobId;
+use crate::ids::{CallId, JobId};
 use crate::store::{CallRecord, EventApplied};
 
 /// A call as the API shows it.
 #[derive(Debug, Serialize)]
 pub struct CallOut {
-    call_id: String,
-    job_id: String,
+    call_id: CallId,
+    job_id: JobId,
     agent_id: String,
     to: String,
     from: String,
@@ -99,21 +99,19 @@ pub async fn get_call(
     ApiPath(call_id): ApiPath<String>,
 ) -> Result<Json<CallOut>, ApiError> {
     let not_found = || ApiError::NotFound(format!("no call `{call_id}`"));
+    let id = CallId::parse(&call_id).ok_or_else(not_found)?;
     let call = app
         .store
-        .call(&call_id)
+        .call(&id)
         .await
         .map_err(store_error)?
         .ok_or_else(not_found)?;
-    let owner = match JobId::parse(&call.job_id) {
-        Some(id) => app
-            .store
-            .job(&id)
-            .await
-            .map_err(store_error)?
-            .map(|j| j.principal),
-        None => None,
-    };
+    let owner = app
+        .store
+        .job(&call.job_id)
+        .await
+        .map_err(store_error)?
+        .map(|j| j.principal);
     super::jobs::may_read(&principal, owner.as_deref(), "call")?;
     Ok(Json(CallOut::from(call)))
 }
@@ -135,7 +133,11 @@ pub async fn call_event(
         ip_state.append_to(response.headers_mut());
         Ok(response)
     };
-    let Some(call) = app.store.call(&call_id).await.map_err(store_error)? else {
+    let found = match CallId::parse(&call_id) {
+        Some(id) => app.store.call(&id).await.map_err(store_error)?,
+        None => None,
+    };
+    let Some(call) = found else {
         return refuse(ApiError::NotFound(format!("no call `{call_id}`")));
     };
     let provider = app.providers.get(&call.provider).ok_or_else(|| {
@@ -160,7 +162,7 @@ pub async fn call_event(
         now_ms: crate::clock::system_now_ms(),
     };
     let now = app.clock.now_ms();
-    let event = match provider.callbacks().read(&call_id, &signed, now) {
+    let event = match provider.callbacks().read(&call.id, &signed, now) {
         Ok(event) => event,
         Err(EventError::Signature(e)) => return refuse(ApiError::BadSignature(e.to_string())),
         Err(EventError::Body(e)) => {

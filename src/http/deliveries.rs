@@ -16,6 +16,7 @@ use crate::auth::{Principal, Scope};
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiPath, ApiQuery};
+use crate::ids::DeliveryId;
 use crate::store::{DeliveryFilter, DeliveryStatus, Replay};
 use crate::webhooks::delivery::{attempt_json, delivery_json};
 
@@ -68,13 +69,13 @@ pub async fn list_deliveries(
                 .timestamp_millis(),
         ),
     };
-    if let Some(c) = &q.cursor
-        && !(c.starts_with("dlv_") && c.len() < 64)
-    {
-        return Err(ApiError::bad_request(
-            "`cursor` is not a cursor from this API",
-        ));
-    }
+    let before = match q.cursor.as_deref() {
+        None => None,
+        Some(c) => Some(
+            DeliveryId::parse(c)
+                .ok_or_else(|| ApiError::bad_request("`cursor` is not a cursor from this API"))?,
+        ),
+    };
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
         return Err(ApiError::bad_request(format!(
@@ -89,7 +90,7 @@ pub async fn list_deliveries(
             job_id: q.job_id,
             call_id: q.call_id,
             since_ms,
-            before: q.cursor,
+            before,
             limit: limit + 1,
         })
         .await
@@ -106,12 +107,14 @@ pub async fn get_delivery(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     require(&principal, Scope::DeliveriesRead)?;
+    let not_found = || ApiError::NotFound(format!("no delivery `{id}`"));
+    let id = DeliveryId::parse(&id).ok_or_else(not_found)?;
     let d = app
         .store
         .delivery(&id)
         .await
         .map_err(store_error)?
-        .ok_or_else(|| ApiError::NotFound(format!("no delivery `{id}`")))?;
+        .ok_or_else(not_found)?;
     let attempts = app
         .store
         .delivery_attempts(&id)
@@ -129,6 +132,9 @@ pub async fn retry_delivery(
     ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     require(&principal, Scope::DeliveriesWrite)?;
+    let Some(id) = DeliveryId::parse(&id) else {
+        return Err(ApiError::NotFound(format!("no delivery `{id}`")));
+    };
     if let Some(d) = app.store.delivery(&id).await.map_err(store_error)?
         && app.outbound.client(&d.endpoint).is_none()
     {

@@ -16,14 +16,15 @@ use crate::clock::rfc3339;
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::ApiPath;
-use crate::ids::JobId;
+use crate::ids::{JobId, TriggerId};
+use crate::store::JobStatus;
 
 /// A job as the API shows it.
 #[derive(Debug, Serialize)]
 pub struct JobOut {
-    job_id: String,
-    trigger_id: Option<String>,
-    status: String,
+    job_id: JobId,
+    trigger_id: Option<TriggerId>,
+    status: JobStatus,
     status_reason: Option<String>,
     created_by: String,
     created_at: String,
@@ -94,7 +95,10 @@ pub async fn get_job(
             "detail": e.detail,
         }));
     }
-    let waiting = matches!(job.status.as_str(), "scheduled" | "waiting" | "queued");
+    let waiting = matches!(
+        job.status,
+        JobStatus::Scheduled | JobStatus::Waiting | JobStatus::Queued
+    );
     Ok(Json(JobOut {
         links: json!({"self": format!("/v1/jobs/{}", job.id)}),
         steps: job

@@ -225,8 +225,7 @@ mod tests {
 
     #[test]
     fn double_underscore_nests_like_zapier_flattening() {
-        let body = std::fs::read("../shared/samples/zapier-form.txt")
-            .unwrap_or_else(|_| b"phone_number=%2B1+555-012-1234&customer__name=Ada+Lovelace&customer__crm_id=0031x00000ABC".to_vec());
+        let body = crate::fixtures::sample("zapier-form.txt");
         let v = parse(&body, FormNesting::DoubleUnderscore).unwrap();
         assert_eq!(v["customer"]["name"], "Ada Lovelace");
         assert_eq!(v["customer"]["crm_id"], "0031x00000ABC");

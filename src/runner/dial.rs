@@ -13,13 +13,14 @@ use serde_json::{Value, json};
 
 use super::{Next, RunnerCtx};
 use crate::calls::{Lookup, ProviderError};
-use crate::store::CallStatus;
 use crate::config::Agent;
+use crate::ids::{CallId, JobId};
+use crate::store::CallStatus;
 use crate::store::{CallRecord, NewCall, Reservation};
 
 /// One call to place.
 pub(super) struct CallPlan<'a> {
-    pub job_id: &'a str,
+    pub job_id: &'a JobId,
     pub step: i64,
     pub agent: &'a Agent,
     pub to: &'a str,
@@ -31,7 +32,7 @@ pub(super) struct CallPlan<'a> {
 impl RunnerCtx {
     /// Places the call (or finds the one already placed); `Err` says what
     /// the job does instead.
-    pub(super) async fn place_call(&self, plan: CallPlan<'_>) -> Result<String, Next> {
+    pub(super) async fn place_call(&self, plan: CallPlan<'_>) -> Result<CallId, Next> {
         let now = self.clock.now_ms();
         if self.config.do_not_call.contains(plan.to) {
             return Err(Next::Reject(format!(
@@ -62,8 +63,8 @@ impl RunnerCtx {
             });
         }
         let call = NewCall {
-            id: crate::ids::CallId::new(now).into_string(),
-            job_id: plan.job_id.to_owned(),
+            id: CallId::new(now),
+            job_id: plan.job_id.clone(),
             step: plan.step,
             agent_id: plan.agent.id.clone(),
             to: plan.to.to_owned(),
@@ -88,7 +89,7 @@ impl RunnerCtx {
         }
     }
 
-    async fn load_call(&self, id: &str) -> Result<CallRecord, Next> {
+    async fn load_call(&self, id: &CallId) -> Result<CallRecord, Next> {
         self.store
             .call(id)
             .await
@@ -97,7 +98,7 @@ impl RunnerCtx {
     }
 
     /// Asks the provider to place a call recorded as `dialing`.
-    async fn dial(&self, id: &str) -> Result<String, Next> {
+    async fn dial(&self, id: &CallId) -> Result<CallId, Next> {
         let call = self.load_call(id).await?;
         let Some(provider) = self.providers.get(&call.provider) else {
             return Err(Next::Fail(format!(
@@ -117,7 +118,7 @@ impl RunnerCtx {
                     )
                     .await
                     .map_err(|e| Next::Retry(format!("storage: {e}")))?;
-                Ok(id.to_owned())
+                Ok(id.clone())
             }
             Err(ProviderError::Rejected(e)) => {
                 self.set_status(id, CallStatus::Failed, Some(e.clone()))
@@ -138,7 +139,7 @@ impl RunnerCtx {
     }
 
     /// The step's call exists: keep it, redial it, or settle it.
-    async fn reconcile(&self, id: &str) -> Result<String, Next> {
+    async fn reconcile(&self, id: &CallId) -> Result<CallId, Next> {
         let call = self.load_call(id).await?;
         match call.status {
             CallStatus::Unknown => Err(Next::Attention(format!(
@@ -162,13 +163,13 @@ impl RunnerCtx {
                     }
                 }
             }
-            _ => Ok(id.to_owned()),
+            _ => Ok(id.clone()),
         }
     }
 
     /// We do not know whether the provider placed `call`: ask it. `Some` when
     /// it did (recorded), `None` when it certainly did not.
-    async fn settle(&self, call: &CallRecord, why: &str) -> Result<Option<String>, Next> {
+    async fn settle(&self, call: &CallRecord, why: &str) -> Result<Option<CallId>, Next> {
         let Some(provider) = self.providers.get(&call.provider) else {
             return Err(Next::Fail(format!(
                 "provider `{}` is not configured",
@@ -208,7 +209,7 @@ impl RunnerCtx {
 
     async fn set_status(
         &self,
-        id: &str,
+        id: &CallId,
         status: CallStatus,
         error: Option<String>,
     ) -> Result<(), Next> {

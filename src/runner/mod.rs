@@ -18,7 +18,10 @@
 
 mod country_zones;
 mod dial;
+mod events;
 mod execute;
+mod job;
+mod steps;
 pub mod window;
 
 use std::sync::Arc;
@@ -29,14 +32,16 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use execute::{MAX_EVENT_DEPTH, event_jobs};
+pub use events::{EVENTS_PRINCIPAL, event_jobs};
+pub use execute::MAX_EVENT_DEPTH;
 
 use crate::calls::{Lookup, Providers};
-use crate::store::CallStatus;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::ids::JobId;
+use crate::store::CallStatus;
 use crate::store::{CallEventIn, ClaimedJob, JobStatus, JobUpdate, Store};
-use execute::JobState;
+use job::JobState;
 
 /// What a job does after this run.
 #[derive(Debug, Clone, PartialEq)]
@@ -235,14 +240,13 @@ impl Runner {
                 Ok(Lookup::NotFound) => CallStatus::Failed,
                 _ => continue,
             };
-            let event = CallEventIn {
-                call_id: call.id.clone(),
-                event_key: format!("reconcile:{}", status.as_str()),
-                status: Some(status),
-                body: json!({"reconciled": status}).to_string(),
-                now_ms: now,
-                ..Default::default()
-            };
+            let mut event = CallEventIn::new(
+                call.id.clone(),
+                format!("reconcile:{}", status.as_str()),
+                json!({"reconciled": status}).to_string(),
+                now,
+            );
+            event.status = Some(status);
             let config = self.ctx.config.clone();
             let on_final =
                 Box::new(move |c: &crate::store::CallRecord| event_jobs(&config, c, now));
@@ -267,18 +271,25 @@ impl Runner {
 
 impl RunnerCtx {
     /// Runs one claimed job and records its next state.
-    async fn execute(&self, job: ClaimedJob) {
-        let mut state = JobState::from_value(&job.state);
-        let renew = self.renew_while_running(&job.id);
-        let next = self.run_job(&job, &mut state).await;
+    async fn execute(&self, claimed: ClaimedJob) {
+        let renew = self.renew_while_running(&claimed.id);
+        let update = match job::read(&claimed) {
+            Ok((job, mut state)) => {
+                let next = self.run_job(&job, &mut state).await;
+                self.update_for(job.attempts, next, Some(&state))
+            }
+            // Never a default in its place: the job waits for an operator,
+            // its stored progress untouched.
+            Err(reason) => self.update_for(claimed.attempts, Next::Attention(reason), None),
+        };
         renew.abort();
-        let update = self.update_for(&job, next, &state);
+        let job_id = claimed.id;
         let status = update.status;
         let level = update_level(&update);
         let reason = update.reason.clone();
         match self
             .store
-            .finish_claim(&job.id, &self.owner, update, self.clock.now_ms())
+            .finish_claim(&job_id, &self.owner, update, self.clock.now_ms())
             .await
         {
             Ok(true) => {
@@ -286,30 +297,30 @@ impl RunnerCtx {
                 // A level is part of an event's static metadata.
                 match level {
                     tracing::Level::WARN => {
-                        tracing::warn!(job_id = %job.id, status, reason, "job updated")
+                        tracing::warn!(%job_id, status, reason, "job updated")
                     }
                     tracing::Level::INFO => {
-                        tracing::info!(job_id = %job.id, status, reason, "job updated")
+                        tracing::info!(%job_id, status, reason, "job updated")
                     }
-                    _ => tracing::debug!(job_id = %job.id, status, reason, "job updated"),
+                    _ => tracing::debug!(%job_id, status, reason, "job updated"),
                 }
             }
             Ok(false) => {
-                tracing::warn!(job_id = %job.id, "lease lost before the job could be updated")
+                tracing::warn!(%job_id, "lease lost before the job could be updated")
             }
             Err(e) => {
-                tracing::error!(job_id = %job.id, error = %e, "recording the job's state failed; it will run again")
+                tracing::error!(%job_id, error = %e, "recording the job's state failed; it will run again")
             }
         }
     }
 
-    fn renew_while_running(&self, job_id: &str) -> tokio::task::JoinHandle<()> {
+    fn renew_while_running(&self, job_id: &JobId) -> tokio::task::JoinHandle<()> {
         let lease = self.config.main.runner.lease;
         let (store, clock, owner, job_id) = (
             self.store.clone(),
             self.clock.clone(),
             self.owner.clone(),
-            job_id.to_owned(),
+            job_id.clone(),
         );
         tokio::spawn(async move {
             loop {
@@ -322,9 +333,12 @@ impl RunnerCtx {
         })
     }
 
-    fn update_for(&self, job: &ClaimedJob, next: Next, state: &JobState) -> JobUpdate {
+    /// The job's next state after a run that started with `attempts`
+    /// failed attempts; `state: None` leaves its stored progress as it is
+    /// (it could not be read).
+    fn update_for(&self, attempts: i64, next: Next, state: Option<&JobState>) -> JobUpdate {
         let now = self.clock.now_ms();
-        let state_json = serde_json::to_value(state).unwrap_or(Value::Null);
+        let state_json = state.and_then(|s| serde_json::to_value(s).ok());
         let base = |status: JobStatus, reason: Option<String>, run_at: i64| JobUpdate {
             status,
             reason,
@@ -332,7 +346,7 @@ impl RunnerCtx {
             state: state_json.clone(),
             result: None,
             error: None,
-            attempts: job.attempts,
+            attempts,
             detail: None,
             line_wait: None,
         };
@@ -368,7 +382,7 @@ impl RunnerCtx {
                 ..base(JobStatus::Failed, Some(message.clone()), now)
             },
             Next::Retry(message) => {
-                let attempts = job.attempts + 1;
+                let attempts = attempts + 1;
                 let cfg = &self.config.main.runner;
                 if attempts >= i64::from(cfg.max_attempts) {
                     JobUpdate {
@@ -430,7 +444,7 @@ mod tests {
             status,
             reason: None,
             run_at_ms: 0,
-            state: Value::Null,
+            state: None,
             result: None,
             error,
             attempts: 0,

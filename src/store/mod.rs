@@ -17,11 +17,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::config::StorageConfig;
+use crate::ids::{CallId, DeliveryId, JobId};
 pub use group_commit::{BatchWriter, GroupCommit};
 pub use status::{CallStatus, DeliveryStatus, JobStatus};
 pub use types::*;
-use crate::config::StorageConfig;
-use crate::ids::JobId;
 
 /// Decides which jobs a call's final status starts (post-call
 /// automations). The engine calls it inside the transaction that applies
@@ -93,7 +93,7 @@ pub trait Store: Send + Sync + 'static {
     /// Extends a claim; `false` when the lease was lost.
     async fn renew_lease(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         owner: &str,
         until_ms: i64,
     ) -> Result<bool, StoreError>;
@@ -102,7 +102,7 @@ pub trait Store: Send + Sync + 'static {
     /// (nothing written) when `owner` no longer holds the lease.
     async fn finish_claim(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         owner: &str,
         update: JobUpdate,
         now_ms: i64,
@@ -112,13 +112,13 @@ pub trait Store: Send + Sync + 'static {
     async fn release_leases(&self, owner: &str, now_ms: i64) -> Result<u64, StoreError>;
 
     /// Makes a waiting job due now (its call ended, or a line freed up).
-    async fn wake_jobs(&self, job_ids: Vec<String>, now_ms: i64) -> Result<(), StoreError>;
+    async fn wake_jobs(&self, job_ids: Vec<JobId>, now_ms: i64) -> Result<(), StoreError>;
 
     /// Inserts jobs that are not trigger requests (automation starts);
     /// duplicates by `dedupe_key` are skipped.
     async fn insert_jobs(&self, jobs: Vec<NewJob>) -> Result<(), StoreError>;
 
-    async fn job_events(&self, job_id: &str) -> Result<Vec<JobEvent>, StoreError>;
+    async fn job_events(&self, job_id: &JobId) -> Result<Vec<JobEvent>, StoreError>;
 
     // --- calls ---
 
@@ -131,7 +131,7 @@ pub trait Store: Send + Sync + 'static {
     /// never moves the call backwards).
     async fn call_dialed(
         &self,
-        call_id: &str,
+        call_id: &CallId,
         provider_call_id: Option<&str>,
         status: CallStatus,
         now_ms: i64,
@@ -141,15 +141,15 @@ pub trait Store: Send + Sync + 'static {
     /// ambiguous crash, a retry going back to `dialing`), with an error.
     async fn set_call_status(
         &self,
-        call_id: &str,
+        call_id: &CallId,
         status: CallStatus,
         error: Option<String>,
         now_ms: i64,
     ) -> Result<(), StoreError>;
 
-    async fn call(&self, id: &str) -> Result<Option<CallRecord>, StoreError>;
+    async fn call(&self, id: &CallId) -> Result<Option<CallRecord>, StoreError>;
 
-    async fn calls_for_job(&self, job_id: &str) -> Result<Vec<CallRecord>, StoreError>;
+    async fn calls_for_job(&self, job_id: &JobId) -> Result<Vec<CallRecord>, StoreError>;
 
     /// Calls not final and not updated since `before_ms` (to reconcile).
     async fn stale_calls(&self, before_ms: i64) -> Result<Vec<CallRecord>, StoreError>;
@@ -168,7 +168,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Creates a delivery due now; returns its id (the existing one's when
     /// its `dedupe_key` was seen before).
-    async fn create_delivery(&self, delivery: NewDelivery) -> Result<String, StoreError>;
+    async fn create_delivery(&self, delivery: NewDelivery) -> Result<DeliveryId, StoreError>;
 
     /// Claims due deliveries of one endpoint under a lease.
     async fn claim_deliveries(
@@ -184,7 +184,7 @@ pub trait Store: Send + Sync + 'static {
     /// time) in one transaction, if `owner` still holds its lease.
     async fn finish_delivery_attempt(
         &self,
-        id: &str,
+        id: &DeliveryId,
         owner: &str,
         attempt: DeliveryAttempt,
         status: DeliveryStatus,
@@ -194,19 +194,19 @@ pub trait Store: Send + Sync + 'static {
     /// Hands claimed deliveries back untried, due at `due_ms`.
     async fn release_deliveries(
         &self,
-        ids: Vec<String>,
+        ids: Vec<DeliveryId>,
         owner: &str,
         due_ms: i64,
     ) -> Result<(), StoreError>;
 
-    async fn delivery(&self, id: &str) -> Result<Option<DeliveryRecord>, StoreError>;
+    async fn delivery(&self, id: &DeliveryId) -> Result<Option<DeliveryRecord>, StoreError>;
 
-    async fn delivery_attempts(&self, id: &str) -> Result<Vec<DeliveryAttempt>, StoreError>;
+    async fn delivery_attempts(&self, id: &DeliveryId) -> Result<Vec<DeliveryAttempt>, StoreError>;
 
     async fn deliveries(&self, filter: DeliveryFilter) -> Result<Vec<DeliveryRecord>, StoreError>;
 
     /// Queues a failed or dead delivery again (same `webhook-id`).
-    async fn replay_delivery(&self, id: &str, now_ms: i64) -> Result<Replay, StoreError>;
+    async fn replay_delivery(&self, id: &DeliveryId, now_ms: i64) -> Result<Replay, StoreError>;
 
     /// Fails the pending deliveries whose endpoint is not in `configured`
     /// (renamed or removed from `endpoints.toml`): visible, replayable once

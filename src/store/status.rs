@@ -131,7 +131,7 @@ impl FromStr for CallStatus {
 }
 
 /// Job states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
     Queued,
@@ -145,6 +145,21 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
+    pub const ALL: [JobStatus; 8] = [
+        Self::Queued,
+        Self::Running,
+        Self::Scheduled,
+        Self::Waiting,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Rejected,
+        Self::NeedsAttention,
+    ];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             JobStatus::Queued => "queued",

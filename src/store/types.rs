@@ -5,8 +5,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::status::{CallStatus, DeliveryStatus, JobStatus};
-use crate::ids::JobId;
-use crate::ids::TriggerId;
+use crate::ids::{CallId, DeliveryId, JobId, MsgId, TriggerId};
 
 /// A job to insert, already serialised by the request handler (so the
 /// writer only binds values).
@@ -55,10 +54,10 @@ pub enum EnqueueOutcome {
 /// A stored job.
 #[derive(Debug, Clone)]
 pub struct JobRecord {
-    pub id: String,
-    pub trigger_id: Option<String>,
+    pub id: JobId,
+    pub trigger_id: Option<TriggerId>,
     pub principal: String,
-    pub status: String,
+    pub status: JobStatus,
     pub status_reason: Option<String>,
     pub action: serde_json::Value,
     pub input: serde_json::Value,
@@ -74,12 +73,15 @@ pub struct JobRecord {
 }
 
 /// A job a worker has claimed (holds the lease until it finishes it).
+/// Its action, input and progress are the JSON text as stored: the runner
+/// reads them into its own types, and one that cannot be read becomes the
+/// job's problem (`needs_attention`), not a failed claim.
 #[derive(Debug, Clone)]
 pub struct ClaimedJob {
-    pub id: String,
-    pub action: serde_json::Value,
-    pub input: serde_json::Value,
-    pub state: serde_json::Value,
+    pub id: JobId,
+    pub action: String,
+    pub input: String,
+    pub state: Option<String>,
     pub attempts: i64,
     pub created_at_ms: i64,
 }
@@ -92,7 +94,8 @@ pub struct JobUpdate {
     pub reason: Option<String>,
     /// When it may run again (waiting, scheduled, retry).
     pub run_at_ms: i64,
-    pub state: serde_json::Value,
+    /// The runner's progress; `None` leaves the stored one as it is.
+    pub state: Option<serde_json::Value>,
     pub result: Option<serde_json::Value>,
     pub error: Option<serde_json::Value>,
     pub attempts: i64,
@@ -119,7 +122,7 @@ pub struct LineWait {
 #[derive(Debug, Clone, Serialize)]
 pub struct JobEvent {
     pub at_ms: i64,
-    pub status: String,
+    pub status: JobStatus,
     pub reason: Option<String>,
     pub attempt: Option<i64>,
     pub detail: Option<serde_json::Value>,
@@ -129,7 +132,7 @@ pub struct JobEvent {
 #[derive(Debug, Clone)]
 pub struct IdempotencyRecord {
     pub request_hash: String,
-    pub job_id: String,
+    pub job_id: JobId,
     pub response_status: u16,
     pub response_body: String,
 }
@@ -137,8 +140,8 @@ pub struct IdempotencyRecord {
 /// A call about to be dialed.
 #[derive(Debug, Clone)]
 pub struct NewCall {
-    pub id: String,
-    pub job_id: String,
+    pub id: CallId,
+    pub job_id: JobId,
     /// The job step that places it (one call per step: retries find it).
     pub step: i64,
     pub agent_id: String,
@@ -155,8 +158,8 @@ pub struct NewCall {
 /// A stored call.
 #[derive(Debug, Clone, Serialize)]
 pub struct CallRecord {
-    pub id: String,
-    pub job_id: String,
+    pub id: CallId,
+    pub job_id: JobId,
     pub step: i64,
     pub agent_id: String,
     pub to: String,
@@ -185,17 +188,17 @@ pub struct CallRecord {
 #[derive(Debug, Clone)]
 pub enum Reservation {
     /// The call row exists now (status `dialing`): ask the provider.
-    Created(String),
+    Created(CallId),
     /// This step already has a call: reconcile it, never dial blindly.
-    Existing(String),
+    Existing(CallId),
     /// All the agent's lines are in use.
     Busy { active: i64 },
 }
 
 /// A call event, normalised from a provider callback.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct CallEventIn {
-    pub call_id: String,
+    pub call_id: CallId,
     /// Deduplicates repeated deliveries.
     pub event_key: String,
     pub status: Option<CallStatus>,
@@ -208,6 +211,26 @@ pub struct CallEventIn {
     pub custom: serde_json::Map<String, serde_json::Value>,
     pub body: String,
     pub now_ms: i64,
+}
+
+impl CallEventIn {
+    /// An event that reports nothing yet (its fields are set by the caller).
+    pub fn new(call_id: CallId, event_key: String, body: String, now_ms: i64) -> Self {
+        Self {
+            call_id,
+            event_key,
+            status: None,
+            provider_call_id: None,
+            duration_seconds: None,
+            outcome: None,
+            transcript: None,
+            summary: None,
+            recording_url: None,
+            custom: serde_json::Map::new(),
+            body,
+            now_ms,
+        }
+    }
 }
 
 /// What applying an event did.
@@ -223,13 +246,13 @@ pub enum EventApplied {
 /// An outbound webhook delivery to create (a `webhook` step's, or a replay).
 #[derive(Debug, Clone)]
 pub struct NewDelivery {
-    pub id: String,
+    pub id: DeliveryId,
     /// The Standard Webhooks `webhook-id`, the same for every attempt.
-    pub msg_id: String,
+    pub msg_id: MsgId,
     pub endpoint: String,
     pub event: String,
-    pub job_id: Option<String>,
-    pub call_id: Option<String>,
+    pub job_id: Option<JobId>,
+    pub call_id: Option<CallId>,
     /// JSON object of the rendered (non-secret) headers.
     pub headers_json: String,
     /// The request body, as sent.
@@ -242,12 +265,12 @@ pub struct NewDelivery {
 /// A delivery as stored.
 #[derive(Debug, Clone)]
 pub struct DeliveryRecord {
-    pub id: String,
-    pub msg_id: String,
+    pub id: DeliveryId,
+    pub msg_id: MsgId,
     pub endpoint: String,
     pub event: String,
-    pub job_id: Option<String>,
-    pub call_id: Option<String>,
+    pub job_id: Option<JobId>,
+    pub call_id: Option<CallId>,
     pub status: DeliveryStatus,
     pub headers: serde_json::Value,
     pub body: String,
@@ -289,7 +312,7 @@ pub struct DeliveryFilter {
     pub job_id: Option<String>,
     pub call_id: Option<String>,
     pub since_ms: Option<i64>,
-    pub before: Option<String>,
+    pub before: Option<DeliveryId>,
     pub limit: usize,
 }
 

@@ -215,7 +215,7 @@ impl Deliverer {
                     url: &endpoint.url,
                     headers: &headers,
                     body: Some(&d.body),
-                    msg_id: Some(&d.msg_id),
+                    msg_id: Some(d.msg_id.as_str()),
                     now_ms: started_ms,
                 },
                 endpoint.timeout,

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{TestApp, demo_body};
+use crate::support::{TestApp, demo_body, fixture};
 
 #[tokio::test]
 async fn demo_call_is_accepted_with_202_location_and_a_job_on_disk() {
@@ -66,8 +66,7 @@ async fn demo_call_is_accepted_with_202_location_and_a_job_on_disk() {
 #[tokio::test]
 async fn zapier_form_payload_is_accepted_with_double_underscore_nesting() {
     let app = TestApp::start().await;
-    let body = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/samples/zapier-form.txt"))
-        .unwrap_or_else(|_| b"phone_number=%2B1+555-012-1234&customer__name=Ada+Lovelace&customer__crm_id=0031x00000ABC&agent_notes=Interested+in+enterprise+package&follow_up_required=true".to_vec());
+    let body = fixture("samples/zapier-form.txt");
     let r = app
         .client
         .post(app.url("/v1/triggers/demo-call"))
@@ -99,16 +98,7 @@ async fn zapier_form_payload_is_accepted_with_double_underscore_nesting() {
 #[tokio::test]
 async fn zapier_json_payload_and_bracketed_form_keys_are_accepted() {
     let app = TestApp::start().await;
-    let sample: Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/samples/zapier-json.json"
-        ))
-        .unwrap_or_else(|_| {
-            r#"{"phone_number": "+1 555-012-1234", "customer": {"name": "Ada Lovelace"}}"#.into()
-        }),
-    )
-    .unwrap();
+    let sample: Value = serde_json::from_slice(&fixture("samples/zapier-json.json")).unwrap();
     assert_eq!(
         app.trigger(app.key("zapier"), "demo-call", &sample)
             .await

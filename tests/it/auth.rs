@@ -224,10 +224,9 @@ async fn every_403_names_the_scopes_that_would_allow_it_in_www_authenticate() {
         .trigger(app.key("owner"), "demo-call", &demo_body())
         .await;
     assert_eq!(r.status(), 202);
-    let job_id = r.json::<Value>().await.unwrap()["job_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let job_id =
+        callgate::ids::JobId::parse(r.json::<Value>().await.unwrap()["job_id"].as_str().unwrap())
+            .unwrap();
     app.run_pending().await;
     let calls = app.state.store.calls_for_job(&job_id).await.unwrap();
     let call_id = &calls[0].id;

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use callgate::clock::ManualClock;
+use callgate::ids::{CallId, JobId};
 use serde_json::{Value, json};
 
 use crate::receiver::{Receiver, Reply};
@@ -17,16 +18,18 @@ fn silent_simulator() -> String {
     fast_simulator("").replace("ring_time = \"10ms\"", "ring_time = \"1h\"")
 }
 
-async fn placed_call(app: &TestApp) -> String {
+async fn placed_call(app: &TestApp) -> CallId {
     let r = app
         .trigger(app.key("zapier"), "demo-call", &demo_body())
         .await;
     assert_eq!(r.status(), 202);
     app.run_pending().await;
-    let calls: Vec<String> = app
+    let job_id =
+        JobId::parse(r.json::<Value>().await.unwrap()["job_id"].as_str().unwrap()).unwrap();
+    let calls: Vec<CallId> = app
         .state
         .store
-        .calls_for_job(r.json::<Value>().await.unwrap()["job_id"].as_str().unwrap())
+        .calls_for_job(&job_id)
         .await
         .unwrap()
         .into_iter()
@@ -50,13 +53,13 @@ fn signed(secret: &str, msg_id: &str, ts: i64, body: &str) -> Vec<(&'static str,
 
 async fn post_event(
     app: &TestApp,
-    call_id: &str,
+    call_id: impl AsRef<str>,
     headers: Vec<(&'static str, String)>,
     body: &str,
 ) -> reqwest::Response {
     let mut req = app
         .client
-        .post(app.url(&format!("/v1/calls/{call_id}/events")))
+        .post(app.url(&format!("/v1/calls/{}/events", call_id.as_ref())))
         .body(body.to_owned());
     for (k, v) in headers {
         req = req.header(k, v);

@@ -222,7 +222,7 @@ async fn a_dead_delivery_is_replayed_with_the_same_webhook_id() {
     problem(r, 403).await;
 
     rx.default_reply(Reply::ok("{\"ok\": true}"));
-    let r = replay(&app, "ops", &id).await;
+    let r = replay(&app, "ops", id.as_str()).await;
     assert_eq!(r.status(), 202);
     let d = delivery_when(&app, &job_id, "succeeded").await;
     assert_eq!(d["attempt_count"], 5);
@@ -236,7 +236,7 @@ async fn a_dead_delivery_is_replayed_with_the_same_webhook_id() {
     );
 
     // A succeeded delivery is not replayed; an unknown one is 404.
-    let r = replay(&app, "ops", &id).await;
+    let r = replay(&app, "ops", id.as_str()).await;
     let p = problem(r, 409).await;
     assert!(p["detail"].as_str().unwrap().contains("succeeded"), "{p}");
     problem(replay(&app, "ops", "dlv_01JNOPE").await, 404).await;
@@ -708,8 +708,8 @@ async fn a_delivery_to_an_endpoint_no_longer_configured_is_failed_and_not_replay
     let now = chrono::Utc::now().timestamp_millis();
     let id = store
         .create_delivery(callgate::store::NewDelivery {
-            id: callgate::ids::DeliveryId::new(now).into_string(),
-            msg_id: callgate::ids::MsgId::new(now).into_string(),
+            id: callgate::ids::DeliveryId::new(now),
+            msg_id: callgate::ids::MsgId::new(now),
             endpoint: "old-crm".into(),
             event: "test".into(),
             job_id: None,
@@ -734,7 +734,7 @@ async fn a_delivery_to_an_endpoint_no_longer_configured_is_failed_and_not_replay
         d["last_error"].as_str().unwrap().contains("not configured"),
         "{d}"
     );
-    let r = replay(&app, "ops", &id).await;
+    let r = replay(&app, "ops", id.as_str()).await;
     let p = problem(r, 409).await;
     assert!(p["detail"].as_str().unwrap().contains("old-crm"), "{p}");
 }

@@ -33,7 +33,7 @@ async fn hmac_rsa_ec_and_eddsa_tokens_from_configured_issuers_are_accepted() {
         202
     );
 
-    let rsa = EncodingKey::from_rsa_pem(&fixture("rsa-private.pem")).unwrap();
+    let rsa = EncodingKey::from_rsa_pem(&fixture("jwt/rsa-private.pem")).unwrap();
     let mut c = claims("trigger:demo-call");
     c["iss"] = json!("https://rsa.test/");
     c["aud"] = json!(["other"]);
@@ -44,7 +44,7 @@ async fn hmac_rsa_ec_and_eddsa_tokens_from_configured_issuers_are_accepted() {
         202
     );
 
-    let ec = EncodingKey::from_ec_pem(&fixture("ec-private.pem")).unwrap();
+    let ec = EncodingKey::from_ec_pem(&fixture("jwt/ec-private.pem")).unwrap();
     let mut c = claims("triggers:run");
     c["iss"] = json!("https://ec.test/");
     assert_eq!(
@@ -54,7 +54,7 @@ async fn hmac_rsa_ec_and_eddsa_tokens_from_configured_issuers_are_accepted() {
         202
     );
 
-    let ed = EncodingKey::from_ed_pem(&fixture("ed-private.pem")).unwrap();
+    let ed = EncodingKey::from_ed_pem(&fixture("jwt/ed-private.pem")).unwrap();
     let mut c = claims("");
     c["iss"] = json!("https://ed.test/");
     c["scp"] = json!(["triggers:run"]);
@@ -182,7 +182,7 @@ async fn a_key_named_by_kid_takes_only_its_own_algorithms() {
         .await;
     let mut c = claims("triggers:run");
     c["iss"] = json!("https://mixed.test/");
-    let public = fixture("rsa-public.pem");
+    let public = fixture("jwt/rsa-public.pem");
     // HS/RS confusion through `kid`: the RSA key's bytes as an HMAC secret.
     let confused = sign(
         Algorithm::HS256,
@@ -209,7 +209,7 @@ async fn a_key_named_by_kid_takes_only_its_own_algorithms() {
             .0,
         202
     );
-    let rsa = EncodingKey::from_rsa_pem(&fixture("rsa-private.pem")).unwrap();
+    let rsa = EncodingKey::from_rsa_pem(&fixture("jwt/rsa-private.pem")).unwrap();
     assert_eq!(
         status_and_detail(&app, &sign(Algorithm::RS256, Some("h"), &rsa, &c)).await,
         (
@@ -252,7 +252,7 @@ async fn an_hmac_token_signed_with_the_rsa_public_key_is_rejected() {
     // bytes as an HMAC secret, hoping the server verifies HS256 with it.
     let mut c = claims("triggers:run");
     c["iss"] = json!("https://rsa.test/");
-    let public = fixture("rsa-public.pem");
+    let public = fixture("jwt/rsa-public.pem");
     for alg in [Algorithm::HS256, Algorithm::HS512] {
         let token = sign(alg, Some("rsa-1"), &EncodingKey::from_secret(&public), &c);
         let (status, detail) = status_and_detail(&app, &token).await;
@@ -265,7 +265,7 @@ async fn an_hmac_token_signed_with_the_rsa_public_key_is_rejected() {
         );
     }
     // And an RS256 token presented to the HMAC-only issuer.
-    let rsa = EncodingKey::from_rsa_pem(&fixture("rsa-private.pem")).unwrap();
+    let rsa = EncodingKey::from_rsa_pem(&fixture("jwt/rsa-private.pem")).unwrap();
     let token = sign(Algorithm::RS256, None, &rsa, &claims("triggers:run"));
     assert_eq!(
         status_and_detail(&app, &token).await,
@@ -402,7 +402,7 @@ async fn a_tampered_payload_or_signature_is_rejected() {
 #[tokio::test]
 async fn a_kid_that_names_no_configured_key_is_rejected() {
     let app = TestApp::start().await;
-    let rsa = EncodingKey::from_rsa_pem(&fixture("rsa-private.pem")).unwrap();
+    let rsa = EncodingKey::from_rsa_pem(&fixture("jwt/rsa-private.pem")).unwrap();
     let mut c = claims("triggers:run");
     c["iss"] = json!("https://rsa.test/");
     for (kid, detail) in [

@@ -505,8 +505,10 @@ pub fn sign(
     jsonwebtoken::encode(&header, claims, key).unwrap()
 }
 
+/// A file under `tests/fixtures/` (a missing one fails the test).
 pub fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{FIXTURES}/jwt/{name}")).unwrap()
+    let path = format!("{FIXTURES}/{name}");
+    std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {path}: {e}"))
 }
 
 pub fn now() -> i64 {

@@ -29,6 +29,7 @@ use crate::http::middleware::RequestIdValue;
 use crate::idempotency;
 use crate::ids::JobId;
 use crate::input::{self, BodyKind};
+use crate::job::JobAction;
 use crate::store::{EnqueueOutcome, JobStatus, NewIdempotency, NewJob, StoreError};
 use crate::trigger::Trigger;
 
@@ -68,7 +69,14 @@ struct TriggerTested<'a> {
     mode: &'static str,
     trigger_id: &'a str,
     input: &'a Value,
-    would_run: Value,
+    would_run: &'a JobAction,
+}
+
+/// A request that passed every check: what the job will hold.
+struct Planned {
+    input: Value,
+    run_at: Option<i64>,
+    action: JobAction,
 }
 
 pub async fn accept_trigger(
@@ -125,22 +133,30 @@ impl Accept<'_> {
         input::normalise(&mut input, trigger)?;
         let run_at = input::run_at(&input)?;
         input::check_timezone(&input, &app.config.main.calling.timezone_field)?;
+        let action = trigger
+            .plan(&input)
+            .ok_or_else(|| ApiError::Internal("a normalised input lost its number".into()))?;
+        let planned = Planned {
+            input,
+            run_at,
+            action,
+        };
 
         if query.mode == Some(Mode::Test) {
             let tested = TriggerTested {
                 mode: "test",
                 trigger_id: trigger.id.as_str(),
-                input: &input,
-                would_run: trigger.plan(&input),
+                input: &planned.input,
+                would_run: &planned.action,
             };
             return Ok((StatusCode::OK, axum::Json(tested)).into_response());
         }
         match idem_key {
             Some(key) => {
                 let hash = idempotency::request_hash(kind.media_type(), &bytes);
-                self.idempotent(input, run_at, &key, hash).await
+                self.idempotent(planned, &key, hash).await
             }
-            None => match self.insert(input, run_at, None).await? {
+            None => match self.insert(planned, None).await? {
                 Inserted::Accepted(response) => Ok(response),
                 Inserted::KeyTaken => Err(ApiError::Internal("key conflict without a key".into())),
             },
@@ -150,8 +166,7 @@ impl Accept<'_> {
     /// Replays a stored answer, refuses a reused key, or accepts once.
     async fn idempotent(
         &self,
-        input: Value,
-        run_at: Option<i64>,
+        planned: Planned,
         key: &str,
         hash: String,
     ) -> Result<Response, ApiError> {
@@ -167,10 +182,7 @@ impl Accept<'_> {
         if let Some(response) = self.replay(key, &hash).await? {
             return Ok(response);
         }
-        match self
-            .insert(input, run_at, Some((key, hash.clone())))
-            .await?
-        {
+        match self.insert(planned, Some((key, hash.clone()))).await? {
             Inserted::Accepted(response) => Ok(response),
             // Another gateway process committed this key first.
             Inserted::KeyTaken => self
@@ -212,10 +224,14 @@ impl Accept<'_> {
     /// Inserts the job durably and answers 202.
     async fn insert(
         &self,
-        input: Value,
-        run_at: Option<i64>,
+        planned: Planned,
         idem: Option<(&str, String)>,
     ) -> Result<Inserted, ApiError> {
+        let Planned {
+            input,
+            run_at,
+            action,
+        } = planned;
         let now = self.app.clock.now_ms();
         let id = JobId::new(now);
         let location = format!("/v1/jobs/{id}");
@@ -241,7 +257,7 @@ impl Accept<'_> {
             id: id.clone(),
             trigger_id: Some(self.trigger.id.clone()),
             principal: self.principal.id.clone(),
-            action_json: self.trigger.plan(&input).to_string(),
+            action_json: action.to_json(),
             input_json: input.to_string(),
             request_id: Some(self.request_id.to_owned()),
             created_at_ms: now,

@@ -4,6 +4,7 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use crate::ids::DeliveryId;
 use crate::store::{
     DeliveryAttempt, DeliveryFilter, DeliveryRecord, DeliveryStatus, NewDelivery, Replay,
     StoreError,
@@ -11,10 +12,6 @@ use crate::store::{
 
 const COLUMNS: &str = "id, msg_id, endpoint, event, job_id, call_id, status, headers, body, \
      attempts, budget_start, next_attempt_at, last_status_code, last_error, created_at, updated_at";
-
-fn json(text: String) -> serde_json::Value {
-    serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
-}
 
 fn record(r: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
     Ok(DeliveryRecord {
@@ -24,8 +21,8 @@ fn record(r: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
         event: r.get(3)?,
         job_id: r.get(4)?,
         call_id: r.get(5)?,
-        status: DeliveryStatus::parse(&r.get::<_, String>(6)?).unwrap_or(DeliveryStatus::Failed),
-        headers: json(r.get(7)?),
+        status: r.get(6)?,
+        headers: r.get(7)?,
         body: r.get(8)?,
         attempts: r.get(9)?,
         budget_start: r.get(10)?,
@@ -39,9 +36,9 @@ fn record(r: &Row<'_>) -> rusqlite::Result<DeliveryRecord> {
 
 /// Inserts a delivery, due now; with a `dedupe_key` that exists already,
 /// returns the existing delivery's id instead.
-pub(super) fn create(conn: &Connection, d: &NewDelivery) -> Result<String, StoreError> {
+pub(super) fn create(conn: &Connection, d: &NewDelivery) -> Result<DeliveryId, StoreError> {
     if let Some(key) = &d.dedupe_key {
-        let existing: Option<String> = conn
+        let existing: Option<DeliveryId> = conn
             .prepare_cached("SELECT id FROM deliveries WHERE dedupe_key = ?1")?
             .query_row([key], |r| r.get(0))
             .optional()?;
@@ -80,7 +77,7 @@ pub(super) fn claim(
     lease_until_ms: i64,
     limit: usize,
 ) -> Result<Vec<DeliveryRecord>, StoreError> {
-    let mut ids: Vec<(i64, String)> = conn
+    let mut ids: Vec<(i64, DeliveryId)> = conn
         .prepare_cached(
             "SELECT next_attempt_at, id FROM deliveries WHERE status = 'pending' AND endpoint = ?1 \
              AND next_attempt_at <= ?2 ORDER BY next_attempt_at LIMIT ?3",
@@ -89,7 +86,7 @@ pub(super) fn claim(
             Ok((r.get(0)?, r.get(1)?))
         })?
         .collect::<Result<_, _>>()?;
-    let expired: Vec<(i64, String)> = conn
+    let expired: Vec<(i64, DeliveryId)> = conn
         .prepare_cached(
             "SELECT lease_expires_at, id FROM deliveries WHERE status = 'sending' \
              AND lease_expires_at < ?1 AND endpoint = ?2 ORDER BY lease_expires_at LIMIT ?3",
@@ -146,7 +143,7 @@ pub(super) fn claim(
 /// Logs an attempt and moves the delivery on, if `owner` still holds it.
 pub(super) fn finish_attempt(
     conn: &Connection,
-    id: &str,
+    id: &DeliveryId,
     owner: &str,
     attempt: &DeliveryAttempt,
     status: DeliveryStatus,
@@ -161,7 +158,7 @@ pub(super) fn finish_attempt(
         .execute(params![
             id,
             owner,
-            status.as_str(),
+            status,
             attempt.attempt,
             attempt.next_attempt_at_ms,
             attempt.response_status,
@@ -195,7 +192,7 @@ pub(super) fn finish_attempt(
 /// Hands claimed deliveries back untried (shutdown, or an open breaker).
 pub(super) fn release(
     conn: &Connection,
-    ids: &[String],
+    ids: &[DeliveryId],
     owner: &str,
     due_ms: i64,
 ) -> Result<(), StoreError> {
@@ -211,7 +208,11 @@ pub(super) fn release(
 
 /// Queues a `failed` or `dead` delivery again, with a fresh retry budget and
 /// the same `webhook-id`.
-pub(super) fn replay(conn: &Connection, id: &str, now_ms: i64) -> Result<Replay, StoreError> {
+pub(super) fn replay(
+    conn: &Connection,
+    id: &DeliveryId,
+    now_ms: i64,
+) -> Result<Replay, StoreError> {
     let Some(current) = read(conn, id)? else {
         return Ok(Replay::NotFound);
     };
@@ -275,14 +276,20 @@ pub(super) fn fail_unconfigured(
     Ok(n as u64)
 }
 
-pub(super) fn read(conn: &Connection, id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
+pub(super) fn read(
+    conn: &Connection,
+    id: &DeliveryId,
+) -> Result<Option<DeliveryRecord>, StoreError> {
     Ok(conn
         .prepare_cached(&format!("SELECT {COLUMNS} FROM deliveries WHERE id = ?1"))?
         .query_row([id], record)
         .optional()?)
 }
 
-pub(super) fn attempts(conn: &Connection, id: &str) -> Result<Vec<DeliveryAttempt>, StoreError> {
+pub(super) fn attempts(
+    conn: &Connection,
+    id: &DeliveryId,
+) -> Result<Vec<DeliveryAttempt>, StoreError> {
     let rows = conn
         .prepare_cached(
             "SELECT attempt, started_at, request_headers, request_body, response_status, \
@@ -293,7 +300,7 @@ pub(super) fn attempts(conn: &Connection, id: &str) -> Result<Vec<DeliveryAttemp
             Ok(DeliveryAttempt {
                 attempt: r.get(0)?,
                 started_at_ms: r.get(1)?,
-                request_headers: json(r.get(2)?),
+                request_headers: r.get(2)?,
                 request_body: r.get(3)?,
                 response_status: r.get(4)?,
                 response_body: r.get(5)?,
@@ -333,7 +340,7 @@ pub(super) fn list(
         add("created_at >=", t.into());
     }
     if let Some(b) = &filter.before {
-        add("id <", b.clone().into());
+        add("id <", b.as_str().to_owned().into());
     }
     sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", filter.limit.max(1)));
     let rows = conn
@@ -347,19 +354,20 @@ pub(super) fn list(
 mod tests {
     use super::super::SqliteStore;
     use crate::config::StorageConfig;
+    use crate::ids::{DeliveryId, JobId, MsgId};
     use crate::store::{DeliveryStatus, NewDelivery, Store};
 
-    fn new_delivery(id: &str) -> NewDelivery {
+    fn new_delivery(n: i64) -> NewDelivery {
         NewDelivery {
-            id: id.into(),
-            msg_id: format!("msg_{id}"),
+            id: DeliveryId::new(n),
+            msg_id: MsgId::new(n),
             endpoint: "crm".into(),
             event: "test".into(),
-            job_id: Some("job_1".into()),
+            job_id: Some(JobId::new(1)),
             call_id: None,
             headers_json: "{}".into(),
             body: "{}".into(),
-            dedupe_key: Some(format!("job_1:{id}")),
+            dedupe_key: Some(format!("job_1:{n}")),
             created_at_ms: 1_000,
         }
     }
@@ -370,9 +378,9 @@ mod tests {
         let store = SqliteStore::open(&dir.path().join("t.db"), &StorageConfig::default())
             .await
             .unwrap();
-        let id = store.create_delivery(new_delivery("dlv_a")).await.unwrap();
-        let mut again = new_delivery("dlv_b");
-        again.dedupe_key = Some("job_1:dlv_a".into());
+        let id = store.create_delivery(new_delivery(1)).await.unwrap();
+        let mut again = new_delivery(2);
+        again.dedupe_key = Some("job_1:1".into());
         assert_eq!(
             store.create_delivery(again).await.unwrap(),
             id,
@@ -449,10 +457,10 @@ mod tests {
         assert_eq!((d.status, d.attempts), (DeliveryStatus::Succeeded, 2));
 
         // Pending deliveries to an endpoint that is gone are failed, visibly.
-        let mut gone = new_delivery("dlv_c");
+        let mut gone = new_delivery(3);
         gone.endpoint = "old-crm".into();
         let gone_id = store.create_delivery(gone).await.unwrap();
-        let kept_id = store.create_delivery(new_delivery("dlv_d")).await.unwrap();
+        let kept_id = store.create_delivery(new_delivery(4)).await.unwrap();
         let n = store
             .fail_unconfigured_deliveries(vec!["crm".into(), "alerts".into()], 5_000)
             .await

@@ -1,51 +1,76 @@
-//! SQLite engine: one file, WAL, `synchronous=FULL`.
+//! SQLite engine: one file, WAL, `synchronous=FULL`, through rusqlite.
 //!
 //! Every write goes through one writer thread (`writer.rs`): trigger jobs
-//! are group-committed, and the runner's and the callbacks' writes (`ops.rs`)
-//! join the same batches, so there is never a second writer waiting on the
-//! lock. Reads of jobs and idempotency keys use a pool of read-only sqlx
-//! connections; reads of calls use the same row mapping as the writer's
-//! transactional reads, on a read-only rusqlite connection.
+//! are group-committed, and the runner's and the callbacks' writes (`ops.rs`,
+//! `deliveries.rs`) join the same batches, so there is never a second
+//! writer waiting on the lock. Reads use a small pool of read-only
+//! connections (`reads.rs`), off the async runtime.
 //!
-//! Policy: the settings that make a commit durable are set explicitly (sqlx
-//! leaves `journal_mode` alone and `synchronous` at the library default) and
+//! Policy: the settings that make a commit durable are set explicitly and
 //! read back at start; the store refuses to open if they did not take.
+//! Migrations run on the writer's connection before it starts.
 
+mod convert;
 mod deliveries;
 mod ops;
+mod reads;
 mod schema;
 mod writer;
 
 use std::path::Path;
-use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
-};
-use sqlx::{ConnectOptions, Connection, Row};
+use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
 pub use writer::MAX_ROWS_PER_STATEMENT;
 
 use super::{
-    CallEventIn, CallRecord, ClaimedJob, DeliveryAttempt, DeliveryFilter, DeliveryRecord,
-    DeliveryStatus, EnqueueOutcome, EventApplied, EventJobs, GroupCommit, IdempotencyRecord,
-    JobEvent, JobRecord, JobUpdate, NewCall, NewDelivery, NewJob, Replay, Reservation, Store,
-    StoreError,
+    CallEventIn, CallRecord, CallStatus, ClaimedJob, DeliveryAttempt, DeliveryFilter,
+    DeliveryRecord, DeliveryStatus, EnqueueOutcome, EventApplied, EventJobs, GroupCommit,
+    IdempotencyRecord, JobEvent, JobRecord, JobUpdate, NewCall, NewDelivery, NewJob, Replay,
+    Reservation, Store, StoreError,
 };
-use crate::store::CallStatus;
 use crate::config::StorageConfig;
-use crate::ids::JobId;
+use crate::ids::{CallId, DeliveryId, JobId};
 use writer::{Outcome, SqliteWriter, Task};
+
+/// Read-only connections, each used by one blocking task at a time.
+struct ReadPool {
+    /// `None` once closed (so SQLite can remove the WAL at exit).
+    conns: Vec<Mutex<Option<Connection>>>,
+    next: AtomicUsize,
+}
+
+impl ReadPool {
+    fn open(path: &Path, cfg: &StorageConfig) -> anyhow::Result<Self> {
+        let mut conns = Vec::new();
+        for _ in 0..cfg.read_connections.max(1) {
+            let conn = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            conn.busy_timeout(cfg.busy_timeout)?;
+            conns.push(Mutex::new(Some(conn)));
+        }
+        Ok(Self {
+            conns,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    fn close(&self) {
+        for c in &self.conns {
+            c.lock().unwrap_or_else(|e| e.into_inner()).take();
+        }
+    }
+}
 
 /// The SQLite store.
 pub struct SqliteStore {
-    read: SqlitePool,
-    /// `None` once closed (so SQLite can remove the WAL at exit).
-    calls_read: Arc<Mutex<Option<rusqlite::Connection>>>,
+    reads: Arc<ReadPool>,
     commit: GroupCommit<Task>,
 }
 
@@ -58,44 +83,24 @@ impl SqliteStore {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating data directory {}", dir.display()))?;
         }
-        let options = SqliteConnectOptions::from_str("sqlite:")
-            .context("sqlite options")?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(cfg.busy_timeout)
-            .foreign_keys(true);
-        // Schema changes go through sqlx (the same code will serve
-        // PostgreSQL); the connection is closed before the writer opens.
-        let mut setup = options
-            .connect()
-            .await
-            .with_context(|| format!("opening {}", path.display()))?;
-        schema::migrate(&mut setup)
-            .await
-            .with_context(|| format!("migrating {}", path.display()))?;
-        setup.close().await.ok();
-        let writer = SqliteWriter::open(path, cfg)
-            .with_context(|| format!("opening the writer on {}", path.display()))?;
-        let read = SqlitePoolOptions::new()
-            .max_connections(cfg.read_connections.max(1))
-            .connect_with(options.read_only(true))
-            .await
-            .with_context(|| format!("opening read connections to {}", path.display()))?;
-        let calls_read = rusqlite::Connection::open_with_flags(
-            path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .with_context(|| format!("opening a read connection to {}", path.display()))?;
-        calls_read.busy_timeout(cfg.busy_timeout)?;
-        let commit = GroupCommit::spawn(writer, cfg.max_pending_writes, cfg.max_batch)
-            .context("starting the writer thread")?;
-        Ok(Self {
-            read,
-            calls_read: Arc::new(Mutex::new(Some(calls_read))),
-            commit,
+        let (path, cfg) = (path.to_path_buf(), cfg.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut writer = SqliteWriter::open(&path, &cfg)
+                .with_context(|| format!("opening {}", path.display()))?;
+            writer
+                .migrate()
+                .with_context(|| format!("migrating {}", path.display()))?;
+            let reads = ReadPool::open(&path, &cfg)
+                .with_context(|| format!("opening read connections to {}", path.display()))?;
+            let commit = GroupCommit::spawn(writer, cfg.max_pending_writes, cfg.max_batch)
+                .context("starting the writer thread")?;
+            Ok(Self {
+                reads: Arc::new(reads),
+                commit,
+            })
         })
+        .await
+        .context("opening the store")?
     }
 
     /// Runs `f` on the writer thread inside the next batch's transaction and
@@ -103,22 +108,23 @@ impl SqliteStore {
     async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
         self.commit.submit(task(f, tx)).await?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Reads calls on the read-only rusqlite connection (off the runtime).
-    async fn read_calls<T, F>(&self, f: F) -> Result<T, StoreError>
+    /// Runs `f` on a read-only connection, off the runtime.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = self.calls_read.clone();
+        let reads = self.reads.clone();
         tokio::task::spawn_blocking(move || {
-            let guard = conn.lock().unwrap_or_else(|e| e.into_inner());
+            let i = reads.next.fetch_add(1, Ordering::Relaxed) % reads.conns.len();
+            let guard = reads.conns[i].lock().unwrap_or_else(|e| e.into_inner());
             match guard.as_ref() {
                 Some(c) => f(c),
                 None => Err(StoreError::Closed),
@@ -132,7 +138,7 @@ impl SqliteStore {
 fn task<T, F>(f: F, tx: oneshot::Sender<Result<T, StoreError>>) -> Task
 where
     T: Send + 'static,
-    F: FnOnce(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
 {
     Box::new(move |conn| match f(conn) {
         Ok(value) => Outcome {
@@ -150,19 +156,6 @@ where
     })
 }
 
-impl From<sqlx::Error> for StoreError {
-    fn from(e: sqlx::Error) -> Self {
-        StoreError::Unavailable(e.to_string())
-    }
-}
-
-fn json_column(row: &SqliteRow, name: &str) -> Result<Option<serde_json::Value>, StoreError> {
-    let text: Option<String> = row.try_get(name)?;
-    text.map(|t| serde_json::from_str(&t))
-        .transpose()
-        .map_err(|e| StoreError::Corrupt(format!("{name}: {e}")))
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     fn engine(&self) -> &'static str {
@@ -174,32 +167,8 @@ impl Store for SqliteStore {
     }
 
     async fn job(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, trigger_id, principal, status, status_reason, action, input, state, result, \
-             error, attempts, request_id, created_at, updated_at, run_at FROM jobs WHERE id = ?",
-        )
-        .bind(id.as_str())
-        .fetch_optional(&self.read)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let trigger_id: String = row.try_get("trigger_id")?;
-        Ok(Some(JobRecord {
-            id: row.try_get("id")?,
-            trigger_id: (!trigger_id.is_empty()).then_some(trigger_id),
-            principal: row.try_get("principal")?,
-            status: row.try_get("status")?,
-            status_reason: row.try_get("status_reason")?,
-            action: json_column(&row, "action")?.unwrap_or_default(),
-            input: json_column(&row, "input")?.unwrap_or_default(),
-            state: json_column(&row, "state")?,
-            result: json_column(&row, "result")?,
-            error: json_column(&row, "error")?,
-            attempts: row.try_get("attempts")?,
-            request_id: row.try_get("request_id")?,
-            created_at_ms: row.try_get("created_at")?,
-            updated_at_ms: row.try_get("updated_at")?,
-            run_at_ms: row.try_get("run_at")?,
-        }))
+        let id = id.clone();
+        self.read(move |conn| reads::job(conn, &id)).await
     }
 
     async fn idempotency(
@@ -209,25 +178,10 @@ impl Store for SqliteStore {
         key: &str,
         now_ms: i64,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT request_hash, job_id, response_status, response_body FROM idempotency_keys \
-             WHERE principal = ? AND trigger_id = ? AND idem_key = ? AND expires_at > ?",
-        )
-        .bind(principal)
-        .bind(trigger_id)
-        .bind(key)
-        .bind(now_ms)
-        .fetch_optional(&self.read)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let status: i64 = row.try_get("response_status")?;
-        Ok(Some(IdempotencyRecord {
-            request_hash: row.try_get("request_hash")?,
-            job_id: row.try_get("job_id")?,
-            response_status: u16::try_from(status)
-                .map_err(|_| StoreError::Corrupt(format!("response_status {status}")))?,
-            response_body: row.try_get("response_body")?,
-        }))
+        let (principal, trigger_id, key) =
+            (principal.to_owned(), trigger_id.to_owned(), key.to_owned());
+        self.read(move |conn| reads::idempotency(conn, &principal, &trigger_id, &key, now_ms))
+            .await
     }
 
     async fn purge_idempotency(&self, now_ms: i64) -> Result<u64, StoreError> {
@@ -259,11 +213,7 @@ impl Store for SqliteStore {
 
     async fn close(&self) {
         self.commit.close().await;
-        self.read.close().await;
-        self.calls_read
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        self.reads.close();
     }
 
     async fn claim_jobs(
@@ -280,23 +230,23 @@ impl Store for SqliteStore {
 
     async fn renew_lease(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         owner: &str,
         until_ms: i64,
     ) -> Result<bool, StoreError> {
-        let (job_id, owner) = (job_id.to_owned(), owner.to_owned());
+        let (job_id, owner) = (job_id.clone(), owner.to_owned());
         self.write(move |conn| ops::renew_lease(conn, &job_id, &owner, until_ms))
             .await
     }
 
     async fn finish_claim(
         &self,
-        job_id: &str,
+        job_id: &JobId,
         owner: &str,
         update: JobUpdate,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        let (job_id, owner) = (job_id.to_owned(), owner.to_owned());
+        let (job_id, owner) = (job_id.clone(), owner.to_owned());
         self.write(move |conn| ops::finish_claim(conn, &job_id, &owner, &update, now_ms))
             .await
     }
@@ -307,7 +257,7 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn wake_jobs(&self, job_ids: Vec<String>, now_ms: i64) -> Result<(), StoreError> {
+    async fn wake_jobs(&self, job_ids: Vec<JobId>, now_ms: i64) -> Result<(), StoreError> {
         self.write(move |conn| ops::wake_jobs(conn, &job_ids, now_ms))
             .await
     }
@@ -316,24 +266,10 @@ impl Store for SqliteStore {
         self.write(move |conn| ops::insert_jobs(conn, &jobs)).await
     }
 
-    async fn job_events(&self, job_id: &str) -> Result<Vec<super::JobEvent>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT at, status, reason, attempt, detail FROM job_events WHERE job_id = ? ORDER BY seq",
-        )
-        .bind(job_id)
-        .fetch_all(&self.read)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(JobEvent {
-                    at_ms: row.try_get("at")?,
-                    status: row.try_get("status")?,
-                    reason: row.try_get("reason")?,
-                    attempt: row.try_get("attempt")?,
-                    detail: json_column(row, "detail")?,
-                })
-            })
-            .collect()
+    async fn job_events(&self, job_id: &JobId) -> Result<Vec<JobEvent>, StoreError> {
+        let job_id = job_id.clone();
+        self.read(move |conn| reads::job_events(conn, &job_id))
+            .await
     }
 
     async fn reserve_call(
@@ -347,12 +283,12 @@ impl Store for SqliteStore {
 
     async fn call_dialed(
         &self,
-        call_id: &str,
+        call_id: &CallId,
         provider_call_id: Option<&str>,
         status: CallStatus,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        let (call_id, provider_call_id) = (call_id.to_owned(), provider_call_id.map(str::to_owned));
+        let (call_id, provider_call_id) = (call_id.clone(), provider_call_id.map(str::to_owned));
         self.write(move |conn| {
             ops::call_dialed(conn, &call_id, provider_call_id.as_deref(), status, now_ms)
         })
@@ -361,54 +297,32 @@ impl Store for SqliteStore {
 
     async fn set_call_status(
         &self,
-        call_id: &str,
+        call_id: &CallId,
         status: CallStatus,
         error: Option<String>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        let call_id = call_id.to_owned();
+        let call_id = call_id.clone();
         self.write(move |conn| {
             ops::set_call_status(conn, &call_id, status, error.as_deref(), now_ms)
         })
         .await
     }
 
-    async fn call(&self, id: &str) -> Result<Option<CallRecord>, StoreError> {
-        let id = id.to_owned();
-        self.read_calls(move |conn| ops::read_call(conn, &id)).await
+    async fn call(&self, id: &CallId) -> Result<Option<CallRecord>, StoreError> {
+        let id = id.clone();
+        self.read(move |conn| ops::read_call(conn, &id)).await
     }
 
-    async fn calls_for_job(&self, job_id: &str) -> Result<Vec<CallRecord>, StoreError> {
-        let job_id = job_id.to_owned();
-        self.read_calls(move |conn| {
-            let ids: Vec<String> = conn
-                .prepare_cached("SELECT id FROM calls WHERE job_id = ?1 ORDER BY step")?
-                .query_map([&job_id], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            ids.iter()
-                .filter_map(|id| ops::read_call(conn, id).transpose())
-                .collect()
-        })
-        .await
+    async fn calls_for_job(&self, job_id: &JobId) -> Result<Vec<CallRecord>, StoreError> {
+        let job_id = job_id.clone();
+        self.read(move |conn| reads::calls_for_job(conn, &job_id))
+            .await
     }
 
     async fn stale_calls(&self, before_ms: i64) -> Result<Vec<CallRecord>, StoreError> {
-        self.read_calls(move |conn| {
-            // The same list as the `calls_active` partial index, so that
-            // SQLite uses it.
-            let ids: Vec<String> = conn
-                .prepare_cached(&format!(
-                    "SELECT id FROM calls WHERE status IN {} \
-                     AND updated_at < ?1 ORDER BY updated_at LIMIT 100",
-                    CallStatus::holding_line_sql()
-                ))?
-                .query_map([before_ms], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            ids.iter()
-                .filter_map(|id| ops::read_call(conn, id).transpose())
-                .collect()
-        })
-        .await
+        self.read(move |conn| reads::stale_calls(conn, before_ms))
+            .await
     }
 
     async fn apply_call_event(
@@ -417,7 +331,7 @@ impl Store for SqliteStore {
         on_final: EventJobs,
     ) -> Result<EventApplied, StoreError> {
         self.write(move |conn| {
-            let (applied, ended) = ops::apply_call_event(conn, &event, ops::read_call)?;
+            let (applied, ended) = ops::apply_call_event(conn, &event)?;
             if let Some(call) = ended {
                 ops::wake_jobs(conn, std::slice::from_ref(&call.job_id), event.now_ms)?;
                 let jobs = on_final(&call);
@@ -428,7 +342,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn create_delivery(&self, delivery: NewDelivery) -> Result<String, StoreError> {
+    async fn create_delivery(&self, delivery: NewDelivery) -> Result<DeliveryId, StoreError> {
         self.write(move |conn| deliveries::create(conn, &delivery))
             .await
     }
@@ -450,13 +364,13 @@ impl Store for SqliteStore {
 
     async fn finish_delivery_attempt(
         &self,
-        id: &str,
+        id: &DeliveryId,
         owner: &str,
         attempt: DeliveryAttempt,
         status: DeliveryStatus,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        let (id, owner) = (id.to_owned(), owner.to_owned());
+        let (id, owner) = (id.clone(), owner.to_owned());
         self.write(move |conn| {
             deliveries::finish_attempt(conn, &id, &owner, &attempt, status, now_ms)
         })
@@ -465,7 +379,7 @@ impl Store for SqliteStore {
 
     async fn release_deliveries(
         &self,
-        ids: Vec<String>,
+        ids: Vec<DeliveryId>,
         owner: &str,
         due_ms: i64,
     ) -> Result<(), StoreError> {
@@ -474,25 +388,22 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn delivery(&self, id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
-        let id = id.to_owned();
-        self.read_calls(move |conn| deliveries::read(conn, &id))
-            .await
+    async fn delivery(&self, id: &DeliveryId) -> Result<Option<DeliveryRecord>, StoreError> {
+        let id = id.clone();
+        self.read(move |conn| deliveries::read(conn, &id)).await
     }
 
-    async fn delivery_attempts(&self, id: &str) -> Result<Vec<DeliveryAttempt>, StoreError> {
-        let id = id.to_owned();
-        self.read_calls(move |conn| deliveries::attempts(conn, &id))
-            .await
+    async fn delivery_attempts(&self, id: &DeliveryId) -> Result<Vec<DeliveryAttempt>, StoreError> {
+        let id = id.clone();
+        self.read(move |conn| deliveries::attempts(conn, &id)).await
     }
 
     async fn deliveries(&self, filter: DeliveryFilter) -> Result<Vec<DeliveryRecord>, StoreError> {
-        self.read_calls(move |conn| deliveries::list(conn, &filter))
-            .await
+        self.read(move |conn| deliveries::list(conn, &filter)).await
     }
 
-    async fn replay_delivery(&self, id: &str, now_ms: i64) -> Result<Replay, StoreError> {
-        let id = id.to_owned();
+    async fn replay_delivery(&self, id: &DeliveryId, now_ms: i64) -> Result<Replay, StoreError> {
+        let id = id.clone();
         self.write(move |conn| deliveries::replay(conn, &id, now_ms))
             .await
     }
@@ -523,19 +434,6 @@ impl Store for SqliteStore {
     }
 
     async fn status_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
-        // On the read pool (index-only scans), not the single connection
-        // the runner reads calls through.
-        let mut out = Vec::new();
-        for table in ["jobs", "calls", "deliveries"] {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT status, COUNT(*) AS n FROM {table} GROUP BY status"
-            )))
-            .fetch_all(&self.read)
-            .await?;
-            for row in rows {
-                out.push((table.to_owned(), row.try_get("status")?, row.try_get("n")?));
-            }
-        }
-        Ok(out)
+        self.read(reads::status_counts).await
     }
 }

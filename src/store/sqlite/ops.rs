@@ -4,16 +4,12 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::ids::{CallId, JobId};
 use crate::store::CallStatus;
 use crate::store::{
     CallEventIn, CallRecord, ClaimedJob, EventApplied, JobStatus, JobUpdate, NewCall, NewJob,
     Reservation, StoreError,
 };
-
-fn json(text: Option<String>) -> serde_json::Value {
-    text.and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or(serde_json::Value::Null)
-}
 
 /// Claims due jobs. Each kind of due job is found by its own index-ordered
 /// query (one `OR` across them made SQLite sort every due job on every
@@ -25,7 +21,7 @@ pub(super) fn claim_jobs(
     lease_until_ms: i64,
     limit: usize,
 ) -> Result<Vec<ClaimedJob>, StoreError> {
-    let mut candidates: Vec<(i64, String)> = Vec::new();
+    let mut candidates: Vec<(i64, JobId)> = Vec::new();
     for status in ["queued", "scheduled", "waiting"] {
         let mut stmt = conn.prepare_cached(
             "SELECT run_at, id FROM jobs WHERE status = ?1 AND run_at <= ?2 ORDER BY run_at LIMIT ?3",
@@ -57,9 +53,9 @@ pub(super) fn claim_jobs(
                 Ok((
                     ClaimedJob {
                         id: r.get(0)?,
-                        action: json(r.get(1)?),
-                        input: json(r.get(2)?),
-                        state: json(r.get(3)?),
+                        action: r.get(1)?,
+                        input: r.get(2)?,
+                        state: r.get(3)?,
                         attempts: r.get(4)?,
                         created_at_ms: r.get(5)?,
                     },
@@ -87,7 +83,7 @@ pub(super) fn claim_jobs(
 
 fn log_event(
     conn: &Connection,
-    job_id: &str,
+    job_id: &JobId,
     at: i64,
     status: &str,
     reason: Option<&str>,
@@ -104,7 +100,7 @@ fn log_event(
 
 pub(super) fn renew_lease(
     conn: &Connection,
-    job_id: &str,
+    job_id: &JobId,
     owner: &str,
     until_ms: i64,
 ) -> Result<bool, StoreError> {
@@ -118,7 +114,7 @@ pub(super) fn renew_lease(
 
 pub(super) fn finish_claim(
     conn: &Connection,
-    job_id: &str,
+    job_id: &JobId,
     owner: &str,
     u: &JobUpdate,
     now_ms: i64,
@@ -148,7 +144,7 @@ pub(super) fn finish_claim(
     }
     let line_wait = line_wait.map(|w| w.agent_id.as_str());
     conn.prepare_cached(
-        "UPDATE jobs SET status = ?3, status_reason = ?4, run_at = ?5, state = ?6, result = ?7, \
+        "UPDATE jobs SET status = ?3, status_reason = ?4, run_at = ?5, state = COALESCE(?6, state), result = ?7, \
          error = ?8, attempts = ?9, updated_at = ?10, wait_agent = ?11, lease_owner = NULL, \
          lease_expires_at = NULL WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'",
     )?
@@ -158,7 +154,7 @@ pub(super) fn finish_claim(
         u.status.as_str(),
         u.reason,
         run_at,
-        u.state.to_string(),
+        u.state.as_ref().map(|v| v.to_string()),
         u.result.as_ref().map(|v| v.to_string()),
         u.error.as_ref().map(|v| v.to_string()),
         u.attempts,
@@ -205,7 +201,7 @@ pub(super) fn release_leases(
     Ok(n as u64)
 }
 
-pub(super) fn wake_jobs(conn: &Connection, ids: &[String], now_ms: i64) -> Result<(), StoreError> {
+pub(super) fn wake_jobs(conn: &Connection, ids: &[JobId], now_ms: i64) -> Result<(), StoreError> {
     let mut stmt = conn.prepare_cached(
         "UPDATE jobs SET run_at = ?2 WHERE id = ?1 AND status IN ('waiting', 'scheduled') AND run_at > ?2",
     )?;
@@ -243,7 +239,7 @@ pub(super) fn reserve_call(
     c: &NewCall,
     max_active: u32,
 ) -> Result<Reservation, StoreError> {
-    let existing: Option<String> = conn
+    let existing: Option<CallId> = conn
         .prepare_cached("SELECT id FROM calls WHERE job_id = ?1 AND step = ?2")?
         .query_row(params![c.job_id, c.step], |r| r.get(0))
         .optional()?;
@@ -285,17 +281,14 @@ fn active_calls(conn: &Connection, agent_id: &str) -> Result<i64, StoreError> {
 }
 
 /// A call's status and agent.
-fn status_of(conn: &Connection, call_id: &str) -> Result<Option<(CallStatus, String)>, StoreError> {
-    let row: Option<(String, String)> = conn
+fn status_of(
+    conn: &Connection,
+    call_id: &CallId,
+) -> Result<Option<(CallStatus, String)>, StoreError> {
+    Ok(conn
         .prepare_cached("SELECT status, agent_id FROM calls WHERE id = ?1")?
         .query_row(params![call_id], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    row.map(|(s, agent)| {
-        s.parse::<CallStatus>()
-            .map(|s| (s, agent))
-            .map_err(StoreError::Corrupt)
-    })
-    .transpose()
+        .optional()?)
 }
 
 /// When a call moves off a status that held a line, the agent's oldest
@@ -315,7 +308,7 @@ fn on_status_change(
 
 pub(super) fn call_dialed(
     conn: &Connection,
-    call_id: &str,
+    call_id: &CallId,
     provider_call_id: Option<&str>,
     status: CallStatus,
     now_ms: i64,
@@ -332,13 +325,13 @@ pub(super) fn call_dialed(
         "UPDATE calls SET provider_call_id = COALESCE(?2, provider_call_id), status = ?3, \
          error = NULL, updated_at = ?4 WHERE id = ?1",
     )?
-    .execute(params![call_id, provider_call_id, next.as_str(), now_ms])?;
+    .execute(params![call_id, provider_call_id, next, now_ms])?;
     Ok(())
 }
 
 pub(super) fn set_call_status(
     conn: &Connection,
-    call_id: &str,
+    call_id: &CallId,
     status: CallStatus,
     error: Option<&str>,
     now_ms: i64,
@@ -352,7 +345,7 @@ pub(super) fn set_call_status(
          dial_requested_at = CASE WHEN ?5 = 1 THEN ?4 ELSE dial_requested_at END, \
          ended_at = CASE WHEN ?2 IN ('failed', 'canceled') THEN ?4 ELSE ended_at END WHERE id = ?1",
     )?
-    .execute(params![call_id, status.as_str(), error, now_ms, redial])?;
+    .execute(params![call_id, status, error, now_ms, redial])?;
     Ok(())
 }
 
@@ -361,7 +354,6 @@ pub(super) fn set_call_status(
 pub(super) fn apply_call_event(
     conn: &Connection,
     e: &CallEventIn,
-    read_call: impl Fn(&Connection, &str) -> Result<Option<CallRecord>, StoreError>,
 ) -> Result<(EventApplied, Option<CallRecord>), StoreError> {
     let Some((current, agent)) = status_of(conn, &e.call_id)? else {
         return Err(StoreError::Corrupt(format!("no call {}", e.call_id)));
@@ -441,7 +433,7 @@ fn wake_line_waiters(
 }
 
 /// Reads a call inside the writer's transaction.
-pub(super) fn read_call(conn: &Connection, id: &str) -> Result<Option<CallRecord>, StoreError> {
+pub(super) fn read_call(conn: &Connection, id: &CallId) -> Result<Option<CallRecord>, StoreError> {
     conn.prepare_cached(
         "SELECT id, job_id, step, agent_id, to_number, from_number, provider, provider_call_id, status, \
          outcome, duration_seconds, custom, variables, transcript, summary, recording_url, error, \
@@ -458,14 +450,11 @@ pub(super) fn read_call(conn: &Connection, id: &str) -> Result<Option<CallRecord
             from: r.get(5)?,
             provider: r.get(6)?,
             provider_call_id: r.get(7)?,
-            status: r
-                .get::<_, String>(8)?
-                .parse()
-                .unwrap_or(CallStatus::Unknown),
+            status: r.get(8)?,
             outcome: r.get(9)?,
             duration_seconds: r.get(10)?,
-            custom: json(r.get(11)?),
-            variables: json(r.get(12)?),
+            custom: r.get(11)?,
+            variables: r.get(12)?,
             transcript: r.get(13)?,
             summary: r.get(14)?,
             recording_url: r.get(15)?,
@@ -476,7 +465,7 @@ pub(super) fn read_call(conn: &Connection, id: &str) -> Result<Option<CallRecord
             dial_requested_at_ms: r.get(20)?,
             answered_at_ms: r.get(21)?,
             ended_at_ms: r.get(22)?,
-            origin: json(r.get(23)?),
+            origin: r.get(23)?,
         })
     })
     .optional()

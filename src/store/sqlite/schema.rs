@@ -1,8 +1,7 @@
-//! The SQLite schema, its migrations (applied in order, each once, through
-//! sqlx) and the durability check every write connection must pass.
+//! The SQLite schema, its migrations (applied in order, each once) and the
+//! durability check every write connection must pass.
 
-use sqlx::Connection;
-use sqlx::sqlite::SqliteConnection;
+use rusqlite::OptionalExtension;
 
 /// Schema versions. Types stay portable to PostgreSQL (TEXT, BIGINT,
 /// INTEGER); times are Unix milliseconds.
@@ -176,33 +175,30 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
 ];
 
-pub(super) async fn migrate(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
-    sqlx::query(
+/// Applies the migrations not applied yet, each in its own transaction.
+pub(super) fn migrate(conn: &mut rusqlite::Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS callgate_migrations (version BIGINT PRIMARY KEY, \
          name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
-    )
-    .execute(&mut *conn)
-    .await?;
+    )?;
     for (version, name, sql) in MIGRATIONS {
-        let applied: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM callgate_migrations WHERE version = ?")
-                .bind(version)
-                .fetch_optional(&mut *conn)
-                .await?;
+        let tx = conn.transaction()?;
+        let applied: Option<i64> = tx
+            .query_row(
+                "SELECT version FROM callgate_migrations WHERE version = ?1",
+                [version],
+                |r| r.get(0),
+            )
+            .optional()?;
         if applied.is_some() {
             continue;
         }
-        let mut tx = conn.begin().await?;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("INSERT INTO callgate_migrations (version, name, applied_at) VALUES (?, ?, ?)")
-            .bind(version)
-            .bind(name)
-            .bind(crate::clock::system_now_ms())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT INTO callgate_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+            rusqlite::params![version, name, crate::clock::system_now_ms()],
+        )?;
+        tx.commit()?;
         tracing::info!(version, name, "applied migration");
     }
     Ok(())

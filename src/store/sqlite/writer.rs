@@ -1,6 +1,5 @@
 //! The group-commit writer for SQLite: a rusqlite connection used only on
-//! the writer thread (see the `rusqlite` entry in Cargo.toml for why not
-//! sqlx here).
+//! the writer thread.
 //!
 //! A batch of plain trigger jobs is one multi-row INSERT, its own
 //! transaction (one round trip, one fsync). Anything else (idempotency
@@ -95,12 +94,6 @@ pub(super) struct SqliteWriter {
     statements: Statements,
 }
 
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        StoreError::Unavailable(e.to_string())
-    }
-}
-
 impl SqliteWriter {
     pub(super) fn open(path: &Path, cfg: &StorageConfig) -> anyhow::Result<Self> {
         let conn = Connection::open(path)?;
@@ -119,6 +112,11 @@ impl SqliteWriter {
             conn,
             statements: Statements::default(),
         })
+    }
+
+    /// Applies pending migrations (before the writer thread starts).
+    pub(super) fn migrate(&mut self) -> rusqlite::Result<()> {
+        super::schema::migrate(&mut self.conn)
     }
 
     fn insert_jobs(&mut self, jobs: &[&NewJob]) -> rusqlite::Result<()> {
