@@ -41,8 +41,8 @@ async fn main() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{usage}: bad address: {e}"))?;
     let data_dir = PathBuf::from(args.next().ok_or_else(|| anyhow::anyhow!(usage))?);
 
-    let (cert, key) = callgate::tls::ensure_self_signed(&data_dir, &[])?;
-    let tls = callgate::tls::load_files(&cert, &key)?;
+    let (cert, key) = callgate::app::tls::ensure_self_signed(&data_dir, &[])?;
+    let tls = callgate::app::tls::load_files(&cert, &key)?;
 
     let accepted = Arc::new(AtomicU64::new(0));
     let app = Router::new()

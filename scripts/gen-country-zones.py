@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Generates src/runner/country_zones.rs from the IANA zone.tab (tzdata).
+"""Generates src/calling/country_zones.rs from the IANA zone.tab (tzdata).
 
-Usage: scripts/gen-country-zones.py [/usr/share/zoneinfo/zone.tab] > src/runner/country_zones.rs
+Usage: scripts/gen-country-zones.py [/usr/share/zoneinfo/zone.tab] > src/calling/country_zones.rs
 """
 import sys
 from collections import defaultdict

@@ -13,7 +13,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::auth::api_key;
-use crate::config::{self, Config, Env, FormNesting, RateSpec};
+use crate::catalog::Catalog;
+use crate::config::{self, Env, FormNesting, RateSpec};
 use crate::telemetry::{self, LogFormat};
 
 #[derive(Debug, Parser)]
@@ -186,8 +187,8 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn load(dir: &Path, data_dir: &Path, env: &Env) -> Result<Config, ExitCode> {
-    config::load(dir, data_dir, env).map_err(|e| {
+fn load(dir: &Path, data_dir: &Path, env: &Env) -> Result<Catalog, ExitCode> {
+    crate::app::compile::load(dir, data_dir, env).map_err(|e| {
         eprintln!("{e}");
         ExitCode::from(2)
     })

@@ -15,41 +15,52 @@ use std::sync::Mutex;
 use axum::http::HeaderMap;
 
 use crate::crypto::sha256;
-use crate::http::error::ApiError;
 
 pub const HEADER: &str = "idempotency-key";
+
+/// Why a request's Idempotency-Key was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdempotencyError {
+    /// Empty, too long, not printable ASCII, or sent twice (400).
+    #[error("invalid Idempotency-Key: {0}")]
+    BadKey(&'static str),
+    /// The first request with this key is still being processed (409).
+    #[error("a request with this Idempotency-Key is still in progress")]
+    InFlight,
+    /// The key was used with a different body (422).
+    #[error("this Idempotency-Key was already used with a different request body")]
+    Reused,
+}
 pub const MAX_KEY_LEN: usize = 255;
 
 /// Reads and checks the `Idempotency-Key` header. The draft defines it as a
 /// structured-field string (`"abc"`); the bare form (`abc`) is accepted too,
 /// because most senders write it that way.
-pub fn key_from(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub fn key_from(headers: &HeaderMap) -> Result<Option<String>, IdempotencyError> {
     let mut values = headers.get_all(HEADER).iter();
     let Some(value) = values.next() else {
         return Ok(None);
     };
     if values.next().is_some() {
-        return Err(ApiError::BadIdempotencyKey(
+        return Err(IdempotencyError::BadKey(
             "the header appears more than once",
         ));
     }
     let raw = value
         .to_str()
-        .map_err(|_| ApiError::BadIdempotencyKey("must be printable ASCII"))?;
+        .map_err(|_| IdempotencyError::BadKey("must be printable ASCII"))?;
     let key = raw
         .strip_prefix('"')
         .and_then(|r| r.strip_suffix('"'))
         .unwrap_or(raw);
     if key.is_empty() {
-        return Err(ApiError::BadIdempotencyKey("must not be empty"));
+        return Err(IdempotencyError::BadKey("must not be empty"));
     }
     if key.len() > MAX_KEY_LEN {
-        return Err(ApiError::BadIdempotencyKey(
-            "must be at most 255 characters",
-        ));
+        return Err(IdempotencyError::BadKey("must be at most 255 characters"));
     }
     if !key.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-        return Err(ApiError::BadIdempotencyKey("must be printable ASCII"));
+        return Err(IdempotencyError::BadKey("must be printable ASCII"));
     }
     Ok(Some(key.to_owned()))
 }

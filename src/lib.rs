@@ -8,7 +8,10 @@
 
 pub mod app;
 pub mod auth;
+pub mod automation;
+pub mod calling;
 pub mod calls;
+pub mod catalog;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -20,12 +23,12 @@ pub mod input;
 pub mod job;
 pub mod limits;
 pub mod metrics;
+pub mod outbound;
 pub mod runner;
 pub mod schema;
 pub mod store;
 pub mod telemetry;
 pub mod template;
-pub mod tls;
 pub mod trigger;
 pub mod webhooks;
 

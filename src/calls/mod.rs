@@ -7,6 +7,7 @@
 //! blindly; reconcile through `lookup`, else the call is `unknown` and the
 //! job needs attention).
 
+mod checks;
 pub mod events;
 mod http_provider;
 pub mod signature;
@@ -28,9 +29,11 @@ use crate::limits::RateClock;
 type DialRate =
     RateLimiter<NotKeyed, InMemoryState, RateClock, NoOpMiddleware<governor::nanos::Nanos>>;
 
+pub use checks::check_providers;
 pub use events::CallbackSpec;
 
-use crate::config::{Config, ProviderConfig};
+use crate::catalog::Catalog;
+use crate::config::ProviderConfig;
 use crate::store::{CallRecord, CallStatus};
 
 /// The provider's answer to a dial.
@@ -99,7 +102,7 @@ impl Providers {
     /// gateway; `own_cert` is the certificate it serves (the simulator's
     /// callbacks trust it).
     pub fn build(
-        config: &Config,
+        config: &Catalog,
         callback_base: String,
         own_cert: Option<Vec<u8>>,
         clock: Arc<dyn crate::clock::Clock>,

@@ -1,12 +1,15 @@
-//! Configuration: config-as-code under one directory, loaded and fully
-//! validated before anything is served.
+//! Configuration files: their shapes (plain serde types), reading them,
+//! `${ENV}` substitution, `CALLGATE_<SECTION>__<KEY>` overrides, and
+//! problems located by file and key. A leaf: it knows no other module.
+//! Turning the files into the running model is `app::compile`'s job (each
+//! domain module compiles its own part).
 //!
-//! Files (all TOML unless noted, paths relative to the config dir):
-//! `callgate.toml` (required: server, storage, limits, defaults, auth),
-//! `agents.toml`, `triggers.toml`, the JSON Schemas that triggers name, and
-//! the API-key file (`keys.toml`, hashes only), `endpoints.toml` and
-//! `actions.toml` (outbound webhooks, mid-call actions). Secrets come from the
-//! environment as `${VAR}`; `CALLGATE_<SECTION>__<KEY>` overrides settings.
+//! Files (all TOML, paths relative to the config dir): `callgate.toml`
+//! (required: server, storage, limits, defaults, auth, runner, calling,
+//! deliveries), `agents.toml`, `triggers.toml` (and the JSON Schemas it
+//! names), `automations.toml`, `providers.toml`, `endpoints.toml`,
+//! `actions.toml`, the API-key file (`keys.toml`, hashes only) and the
+//! do-not-call list. Secrets come from the environment as `${VAR}`.
 //!
 //! Policy: loading never stops at the first problem. Every problem found is
 //! returned with its file and key so that `callgate check` can list them all.
@@ -15,25 +18,13 @@ mod domain;
 pub mod env;
 pub mod outbound;
 mod types;
-mod validate;
-mod validate_calls;
-pub mod validate_outbound;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 pub use domain::*;
 pub use env::Env;
 pub use types::*;
-pub use validate_calls::{
-    AUTOMATIONS_FILE, Agent, Automation, CALL_EVENTS, DoNotCall, PROVIDERS_FILE,
-};
-
-use crate::auth::{Issuers, KeySet};
-use crate::ids::TriggerId;
-use crate::trigger::Trigger;
 
 /// One configuration problem, located by file and key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,48 +72,44 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// The validated configuration the gateway runs with.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// The config dir; relative paths in the files are resolved against it.
-    pub dir: PathBuf,
-    /// Where the database and the generated certificate live.
-    pub data_dir: PathBuf,
+/// Every configuration file, read and parsed into its shape.
+#[derive(Debug, Clone, Default)]
+pub struct Files {
     pub main: MainFile,
-    pub agents: BTreeMap<String, Arc<Agent>>,
-    pub triggers: BTreeMap<TriggerId, Arc<Trigger>>,
-    pub automations: BTreeMap<String, Arc<Automation>>,
-    pub providers: BTreeMap<String, ProviderConfig>,
-    pub do_not_call: DoNotCall,
-    /// API keys as loaded at start (the server reloads the file on change).
-    pub keys: KeySet,
+    pub agents: AgentsFile,
+    pub triggers: TriggersFile,
+    pub automations: AutomationsFile,
+    pub providers: ProvidersFile,
+    pub endpoints: outbound::EndpointsFile,
+    pub actions: outbound::ActionsFile,
+    pub keys: KeysFile,
+    /// Where the key file is (the server re-reads it when it changes).
     pub keys_path: PathBuf,
-    /// Modification time of the key file when `keys` was read (the server
-    /// reloads when it changes).
     pub keys_modified: Option<std::time::SystemTime>,
-    pub issuers: Issuers,
-    /// Outbound webhook endpoints (`endpoints.toml`).
-    pub endpoints: BTreeMap<String, Arc<outbound::Endpoint>>,
-    /// Mid-call actions (`actions.toml`).
-    pub actions: BTreeMap<String, Arc<outbound::MidCallAction>>,
 }
 
 pub const MAIN_FILE: &str = "callgate.toml";
 pub const AGENTS_FILE: &str = "agents.toml";
 pub const TRIGGERS_FILE: &str = "triggers.toml";
+pub const AUTOMATIONS_FILE: &str = "automations.toml";
+pub const PROVIDERS_FILE: &str = "providers.toml";
+pub const ENDPOINTS_FILE: &str = "endpoints.toml";
+pub const ACTIONS_FILE: &str = "actions.toml";
 
-/// Loads and validates the config dir. `data_dir` is where storage and the
-/// generated certificate go (the CLI's `--data-dir`).
-pub fn load(dir: &Path, data_dir: &Path, env: &Env) -> Result<Config, ConfigError> {
+/// Reads and parses every file of the config dir, with the problems found
+/// (a file with problems is read as its defaults, so that the checks that
+/// need several files still run: `app::compile` goes on with these and
+/// reports everything at once).
+pub fn read(dir: &Path, env: &Env) -> (Files, Vec<Problem>) {
     let mut problems = Vec::new();
     if !dir.is_dir() {
-        return Err(ConfigError(vec![Problem::new(
+        problems.push(Problem::new(
             dir.display().to_string(),
             "",
             "config directory does not exist",
-        )]));
+        ));
+        return (Files::default(), problems);
     }
-
     let main: MainFile = match read_toml(dir, MAIN_FILE, true, env, &mut problems) {
         Some(mut value) => {
             env::apply_overrides(&mut value, env);
@@ -130,76 +117,39 @@ pub fn load(dir: &Path, data_dir: &Path, env: &Env) -> Result<Config, ConfigErro
         }
         None => MainFile::default(),
     };
-    let agents: AgentsFile = read_toml(dir, AGENTS_FILE, false, env, &mut problems)
-        .and_then(|v| parse(v, AGENTS_FILE, &mut problems))
-        .unwrap_or_default();
-    let triggers: TriggersFile = read_toml(dir, TRIGGERS_FILE, false, env, &mut problems)
-        .and_then(|v| parse(v, TRIGGERS_FILE, &mut problems))
-        .unwrap_or_default();
-    let automations: AutomationsFile = read_toml(dir, AUTOMATIONS_FILE, false, env, &mut problems)
-        .and_then(|v| parse(v, AUTOMATIONS_FILE, &mut problems))
-        .unwrap_or_default();
-    let providers: ProvidersFile = read_toml(dir, PROVIDERS_FILE, false, env, &mut problems)
-        .and_then(|v| parse(v, PROVIDERS_FILE, &mut problems))
-        .unwrap_or_default();
-    let mut endpoints: outbound::EndpointsFile = read_toml(
-        dir,
-        validate_outbound::ENDPOINTS_FILE,
-        false,
-        env,
-        &mut problems,
-    )
-    .and_then(|v| parse(v, validate_outbound::ENDPOINTS_FILE, &mut problems))
-    .unwrap_or_default();
-    endpoints.secret_headers = env_headers(&dir.join(validate_outbound::ENDPOINTS_FILE));
-    let actions: outbound::ActionsFile = read_toml(
-        dir,
-        validate_outbound::ACTIONS_FILE,
-        false,
-        env,
-        &mut problems,
-    )
-    .and_then(|v| parse(v, validate_outbound::ACTIONS_FILE, &mut problems))
-    .unwrap_or_default();
+    let mut endpoints: outbound::EndpointsFile = read_file(dir, ENDPOINTS_FILE, env, &mut problems);
+    endpoints.secret_headers = env_headers(&dir.join(ENDPOINTS_FILE));
     let keys_path = dir.join(&main.auth.keys_file);
-    let keys_modified = modified(&keys_path);
-    let keys = match load_keys_file(&keys_path) {
-        Ok(keys) => KeySet::build(&keys, &main.auth.keys_file, &mut problems),
-        Err(p) => {
-            problems.push(p);
-            KeySet::default()
-        }
-    };
-
-    let parsed = validate::Parsed {
-        main,
-        agents,
-        triggers,
-        automations,
-        providers,
+    let keys = load_keys_file(&keys_path).unwrap_or_else(|p| {
+        problems.push(p);
+        KeysFile::default()
+    });
+    let files = Files {
+        agents: read_file(dir, AGENTS_FILE, env, &mut problems),
+        triggers: read_file(dir, TRIGGERS_FILE, env, &mut problems),
+        automations: read_file(dir, AUTOMATIONS_FILE, env, &mut problems),
+        providers: read_file(dir, PROVIDERS_FILE, env, &mut problems),
+        actions: read_file(dir, ACTIONS_FILE, env, &mut problems),
         endpoints,
-        actions,
-    };
-    let v = validate::validate(dir, parsed, &mut problems);
-    if !problems.is_empty() {
-        return Err(ConfigError(problems));
-    }
-    Ok(Config {
-        dir: dir.to_path_buf(),
-        data_dir: data_dir.to_path_buf(),
-        main: v.main,
-        agents: v.agents,
-        triggers: v.triggers,
-        automations: v.automations,
-        providers: v.providers,
-        do_not_call: v.do_not_call,
         keys,
+        keys_modified: modified(&keys_path),
         keys_path,
-        keys_modified,
-        issuers: v.issuers,
-        endpoints: v.endpoints,
-        actions: v.actions,
-    })
+        main,
+    };
+    (files, problems)
+}
+
+/// An optional file's shape (its default when the file is missing or has
+/// problems, which are recorded).
+fn read_file<T: serde::de::DeserializeOwned + Default>(
+    dir: &Path,
+    file: &str,
+    env: &Env,
+    problems: &mut Vec<Problem>,
+) -> T {
+    read_toml(dir, file, false, env, problems)
+        .and_then(|v| parse(v, file, problems))
+        .unwrap_or_default()
 }
 
 /// The endpoint headers whose raw value names an environment variable

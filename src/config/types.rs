@@ -13,7 +13,16 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-pub use crate::input::phone::PhoneValidation;
+/// How strictly phone numbers are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PhoneValidation {
+    /// The length is possible for the country.
+    #[default]
+    Possible,
+    /// The number is in a range the metadata knows as assigned.
+    Valid,
+}
 
 /// `callgate.toml`: server, storage, limits and global defaults.
 #[derive(Debug, Clone, Deserialize, Default)]

@@ -26,11 +26,11 @@ use axum::{Extension, Json};
 use serde_json::{Map, Value, json};
 
 use crate::auth::{Principal, Scope};
-use crate::config::outbound::MidCallAction;
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::ApiPath;
 use crate::input::{self, BodyKind};
+use crate::outbound::MidCallAction;
 use crate::webhooks::actions::{self, Answer};
 
 /// The normalised request.
@@ -207,7 +207,8 @@ pub async fn invoke_action(
             "mid-call actions take application/json".into(),
         ));
     }
-    let bytes = input::read_body(body, app.config.main.server.max_body_bytes).await?;
+    let bytes =
+        crate::http::extract::read_body(body, app.config.main.server.max_body_bytes).await?;
     let body = input::parse(BodyKind::Json, &bytes, Default::default())?;
     match shape(&body)? {
         Shape::Callgate { call, args } => {

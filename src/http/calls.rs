@@ -23,7 +23,6 @@ use axum::{Extension, Json};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::triggers::store_error;
 use crate::auth::Principal;
 use crate::calls::events::EventError;
 use crate::calls::signature::Signed;
@@ -100,18 +99,8 @@ pub async fn get_call(
 ) -> Result<Json<CallOut>, ApiError> {
     let not_found = || ApiError::NotFound(format!("no call `{call_id}`"));
     let id = CallId::parse(&call_id).ok_or_else(not_found)?;
-    let call = app
-        .store
-        .call(&id)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(not_found)?;
-    let owner = app
-        .store
-        .job(&call.job_id)
-        .await
-        .map_err(store_error)?
-        .map(|j| j.principal);
+    let call = app.store.call(&id).await?.ok_or_else(not_found)?;
+    let owner = app.store.job(&call.job_id).await?.map(|j| j.principal);
     super::jobs::may_read(&principal, owner.as_deref(), "call")?;
     Ok(Json(CallOut::from(call)))
 }
@@ -124,7 +113,8 @@ pub async fn call_event(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = crate::input::read_body(body, app.config.main.server.max_body_bytes).await?;
+    let bytes =
+        crate::http::extract::read_body(body, app.config.main.server.max_body_bytes).await?;
     // Callbacks that fail (unknown call, bad signature) are charged to the
     // sender's address, so that guessing or forging costs quota.
     let refuse = |e: ApiError| -> Result<Response, ApiError> {
@@ -134,7 +124,7 @@ pub async fn call_event(
         Ok(response)
     };
     let found = match CallId::parse(&call_id) {
-        Some(id) => app.store.call(&id).await.map_err(store_error)?,
+        Some(id) => app.store.call(&id).await?,
         None => None,
     };
     let Some(call) = found else {
@@ -168,16 +158,12 @@ pub async fn call_event(
         Err(EventError::Body(e)) => {
             return Err(ApiError::bad_request(format!("callback body: {e}")));
         }
-        Err(EventError::Form(e)) => return Err(crate::input::form_error(e)),
+        Err(EventError::Form(e)) => return Err(crate::input::InputError::from(e).into()),
     };
     let limit = app.limiters.check_provider(&call.provider).transpose()?;
     let config = app.config.clone();
     let on_final = Box::new(move |c: &CallRecord| crate::runner::event_jobs(&config, c, now));
-    let applied = app
-        .store
-        .apply_call_event(event, on_final)
-        .await
-        .map_err(store_error)?;
+    let applied = app.store.apply_call_event(event, on_final).await?;
     app.wake.notify_one();
     let mut response = Json(match applied {
         EventApplied::Duplicate => json!({"call_id": call_id, "applied": false, "duplicate": true}),

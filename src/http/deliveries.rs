@@ -11,7 +11,6 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::triggers::store_error;
 use crate::auth::{Principal, Scope};
 use crate::http::AppState;
 use crate::http::error::ApiError;
@@ -93,8 +92,7 @@ pub async fn list_deliveries(
             before,
             limit: limit + 1,
         })
-        .await
-        .map_err(store_error)?;
+        .await?;
     let more = rows.len() > limit;
     let page: Vec<Value> = rows.iter().take(limit).map(delivery_json).collect();
     let next = more.then(|| rows[limit - 1].id.clone());
@@ -109,17 +107,8 @@ pub async fn get_delivery(
     require(&principal, Scope::DeliveriesRead)?;
     let not_found = || ApiError::NotFound(format!("no delivery `{id}`"));
     let id = DeliveryId::parse(&id).ok_or_else(not_found)?;
-    let d = app
-        .store
-        .delivery(&id)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(not_found)?;
-    let attempts = app
-        .store
-        .delivery_attempts(&id)
-        .await
-        .map_err(store_error)?;
+    let d = app.store.delivery(&id).await?.ok_or_else(not_found)?;
+    let attempts = app.store.delivery_attempts(&id).await?;
     let mut out = delivery_json(&d);
     out["request"] = json!({"headers": redacted(&d.headers), "body": d.body});
     out["attempts"] = attempts.iter().map(attempt_json).collect();
@@ -135,7 +124,7 @@ pub async fn retry_delivery(
     let Some(id) = DeliveryId::parse(&id) else {
         return Err(ApiError::NotFound(format!("no delivery `{id}`")));
     };
-    if let Some(d) = app.store.delivery(&id).await.map_err(store_error)?
+    if let Some(d) = app.store.delivery(&id).await?
         && app.outbound.client(&d.endpoint).is_none()
     {
         return Err(ApiError::Conflict(format!(
@@ -143,12 +132,7 @@ pub async fn retry_delivery(
             d.endpoint
         )));
     }
-    match app
-        .store
-        .replay_delivery(&id, app.clock.now_ms())
-        .await
-        .map_err(store_error)?
-    {
+    match app.store.replay_delivery(&id, app.clock.now_ms()).await? {
         Replay::NotFound => Err(ApiError::NotFound(format!("no delivery `{id}`"))),
         Replay::NotReplayable(status) => Err(ApiError::Conflict(format!(
             "delivery `{id}` is {}; only failed and dead deliveries are replayed",

@@ -13,17 +13,15 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::auth::Scope;
-use crate::limits::RateLimitHeaders;
+use crate::idempotency::IdempotencyError;
+use crate::input::InputError;
+use crate::limits::RateLimited;
+use crate::store::StoreError;
 
 /// Media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
-/// One validation failure: where (RFC 6901 pointer into the input) and what.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Violation {
-    pub pointer: String,
-    pub message: String,
-}
+pub use crate::schema::Violation;
 
 /// Every error the HTTP layer answers with.
 #[derive(Debug, thiserror::Error)]
@@ -83,12 +81,8 @@ pub enum ApiError {
     #[error("this Idempotency-Key was already used with a different request body")]
     IdempotencyKeyReused,
     /// 429: a rate limit is exhausted.
-    #[error("rate limit `{policy}` exceeded")]
-    RateLimited {
-        policy: &'static str,
-        retry_after_secs: u64,
-        headers: RateLimitHeaders,
-    },
+    #[error(transparent)]
+    RateLimited(#[from] RateLimited),
     /// 503: the durable writer is behind (backpressure); retry later.
     #[error("the gateway is at capacity; retry after {retry_after_secs} s")]
     Overloaded { retry_after_secs: u64 },
@@ -160,73 +154,117 @@ impl ApiError {
         }
     }
 
-    pub fn status(&self) -> StatusCode {
+    /// Status, slug and title of this error's problem type: one table.
+    fn kind(&self) -> &'static Kind {
         use ApiError::*;
         match self {
-            BadRequest { .. } | BadIdempotencyKey(_) => StatusCode::BAD_REQUEST,
-            Unauthorized { .. } | BadSignature(_) => StatusCode::UNAUTHORIZED,
-            Forbidden { .. } => StatusCode::FORBIDDEN,
-            NotFound(_) => StatusCode::NOT_FOUND,
-            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            IdempotencyInFlight | Conflict(_) => StatusCode::CONFLICT,
-            UpstreamUnavailable(_) => StatusCode::GATEWAY_TIMEOUT,
-            PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Validation(_) | IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-            RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Overloaded { .. } | StorageUnavailable(_) | Timeout => StatusCode::SERVICE_UNAVAILABLE,
-            Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            BadRequest { .. } => &MALFORMED,
+            BadIdempotencyKey(_) => &BAD_IDEMPOTENCY_KEY,
+            Unauthorized { .. } => &UNAUTHORIZED,
+            BadSignature(_) => &BAD_SIGNATURE,
+            Forbidden { .. } => &FORBIDDEN,
+            NotFound(_) => &NOT_FOUND,
+            MethodNotAllowed => &METHOD_NOT_ALLOWED,
+            IdempotencyInFlight => &IN_FLIGHT,
+            Conflict(_) => &CONFLICT,
+            UpstreamUnavailable(_) => &UPSTREAM,
+            PayloadTooLarge { .. } => &TOO_LARGE,
+            UnsupportedMediaType(_) => &MEDIA_TYPE,
+            Validation(_) => &VALIDATION,
+            IdempotencyKeyReused => &KEY_REUSED,
+            RateLimited(_) => &RATE_LIMITED,
+            Overloaded { .. } => &OVERLOADED,
+            StorageUnavailable(_) => &STORAGE,
+            Timeout => &TIMEOUT,
+            Internal(_) => &INTERNAL,
         }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.kind().status
     }
 
     /// Short slug naming the problem type (`urn:callgate:problem:<slug>`).
     pub fn slug(&self) -> &'static str {
-        use ApiError::*;
-        match self {
-            BadRequest { .. } => "malformed-request",
-            BadIdempotencyKey(_) => "invalid-idempotency-key",
-            Unauthorized { .. } => "unauthorized",
-            BadSignature(_) => "bad-signature",
-            Forbidden { .. } => "forbidden",
-            NotFound(_) => "not-found",
-            MethodNotAllowed => "method-not-allowed",
-            IdempotencyInFlight => "idempotency-key-in-flight",
-            Conflict(_) => "conflict",
-            UpstreamUnavailable(_) => "upstream-unavailable",
-            PayloadTooLarge { .. } => "payload-too-large",
-            UnsupportedMediaType(_) => "unsupported-media-type",
-            Validation(_) => "validation-failed",
-            IdempotencyKeyReused => "idempotency-key-reused",
-            RateLimited { .. } => "rate-limited",
-            Overloaded { .. } => "overloaded",
-            StorageUnavailable(_) => "storage-unavailable",
-            Timeout => "timeout",
-            Internal(_) => "internal",
-        }
+        self.kind().slug
     }
 
     fn title(&self) -> &'static str {
-        use ApiError::*;
-        match self {
-            BadRequest { .. } => "Malformed request",
-            BadIdempotencyKey(_) => "Invalid Idempotency-Key",
-            Unauthorized { .. } => "Authentication required",
-            BadSignature(_) => "Signature rejected",
-            Forbidden { .. } => "Not allowed",
-            NotFound(_) => "Not found",
-            MethodNotAllowed => "Method not allowed",
-            IdempotencyInFlight => "Request in progress",
-            Conflict(_) => "Conflict",
-            UpstreamUnavailable(_) => "Upstream unavailable",
-            PayloadTooLarge { .. } => "Payload too large",
-            UnsupportedMediaType(_) => "Unsupported media type",
-            Validation(_) => "Validation failed",
-            IdempotencyKeyReused => "Idempotency-Key reused",
-            RateLimited { .. } => "Too many requests",
-            Overloaded { .. } => "Overloaded",
-            StorageUnavailable(_) => "Storage unavailable",
-            Timeout => "Request timed out",
-            Internal(_) => "Internal server error",
+        self.kind().title
+    }
+}
+
+/// A problem type: its status, slug and title.
+struct Kind {
+    status: StatusCode,
+    slug: &'static str,
+    title: &'static str,
+}
+
+macro_rules! kinds {
+    ($($name:ident = $status:ident, $slug:literal, $title:literal;)*) => {
+        $(const $name: Kind = Kind { status: StatusCode::$status, slug: $slug, title: $title };)*
+        /// Every problem type the API answers with (the OpenAPI test checks
+        /// `openapi.yaml` documents each slug).
+        pub const PROBLEM_TYPES: &[(u16, &str, &str)] = &[$(($name.status.as_u16(), $slug, $title)),*];
+    };
+}
+
+kinds! {
+    MALFORMED = BAD_REQUEST, "malformed-request", "Malformed request";
+    BAD_IDEMPOTENCY_KEY = BAD_REQUEST, "invalid-idempotency-key", "Invalid Idempotency-Key";
+    UNAUTHORIZED = UNAUTHORIZED, "unauthorized", "Authentication required";
+    BAD_SIGNATURE = UNAUTHORIZED, "bad-signature", "Signature rejected";
+    FORBIDDEN = FORBIDDEN, "forbidden", "Not allowed";
+    NOT_FOUND = NOT_FOUND, "not-found", "Not found";
+    METHOD_NOT_ALLOWED = METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed";
+    IN_FLIGHT = CONFLICT, "idempotency-key-in-flight", "Request in progress";
+    CONFLICT = CONFLICT, "conflict", "Conflict";
+    UPSTREAM = GATEWAY_TIMEOUT, "upstream-unavailable", "Upstream unavailable";
+    TOO_LARGE = PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large";
+    MEDIA_TYPE = UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type";
+    VALIDATION = UNPROCESSABLE_ENTITY, "validation-failed", "Validation failed";
+    KEY_REUSED = UNPROCESSABLE_ENTITY, "idempotency-key-reused", "Idempotency-Key reused";
+    RATE_LIMITED = TOO_MANY_REQUESTS, "rate-limited", "Too many requests";
+    OVERLOADED = SERVICE_UNAVAILABLE, "overloaded", "Overloaded";
+    STORAGE = SERVICE_UNAVAILABLE, "storage-unavailable", "Storage unavailable";
+    TIMEOUT = SERVICE_UNAVAILABLE, "timeout", "Request timed out";
+    INTERNAL = INTERNAL_SERVER_ERROR, "internal", "Internal server error";
+}
+
+impl From<InputError> for ApiError {
+    fn from(e: InputError) -> Self {
+        match e {
+            InputError::UnsupportedMediaType(m) => ApiError::UnsupportedMediaType(m),
+            InputError::Malformed { detail, errors } => ApiError::BadRequest { detail, errors },
+            InputError::Invalid(v) => ApiError::Validation(v),
+        }
+    }
+}
+
+impl From<IdempotencyError> for ApiError {
+    fn from(e: IdempotencyError) -> Self {
+        match e {
+            IdempotencyError::BadKey(why) => ApiError::BadIdempotencyKey(why),
+            IdempotencyError::InFlight => ApiError::IdempotencyInFlight,
+            IdempotencyError::Reused => ApiError::IdempotencyKeyReused,
+        }
+    }
+}
+
+/// Storage failures: backpressure is 503 `overloaded`; a store that cannot
+/// be reached, written or read is 503 `storage-unavailable` (a corrupt row
+/// is a 500: retrying will not help).
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Backpressure => ApiError::Overloaded {
+                retry_after_secs: 1,
+            },
+            StoreError::Closed | StoreError::Unavailable(_) => {
+                ApiError::StorageUnavailable(e.to_string())
+            }
+            StoreError::Corrupt(_) => ApiError::Internal(e.to_string()),
         }
     }
 }
@@ -275,14 +313,12 @@ impl IntoResponse for ApiError {
                     HeaderValue::from_static("Signature realm=\"callgate-callbacks\""),
                 );
             }
-            ApiError::RateLimited {
-                retry_after_secs,
-                headers: rl,
-                policy,
-            } => {
-                metrics::counter!("callgate_rate_limited_total", "policy" => *policy).increment(1);
-                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
-                rl.write_to(&mut headers);
+            ApiError::RateLimited(refused) => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(refused.retry_after_secs()),
+                );
+                refused.0.append_to(&mut headers);
             }
             ApiError::Overloaded { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));

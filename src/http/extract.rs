@@ -1,8 +1,10 @@
 //! Extractors whose rejections are our problem+json (axum's defaults answer
-//! in plain text).
+//! in plain text), and reading a body under its size limit (413).
 
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::request::Parts;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
@@ -42,5 +44,18 @@ where
             .await
             .map(|Query(v)| ApiQuery(v))
             .map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text())))
+    }
+}
+
+/// Reads the whole body, refusing more than `limit` bytes (413).
+pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ApiError::PayloadTooLarge { limit })
+        }
+        Err(e) => Err(ApiError::bad_request(format!(
+            "the request body could not be read: {e}"
+        ))),
     }
 }

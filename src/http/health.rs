@@ -8,7 +8,6 @@ use axum::Json;
 use axum::extract::State;
 use serde_json::{Value, json};
 
-use super::triggers::store_error;
 use crate::http::AppState;
 use crate::http::error::ApiError;
 
@@ -22,7 +21,7 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<Value>, ApiError
         Ok(Ok(())) => Ok(Json(
             json!({"status": "ready", "storage": app.store.engine()}),
         )),
-        Ok(Err(e)) => Err(store_error(e)),
+        Ok(Err(e)) => Err(e.into()),
         Err(_) => Err(ApiError::StorageUnavailable(
             "heartbeat did not commit within 2 s".into(),
         )),

@@ -10,7 +10,6 @@ use axum::{Extension, Json};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::triggers::store_error;
 use crate::auth::{Principal, Scope};
 use crate::clock::rfc3339;
 use crate::http::AppState;
@@ -65,18 +64,9 @@ pub async fn get_job(
 ) -> Result<Json<JobOut>, ApiError> {
     let not_found = || ApiError::NotFound(format!("no job `{job_id}`"));
     let id = JobId::parse(&job_id).ok_or_else(not_found)?;
-    let job = app
-        .store
-        .job(&id)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(not_found)?;
+    let job = app.store.job(&id).await?.ok_or_else(not_found)?;
     may_read(&principal, Some(&job.principal), "job")?;
-    let calls = app
-        .store
-        .calls_for_job(&job.id)
-        .await
-        .map_err(store_error)?;
+    let calls = app.store.calls_for_job(&job.id).await?;
     // The insert itself is not logged (it is the hot path); its status
     // follows from the input: a future `schedule_at` / `not_before` made it
     // `scheduled`.
@@ -86,7 +76,7 @@ pub async fn get_job(
         .is_some_and(|t| t > job.created_at_ms);
     let first = if held { "scheduled" } else { "queued" };
     let mut events = vec![json!({"at": rfc3339(job.created_at_ms), "status": first})];
-    for e in app.store.job_events(&job.id).await.map_err(store_error)? {
+    for e in app.store.job_events(&job.id).await? {
         events.push(json!({
             "at": rfc3339(e.at_ms),
             "status": e.status,

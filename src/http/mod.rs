@@ -25,8 +25,8 @@ use tokio::sync::Notify;
 
 use crate::auth::{Issuers, KeySet};
 use crate::calls::Providers;
+use crate::catalog::Catalog;
 use crate::clock::Clock;
-use crate::config::Config;
 use crate::idempotency::Inflight;
 use crate::limits::Limiters;
 use crate::runner::Runner;
@@ -38,7 +38,7 @@ pub struct AppState(Arc<AppInner>);
 
 /// What handlers and middleware share.
 pub struct AppInner {
-    pub config: Arc<Config>,
+    pub config: Arc<Catalog>,
     pub store: Arc<dyn Store>,
     pub providers: Arc<Providers>,
     /// Wakes the runner when jobs become due.

@@ -1,5 +1,6 @@
-//! Trigger input: media type (415), reading with a size limit (413),
-//! parsing (400), and normalisation after schema validation (422).
+//! Trigger input: media type (415), parsing (400), and the checks after
+//! schema validation that name a field (422). Reading the body with its
+//! size limit is the HTTP layer's (`http::extract`).
 //!
 //! Accepted: `application/json` (and `application/*+json`) and
 //! `application/x-www-form-urlencoded` (Zapier's default), UTF-8 only.
@@ -7,14 +8,37 @@
 pub mod form;
 pub mod phone;
 
-use axum::body::{Body, Bytes};
 use axum::http::HeaderValue;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::Value;
 
 use crate::config::FormNesting;
-use crate::http::error::{ApiError, Violation};
-use crate::trigger::Trigger;
+use crate::schema::Violation;
+
+/// Why an input was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    /// Neither JSON nor form-encoded UTF-8 (415).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The body cannot be parsed (400), with the failing field when known.
+    #[error("{detail}")]
+    Malformed {
+        detail: String,
+        errors: Vec<Violation>,
+    },
+    /// Parsed, but fields are not acceptable (422), every one listed.
+    #[error("the input is not valid for this trigger; see `errors`")]
+    Invalid(Vec<Violation>),
+}
+
+impl InputError {
+    fn malformed(detail: impl Into<String>) -> Self {
+        InputError::Malformed {
+            detail: detail.into(),
+            errors: Vec::new(),
+        }
+    }
+}
 
 /// The body formats a trigger accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,9 +49,9 @@ pub enum BodyKind {
 
 impl BodyKind {
     /// From `Content-Type`; anything else (or a non-UTF-8 charset) is 415.
-    pub fn from_content_type(value: Option<&HeaderValue>) -> Result<Self, ApiError> {
+    pub fn from_content_type(value: Option<&HeaderValue>) -> Result<Self, InputError> {
         let Some(value) = value else {
-            return Err(ApiError::UnsupportedMediaType(
+            return Err(InputError::UnsupportedMediaType(
                 "Content-Type is missing; send application/json or application/x-www-form-urlencoded".into(),
             ));
         };
@@ -49,10 +73,10 @@ impl BodyKind {
         };
         match (kind, charset_ok) {
             (Some(kind), true) => Ok(kind),
-            (Some(_), false) => Err(ApiError::UnsupportedMediaType(format!(
+            (Some(_), false) => Err(InputError::UnsupportedMediaType(format!(
                 "`{text}`: only UTF-8 bodies are accepted"
             ))),
-            (None, _) => Err(ApiError::UnsupportedMediaType(format!(
+            (None, _) => Err(InputError::UnsupportedMediaType(format!(
                 "`{text}` is not accepted; send application/json or application/x-www-form-urlencoded"
             ))),
         }
@@ -66,30 +90,17 @@ impl BodyKind {
     }
 }
 
-/// Reads the whole body, refusing more than `limit` bytes (413).
-pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(ApiError::PayloadTooLarge { limit })
-        }
-        Err(e) => Err(ApiError::bad_request(format!(
-            "the request body could not be read: {e}"
-        ))),
-    }
-}
-
 /// Parses the body into JSON (400 saying where it is malformed).
-pub fn parse(kind: BodyKind, body: &[u8], nesting: FormNesting) -> Result<Value, ApiError> {
+pub fn parse(kind: BodyKind, body: &[u8], nesting: FormNesting) -> Result<Value, InputError> {
     match kind {
         BodyKind::Json => {
             if body.iter().all(u8::is_ascii_whitespace) {
-                return Err(ApiError::bad_request(
+                return Err(InputError::malformed(
                     "the body is empty; send a JSON object",
                 ));
             }
             serde_json::from_slice(body).map_err(|e| {
-                ApiError::bad_request(format!(
+                InputError::malformed(format!(
                     "malformed JSON at line {}, column {}: {}",
                     e.line(),
                     e.column(),
@@ -99,22 +110,25 @@ pub fn parse(kind: BodyKind, body: &[u8], nesting: FormNesting) -> Result<Value,
         }
         // Bytes that are not UTF-8, raw or percent-encoded, are refused by
         // `form::parse` naming the field.
-        BodyKind::Form => form::parse(body, nesting).map_err(form_error),
+        BodyKind::Form => Ok(form::parse(body, nesting)?),
     }
 }
 
-/// A 400 for a form body, with the field's pointer when the error names one.
-pub fn form_error(e: form::FormError) -> ApiError {
-    let errors = match &e {
-        form::FormError::InvalidUtf8 { pointer, part, .. } => vec![Violation {
-            pointer: pointer.clone(),
-            message: format!("the field's {part} is not valid UTF-8"),
-        }],
-        _ => Vec::new(),
-    };
-    ApiError::BadRequest {
-        detail: e.to_string(),
-        errors,
+/// A form that cannot be parsed: 400, with the field's pointer when the
+/// error names one.
+impl From<form::FormError> for InputError {
+    fn from(e: form::FormError) -> Self {
+        let errors = match &e {
+            form::FormError::InvalidUtf8 { pointer, part, .. } => vec![Violation::new(
+                pointer.clone(),
+                format!("the field's {part} is not valid UTF-8"),
+            )],
+            _ => Vec::new(),
+        };
+        InputError::Malformed {
+            detail: e.to_string(),
+            errors,
+        }
     }
 }
 
@@ -127,59 +141,12 @@ fn json_error_reason(e: &serde_json::Error) -> String {
     }
 }
 
-/// Normalises the trigger's phone fields to E.164 in place; every field that
-/// cannot be normalised is a violation (422).
-pub fn normalise(input: &mut Value, trigger: &Trigger) -> Result<(), ApiError> {
-    let mut violations = Vec::new();
-    for (i, pointer) in trigger.phone_pointers.iter().enumerate() {
-        match input.pointer_mut(pointer) {
-            Some(Value::String(raw)) => {
-                match phone::normalize(raw, trigger.phone_region, trigger.phone_validation) {
-                    Ok(e164) => *raw = e164,
-                    Err(why) => violations.push(Violation {
-                        pointer: pointer.clone(),
-                        message: format!("phone number {why}"),
-                    }),
-                }
-            }
-            Some(other) if !other.is_null() => violations.push(Violation {
-                pointer: pointer.clone(),
-                message: "must be a phone number written as a string".into(),
-            }),
-            // The first pointer is the number the action calls: required.
-            _ if i == 0 => violations.push(Violation {
-                pointer: pointer.clone(),
-                message: "is required: the phone number to call".into(),
-            }),
-            _ => {}
-        }
-    }
-    if violations.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::Validation(violations))
-    }
-}
-
-/// Checks the callee time zone field (`calling.timezone_field`), when
-/// present: an IANA name, else a 422 naming the field.
-pub fn check_timezone(input: &Value, pointer: &str) -> Result<(), ApiError> {
-    match input.pointer(pointer) {
-        None | Some(Value::Null) => Ok(()),
-        Some(Value::String(name)) if crate::runner::window::parse_zone(name).is_ok() => Ok(()),
-        Some(_) => Err(ApiError::Validation(vec![Violation {
-            pointer: pointer.to_owned(),
-            message: "must be an IANA time zone such as America/New_York".into(),
-        }])),
-    }
-}
-
 /// Input fields that hold a job back until a time (RFC 3339).
 pub const SCHEDULE_FIELDS: [&str; 2] = ["schedule_at", "not_before"];
 
 /// The latest of the input's `schedule_at` / `not_before`, in Unix ms; a
-/// value that is not an RFC 3339 time is a 422 naming the field.
-pub fn run_at(input: &Value) -> Result<Option<i64>, ApiError> {
+/// value that is not an RFC 3339 time is a violation naming the field.
+pub fn run_at(input: &Value) -> Result<Option<i64>, InputError> {
     let mut latest = None;
     let mut violations = Vec::new();
     for field in SCHEDULE_FIELDS {
@@ -188,16 +155,16 @@ pub fn run_at(input: &Value) -> Result<Option<i64>, ApiError> {
         };
         match v.as_str().map(chrono::DateTime::parse_from_rfc3339) {
             Some(Ok(t)) => latest = latest.max(Some(t.timestamp_millis())),
-            _ => violations.push(Violation {
-                pointer: format!("/{field}"),
-                message: "must be an RFC 3339 time such as 2026-11-27T15:00:00Z".into(),
-            }),
+            _ => violations.push(Violation::new(
+                format!("/{field}"),
+                "must be an RFC 3339 time such as 2026-11-27T15:00:00Z",
+            )),
         }
     }
     if violations.is_empty() {
         Ok(latest)
     } else {
-        Err(ApiError::Validation(violations))
+        Err(InputError::Invalid(violations))
     }
 }
 

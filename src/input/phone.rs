@@ -13,7 +13,6 @@ use std::str::FromStr;
 
 use phonenumber::country;
 use phonenumber::metadata::DATABASE;
-use serde::Deserialize;
 
 /// The region for numbers written without a country code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,16 +39,7 @@ impl Region {
     }
 }
 
-/// How strictly numbers are checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PhoneValidation {
-    /// The length is possible for the country.
-    #[default]
-    Possible,
-    /// The number is in a range the metadata knows as assigned.
-    Valid,
-}
+pub use crate::config::PhoneValidation;
 
 /// Normalises `raw` to E.164, or says why it cannot.
 pub fn normalize(raw: &str, region: Region, strictness: PhoneValidation) -> Result<String, String> {

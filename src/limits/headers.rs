@@ -11,7 +11,6 @@ use std::time::Duration;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::RateSpec;
-use crate::http::error::ApiError;
 
 pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
@@ -66,13 +65,29 @@ fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
+/// A request refused by an exhausted limit: the limit's state (`r=0`, and
+/// `t` the seconds until the next request is allowed, as `Retry-After`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("rate limit `{}` exceeded", .0.name)]
+pub struct RateLimited(pub PolicyState);
+
+impl RateLimited {
+    /// Whole seconds until a request may be sent again (at least 1).
+    pub fn retry_after_secs(&self) -> u64 {
+        self.0.reset_secs
+    }
+
+    /// The exhausted limit's name.
+    pub fn policy(&self) -> &'static str {
+        self.0.name
+    }
+}
+
 impl PolicyState {
-    pub(crate) fn into_error(self) -> ApiError {
-        ApiError::RateLimited {
-            policy: self.name,
-            retry_after_secs: self.reset_secs,
-            headers: RateLimitHeaders(vec![self]),
-        }
+    /// The refusal (counted in `callgate_rate_limited_total{policy}`).
+    pub(crate) fn into_error(self) -> RateLimited {
+        metrics::counter!("callgate_rate_limited_total", "policy" => self.name).increment(1);
+        RateLimited(self)
     }
 
     /// Appends this policy's items to `headers`.
@@ -84,18 +99,6 @@ impl PolicyState {
         if let Ok(s) = HeaderValue::from_str(&state) {
             headers.append(RATELIMIT_POLICY.clone(), self.policy.clone());
             headers.append(RATELIMIT.clone(), s);
-        }
-    }
-}
-
-/// The policies attached to a 429.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RateLimitHeaders(pub Vec<PolicyState>);
-
-impl RateLimitHeaders {
-    pub fn write_to(&self, headers: &mut HeaderMap) {
-        for p in &self.0 {
-            p.append_to(headers);
         }
     }
 }

@@ -29,11 +29,10 @@ use governor::state::keyed::DashMapStateStore;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
-pub use headers::{Policy, PolicyState, RateLimitHeaders};
+pub use headers::{Policy, PolicyState, RateLimited};
 
 use crate::auth::Principal;
 use crate::config::{LimitsConfig, RateSpec};
-use crate::http::error::ApiError;
 use crate::ids::TriggerId;
 
 /// Checks that a rate spec describes a usable quota.
@@ -91,7 +90,7 @@ impl<K: Hash + Eq + Clone, C: Clock> Keyed<K, C> {
     }
 
     /// Takes one request's worth of quota for `key`.
-    pub fn check(&self, key: &K) -> Result<PolicyState, ApiError> {
+    pub fn check(&self, key: &K) -> Result<PolicyState, RateLimited> {
         match self.inner.check_key(key) {
             Ok(snapshot) => Ok(self.policy.allowed(snapshot.remaining_burst_capacity())),
             Err(not_until) => {
@@ -133,7 +132,7 @@ impl Direct {
         }
     }
 
-    pub fn check(&self) -> Result<PolicyState, ApiError> {
+    pub fn check(&self) -> Result<PolicyState, RateLimited> {
         match self.inner.check() {
             Ok(snapshot) => Ok(self.policy.allowed(snapshot.remaining_burst_capacity())),
             Err(not_until) => {
@@ -189,7 +188,7 @@ impl Limiters {
     }
 
     /// The pre-authentication limit on the client address.
-    pub fn check_ip(&self, ip: IpAddr) -> Result<PolicyState, ApiError> {
+    pub fn check_ip(&self, ip: IpAddr) -> Result<PolicyState, RateLimited> {
         if self.ip_checks.fetch_add(1, Ordering::Relaxed) % SIZE_CHECK_EVERY == SIZE_CHECK_EVERY - 1
             && self.ip.len() > self.max_tracked_keys
         {
@@ -200,7 +199,7 @@ impl Limiters {
     }
 
     /// The per-principal limit (default, or the key's / issuer's override).
-    pub fn check_principal(&self, principal: &Principal) -> Result<PolicyState, ApiError> {
+    pub fn check_principal(&self, principal: &Principal) -> Result<PolicyState, RateLimited> {
         let Some(spec) = principal.rate_limit else {
             return self.principal.check(&principal.id);
         };
@@ -227,13 +226,13 @@ impl Limiters {
 
     /// The per-trigger limit (triggers unknown to the limiter are not limited
     /// here; the handler has answered 404 before asking).
-    pub fn check_trigger(&self, id: &TriggerId) -> Option<Result<PolicyState, ApiError>> {
+    pub fn check_trigger(&self, id: &TriggerId) -> Option<Result<PolicyState, RateLimited>> {
         self.triggers.get(id).map(Direct::check)
     }
 
     /// The limit on a provider's verified callbacks (`None` for a provider
     /// the limiter does not know: its calls cannot exist).
-    pub fn check_provider(&self, name: &str) -> Option<Result<PolicyState, ApiError>> {
+    pub fn check_provider(&self, name: &str) -> Option<Result<PolicyState, RateLimited>> {
         self.providers.get(name).map(Direct::check)
     }
 
@@ -275,10 +274,8 @@ mod tests {
         assert_eq!(l.check(&1).unwrap().remaining, 1);
         assert_eq!(l.check(&1).unwrap().remaining, 0);
         match l.check(&1) {
-            Err(ApiError::RateLimited {
-                retry_after_secs, ..
-            }) => assert_eq!(retry_after_secs, 2),
-            other => panic!("expected 429, got {other:?}"),
+            Err(refused) => assert_eq!(refused.retry_after_secs(), 2),
+            other => panic!("expected a refusal, got {other:?}"),
         }
         // Another key has its own bucket.
         assert!(l.check(&2).is_ok());

@@ -12,8 +12,8 @@
 use serde_json::{Value, json};
 
 use super::{Next, RunnerCtx};
+use crate::calling::Agent;
 use crate::calls::{Lookup, ProviderError};
-use crate::config::Agent;
 use crate::ids::{CallId, JobId};
 use crate::store::CallStatus;
 use crate::store::{CallRecord, NewCall, Reservation};
@@ -40,7 +40,7 @@ impl RunnerCtx {
                 plan.to
             )));
         }
-        let zones = super::window::callee_zones(plan.to, plan.timezone, plan.agent.default_zone)
+        let zones = crate::calling::callee_zones(plan.to, plan.timezone, plan.agent.default_zone)
             .map_err(|e| Next::Fail(format!("callee time zone: {e}")))?;
         match plan.agent.window.next_opening(now, &zones) {
             Some(t) if t <= now => {}

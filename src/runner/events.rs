@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::dial::call_json;
 use super::execute::MAX_EVENT_DEPTH;
-use crate::config::Config;
+use crate::catalog::Catalog;
 use crate::ids::JobId;
 use crate::job::JobAction;
 use crate::store::{CallRecord, JobStatus, NewJob};
@@ -20,7 +20,7 @@ pub const EVENTS_PRINCIPAL: &str = "system:events";
 
 /// The jobs `call`'s final status starts (called inside the transaction
 /// that applies the event).
-pub fn event_jobs(config: &Config, call: &CallRecord, now_ms: i64) -> Vec<NewJob> {
+pub fn event_jobs(config: &Catalog, call: &CallRecord, now_ms: i64) -> Vec<NewJob> {
     let event = call.status.event_name();
     let placed_by = call.origin.get("automation").and_then(Value::as_str);
     let depth = call
@@ -31,14 +31,7 @@ pub fn event_jobs(config: &Config, call: &CallRecord, now_ms: i64) -> Vec<NewJob
     let agent = config.agents.get(&call.agent_id);
     let mut jobs = Vec::new();
     for a in config.automations.values() {
-        let c = &a.config;
-        let matches = c.on.as_deref() == Some(event.as_str())
-            && (c.filter.agents.is_empty() || c.filter.agents.contains(&call.agent_id))
-            && (c.filter.outcomes.is_empty()
-                || call
-                    .outcome
-                    .as_ref()
-                    .is_some_and(|o| c.filter.outcomes.contains(o)));
+        let matches = a.starts_on(&event, &call.agent_id, call.outcome.as_deref());
         if !matches || placed_by == Some(a.name.as_str()) {
             continue;
         }

@@ -14,7 +14,7 @@ use super::dial::{CallPlan, call_json};
 use super::job::{Job, JobState};
 use super::steps::Flow;
 use super::{Next, RunnerCtx};
-use crate::config::Automation;
+use crate::automation::Automation;
 use crate::job::JobAction;
 
 /// Chains of event-started automations deeper than this are not started.
@@ -88,7 +88,7 @@ impl RunnerCtx {
         automation: Arc<Automation>,
         state: &mut JobState,
     ) -> Next {
-        let steps = &automation.config.steps;
+        let steps = &automation.steps;
         if state.last_call.is_none() {
             // An event-started automation's steps default to the event's call.
             state.last_call = event_call_id(job);

@@ -16,13 +16,11 @@
 //!   failed attempt and a refusal are INFO; one that needs a person is WARN;
 //!   ERROR only when its state could not be recorded.
 
-mod country_zones;
 mod dial;
 mod events;
 mod execute;
 mod job;
 mod steps;
-pub mod window;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,8 +34,8 @@ pub use events::{EVENTS_PRINCIPAL, event_jobs};
 pub use execute::MAX_EVENT_DEPTH;
 
 use crate::calls::{Lookup, Providers};
+use crate::catalog::Catalog;
 use crate::clock::Clock;
-use crate::config::Config;
 use crate::ids::JobId;
 use crate::store::CallStatus;
 use crate::store::{CallEventIn, ClaimedJob, JobStatus, JobUpdate, Store};
@@ -71,7 +69,7 @@ pub(crate) enum Next {
 
 /// What the runner works with.
 pub struct RunnerCtx {
-    pub config: Arc<Config>,
+    pub config: Arc<Catalog>,
     pub store: Arc<dyn Store>,
     pub providers: Arc<Providers>,
     pub clock: Arc<dyn Clock>,
@@ -90,7 +88,7 @@ pub struct Runner {
 
 impl Runner {
     pub fn new(
-        config: Arc<Config>,
+        config: Arc<Catalog>,
         store: Arc<dyn Store>,
         providers: Arc<Providers>,
         clock: Arc<dyn Clock>,

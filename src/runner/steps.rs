@@ -7,11 +7,12 @@ use serde_json::{Value, json};
 use super::dial::{CallPlan, call_json};
 use super::job::{Job, JobState};
 use super::{Next, RunnerCtx};
-use crate::config::{Automation, OnTimeout, StepConfig};
+use crate::automation::{Automation, Step};
+use crate::config::OnTimeout;
 use crate::ids::{DeliveryId, MsgId};
 use crate::input::phone::{self, PhoneValidation};
 use crate::job::JobAction;
-use crate::template::{JsonTemplate, compile_text, render_text};
+use crate::template::{JsonTemplate, render_text};
 
 /// What the automation does after a step.
 pub(super) enum Flow {
@@ -50,40 +51,36 @@ impl RunnerCtx {
         state: &mut JobState,
     ) -> Flow {
         let i = state.step;
-        match &automation.config.steps[i] {
-            StepConfig::StartCall {
-                id,
+        match &automation.steps[i] {
+            Step::StartCall {
+                key,
                 agent,
                 to,
                 variables,
             } => {
-                let key = id.clone().unwrap_or_else(|| i.to_string());
                 self.start_call_step(job, automation, state, key, agent, to, variables.as_ref())
                     .await
             }
-            StepConfig::WaitForCall {
+            Step::WaitForCall {
                 call,
                 timeout,
                 on_timeout,
-                ..
             } => {
                 self.wait_for_call_step(state, call.as_deref(), *timeout, *on_timeout)
                     .await
             }
-            StepConfig::Branch {
+            Step::Branch {
                 call,
                 cases,
                 default,
-                ..
             } => {
                 self.branch_step(automation, state, call.as_deref(), cases, default)
                     .await
             }
-            StepConfig::Webhook {
+            Step::Webhook {
                 endpoint,
                 event,
                 payload,
-                ..
             } => {
                 self.webhook_step(
                     job,
@@ -104,17 +101,17 @@ impl RunnerCtx {
         job: &Job,
         automation: &Automation,
         state: &mut JobState,
-        key: String,
+        key: &str,
         agent: &str,
-        to: &str,
-        variables: Option<&toml::Value>,
+        to: &JsonTemplate,
+        variables: Option<&JsonTemplate>,
     ) -> Flow {
         let i = state.step;
         let Some(agent) = self.config.agents.get(agent) else {
             return Next::Fail(format!("agent `{agent}` is not configured (any more)")).into();
         };
         let ctx = self.automation_context(job, state).await;
-        let to = match compile_text(to).and_then(|t| render_text(&t, &ctx)) {
+        let to = match render_text(to, &ctx) {
             Ok(raw) => raw,
             Err(e) => return Next::Fail(format!("step {i} `to`: {e}")).into(),
         };
@@ -127,8 +124,7 @@ impl RunnerCtx {
                 return Next::Fail(format!("step {i}: `{to}` is not a phone number: {e}")).into();
             }
         };
-        let vars = match variables.map(|v| JsonTemplate::from_toml(v).and_then(|t| t.render(&ctx)))
-        {
+        let vars = match variables.map(|v| v.render(&ctx)) {
             None => json!({}),
             Some(Ok(v)) => v,
             Some(Err(e)) => return Next::Fail(format!("step {i} `variables`: {e}")).into(),
@@ -152,7 +148,7 @@ impl RunnerCtx {
                     Some(&call_id),
                     self.clock.now_ms(),
                 );
-                state.calls.insert(key, call_id.clone());
+                state.calls.insert(key.to_owned(), call_id.clone());
                 state.last_call = Some(call_id);
                 state.step += 1;
                 Flow::Next
@@ -266,7 +262,7 @@ impl RunnerCtx {
         state: &mut JobState,
         endpoint: &str,
         event: Option<&str>,
-        payload: Option<&toml::Value>,
+        payload: Option<&JsonTemplate>,
     ) -> Flow {
         let ctx = self.automation_context(job, state).await;
         match self
@@ -298,7 +294,7 @@ impl RunnerCtx {
         step: usize,
         endpoint: &str,
         event: Option<&str>,
-        payload: Option<&toml::Value>,
+        payload: Option<&JsonTemplate>,
         ctx: &Value,
     ) -> Result<DeliveryId, Next> {
         let Some(ep) = self.config.endpoints.get(endpoint) else {
@@ -307,7 +303,7 @@ impl RunnerCtx {
             )));
         };
         let body = match payload {
-            Some(p) => JsonTemplate::from_toml(p).and_then(|t| t.render(ctx)),
+            Some(p) => p.render(ctx),
             None => Ok(default_payload(ctx)),
         };
         let body = match body {

@@ -10,9 +10,25 @@
 
 pub mod infer;
 
+use serde::Serialize;
 use serde_json::Value;
 
-use crate::http::error::Violation;
+/// One validation failure: where (an RFC 6901 pointer into the input) and
+/// what.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Violation {
+    pub pointer: String,
+    pub message: String,
+}
+
+impl Violation {
+    pub fn new(pointer: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            pointer: pointer.into(),
+            message: message.into(),
+        }
+    }
+}
 
 /// The only `$schema` accepted (with or without a trailing `#`).
 pub const DRAFT_2020_12: &str = "https://json-schema.org/draft/2020-12/schema";

@@ -11,15 +11,15 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value, json};
 
 use super::client::{ACTION_BODY_LIMIT, Outbound, Outgoing};
-use crate::config::Config;
-use crate::config::outbound::MidCallAction;
+use crate::catalog::Catalog;
+use crate::outbound::MidCallAction;
 use crate::template::render_text;
 
 /// Results by cache key, per action.
 pub struct Caches(BTreeMap<String, moka::future::Cache<String, Arc<Value>>>);
 
 impl Caches {
-    pub fn build(config: &Config) -> Self {
+    pub fn build(config: &Catalog) -> Self {
         let mut out = BTreeMap::new();
         for (name, a) in &config.actions {
             if let Some(c) = &a.config.cache {

@@ -12,8 +12,9 @@ use tokio::sync::{Notify, Semaphore};
 
 use super::breaker::Breaker;
 use super::ssrf::{self, GuardedResolver};
-use crate::config::Config;
-use crate::config::outbound::{Endpoint, EndpointAuth};
+use crate::catalog::Catalog;
+use crate::config::outbound::EndpointAuth;
+use crate::outbound::Endpoint;
 
 /// Most response bytes kept in the delivery log.
 pub const LOG_EXCERPT: usize = 4096;
@@ -41,7 +42,7 @@ pub struct Outbound {
 }
 
 impl Outbound {
-    pub fn build(config: &Config, clock: Arc<dyn crate::clock::Clock>) -> anyhow::Result<Self> {
+    pub fn build(config: &Catalog, clock: Arc<dyn crate::clock::Clock>) -> anyhow::Result<Self> {
         let mut clients = BTreeMap::new();
         for (name, e) in &config.endpoints {
             clients.insert(name.clone(), Arc::new(EndpointClient::build(e.clone())?));

@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::breaker::Allowance;
 use super::client::{EndpointClient, Outbound, Outgoing};
+use crate::catalog::Catalog;
 use crate::clock::Clock;
-use crate::config::Config;
 use crate::store::{DeliveryAttempt, DeliveryRecord, DeliveryStatus, Store};
 
 /// How often idle workers look for due deliveries (new ones wake them).
@@ -34,7 +34,7 @@ pub struct Deliverer {
 }
 
 struct Inner {
-    config: Arc<Config>,
+    config: Arc<Catalog>,
     store: Arc<dyn Store>,
     outbound: Arc<Outbound>,
     clock: Arc<dyn Clock>,
@@ -47,7 +47,7 @@ struct Inner {
 
 impl Deliverer {
     pub fn new(
-        config: Arc<Config>,
+        config: Arc<Catalog>,
         store: Arc<dyn Store>,
         outbound: Arc<Outbound>,
         clock: Arc<dyn Clock>,

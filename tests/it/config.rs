@@ -10,7 +10,7 @@ use crate::support::{REPO_CONFIG, copy_dir, test_cert, test_env};
 /// Loads the shipped config with `vars` added to the environment.
 fn load_with(
     vars: &[(&str, &str)],
-) -> Result<callgate::config::Config, callgate::config::ConfigError> {
+) -> Result<callgate::catalog::Catalog, callgate::config::ConfigError> {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(Path::new(REPO_CONFIG), dir.path());
     let (cert, key) = test_cert();
@@ -19,7 +19,7 @@ fn load_with(
     let mut env = test_env();
     env.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let data = tempfile::tempdir().unwrap();
-    callgate::config::load(dir.path(), data.path(), &env)
+    callgate::app::compile::load(dir.path(), data.path(), &env)
 }
 
 #[test]

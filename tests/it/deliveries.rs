@@ -363,9 +363,9 @@ fn endpoint(
     url: &str,
     allow_private: bool,
     follow_redirects: bool,
-) -> callgate::config::outbound::Endpoint {
+) -> callgate::outbound::Endpoint {
     use callgate::config::outbound::*;
-    Endpoint {
+    callgate::outbound::Endpoint {
         name: "t".into(),
         url: url.parse().unwrap(),
         method: reqwest::Method::POST,
@@ -383,7 +383,7 @@ fn endpoint(
     }
 }
 
-async fn send(e: callgate::config::outbound::Endpoint) -> callgate::webhooks::client::Exchange {
+async fn send(e: callgate::outbound::Endpoint) -> callgate::webhooks::client::Exchange {
     let e = std::sync::Arc::new(e);
     let client = callgate::webhooks::EndpointClient::build(e.clone()).unwrap();
     client
@@ -514,15 +514,15 @@ fn the_shipped_outbound_examples_validate() {
     env.insert("CRM_WEBHOOK_SECRET".into(), WH_SECRET.into());
     env.insert("ALERTS_WEBHOOK_SECRET".into(), WH_SECRET.into());
     let data = tempfile::tempdir().unwrap();
-    let config = callgate::config::load(dir.path(), data.path(), &env)
+    let config = callgate::app::compile::load(dir.path(), data.path(), &env)
         .unwrap_or_else(|e| panic!("the examples do not validate:\n{e}"));
     assert_eq!(config.endpoints.len(), 2);
     assert!(config.actions.contains_key("customer_lookup"));
     assert!(config.automations.contains_key("crm-update"));
     assert!(config.automations.contains_key("escalation-alert"));
     // Without the secrets, check names every missing variable.
-    let err =
-        callgate::config::load(dir.path(), data.path(), &crate::support::test_env()).unwrap_err();
+    let err = callgate::app::compile::load(dir.path(), data.path(), &crate::support::test_env())
+        .unwrap_err();
     assert!(err.to_string().contains("CRM_WEBHOOK_SECRET"), "{err}");
 }
 

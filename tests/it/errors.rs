@@ -105,8 +105,9 @@ async fn a_panicking_handler_answers_500_problem_and_the_server_keeps_serving() 
     )
     .unwrap();
     let config =
-        callgate::config::load(dir.path(), &dir.path().join("data"), &Default::default()).unwrap();
-    let tls = callgate::tls::server_config(&config).unwrap();
+        callgate::app::compile::load(dir.path(), &dir.path().join("data"), &Default::default())
+            .unwrap();
+    let tls = callgate::app::tls::server_config(&config).unwrap();
     let state = callgate::app::build_state(
         Arc::new(config),
         Arc::new(SystemClock),

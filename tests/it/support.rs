@@ -231,7 +231,7 @@ public_key_file = "{FIXTURES}/jwt/ed-public.pem"
         }
         let mut env = test_env();
         env.extend(self.env.iter().cloned());
-        let config = callgate::config::load(dir, data_dir.path(), &env)
+        let config = callgate::app::compile::load(dir, data_dir.path(), &env)
             .unwrap_or_else(|e| panic!("test config invalid: {e}"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -427,7 +427,7 @@ pub fn config_problems(files: &[(&str, &str)]) -> callgate::config::ConfigError 
         std::fs::write(dir.path().join(name), contents).unwrap();
     }
     let data = tempfile::tempdir().unwrap();
-    callgate::config::load(dir.path(), data.path(), &test_env())
+    callgate::app::compile::load(dir.path(), data.path(), &test_env())
         .expect_err("the config should not validate")
 }
 

@@ -37,7 +37,7 @@ fn check_ip(app: &AppState, req: &Request) -> Result<PolicyState, ApiError> {
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0)
         .ok_or_else(|| ApiError::Internal("connection info missing".into()))?;
-    app.limiters.check_ip(client_ip(app, peer, req.headers()))
+    Ok(app.limiters.check_ip(client_ip(app, peer, req.headers()))?)
 }
 
 /// The client's address (trusted-proxy aware), recorded on the request's
@@ -60,7 +60,7 @@ async fn authenticated(app: &AppState, mut req: Request, next: Next) -> Response
     tracing::Span::current().record("principal", &*principal.id);
     let state = match app.limiters.check_principal(&principal) {
         Ok(state) => state,
-        Err(e) => return e.into_response(),
+        Err(e) => return ApiError::from(e).into_response(),
     };
     req.extensions_mut().insert::<Arc<_>>(principal);
     let mut response = next.run(req).await;

@@ -30,7 +30,7 @@ use crate::idempotency;
 use crate::ids::JobId;
 use crate::input::{self, BodyKind};
 use crate::job::JobAction;
-use crate::store::{EnqueueOutcome, JobStatus, NewIdempotency, NewJob, StoreError};
+use crate::store::{EnqueueOutcome, JobStatus, NewIdempotency, NewJob};
 use crate::trigger::Trigger;
 
 /// Query parameters of the accept route. Others are ignored: some senders
@@ -124,15 +124,16 @@ impl Accept<'_> {
         let (app, trigger) = (self.app, self.trigger);
         let kind = BodyKind::from_content_type(headers.get(header::CONTENT_TYPE))?;
         let idem_key = idempotency::key_from(headers)?;
-        let bytes = input::read_body(body, app.config.main.server.max_body_bytes).await?;
+        let bytes =
+            crate::http::extract::read_body(body, app.config.main.server.max_body_bytes).await?;
         let mut input = input::parse(kind, &bytes, trigger.form_nesting)?;
         let violations = trigger.schema.violations(&input);
         if !violations.is_empty() {
             return Err(ApiError::Validation(violations));
         }
-        input::normalise(&mut input, trigger)?;
+        trigger.normalise(&mut input)?;
         let run_at = input::run_at(&input)?;
-        input::check_timezone(&input, &app.config.main.calling.timezone_field)?;
+        crate::calling::check_timezone(&input, &app.config.main.calling.timezone_field)?;
         let action = trigger
             .plan(&input)
             .ok_or_else(|| ApiError::Internal("a normalised input lost its number".into()))?;
@@ -198,8 +199,7 @@ impl Accept<'_> {
             .app
             .store
             .idempotency(&self.principal.id, self.trigger.id.as_str(), key, now)
-            .await
-            .map_err(store_error)?;
+            .await?;
         let Some(record) = found else { return Ok(None) };
         if record.request_hash != hash {
             return Err(ApiError::IdempotencyKeyReused);
@@ -272,9 +272,7 @@ impl Accept<'_> {
                 expires_at_ms: now + retention,
             }),
         };
-        if self.app.store.enqueue(job).await.map_err(store_error)?
-            == EnqueueOutcome::IdempotencyConflict
-        {
+        if self.app.store.enqueue(job).await? == EnqueueOutcome::IdempotencyConflict {
             return Ok(Inserted::KeyTaken);
         }
         self.app.wake.notify_one();
@@ -295,17 +293,4 @@ enum Inserted {
     Accepted(Response),
     /// A live record for the Idempotency-Key already exists.
     KeyTaken,
-}
-
-/// Storage failures as HTTP answers.
-pub fn store_error(e: StoreError) -> ApiError {
-    match e {
-        StoreError::Backpressure => ApiError::Overloaded {
-            retry_after_secs: 1,
-        },
-        StoreError::Closed | StoreError::Unavailable(_) => {
-            ApiError::StorageUnavailable(e.to_string())
-        }
-        StoreError::Corrupt(_) => ApiError::Internal(e.to_string()),
-    }
 }

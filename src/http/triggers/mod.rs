@@ -5,7 +5,7 @@ mod list;
 
 use std::sync::Arc;
 
-pub use accept::{accept_trigger, store_error};
+pub use accept::accept_trigger;
 pub use list::{get_trigger, list_triggers};
 
 use crate::auth::{Principal, Scope};

@@ -1,7 +1,11 @@
-//! Checks of `endpoints.toml`, `actions.toml` and the templates that use
-//! them: URLs (scheme, SSRF), secrets, limits, and every template's syntax
-//! and the names it reads, so that a typo is a `callgate check` problem and
-//! not a failed delivery at 3 a.m.
+//! Outbound webhook endpoints and mid-call actions as the gateway runs
+//! them, compiled from `endpoints.toml` and `actions.toml`: defaults
+//! applied, URLs checked against the SSRF rules (`ssrf.rs`), secrets
+//! checked, and every template compiled with the names it reads checked, so
+//! that a typo is a `callgate check` problem and not a failed delivery at
+//! 3 a.m.
+
+pub mod ssrf;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,12 +13,14 @@ use std::time::Duration;
 
 use secrecy::ExposeSecret;
 
-use super::outbound::{ActionsFile, Endpoint, EndpointsFile, MidCallAction};
-use super::{AgentConfig, Problem};
-use crate::template::JsonTemplate;
+use secrecy::SecretString;
 
-pub const ENDPOINTS_FILE: &str = "endpoints.toml";
-pub const ACTIONS_FILE: &str = "actions.toml";
+use crate::config::outbound::{
+    ActionsFile, BreakerConfig, EndpointAuth, EndpointConfig, EndpointsFile, MidCallActionConfig,
+    RetryPolicy,
+};
+use crate::config::{ACTIONS_FILE, AgentConfig, ENDPOINTS_FILE, Problem};
+use crate::template::JsonTemplate;
 
 /// Longest mid-call deadline the voice runtime's turn can afford.
 pub const MAX_ACTION_DEADLINE: Duration = Duration::from_secs(5);
@@ -119,7 +125,8 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
-pub(super) fn build_endpoints(
+/// Compiles `endpoints.toml`; endpoints with problems are left out.
+pub fn compile_endpoints(
     file: &EndpointsFile,
     problems: &mut Vec<Problem>,
 ) -> BTreeMap<String, Arc<Endpoint>> {
@@ -163,9 +170,7 @@ pub(super) fn build_endpoints(
         }
         let url = match url::Url::parse(&e.url) {
             Ok(u) => {
-                if let Err(err) =
-                    crate::webhooks::ssrf::check_url(&u, e.allow_private, e.allow_http)
-                {
+                if let Err(err) = ssrf::check_url(&u, e.allow_private, e.allow_http) {
                     p(".url", err.to_string());
                 }
                 if u.host_str().is_none_or(str::is_empty) {
@@ -247,7 +252,7 @@ pub(super) fn build_endpoints(
                 );
             }
         }
-        if let Some(super::outbound::EndpointAuth::Header { name: h, .. }) = &auth
+        if let Some(EndpointAuth::Header { name: h, .. }) = &auth
             && reqwest::header::HeaderName::from_bytes(h.as_bytes()).is_err()
         {
             p(".auth.name", "not a valid header name".into());
@@ -292,10 +297,11 @@ pub(super) fn build_endpoints(
     out
 }
 
-pub(super) fn build_actions(
+/// Compiles `actions.toml` against the compiled endpoints and the agents.
+pub fn compile_actions(
     file: &ActionsFile,
     endpoints: &BTreeMap<String, Arc<Endpoint>>,
-    endpoint_names: &BTreeMap<String, super::outbound::EndpointConfig>,
+    endpoint_names: &BTreeMap<String, EndpointConfig>,
     agents: &BTreeMap<String, AgentConfig>,
     problems: &mut Vec<Problem>,
 ) -> BTreeMap<String, Arc<MidCallAction>> {
@@ -395,6 +401,47 @@ pub(super) fn build_actions(
         }
     }
     out
+}
+
+/// An endpoint with its defaults applied, checked and compiled.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub name: String,
+    pub url: url::Url,
+    pub method: reqwest::Method,
+    /// Header name → template (defaults' then the endpoint's).
+    pub headers: Vec<(String, JsonTemplate)>,
+    /// Headers whose values came from `${ENV}`: sent, never stored or
+    /// logged.
+    pub secret_headers: Vec<(String, SecretString)>,
+    pub auth: Option<EndpointAuth>,
+    pub signing_secret: Option<SecretString>,
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+    pub concurrency: usize,
+    pub breaker: BreakerConfig,
+    pub allow_private: bool,
+    pub allow_http: bool,
+    pub follow_redirects: bool,
+}
+
+/// A mid-call action, checked and compiled.
+#[derive(Debug, Clone)]
+pub struct MidCallAction {
+    pub name: String,
+    pub config: MidCallActionConfig,
+    pub endpoint: Arc<Endpoint>,
+    pub path: Option<JsonTemplate>,
+    pub body: Option<JsonTemplate>,
+    pub fallback: Option<serde_json::Value>,
+    pub cache_key: Option<JsonTemplate>,
+}
+
+impl MidCallAction {
+    /// May `agent` call it?
+    pub fn allows(&self, agent: &str) -> bool {
+        self.config.agents.is_empty() || self.config.agents.iter().any(|a| a == agent)
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,9 @@
 //! resolves; then it drains connections, stops the tasks and flushes the
 //! last batch of jobs before returning.
 
+pub mod compile;
+pub mod tls;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,8 +20,9 @@ use tokio_util::sync::CancellationToken;
 use crate::calls::Providers;
 use crate::runner::Runner;
 
+use crate::catalog::Catalog;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{self, Config};
+use crate::config;
 use crate::http::serve::{ServeOptions, serve};
 use crate::http::{AppInner, AppState, router};
 use crate::idempotency::Inflight;
@@ -53,7 +57,7 @@ pub struct Started {
 
 /// Runs the gateway on an already-bound listener until `shutdown` resolves.
 pub async fn run(
-    config: Config,
+    config: Catalog,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -72,17 +76,17 @@ pub async fn run(
 
 /// `run` with options.
 pub async fn run_with(
-    config: Config,
+    config: Catalog,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
     options: RunOptions,
 ) -> anyhow::Result<()> {
     crate::crypto::install_tls_provider();
     let config = Arc::new(config);
-    let tls = crate::tls::server_config(&config)?;
+    let tls = tls::server_config(&config)?;
     let addr = listener.local_addr()?;
     let base = callback_base(&config, addr, tls.is_some());
-    let own_cert = crate::tls::served_certificate(&config).and_then(|p| std::fs::read(p).ok());
+    let own_cert = tls::served_certificate(&config).and_then(|p| std::fs::read(p).ok());
     let state = build_state(config.clone(), options.clock, base, own_cert).await?;
     let store = state.store.clone();
 
@@ -149,7 +153,7 @@ pub async fn run_with(
 
 /// Runs only the workers (`callgate run-worker`), until `shutdown`.
 pub async fn run_worker(
-    config: Config,
+    config: Catalog,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     crate::crypto::install_tls_provider();
@@ -159,7 +163,7 @@ pub async fn run_worker(
             "run-worker needs server.public_url: providers send call events to the server, not to the worker"
         );
     };
-    let own_cert = crate::tls::served_certificate(&config).and_then(|p| std::fs::read(p).ok());
+    let own_cert = tls::served_certificate(&config).and_then(|p| std::fs::read(p).ok());
     let state = build_state(config.clone(), Arc::new(SystemClock), base, own_cert).await?;
     let token = CancellationToken::new();
     let on_signal = token.clone();
@@ -176,7 +180,7 @@ pub async fn run_worker(
 
 /// Where providers reach this gateway: `server.public_url`, else the
 /// listener itself (loopback when it listens on every address).
-fn callback_base(config: &Config, addr: SocketAddr, tls: bool) -> String {
+fn callback_base(config: &Catalog, addr: SocketAddr, tls: bool) -> String {
     if let Some(url) = &config.main.server.public_url {
         return url.trim_end_matches('/').to_owned();
     }
@@ -190,7 +194,7 @@ fn callback_base(config: &Config, addr: SocketAddr, tls: bool) -> String {
 
 /// Opens the store and builds the state the handlers share.
 pub async fn build_state(
-    config: Arc<Config>,
+    config: Arc<Catalog>,
     clock: Arc<dyn Clock>,
     callback_base: String,
     own_cert: Option<Vec<u8>>,

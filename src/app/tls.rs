@@ -15,7 +15,7 @@ use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::Config;
+use crate::catalog::Catalog;
 
 /// Where the generated certificate lives.
 pub fn self_signed_paths(data_dir: &Path) -> (PathBuf, PathBuf) {
@@ -86,7 +86,7 @@ fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
 }
 
 /// The listener's TLS config per the settings, or `None` for plain HTTP.
-pub fn server_config(config: &Config) -> anyhow::Result<Option<Arc<ServerConfig>>> {
+pub fn server_config(config: &Catalog) -> anyhow::Result<Option<Arc<ServerConfig>>> {
     let server = &config.main.server;
     if server.plain_http {
         tracing::warn!(
@@ -107,7 +107,7 @@ pub fn server_config(config: &Config) -> anyhow::Result<Option<Arc<ServerConfig>
 
 /// The certificate file this server presents (configured or generated),
 /// `None` for plain HTTP.
-pub fn served_certificate(config: &Config) -> Option<PathBuf> {
+pub fn served_certificate(config: &Catalog) -> Option<PathBuf> {
     let server = &config.main.server;
     if server.plain_http {
         return None;
