@@ -8,23 +8,26 @@
 #   2. starts `callgate --log-format json serve --no-runner --config
 #      scripts/soak/limiter-config` with a fresh temp data dir, logging
 #      `rate limiter housekeeping` (debug, with the number of keys left) and
-#      warnings and errors. That config serves plain HTTP, keeps a key live
-#      for 120 s after one request and runs housekeeping every 5 s (see its
-#      callgate.toml for why);
+#      warnings and errors. That config serves plain HTTP, keeps a key in
+#      memory for 120 s after one request and runs housekeeping every 5 s
+#      (see its callgate.toml for why);
 #   3. scripts/soak/driver.py limiter: 5 requests from 127.0.0.1 (warm-up),
-#      then the server's RSS; then one unauthenticated POST
-#      /v1/triggers/demo-call from each of SOAK_LIMITER_IPS addresses
-#      127.1.0.0 upwards (the client socket is bound to the address; Linux
-#      routes all of 127.0.0.0/8 to lo), each on its own connection, every
-#      answer a 401 (the per-IP limit is taken before authentication, so
-#      each address becomes a limiter key); RSS right after; then RSS every
-#      second and the key counts the housekeeping logs, until housekeeping
-#      has dropped the keys and RSS has not fallen for 15 s (at most
-#      SOAK_LIMITER_WAIT s);
+#      then the server's RSS; then SOAK_LIMITER_ROUNDS rounds, each of one
+#      unauthenticated POST /v1/triggers/demo-call from each of
+#      SOAK_LIMITER_IPS new addresses (127.1.0.0 upwards; the client socket
+#      is bound to the address; Linux routes all of 127.0.0.0/8 to lo), each
+#      on its own connection, every answer a 401 (the per-IP limit is taken
+#      before authentication, so each address becomes a limiter key); RSS
+#      right after the round; then RSS (with LazyFree from smaps_rollup)
+#      every second and the key counts the housekeeping logs, until
+#      housekeeping has dropped the keys and RSS has not fallen for 15 s (at
+#      most SOAK_LIMITER_WAIT s). The second round shows whether the memory
+#      of the first is reused (bounded) or added to;
 #   4. stops the gateway; ERROR lines in its log fail the run.
 #
 # Settings (environment):
-#   SOAK_LIMITER_IPS=100000   distinct client addresses
+#   SOAK_LIMITER_IPS=100000   distinct client addresses per round
+#   SOAK_LIMITER_ROUNDS=2     rounds, each with new addresses
 #   SOAK_LIMITER_CONCURRENCY=64  connections at a time
 #   SOAK_LIMITER_WAIT=240     longest wait for housekeeping, seconds
 #   SOAK_LIMITER_TLS=1        HTTPS instead of plain HTTP (much slower)
@@ -32,9 +35,9 @@
 #   SOAK_KEEP=1               keep the temp dir (also kept on failure)
 #
 # Exit status 1 on a wrong answer, an ERROR line in the gateway log, keys
-# not dropped within SOAK_LIMITER_WAIT, or a setup failure. Takes the build,
-# the send (~1 minute on 2 vCPUs) and ~2.5 minutes of waiting for the keys
-# to expire and be dropped.
+# not dropped within SOAK_LIMITER_WAIT, or a setup failure. Takes the build
+# and per round the send (~35 s on 2 vCPUs) and ~2.5 minutes of waiting for
+# the keys to expire and be dropped.
 
 set -euo pipefail
 
@@ -42,6 +45,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
 IPS=${SOAK_LIMITER_IPS:-100000}
+ROUNDS=${SOAK_LIMITER_ROUNDS:-2}
 CONCURRENCY=${SOAK_LIMITER_CONCURRENCY:-64}
 WAIT=${SOAK_LIMITER_WAIT:-240}
 TLS=${SOAK_LIMITER_TLS:-0}
@@ -56,8 +60,8 @@ die() {
 	exit 1
 }
 
-for n in "$IPS" "$CONCURRENCY" "$WAIT"; do
-	[[ $n =~ ^[1-9][0-9]*$ ]] || die "SOAK_LIMITER_IPS, SOAK_LIMITER_CONCURRENCY and SOAK_LIMITER_WAIT must be positive integers"
+for n in "$IPS" "$ROUNDS" "$CONCURRENCY" "$WAIT"; do
+	[[ $n =~ ^[1-9][0-9]*$ ]] || die "SOAK_LIMITER_IPS, SOAK_LIMITER_ROUNDS, SOAK_LIMITER_CONCURRENCY and SOAK_LIMITER_WAIT must be positive integers"
 done
 [[ $TLS == 0 || $TLS == 1 ]] || die "SOAK_LIMITER_TLS must be 0 or 1"
 command -v python3 >/dev/null || die "python3 is required"
@@ -158,7 +162,7 @@ done
 
 RC=0
 python3 "$DRIVER" limiter --host 127.0.0.1 --port "$PORT" --pid "$GATEWAY_PID" --log "$TMP/gateway.log" \
-	"${DRIVER_TLS[@]}" --ips "$IPS" --concurrency "$CONCURRENCY" --wait "$WAIT" >"$TMP/report.md" || RC=$?
+	"${DRIVER_TLS[@]}" --ips "$IPS" --rounds "$ROUNDS" --concurrency "$CONCURRENCY" --wait "$WAIT" >"$TMP/report.md" || RC=$?
 STOP_RC=0
 stop_gateway || STOP_RC=$?
 cat "$TMP/report.md"
@@ -170,14 +174,14 @@ COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || COMMIT="$COMMIT + uncommitted changes in src/Cargo"
 cat <<EOF
 
-Gateway log: $ERRORS ERROR and $WARNS WARN lines$( ((WARNS == 0)) || printf '; WARN messages: %s' "$(grep '"level":"WARN"' "$TMP/gateway.log" | sed -E 's/.*"message":"([^"]*)".*/\1/' | sort | uniq -c | sort -rn | head -n 5 | awk '{ c = $1; $1 = ""; printf "%s ×%s;", c, $0 }')"). Gateway exit status after SIGTERM: $STOP_RC.
+Gateway log: $ERRORS ERROR and $WARNS WARN lines$( ((WARNS == 0)) || printf ' (WARN by message: %s)' "$(grep '"level":"WARN"' "$TMP/gateway.log" | sed -E 's/.*"message":"([^"]*)".*/\1/' | sort | uniq -c | sort -rn | head -n 5 | awk '{ c = $1; $1 = ""; printf "%s%s ×%s", (NR > 1 ? "; " : ""), c, $0 }')"). Gateway exit status after SIGTERM: $STOP_RC.
 Machine: $(nproc) CPUs, ${CPU_MODEL:-unknown CPU}, Linux $(uname -r), shared with other work; commit $COMMIT.
 
 Commands:
 \`\`\`
 $BUILD_CMD
 CALLGATE_LOG=$LOG_FILTER target/release/callgate --log-format json serve --no-runner --config $CONFIG_DIR --data-dir \$TMP/data --listen 127.0.0.1:<port>
-python3 $DRIVER limiter --host 127.0.0.1 --port <port> --pid <gateway pid> --log \$TMP/gateway.log ${DRIVER_TLS[*]:+--cacert \$TMP/data/tls/cert.pem }--ips $IPS --concurrency $CONCURRENCY --wait $WAIT
+python3 $DRIVER limiter --host 127.0.0.1 --port <port> --pid <gateway pid> --log \$TMP/gateway.log ${DRIVER_TLS[*]:+--cacert \$TMP/data/tls/cert.pem }--ips $IPS --rounds $ROUNDS --concurrency $CONCURRENCY --wait $WAIT
 \`\`\`
 EOF
 ((ERRORS == 0)) || {

@@ -47,14 +47,16 @@ error, an ERROR line or a line that is not JSON in the log, requests left
 unsent, jobs or calls unfinished after the drain, or fewer jobs in the
 database than fresh 202 answers.
 
-limiter: one unauthenticated POST /v1/triggers/demo-call from each of --ips
-distinct loopback addresses (127.1.0.0 upwards: the client socket is bound
-to the address before connecting; Linux routes all of 127.0.0.0/8 to lo), each
-on its own connection; every answer must be 401 (the per-IP limit is taken
-before authentication, so each address becomes a limiter key). Reports
-server RSS before, right after, and after the gateway's limiter housekeeping
-has dropped the keys (key counts from its `rate limiter housekeeping` debug
-lines), polling until RSS stops falling or --wait seconds pass.
+limiter: --rounds rounds (default 2), each of one unauthenticated POST
+/v1/triggers/demo-call from each of --ips new loopback addresses (127.1.0.0
+upwards: the client socket is bound to the address before connecting; Linux
+routes all of 127.0.0.0/8 to lo), each on its own connection; every answer
+must be 401 (the per-IP limit is taken before authentication, so each address
+becomes a limiter key). Reports server RSS (and LazyFree: pages the allocator
+gave back with MADV_FREE, still counted in RSS) before, right after each
+round, and after the gateway's limiter housekeeping has dropped the round's
+keys (key counts from its `rate limiter housekeeping` debug lines), polling
+until RSS stops falling or --wait seconds pass.
 """
 
 import argparse
@@ -131,6 +133,18 @@ def fd_kinds(pid):
         else:
             kinds[os.path.basename(target)] += 1
     return dict(sorted(kinds.items()))
+
+
+def thread_names(pid):
+    """Threads of a process by name, digits folded (`sqlx-sqlite-worker-N`)."""
+    names = collections.Counter()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                names["".join("N" if ch.isdigit() else ch for ch in f.read().strip())] += 1
+        except OSError:
+            continue
+    return dict(sorted(names.items()))
 
 
 def db_connect(path):
@@ -474,6 +488,7 @@ def soak(args):
     start["pending_jobs"], start["active_calls"] = db_pending(args.db)
     results["start"] = start
     results["start_fd_kinds"] = fd_kinds(args.pid)
+    results["start_threads"] = thread_names(args.pid)
 
     work = queue.Queue()
     stop_sampling = threading.Event()
@@ -567,6 +582,7 @@ def soak(args):
     end["t"] = round(time.monotonic() - t0, 1)
     end["pending_jobs"], end["active_calls"] = db_pending(args.db)
     results["end"] = end
+    results["end_threads"] = thread_names(args.pid)
     results["load_seconds"] = round(load_end - t0, 1)
     results["unfinished_workers"] = unfinished_workers
     results["unsent"] = work.qsize()
@@ -616,17 +632,23 @@ def soak(args):
     results["drained"] = drained
     results["drained_fd_kinds"] = fd_kinds(args.pid)
 
-    # Sockets, not all descriptors: the database pools open connections (a
-    # few descriptors each) on demand and keep them, up to their bound.
+    # Settling: at least --settle-min s (tokio retires idle blocking-pool
+    # threads after 10 s), then until the sockets are back to their number
+    # before the load (not all descriptors: the database pools open
+    # connections on demand and keep them, up to their bound), at most
+    # --settle s.
     start_sockets = results["start_fd_kinds"].get("socket", 0)
     settle_from = time.monotonic()
     settled, kinds = drained, results["drained_fd_kinds"]
-    while kinds.get("socket", 0) > start_sockets and time.monotonic() - settle_from < args.settle:
-        time.sleep(2)
+    while time.monotonic() - settle_from < args.settle and (
+        kinds.get("socket", 0) > start_sockets or time.monotonic() - settle_from < args.settle_min
+    ):
+        time.sleep(1)
         settled, kinds = proc_sample(args.pid), fd_kinds(args.pid)
     settled["after_s"] = round(time.monotonic() - settle_from, 1)
     results["settled"] = settled
     results["settled_fd_kinds"] = kinds
+    results["settled_threads"] = thread_names(args.pid)
     results["samples"] = samples
     results["db"] = db_summary(args.db)
     results["db"].update(file_sizes(args.db))
@@ -779,6 +801,10 @@ def report(args):
         f"(FDs by kind before the load {r['start_fd_kinds']}, after settling {r['settled_fd_kinds']})."
     )
     p(
+        f"- threads by name: before the load {r['start_threads']}; end of the load {r['end_threads']}; "
+        f"after settling {r['settled_threads']}."
+    )
+    p(
         f"- 5xx answers: {five_xx}. Gateway log: {sum(levels.values()):,} JSON lines "
         + ", ".join(f"{lv} {c:,}" for lv, c in sorted(levels.items()))
         + f"; {len(other)} other lines."
@@ -888,12 +914,14 @@ async def one_request(host, port, src, ctx, request, timeout):
             pass
 
 
-async def limiter_load(args, ctx):
-    first = ipaddress.IPv4Address(args.first_ip)
-    request = (
-        f"POST {TRIGGER_PATH} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
-        f"Content-Length: 2\r\nConnection: close\r\n\r\n{{}}"
-    ).encode()
+LIMITER_REQUEST = (
+    f"POST {TRIGGER_PATH} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+    f"Content-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+).encode()
+
+
+async def limiter_load(args, ctx, first):
+    """One request from each of args.ips addresses from `first` on."""
     statuses = collections.Counter()
     examples = []
     sem = asyncio.Semaphore(args.concurrency)
@@ -905,14 +933,14 @@ async def limiter_load(args, ctx):
         src = str(first + i)
         async with sem:
             try:
-                status = await one_request(args.host, args.port, src, ctx, request, args.timeout)
+                status = await one_request(args.host, args.port, src, ctx, LIMITER_REQUEST, args.timeout)
                 statuses[status] += 1
             except Exception as e:  # noqa: BLE001
                 statuses[f"error:{type(e).__name__}"] += 1
                 if len(examples) < 10:
                     examples.append(f"{src}: {type(e).__name__}: {e}")
             done += 1
-            if done % 10000 == 0:
+            if done % 20000 == 0:
                 log(f"{done} addresses done, {done / (time.monotonic() - started):.0f}/s")
 
     batch = 4 * args.concurrency
@@ -921,122 +949,192 @@ async def limiter_load(args, ctx):
     return statuses, examples, time.monotonic() - started
 
 
+async def limiter_warm(args, ctx):
+    statuses = collections.Counter()
+    for _ in range(5):
+        statuses[await one_request(args.host, args.port, "127.0.0.1", ctx, LIMITER_REQUEST, args.timeout)] += 1
+    return statuses
+
+
+def lazy_free_kb(pid):
+    """LazyFree of a process (kB): pages it gave back with MADV_FREE that the
+    kernel has not reclaimed yet; they still count in RSS."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("LazyFree:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def limiter_sample(pid):
+    s = proc_sample(pid)
+    s["lazy_kb"] = lazy_free_kb(pid)
+    return s
+
+
+def runs(values):
+    """`a, b ×3, c`: consecutive repeats folded."""
+    out = []
+    for v in values:
+        if out and out[-1][0] == v:
+            out[-1][1] += 1
+        else:
+            out.append([v, 1])
+    return ", ".join(f"{v:,}" + (f" ×{n}" if n > 1 else "") for v, n in out)
+
+
+def limiter_round(args, ctx, first, log_offset, baseline_keys):
+    """Sends one round, then waits for housekeeping; returns the round's figures."""
+    statuses, examples, secs = asyncio.run(limiter_load(args, ctx, first))
+    after = limiter_sample(args.pid)
+    log(f"sent in {secs:.1f}s: {dict(statuses)}; rss={mb(after['rss_kb'])}MB anon={mb(after['anon_kb'])}MB")
+    # Housekeeping key counts from the log, RSS from /proc, until the keys
+    # are gone and RSS has not fallen for --steady s, or --wait s.
+    t0 = time.monotonic()
+    series, counts_seen = [], []
+    lowest, last_drop = after["rss_kb"], t0
+    gone_at = None
+    offset = log_offset
+    while time.monotonic() - t0 < args.wait:
+        time.sleep(1)
+        offset, counts = housekeeping_counts(args.log, offset)
+        counts_seen.extend(counts)
+        s = limiter_sample(args.pid)
+        s["t"] = round(time.monotonic() - t0, 1)
+        s["keys"] = counts[-1] if counts else (series[-1]["keys"] if series else None)
+        series.append(s)
+        if s["rss_kb"] < lowest:
+            lowest, last_drop = s["rss_kb"], time.monotonic()
+        if gone_at is None and counts and counts[-1] <= baseline_keys:
+            gone_at = s["t"]
+            log(f"housekeeping left {counts[-1]} keys at +{s['t']}s; rss={mb(s['rss_kb'])}MB")
+        if gone_at is not None and time.monotonic() - last_drop >= args.steady and s["t"] - gone_at >= args.steady:
+            break
+    return {
+        "first": first,
+        "last": first + (args.ips - 1),
+        "statuses": statuses,
+        "examples": examples,
+        "secs": secs,
+        "after": after,
+        "final": series[-1] if series else after,
+        "series": series,
+        "counts": counts_seen,
+        "max_keys": max(counts_seen) if counts_seen else None,
+        "gone_at": gone_at,
+        "lowest": lowest,
+        "highest": max([after["rss_kb"]] + [x["rss_kb"] for x in series]),
+        "offset": offset,
+    }
+
+
 def limiter(args):
     ctx = None
     if args.cacert:
         ctx = ssl.create_default_context(cafile=args.cacert)
         ctx.check_hostname = False
-    last_ip = ipaddress.IPv4Address(args.first_ip) + (args.ips - 1)
+    base = ipaddress.IPv4Address(args.first_ip)
+    last_ip = base + (args.ips * args.rounds - 1)
     if last_ip not in ipaddress.IPv4Network("127.0.0.0/8") or last_ip == ipaddress.IPv4Address("127.255.255.255"):
-        raise SystemExit(f"{args.ips} addresses from {args.first_ip} leave 127.0.0.0/8")
-    failures = []
+        raise SystemExit(f"{args.rounds} x {args.ips} addresses from {args.first_ip} leave 127.0.0.0/8")
     # A few requests from 127.0.0.1 first: the code paths are warm and the
-    # before-figure has one limiter key.
+    # before-figure has one limiter key (which stays: 5 requests keep it
+    # from being fresh for minutes).
     warm = asyncio.run(limiter_warm(args, ctx))
     if set(warm) != {401}:
         raise SystemExit(f"warm-up answers {dict(warm)}, expected only 401")
     time.sleep(2)
-    before = proc_sample(args.pid)
+    before = limiter_sample(args.pid)
     offset, _ = housekeeping_counts(args.log, 0)
-    log(
-        f"before: rss={mb(before['rss_kb'])}MB anon={mb(before['anon_kb'])}MB; "
-        f"{args.ips} addresses {args.first_ip}..{last_ip} over {'HTTPS' if ctx else 'plain HTTP'}"
-    )
-    statuses, examples, secs = asyncio.run(limiter_load(args, ctx))
-    after = proc_sample(args.pid)
-    log(f"sent in {secs:.1f}s: {dict(statuses)}; rss={mb(after['rss_kb'])}MB anon={mb(after['anon_kb'])}MB")
-    if set(statuses) != {401}:
-        failures.append(f"answers {dict(statuses)}, expected only 401")
+    transport = "HTTPS" if ctx else "plain HTTP"
+    log(f"before: rss={mb(before['rss_kb'])}MB anon={mb(before['anon_kb'])}MB; {args.rounds} round(s) of {args.ips} addresses over {transport}")
+    rounds = []
+    failures = []
+    for i in range(args.rounds):
+        r = limiter_round(args, ctx, base + i * args.ips, offset, 1)
+        offset = r["offset"]
+        rounds.append(r)
+        if set(r["statuses"]) != {401}:
+            failures.append(f"round {i + 1}: answers {dict(r['statuses'])}, expected only 401")
+        if r["gone_at"] is None:
+            failures.append(f"round {i + 1}: housekeeping did not drop the keys within {args.wait} s (last counts {r['counts'][-5:]})")
 
-    # Poll: housekeeping key counts from the log, RSS from /proc, until the
-    # keys are gone and RSS has not fallen for `steady` seconds, or --wait.
-    t0 = time.monotonic()
-    series = []
-    counts_seen = []
-    lowest = after["rss_kb"]
-    last_drop = t0
-    keys_gone_at = None
-    max_keys = None
-    while time.monotonic() - t0 < args.wait:
-        time.sleep(1)
-        offset, counts = housekeeping_counts(args.log, offset)
-        counts_seen.extend(counts)
-        s = proc_sample(args.pid)
-        s["t"] = round(time.monotonic() - t0, 1)
-        s["keys"] = counts[-1] if counts else (series[-1]["keys"] if series else None)
-        series.append(s)
-        if counts:
-            max_keys = max([max_keys or 0] + counts)
-        if s["rss_kb"] < lowest:
-            lowest = s["rss_kb"]
-            last_drop = time.monotonic()
-        if keys_gone_at is None and counts and counts[-1] <= 1:
-            keys_gone_at = s["t"]
-            log(f"housekeeping left {counts[-1]} keys at +{s['t']}s; rss={mb(s['rss_kb'])}MB")
-        if keys_gone_at is not None and time.monotonic() - last_drop >= args.steady and s["t"] - keys_gone_at >= args.steady:
-            break
-    final = series[-1] if series else proc_sample(args.pid)
-    if keys_gone_at is None:
-        failures.append(f"housekeeping did not drop the keys within {args.wait} s (counts seen: {counts_seen[-5:]})")
-    per_key = (after["anon_kb"] - before["anon_kb"]) * 1024 / args.ips
+    def lazy(s):
+        return "n/a" if s.get("lazy_kb") is None else mb(s["lazy_kb"])
 
     out = []
     p = out.append
-    p(f"## callgate per-IP limiter with {args.ips:,} client addresses ({time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())})")
-    p("")
     p(
-        f"One unauthenticated `POST {TRIGGER_PATH}` from each of {args.ips:,} addresses {args.first_ip} … {last_ip}, "
-        f"each on a new connection, {args.concurrency} at a time, over {'HTTPS' if ctx else 'plain HTTP (`server.plain_http = true`: 100,000 TLS handshakes from a Python client would take far longer; the limiter sits behind TLS and is the same either way)'}; "
-        f"sent in {secs:.1f} s ({args.ips / secs:,.0f}/s). Answers: "
-        + ", ".join(f"{k}: {v:,}" for k, v in statuses.items())
-        + "."
-    )
-    p("")
-    p(f"| server | before | after the {args.ips:,} addresses | after housekeeping |")
-    p("|---|---:|---:|---:|")
-    p(f"| VmRSS MB | {mb(before['rss_kb'])} | {mb(after['rss_kb'])} | {mb(final['rss_kb'])} |")
-    p(f"| RssAnon MB | {mb(before['anon_kb'])} | {mb(after['anon_kb'])} | {mb(final['anon_kb'])} |")
-    p(f"| open FDs | {before['fds']} | {after['fds']} | {final['fds']} |")
-    p(
-        f"| limiter keys (housekeeping log) | 1 (127.0.0.1) | {max_keys if max_keys is not None else 'n/a'} (largest count logged after the load) "
-        f"| {counts_seen[-1] if counts_seen else 'n/a'} |"
+        f"## callgate per-IP limiter with {args.ips:,} client addresses"
+        f"{f' ({args.rounds} rounds of new ones)' if args.rounds > 1 else ''} ({time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())})"
     )
     p("")
     p(
-        f"- RssAnon growth over the 100k addresses: {mb(after['anon_kb'] - before['anon_kb'])} MB, "
-        f"{per_key:.0f} bytes per address (the limiter key and its share of the map, plus whatever the connections left in the allocator)."
+        f"Each round: one unauthenticated `POST {TRIGGER_PATH}` from each of {args.ips:,} new addresses, each on a new "
+        f"connection, {args.concurrency} at a time, over "
+        + (
+            "HTTPS"
+            if ctx
+            else "plain HTTP (`server.plain_http = true`: 100,000 TLS handshakes from a Python client would take far "
+            "longer; the per-IP limiter, which is what is measured, sits behind TLS and is the same either way)"
+        )
+        + "; then a wait until the gateway's housekeeping (every 5 s) has dropped the keys and RSS has stopped falling."
     )
+    p("")
+    header = ["server", "before"]
+    for i, r in enumerate(rounds, 1):
+        header += [f"after round {i}", f"after housekeeping {i}"]
+    p("| " + " | ".join(header) + " |")
+    p("|---|" + "---:|" * (len(header) - 1))
+
+    def row(label, f):
+        cells = [label, f(before)]
+        for r in rounds:
+            cells += [f(r["after"]), f(r["final"])]
+        p("| " + " | ".join(cells) + " |")
+
+    row("VmRSS MB", lambda s: mb(s["rss_kb"]))
+    row("RssAnon MB", lambda s: mb(s["anon_kb"]))
+    row("of which LazyFree MB", lazy)
+    row("open FDs", lambda s: str(s["fds"]))
+    keys_cells = ["limiter keys (housekeeping log)", "1 (127.0.0.1)"]
+    for r in rounds:
+        keys_cells += [f"{r['max_keys']:,}" if r["max_keys"] is not None else "n/a", f"{r['counts'][-1]:,}" if r["counts"] else "n/a"]
+    p("| " + " | ".join(keys_cells) + " |")
+    p("")
+    for i, r in enumerate(rounds, 1):
+        prev = before if i == 1 else rounds[i - 2]["final"]
+        p(
+            f"- round {i}: {r['first']} … {r['last']}, sent in {r['secs']:.1f} s ({args.ips / r['secs']:,.0f}/s); answers "
+            + ", ".join(f"{k}: {v:,}" for k, v in r["statuses"].items())
+            + f". RssAnon {(r['after']['anon_kb'] - prev['anon_kb']) / 1024:+.1f} MB over the round "
+            f"({(r['after']['anon_kb'] - prev['anon_kb']) * 1024 / args.ips:+.0f} bytes per address). Keys gone "
+            f"{'at +' + str(r['gone_at']) + ' s' if r['gone_at'] is not None else 'NOT within the wait'} after the round; "
+            f"key counts logged every 5 s: {runs(r['counts'])}. VmRSS {mb(r['final']['rss_kb'])} MB at +{r['final'].get('t', 0)} s "
+            f"(lowest {mb(r['lowest'])}, highest {mb(r['highest'])} MB while waiting)."
+        )
+        if r["examples"]:
+            p("  errors (first 10): " + "; ".join(r["examples"]))
     p(
-        f"- housekeeping: the keys were gone at +{keys_gone_at if keys_gone_at is not None else 'n/a'} s after the load "
-        f"(counts logged after the load: {', '.join(str(c) for c in counts_seen[:12])}{' …' if len(counts_seen) > 12 else ''}); "
-        f"RSS then {mb(final['rss_kb'])} MB at +{final.get('t', 0)} s "
-        f"({'lowest seen' if final['rss_kb'] <= lowest else f'lowest seen {mb(lowest)} MB'}; "
-        f"memory freed by the process is not necessarily returned to the OS by the allocator)."
+        "- memory the gateway frees is kept by its allocator (mimalloc) for reuse and not necessarily returned to the "
+        "OS; LazyFree counts pages given back with MADV_FREE that the kernel has not taken yet (they still count in RSS)."
     )
-    if examples:
-        p("- errors (first 10): " + "; ".join(examples))
     p("")
-    p("After the load, every 5 s (keys: the last count the housekeeping logged):")
+    p("Every 10 s after each round (keys: the last count the housekeeping logged):")
     p("")
-    p("| t s | VmRSS MB | RssAnon MB | keys |")
-    p("|---:|---:|---:|---:|")
-    for s in series[4::5] if len(series) > 5 else series:
-        p(f"| {s['t']:.0f} | {mb(s['rss_kb'])} | {mb(s['anon_kb'])} | {s['keys'] if s['keys'] is not None else ''} |")
+    p("| round | t s | VmRSS MB | RssAnon MB | LazyFree MB | keys |")
+    p("|---:|---:|---:|---:|---:|---:|")
+    for i, r in enumerate(rounds, 1):
+        series = r["series"]
+        for s in series[9::10] + ([series[-1]] if series and len(series) % 10 else []):
+            p(f"| {i} | {s['t']:.0f} | {mb(s['rss_kb'])} | {mb(s['anon_kb'])} | {lazy(s)} | {s['keys'] if s['keys'] is not None else ''} |")
     p("")
     p(f"**Result: {'PASS' if not failures else 'FAIL: ' + '; '.join(failures)}**")
     print("\n".join(out))
     return 1 if failures else 0
-
-
-async def limiter_warm(args, ctx):
-    request = (
-        f"POST {TRIGGER_PATH} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
-        f"Content-Length: 2\r\nConnection: close\r\n\r\n{{}}"
-    ).encode()
-    statuses = collections.Counter()
-    for _ in range(5):
-        statuses[await one_request(args.host, args.port, "127.0.0.1", ctx, request, args.timeout)] += 1
-    return statuses
 
 
 # ---------------------------------------------------------------- main
@@ -1065,6 +1163,7 @@ def main():
     s.add_argument("--timeout", type=float, default=10)
     s.add_argument("--drain", type=float, default=120)
     s.add_argument("--settle", type=float, default=120)
+    s.add_argument("--settle-min", type=float, default=15)
 
     r = sub.add_parser("report")
     r.add_argument("--results", required=True)
@@ -1077,6 +1176,7 @@ def main():
     l.add_argument("--log", required=True)
     l.add_argument("--cacert", help="HTTPS with this CA; plain HTTP without")
     l.add_argument("--ips", type=int, default=100_000)
+    l.add_argument("--rounds", type=int, default=2)
     l.add_argument("--first-ip", default="127.1.0.0")
     l.add_argument("--concurrency", type=int, default=64)
     l.add_argument("--timeout", type=float, default=10)
