@@ -23,8 +23,10 @@
 #      Idempotency-Key replays (202 with Idempotent-Replayed: true); every
 #      SOAK_SAMPLE s the gateway's VmRSS, RssAnon, threads and open FDs
 #      (/proc/<pid>) and the unfinished jobs and calls in its database;
-#      after the load: wait for the jobs and calls to finish, then for the
-#      FDs to come back to their level before the load (120 s at most each);
+#      after the load: wait for the jobs and calls to finish (120 s at
+#      most), then at least 15 s (idle blocking-pool threads retire) and
+#      until the open sockets are back to their number before the load
+#      (120 s at most);
 #   5. stops the gateway (SIGTERM; it must exit 0), then
 #      scripts/soak/driver.py report: answers and latency p50/p99/max per
 #      kind, 5xx, RSS and FDs at start, end and max, ERROR and WARN lines
@@ -50,9 +52,8 @@
 #   TMPDIR             where the temp dir goes
 #
 # Only 127.0.0.1 is used. Everything started is stopped on exit. Time: the
-# build, SOAK_SECONDS, then up to ~4 minutes of drain and settling (usually
-# ~1.5 minutes: the simulator's idle keep-alive connections to the gateway
-# close after 90 s).
+# build, SOAK_SECONDS, then usually ~20 s of drain and settling (at most
+# ~4 minutes).
 
 set -euo pipefail
 

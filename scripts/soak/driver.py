@@ -7,7 +7,7 @@ Python 3.11 standard library only.
         --good-key KEY --limited-key KEY --jwt TOKEN --out RESULTS.json [options]
     driver.py report --results RESULTS.json --log GATEWAY.log
     driver.py limiter --host 127.0.0.1 --port PORT --pid PID --log GATEWAY.log \\
-        [--cacert PEM] [--ips 100000] [options]
+        [--cacert PEM] [--ips 100000] [--rounds 2] [options]
 
 soak: open-loop load at a fixed total rate (request i is due at
 start + i / rate, whether or not earlier answers have come back; latency is
@@ -31,14 +31,17 @@ over five kinds, each with the answer it must get:
 Every error answer must be application/problem+json. A worker thread per
 connection sends them; each connection is closed and replaced after
 --requests-per-connection requests, so TLS handshakes and connection
-teardown are part of the soak. Every --sample seconds the server's VmRSS,
-RssAnon, thread count and open file descriptors (/proc/PID/fd) and the
-database's unfinished jobs and calls are sampled. After the load the driver
-closes its connections, waits for every job and call to finish (--drain
-seconds at most) and then for the open descriptors to come back to their
-level before the load (--settle seconds at most: the simulator's idle
-keep-alive connections to the gateway close after 90 s). Results go to
-RESULTS.json.
+teardown are part of the soak. A connection the gateway closed after an
+answer is noticed before reuse (as urllib3 does) and replaced; one it closed
+while the next request was on its way gets that request again, once. Both
+are counted by the status of the answer before the close. Every --sample
+seconds the server's VmRSS, RssAnon, thread count and open file descriptors
+(/proc/PID/fd) and the database's unfinished jobs and calls are sampled.
+After the load the driver closes its connections, waits for every job and
+call to finish (--drain seconds at most), then settles: at least
+--settle-min seconds (tokio retires idle blocking-pool threads after 10 s),
+and until the open sockets are back to their number before the load
+(--settle seconds at most). Results go to RESULTS.json.
 
 report: the markdown report from RESULTS.json and the gateway's JSON log
 (ERROR and WARN lines, counted after the gateway stopped). Exit status 1 when
