@@ -336,7 +336,7 @@ fn parse_rate(s: &str) -> Result<RateSpec, String> {
         per: humantime::parse_duration(per.trim()).map_err(|_| err())?,
         burst: burst.trim().parse().map_err(|_| err())?,
     };
-    crate::limits::check_rate(&spec)?;
+    spec.check()?;
     Ok(spec)
 }
 

@@ -22,7 +22,6 @@ pub mod ids;
 pub mod input;
 pub mod job;
 pub mod limits;
-pub mod metrics;
 pub mod outbound;
 pub mod runner;
 pub mod schema;

@@ -19,7 +19,6 @@ pub use crate::ids::TriggerId;
 use crate::input::InputError;
 use crate::input::phone::{self, PhoneValidation, Region};
 use crate::job::JobAction;
-use crate::limits::check_rate;
 use crate::schema::{self, CompiledSchema, Violation};
 
 /// A validated trigger, ready to serve.
@@ -128,7 +127,7 @@ pub fn compile(
         None => Region::parse(&main.defaults.phone_region).ok(),
     };
     let rate_limit = cfg.rate_limit.unwrap_or(main.limits.per_trigger);
-    if let Err(e) = check_rate(&rate_limit) {
+    if let Err(e) = rate_limit.check() {
         problem(".rate_limit", e);
     }
     if problems.len() != before {

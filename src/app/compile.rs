@@ -16,7 +16,6 @@ use crate::auth::{Issuers, KeySet};
 use crate::catalog::Catalog;
 use crate::config::{self, ConfigError, Env, Files, MAIN_FILE, MainFile, Problem};
 use crate::input::phone::Region;
-use crate::limits::check_rate;
 use crate::{automation, calling, outbound, trigger};
 
 /// Reads and compiles the config dir. `data_dir` is where storage and the
@@ -139,7 +138,7 @@ fn check_main(dir: &Path, main: &MainFile, problems: &mut Vec<Problem>) {
         ("limits.per_trigger", &main.limits.per_trigger),
         ("limits.per_provider", &main.limits.per_provider),
     ] {
-        if let Err(e) = check_rate(rate) {
+        if let Err(e) = rate.check() {
             problem(key, e);
         }
     }

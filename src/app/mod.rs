@@ -230,7 +230,7 @@ pub async fn build_state(
         clock,
         inflight: Inflight::default(),
         outbound,
-        metrics: crate::metrics::Metrics::install(),
+        metrics: crate::http::prometheus::Metrics::install(),
     }))
 }
 

@@ -75,7 +75,7 @@ impl KeySet {
                 }
             }
             if let Some(rate) = &key.rate_limit
-                && let Err(e) = crate::limits::check_rate(rate)
+                && let Err(e) = rate.check()
             {
                 problems.push(Problem::new(file_name, format!("{at}.rate_limit"), e));
                 ok = false;

@@ -498,7 +498,7 @@ fn build_issuer(
         problem(".keys", "at least one key is required".into());
     }
     if let Some(rate) = &cfg.rate_limit
-        && let Err(e) = crate::limits::check_rate(rate)
+        && let Err(e) = rate.check()
     {
         problem(".rate_limit", e);
     }

@@ -20,12 +20,12 @@ pub fn check_providers(providers: &BTreeMap<String, ProviderConfig>, problems: &
             problems.push(Problem::new(PROVIDERS_FILE, format!("{at}{key}"), msg))
         };
         if let Some(rate) = cfg.dial_rate()
-            && let Err(e) = crate::limits::check_rate(&rate)
+            && let Err(e) = rate.check()
         {
             problem(".dial_rate", e);
         }
         if let Some(rate) = cfg.callback_rate_limit()
-            && let Err(e) = crate::limits::check_rate(&rate)
+            && let Err(e) = rate.check()
         {
             problem(".callback_rate_limit", e);
         }

@@ -213,37 +213,6 @@ pub struct ActionCache {
     pub max_entries: u64,
 }
 
-/// `[deliveries]` in `callgate.toml`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeliveriesConfig {
-    /// How long the delivery log keeps deliveries and their attempts.
-    #[serde(with = "duration", default = "default_retention")]
-    pub retention: Duration,
-    /// Deliveries sent at once by one process (across endpoints).
-    #[serde(default = "default_delivery_workers")]
-    pub workers: usize,
-    /// How long past its endpoint's timeout a claimed delivery stays leased
-    /// to the process sending it. When that process dies mid-attempt, the
-    /// delivery is sent again (same `webhook-id`) once the lease is over.
-    #[serde(with = "duration", default = "default_lease_grace")]
-    pub lease_grace: Duration,
-}
-
-impl Default for DeliveriesConfig {
-    fn default() -> Self {
-        Self {
-            retention: default_retention(),
-            workers: default_delivery_workers(),
-            lease_grace: default_lease_grace(),
-        }
-    }
-}
-
-fn default_lease_grace() -> Duration {
-    Duration::from_secs(30)
-}
-
 fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
     let raw = Vec::<String>::deserialize(d)?;
     raw.iter()
@@ -298,10 +267,4 @@ fn default_deadline() -> Duration {
 }
 fn default_cache_entries() -> u64 {
     10_000
-}
-fn default_retention() -> Duration {
-    Duration::from_secs(30 * 24 * 3600)
-}
-fn default_delivery_workers() -> usize {
-    16
 }

@@ -46,7 +46,7 @@ pub struct MainFile {
     pub calling: CallingConfig,
     /// Outbound webhook deliveries: workers, log retention.
     #[serde(default)]
-    pub deliveries: super::outbound::DeliveriesConfig,
+    pub deliveries: DeliveriesConfig,
 }
 
 /// `[runner]`: the workers that execute accepted jobs.
@@ -104,6 +104,44 @@ impl Default for RunnerConfig {
             stale_call_after: default_stale_call(),
         }
     }
+}
+
+/// `[deliveries]` in `callgate.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveriesConfig {
+    /// How long the delivery log keeps deliveries and their attempts.
+    #[serde(with = "duration", default = "default_retention")]
+    pub retention: Duration,
+    /// Deliveries sent at once by one process (across endpoints).
+    #[serde(default = "default_delivery_workers")]
+    pub workers: usize,
+    /// How long past its endpoint's timeout a claimed delivery stays leased
+    /// to the process sending it. When that process dies mid-attempt, the
+    /// delivery is sent again (same `webhook-id`) once the lease is over.
+    #[serde(with = "duration", default = "default_lease_grace")]
+    pub lease_grace: Duration,
+}
+
+impl Default for DeliveriesConfig {
+    fn default() -> Self {
+        Self {
+            retention: default_retention(),
+            workers: default_delivery_workers(),
+            lease_grace: default_lease_grace(),
+        }
+    }
+}
+
+fn default_lease_grace() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_retention() -> Duration {
+    Duration::from_secs(30 * 24 * 3600)
+}
+fn default_delivery_workers() -> usize {
+    16
 }
 
 /// `[calling]`: rules for every call.
@@ -244,6 +282,17 @@ impl RateSpec {
     /// The time it takes to earn back one request.
     pub fn replenish_interval(&self) -> Duration {
         self.per / self.requests.max(1)
+    }
+
+    /// Whether the spec describes a usable quota.
+    pub fn check(&self) -> Result<(), String> {
+        if self.requests == 0 || self.burst == 0 {
+            return Err("`requests` and `burst` must be at least 1".into());
+        }
+        if self.replenish_interval().is_zero() {
+            return Err("`per` must be long enough that `per / requests` is at least 1ns".into());
+        }
+        Ok(())
     }
 }
 

@@ -160,7 +160,13 @@ async fn run(
     args: &Value,
 ) -> Result<Answer, ApiError> {
     let ctx = actions::context(&action.name, agent, call, args);
-    actions::invoke(app.outbound.clone(), action.clone(), ctx)
+    let upstream = app.outbound.upstream(action).ok_or_else(|| {
+        ApiError::Internal(format!(
+            "action `{}` names endpoint `{}`, which has no client",
+            action.name, action.endpoint.name
+        ))
+    })?;
+    actions::invoke(upstream, action.clone(), ctx)
         .await
         .map_err(|e| {
             ApiError::UpstreamUnavailable(format!(

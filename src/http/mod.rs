@@ -10,6 +10,7 @@ mod extract;
 mod health;
 mod jobs;
 pub mod middleware;
+pub mod prometheus;
 pub mod serve;
 mod triggers;
 
@@ -52,7 +53,7 @@ pub struct AppInner {
     /// Endpoint clients, breakers and action caches.
     pub outbound: Arc<crate::webhooks::Outbound>,
     /// Renders `/metrics` (the process-wide Prometheus recorder).
-    pub metrics: crate::metrics::Metrics,
+    pub metrics: prometheus::Metrics,
 }
 
 impl AppState {
@@ -218,7 +219,7 @@ pub fn router(state: AppState) -> Router {
         .merge(middleware::authenticated(private, &state))
         // Outside every route's own layers (auth, limits), so 401s and 429s
         // are counted under their route too.
-        .route_layer(axum::middleware::from_fn(crate::metrics::track))
+        .route_layer(axum::middleware::from_fn(prometheus::track))
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state.clone());

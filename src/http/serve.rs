@@ -157,12 +157,24 @@ impl Conn {
         let tracked = state.clone();
         let service = tower::service_fn(move |req: hyper::Request<Incoming>| {
             let inflight = tracked.request_started(req.version());
+            let http1 = req.version() < hyper::Version::HTTP_2;
             let mut req =
                 req.map(|body| axum::body::Body::new(RequestBody::new(body, tracked.clone())));
             req.extensions_mut().insert(ConnectInfo(peer));
             let response = app.call(req);
+            let tracked = tracked.clone();
             async move {
-                let response = response.await?;
+                let mut response = response.await?;
+                // Answered without reading the whole body (a 401 or 429
+                // before the upload): hyper cannot reuse the connection, so
+                // say so, or a client may send its next request into a
+                // connection that is being closed.
+                if http1 && tracked.body_left_unread() {
+                    response.headers_mut().insert(
+                        axum::http::header::CONNECTION,
+                        axum::http::HeaderValue::from_static("close"),
+                    );
+                }
                 Ok::<_, std::convert::Infallible>(
                     response.map(|body| ResponseBody::new(body, inflight)),
                 )

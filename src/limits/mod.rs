@@ -35,20 +35,9 @@ use crate::auth::Principal;
 use crate::config::{LimitsConfig, RateSpec};
 use crate::ids::TriggerId;
 
-/// Checks that a rate spec describes a usable quota.
-pub fn check_rate(spec: &RateSpec) -> Result<(), String> {
-    if spec.requests == 0 || spec.burst == 0 {
-        return Err("`requests` and `burst` must be at least 1".into());
-    }
-    if spec.replenish_interval().is_zero() {
-        return Err("`per` must be long enough that `per / requests` is at least 1ns".into());
-    }
-    Ok(())
-}
-
 /// The governor quota of a rate spec.
 pub fn quota(spec: &RateSpec) -> Quota {
-    // Validated by `check_rate` at config load; the fallbacks only keep this
+    // Validated by `RateSpec::check` at config load; the fallbacks only keep this
     // total for unvalidated input.
     let interval = spec
         .replenish_interval()
@@ -299,9 +288,9 @@ mod tests {
 
     #[test]
     fn zero_and_degenerate_specs_are_refused() {
-        assert!(check_rate(&spec(0, 1000, 1)).is_err());
-        assert!(check_rate(&spec(1, 1000, 0)).is_err());
-        assert!(check_rate(&spec(1, 0, 1)).is_err());
-        assert!(check_rate(&spec(5, 1000, 10)).is_ok());
+        assert!(spec(0, 1000, 1).check().is_err());
+        assert!(spec(1, 1000, 0).check().is_err());
+        assert!(spec(1, 0, 1).check().is_err());
+        assert!(spec(5, 1000, 10).check().is_ok());
     }
 }

@@ -10,13 +10,17 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 
-use super::client::{ACTION_BODY_LIMIT, Outbound, Outgoing};
+use super::client::{ACTION_BODY_LIMIT, EndpointClient, Outgoing};
 use crate::catalog::Catalog;
+use crate::clock::Clock;
 use crate::outbound::MidCallAction;
 use crate::template::render_text;
 
+/// One action's results by cache key.
+pub type Cache = moka::future::Cache<String, Arc<Value>>;
+
 /// Results by cache key, per action.
-pub struct Caches(BTreeMap<String, moka::future::Cache<String, Arc<Value>>>);
+pub struct Caches(BTreeMap<String, Cache>);
 
 impl Caches {
     pub fn build(config: &Catalog) -> Self {
@@ -41,6 +45,20 @@ impl Caches {
         }
         Self(out)
     }
+
+    /// The cache of `action`, if it has one.
+    pub fn get(&self, action: &str) -> Option<&Cache> {
+        self.0.get(action)
+    }
+}
+
+/// What one action's request goes through: its endpoint's client (SSRF
+/// guard, breaker), its cache, the clock.
+#[derive(Clone)]
+pub struct Upstream {
+    pub client: Arc<EndpointClient>,
+    pub cache: Option<Cache>,
+    pub clock: Arc<dyn Clock>,
 }
 
 /// The action's answer.
@@ -67,13 +85,13 @@ pub struct Unavailable(pub String);
 /// the cache for the next lookup; an uncached one is dropped at the
 /// deadline.
 pub async fn invoke(
-    outbound: Arc<Outbound>,
+    upstream: Upstream,
     action: Arc<MidCallAction>,
     ctx: Value,
 ) -> Result<Answer, Unavailable> {
     let started = Instant::now();
     let deadline = action.config.deadline;
-    let cache = outbound.caches.0.get(&action.name).cloned();
+    let cache = upstream.cache.clone();
     // Per agent; and a key that renders empty or `null` (a withheld caller
     // number) is not cached: it would hand one caller's answer to others.
     let key = match (&action.cache_key, &cache) {
@@ -91,13 +109,13 @@ pub async fn invoke(
     let fetched = match (cache, key) {
         (Some(cache), Some(key)) => {
             let budget = deadline.max(action.endpoint.timeout);
-            let (outbound, action2, ctx2) = (outbound.clone(), action.clone(), ctx.clone());
+            let (upstream2, action2, ctx2) = (upstream.clone(), action.clone(), ctx.clone());
             let load = tokio::spawn(async move {
                 let loaded = std::sync::atomic::AtomicBool::new(false);
                 let r = cache
                     .try_get_with(key, async {
                         loaded.store(true, std::sync::atomic::Ordering::Relaxed);
-                        fetch(&outbound, &action2, &ctx2, budget)
+                        fetch(&upstream2, &action2, &ctx2, budget)
                             .await
                             .map(Arc::new)
                     })
@@ -112,7 +130,7 @@ pub async fn invoke(
             }
         }
         _ => {
-            match tokio::time::timeout(deadline, fetch(&outbound, &action, &ctx, deadline)).await {
+            match tokio::time::timeout(deadline, fetch(&upstream, &action, &ctx, deadline)).await {
                 Ok(r) => r.map(|v| (v, false)),
                 Err(_) => Err(timeout_message(deadline)),
             }
@@ -161,14 +179,12 @@ fn timeout_message(deadline: Duration) -> String {
 
 /// One upstream request; the mapped result or why not.
 async fn fetch(
-    outbound: &Outbound,
+    upstream: &Upstream,
     action: &MidCallAction,
     ctx: &Value,
     deadline: Duration,
 ) -> Result<Value, String> {
-    let client = outbound
-        .client(&action.endpoint.name)
-        .ok_or_else(|| format!("endpoint `{}` is not configured", action.endpoint.name))?;
+    let client = &upstream.client;
     let mut url = action.endpoint.url.clone();
     if let Some(p) = &action.path {
         let path = render_text(p, &path_safe(ctx)).map_err(|e| format!("path: {e}"))?;
@@ -196,7 +212,7 @@ async fn fetch(
     }
     let method = reqwest::Method::from_bytes(action.config.method.to_ascii_uppercase().as_bytes())
         .unwrap_or(reqwest::Method::GET);
-    let now_ms = outbound.clock.now_ms();
+    let now_ms = upstream.clock.now_ms();
     let msg_id = crate::ids::MsgId::new(now_ms).into_string();
     // The endpoint's breaker (shared with its deliveries): while it is open
     // the action answers at once (fallback) instead of waiting out the
@@ -256,7 +272,7 @@ async fn fetch(
 /// Counts an upstream request dropped at the deadline as a failure for the
 /// breaker (and so settles a probe it may have been).
 struct BreakerSettle<'a> {
-    client: &'a super::EndpointClient,
+    client: &'a EndpointClient,
     settled: bool,
 }
 

@@ -2,17 +2,15 @@
 //! concurrency permits and circuit breaker, and one request/response
 //! exchange with the log record it produces.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use secrecy::ExposeSecret;
 use serde_json::{Map, Value};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 
 use super::breaker::Breaker;
 use super::ssrf::{self, GuardedResolver};
-use crate::catalog::Catalog;
 use crate::config::outbound::EndpointAuth;
 use crate::outbound::Endpoint;
 
@@ -28,36 +26,6 @@ pub struct EndpointClient {
     /// Requests in flight to this endpoint at once.
     pub permits: Arc<Semaphore>,
     pub breaker: Mutex<Breaker>,
-}
-
-/// Everything outbound: clients by endpoint name, the delivery wake-up, the
-/// mid-call action caches.
-pub struct Outbound {
-    pub clients: BTreeMap<String, Arc<EndpointClient>>,
-    /// The application clock (webhook ids and timestamps of action requests).
-    pub clock: Arc<dyn crate::clock::Clock>,
-    /// Poked when a delivery is created or replayed.
-    pub wake: Arc<Notify>,
-    pub caches: super::actions::Caches,
-}
-
-impl Outbound {
-    pub fn build(config: &Catalog, clock: Arc<dyn crate::clock::Clock>) -> anyhow::Result<Self> {
-        let mut clients = BTreeMap::new();
-        for (name, e) in &config.endpoints {
-            clients.insert(name.clone(), Arc::new(EndpointClient::build(e.clone())?));
-        }
-        Ok(Self {
-            clients,
-            clock,
-            wake: Arc::new(Notify::new()),
-            caches: super::actions::Caches::build(config),
-        })
-    }
-
-    pub fn client(&self, endpoint: &str) -> Option<&Arc<EndpointClient>> {
-        self.clients.get(endpoint)
-    }
 }
 
 impl EndpointClient {

@@ -16,7 +16,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::breaker::Allowance;
-use super::client::{EndpointClient, Outbound, Outgoing};
+use super::client::{EndpointClient, Outgoing};
+use super::outbound::Outbound;
 use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::store::{DeliveryAttempt, DeliveryRecord, DeliveryStatus, Store};

@@ -6,7 +6,9 @@ pub mod actions;
 pub mod breaker;
 pub mod client;
 pub mod delivery;
+pub mod outbound;
 pub mod ssrf;
 
-pub use client::{EndpointClient, Outbound};
+pub use client::EndpointClient;
 pub use delivery::Deliverer;
+pub use outbound::Outbound;

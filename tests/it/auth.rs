@@ -292,3 +292,65 @@ async fn every_403_names_the_scopes_that_would_allow_it_in_www_authenticate() {
     assert!(!www.contains("insufficient_scope"), "{www}");
     problem(r, 401).await;
 }
+
+/// A raw request's head: a POST with a JSON body of `len` bytes and no
+/// credentials.
+fn unauthenticated_post_head(len: usize) -> String {
+    format!(
+        "POST /v1/triggers/demo-call HTTP/1.1\r\nhost: 127.0.0.1\r\n\
+         content-type: application/json\r\ncontent-length: {len}\r\n\r\n"
+    )
+}
+
+#[tokio::test]
+async fn a_refused_request_whose_body_comes_after_its_head_leaves_the_connection_usable() {
+    use tokio::io::AsyncWriteExt;
+    // Python's http.client (and others) write the head and the body
+    // separately. The 401 used to be answered before the body arrived, and
+    // hyper then closed the connection without saying so: the client's
+    // next request on it failed. The wait between the writes only makes
+    // that order likely; every outcome must hold for any wait.
+    let app = TestApp::start().await;
+    let body = serde_json::to_vec(&demo_body()).unwrap();
+    for pause_ms in [0, 20, 100] {
+        let mut io = crate::support::raw_tls(app.addr, app.cert_pem.as_bytes()).await;
+        for round in 0..2 {
+            io.write_all(unauthenticated_post_head(body.len()).as_bytes())
+                .await
+                .unwrap();
+            io.flush().await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(pause_ms)).await;
+            io.write_all(&body).await.unwrap();
+            io.flush().await.unwrap();
+            let r = crate::support::read_response(&mut io)
+                .await
+                .unwrap_or_else(|e| panic!("pause {pause_ms} ms, request {round}: {e}"));
+            assert_eq!(r.status, 401, "pause {pause_ms} ms, request {round}");
+            assert_eq!(
+                r.header("connection"),
+                None,
+                "pause {pause_ms} ms: the connection stays open"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_refused_request_whose_body_never_comes_is_answered_with_connection_close() {
+    use tokio::io::AsyncWriteExt;
+    let app = TestApp::start().await;
+    let mut io = crate::support::raw_tls(app.addr, app.cert_pem.as_bytes()).await;
+    // The head promises 100 bytes; 10 come.
+    io.write_all(unauthenticated_post_head(100).as_bytes())
+        .await
+        .unwrap();
+    io.write_all(b"{\"a\": 1,  ").await.unwrap();
+    io.flush().await.unwrap();
+    let r = crate::support::read_response(&mut io).await.unwrap();
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.header("connection"),
+        Some("close"),
+        "the client must not reuse a connection the server is closing"
+    );
+}

@@ -4,6 +4,7 @@
 
 mod accept;
 mod actions;
+mod architecture;
 mod auth;
 mod calls;
 mod cli;

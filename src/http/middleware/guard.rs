@@ -8,6 +8,10 @@
 //! Policy: 429 with `Retry-After` when a limit is exhausted, 401 when
 //! credentials are missing or invalid (see `auth.rs`); every answer that
 //! passed a limit carries that limit's `RateLimit` item, errors included.
+//! A refused request's body (at most `server.max_body_bytes`) is read and
+//! dropped before the answer, for a short while at most, so that the
+//! connection stays usable for the client's next request; when it cannot
+//! be, the answer says `Connection: close` (see `serve.rs`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,14 +25,29 @@ use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::limits::{PolicyState, client_ip};
 
+/// How long a refused request's remaining body is waited for.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Response {
     let ip_state = match check_ip(&app, &req) {
         Ok(state) => state,
-        Err(e) => return e.into_response(),
+        Err(e) => return refuse(&app, req, e).await,
     };
     let mut response = authenticated(&app, req, next).await;
     ip_state.append_to(response.headers_mut());
     response
+}
+
+/// Answers `e` after reading what is left of the request's body (bounded
+/// in size and time), so that the connection can carry the next request.
+async fn refuse(app: &AppState, req: Request, e: ApiError) -> Response {
+    use http_body_util::BodyExt;
+    let limit = app.config.main.server.max_body_bytes;
+    let body = http_body_util::Limited::new(req.into_body(), limit);
+    // Whatever happens (too large, too slow, broken), the answer is the same;
+    // an unread rest makes the connection close with `Connection: close`.
+    let _ = tokio::time::timeout(DRAIN_TIME, body.collect()).await;
+    e.into_response()
 }
 
 fn check_ip(app: &AppState, req: &Request) -> Result<PolicyState, ApiError> {
@@ -55,12 +74,12 @@ pub fn client_ip(
 async fn authenticated(app: &AppState, mut req: Request, next: Next) -> Response {
     let principal = match auth::identify(app, req.headers()) {
         Ok(p) => p,
-        Err(e) => return e.into_response(),
+        Err(e) => return refuse(app, req, e).await,
     };
     tracing::Span::current().record("principal", &*principal.id);
     let state = match app.limiters.check_principal(&principal) {
         Ok(state) => state,
-        Err(e) => return ApiError::from(e).into_response(),
+        Err(e) => return refuse(app, req, e.into()).await,
     };
     req.extensions_mut().insert::<Arc<_>>(principal);
     let mut response = next.run(req).await;

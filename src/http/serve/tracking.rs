@@ -69,6 +69,12 @@ impl ConnState {
         InFlight(self.clone())
     }
 
+    /// The last request's body was dropped before its end (the connection
+    /// cannot carry another request; it lingers on close).
+    pub fn body_left_unread(&self) -> bool {
+        self.body_unread.load(Relaxed)
+    }
+
     /// The connection speaks h2 (negotiated by ALPN).
     pub fn set_h2(&self) {
         self.h2.store(true, Relaxed);

@@ -123,7 +123,7 @@ pub async fn track(req: Request, next: Next) -> Response {
 fn static_route(matched: &str) -> Option<&'static str> {
     static ROUTES: OnceLock<Vec<&'static str>> = OnceLock::new();
     ROUTES
-        .get_or_init(|| crate::http::endpoints().iter().map(|e| e.path).collect())
+        .get_or_init(|| super::endpoints().iter().map(|e| e.path).collect())
         .iter()
         .copied()
         .find(|p| *p == matched)
