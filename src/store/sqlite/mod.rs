@@ -30,8 +30,8 @@ pub use writer::MAX_ROWS_PER_STATEMENT;
 use super::{
     CallEventIn, CallRecord, CallStatus, ClaimedJob, DeliveryAttempt, DeliveryFilter,
     DeliveryRecord, DeliveryStatus, EnqueueOutcome, EventApplied, EventJobs, GroupCommit,
-    IdempotencyRecord, JobEvent, JobRecord, JobUpdate, NewCall, NewDelivery, NewJob, Replay,
-    Reservation, Store, StoreError,
+    IdempotencyRecord, JobEvent, JobFilter, JobRecord, JobUpdate, NewCall, NewDelivery, NewJob,
+    Replay, Reservation, Store, StoreError,
 };
 use crate::config::StorageConfig;
 use crate::ids::{CallId, DeliveryId, JobId};
@@ -169,6 +169,21 @@ impl Store for SqliteStore {
     async fn job(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError> {
         let id = id.clone();
         self.read(move |conn| reads::job(conn, &id)).await
+    }
+
+    async fn jobs(
+        &self,
+        filter: JobFilter,
+        before: Option<JobId>,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        self.read(move |conn| reads::jobs(conn, &filter, before.as_ref(), limit))
+            .await
+    }
+
+    async fn count_jobs(&self, filter: JobFilter) -> Result<u64, StoreError> {
+        self.read(move |conn| reads::count_jobs(conn, &filter))
+            .await
     }
 
     async fn idempotency(
