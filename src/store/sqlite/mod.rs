@@ -452,3 +452,39 @@ impl Store for SqliteStore {
         self.read(reads::status_counts).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{JobStatus, NewJob};
+
+    #[tokio::test]
+    async fn the_database_is_in_wal_mode_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("callgate.db");
+        let store = SqliteStore::open(&path, &StorageConfig::default())
+            .await
+            .unwrap();
+        let job = NewJob {
+            id: JobId::new(1_000),
+            trigger_id: None,
+            principal: "key:test".into(),
+            action_json: "{}".into(),
+            input_json: "{}".into(),
+            request_id: None,
+            created_at_ms: 1_000,
+            run_at_ms: 1_000,
+            status: JobStatus::Queued,
+            idempotency: None,
+            dedupe_key: None,
+        };
+        assert_eq!(store.enqueue(job).await.unwrap(), EnqueueOutcome::Inserted);
+        // Another reader of the file sees the journal mode the store set.
+        let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        store.close().await;
+    }
+}

@@ -33,7 +33,7 @@ pub async fn claims_take_due_jobs_earliest_first(store: &dyn Store) {
     assert_eq!((claimed.attempts, claimed.created_at_ms), (0, T0 + 1));
     assert_eq!(
         ids(&store.claim_jobs("w1", now, LATER, 10).await.unwrap()),
-        [a.id.clone()]
+        vec![a.id.clone()]
     );
     assert!(
         store
@@ -44,7 +44,7 @@ pub async fn claims_take_due_jobs_earliest_first(store: &dyn Store) {
     );
     assert_eq!(
         ids(&store.claim_jobs("w1", T0 + 5_000, LATER, 10).await.unwrap()),
-        [future.id.clone()]
+        vec![future.id.clone()]
     );
 
     let running = store.job(&b.id).await.unwrap().unwrap();
@@ -92,7 +92,7 @@ pub async fn a_waiting_job_is_claimed_again_when_its_time_comes(store: &dyn Stor
             .is_empty()
     );
     let again = store.claim_jobs("w2", T0 + 5_000, LATER, 10).await.unwrap();
-    assert_eq!(ids(&again), [j.id.clone()]);
+    assert_eq!(ids(&again), vec![j.id.clone()]);
     let state: serde_json::Value =
         serde_json::from_str(again[0].state.as_deref().unwrap()).unwrap();
     assert_eq!(state, json!({"step": 1, "calls": {"0": "call_x"}}));
@@ -166,7 +166,7 @@ pub async fn an_expired_lease_is_taken_over_and_the_old_owner_is_fenced(store: &
     let taken = store.claim_jobs("w2", T0 + 2_001, LATER, 10).await.unwrap();
     assert_eq!(
         ids(&taken),
-        [j.id.clone()],
+        vec![j.id.clone()],
         "the worker died: its job is taken back"
     );
 

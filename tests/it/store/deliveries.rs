@@ -381,7 +381,7 @@ async fn finished(store: &dyn Store, status: DeliveryStatus, at: i64) -> Deliver
         .claim_deliveries("crm", "w", at, LATER, 1)
         .await
         .unwrap();
-    assert_eq!(ids(&claimed), [id.clone()]);
+    assert_eq!(ids(&claimed), vec![id.clone()]);
     let code = match status {
         DeliveryStatus::Succeeded => Some(200),
         DeliveryStatus::Pending => Some(503),

@@ -90,7 +90,7 @@ pub async fn a_freed_line_wakes_the_oldest_waiter_only(store: &dyn Store) {
     end_call(store, &line, "end", T0 + 50).await;
     assert_eq!(
         due(store, T0 + 50).await,
-        [older.clone()],
+        vec![older.clone()],
         "one line, one waiter, the oldest"
     );
     assert_eq!(store.job(&younger).await.unwrap().unwrap().run_at_ms, LATER);
@@ -110,7 +110,7 @@ pub async fn a_woken_job_that_waits_again_writes_no_event(store: &dyn Store) {
     end_call(store, &line, "end-1", T0 + 20).await;
     // Someone else takes the freed line before the woken job gets to it.
     let line2 = take_line(store, &other, T0 + 21).await;
-    assert_eq!(due(store, T0 + 22).await, [w.clone()]);
+    assert_eq!(due(store, T0 + 22).await, vec![w.clone()]);
     let busy = store
         .reserve_call(make::call(&w, 0, AGENT, T0 + 23), 1)
         .await
@@ -133,7 +133,7 @@ pub async fn a_woken_job_that_waits_again_writes_no_event(store: &dyn Store) {
 
     // Woken again, it gets the line: its run is logged from the claim on.
     end_call(store, &line2, "end-2", T0 + 30).await;
-    assert_eq!(due(store, T0 + 31).await, [w.clone()]);
+    assert_eq!(due(store, T0 + 31).await, vec![w.clone()]);
     let call = take_line(store, &w, T0 + 32).await;
     let wait_call = JobUpdate {
         reason: Some(format!("waiting for call {call}")),
@@ -243,7 +243,7 @@ pub async fn every_way_a_call_leaves_its_line_wakes_one_waiter(store: &dyn Store
         let first = waiter(store, at + 1).await;
         let second = waiter(store, at + 2).await;
         leave_line(store, how, &line, at + 3).await;
-        assert_eq!(due(store, at + 3).await, [first.clone()], "{how:?}");
+        assert_eq!(due(store, at + 3).await, vec![first.clone()], "{how:?}");
         // Leave no waiter behind for the next round.
         let done = || make::update(JobStatus::Succeeded, at);
         assert!(
@@ -253,7 +253,7 @@ pub async fn every_way_a_call_leaves_its_line_wakes_one_waiter(store: &dyn Store
                 .unwrap()
         );
         store.wake_jobs(vec![second.clone()], at + 4).await.unwrap();
-        assert_eq!(due(store, at + 4).await, [second.clone()], "{how:?}");
+        assert_eq!(due(store, at + 4).await, vec![second.clone()], "{how:?}");
         assert!(
             store
                 .finish_claim(&second, "w", done(), at + 5)
