@@ -8,9 +8,11 @@
 //! write lock, a value written behind the store's back) take the engine's
 //! `&TestDb`. Each is listed once below and runs as one test per case.
 
+mod call_events;
 mod calls;
 mod claims;
 mod deliveries;
+mod delivery_log;
 mod engines;
 mod jobs;
 mod lifecycle;
@@ -70,18 +72,18 @@ conformance! {
         calls::a_dial_answer_is_recorded_and_never_moves_the_call_backwards,
         calls::set_call_status_sets_the_status_outright,
         calls::stale_calls_are_the_line_holding_ones_without_news,
-        calls::call_events_apply_once_forward_only_and_merge_details,
-        calls::a_final_call_event_wakes_the_job_frees_the_line_and_starts_its_jobs,
-        calls::a_call_event_whose_jobs_cannot_be_inserted_changes_nothing,
+        call_events::call_events_apply_once_forward_only_and_merge_details,
+        call_events::a_final_call_event_wakes_the_job_frees_the_line_and_starts_its_jobs,
+        call_events::a_call_event_whose_jobs_cannot_be_inserted_changes_nothing,
         deliveries::deliveries_are_created_once_per_key_and_read_back_exactly,
         deliveries::an_expired_lease_counts_as_an_interrupted_attempt_and_dedupe_finds_the_first,
         deliveries::claims_are_per_endpoint_oldest_due_first_and_fenced_by_owner,
         deliveries::released_deliveries_are_due_again_untried,
-        deliveries::only_failed_and_dead_deliveries_are_replayed,
-        deliveries::the_delivery_log_filters_and_pages_newest_first,
-        deliveries::pending_deliveries_to_unconfigured_endpoints_fail_visibly,
-        deliveries::purge_deletes_finished_deliveries_and_keeps_unfinished_ones,
-        deliveries::a_large_purge_removes_every_finished_delivery,
+        delivery_log::only_failed_and_dead_deliveries_are_replayed,
+        delivery_log::the_delivery_log_filters_and_pages_newest_first,
+        delivery_log::pending_deliveries_to_unconfigured_endpoints_fail_visibly,
+        delivery_log::purge_deletes_finished_deliveries_and_keeps_unfinished_ones,
+        delivery_log::a_large_purge_removes_every_finished_delivery,
         lifecycle::status_counts_count_every_record_by_status,
         lifecycle::check_writable_commits_through_the_writer,
     ],
