@@ -58,6 +58,19 @@ pub trait Store: Send + Sync + 'static {
 
     async fn job(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError>;
 
+    /// Jobs matching `filter`, newest first, at most `limit` (at least 1);
+    /// `before` is the cursor: only jobs whose id sorts before it (ids sort
+    /// by creation time).
+    async fn jobs(
+        &self,
+        filter: JobFilter,
+        before: Option<JobId>,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, StoreError>;
+
+    /// How many jobs match `filter`.
+    async fn count_jobs(&self, filter: JobFilter) -> Result<u64, StoreError>;
+
     /// The live (unexpired at `now_ms`) record for an Idempotency-Key.
     async fn idempotency(
         &self,

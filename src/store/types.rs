@@ -316,6 +316,20 @@ pub struct DeliveryFilter {
     pub limit: usize,
 }
 
+/// Which jobs a listing or a count covers (the operations console's job
+/// list). Every field narrows; the default is every job.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub status: Option<JobStatus>,
+    pub trigger_id: Option<TriggerId>,
+    /// The principal that created the jobs (`created_by` in the API).
+    pub created_by: Option<String>,
+    /// Created at or after this time (Unix ms).
+    pub since_ms: Option<i64>,
+    /// Created before this time (Unix ms).
+    pub until_ms: Option<i64>,
+}
+
 /// What a replay request found.
 #[derive(Debug, Clone)]
 pub enum Replay {

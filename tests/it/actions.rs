@@ -377,7 +377,11 @@ async fn a_slow_upstream_still_fills_the_cache_for_the_next_lookup() {
     let app = app_with(&rx, BY_NUMBER).await;
     let v: Value = lookup(&app).await;
     assert_eq!(v["degraded"], true, "past the 300 ms deadline: {v}");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The upstream's late answer is on its way into the cache.
+    crate::runner::eventually(Duration::from_secs(10), "the upstream's answer", || async {
+        rx.answered().first().copied().flatten()
+    })
+    .await;
     let started = Instant::now();
     let v: Value = lookup(&app).await;
     assert_eq!(v["cached"], true, "{v}");

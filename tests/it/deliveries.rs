@@ -175,9 +175,23 @@ async fn a_4xx_other_than_408_or_429_is_not_retried() {
     let d = delivery_when(&app, &job_id, "failed").await;
     assert_eq!(d["attempt_count"], 1);
     assert_eq!(d["last_status_code"], 422);
-    // Nothing else arrives (the retry waits are 20 ms).
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(rx.received().len(), 1);
+    // Nothing else arrives: the store holds no further attempt for it…
+    let id = callgate::ids::DeliveryId::parse(d["id"].as_str().unwrap()).unwrap();
+    let stored = app.store().delivery(&id).await.unwrap().unwrap();
+    assert_eq!(stored.next_attempt_at_ms, None, "no retry scheduled");
+    // …and the engine has been through the endpoint's queue since: a
+    // later delivery to it went out, and it alone followed the 422.
+    let marker = notify(&app).await;
+    delivery_when(&app, &marker, "succeeded").await;
+    let got = rx.received();
+    assert_eq!(got.len(), 2, "the 422 was not sent again");
+    assert_eq!(got[1].headers["x-job"], marker.as_str());
+    let again = app.store().delivery(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (again.status.as_str(), again.attempts),
+        ("failed", 1),
+        "still one attempt"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -658,19 +672,23 @@ async fn a_header_from_the_environment_is_sent_but_never_stored_or_shown() {
         "callgate"
     );
     assert!(!d.to_string().contains(CRM_TOKEN), "{d}");
-    let stored: i64 = crate::runner::sqlx_scalar(
-        &app,
-        &format!("SELECT COUNT(*) FROM deliveries WHERE headers LIKE '%{CRM_TOKEN}%'"),
-    )
-    .await;
+    let store = app.store();
+    let deliveries = crate::support::all_deliveries(store).await;
+    assert_eq!(deliveries.len(), 1);
+    let stored = deliveries
+        .iter()
+        .filter(|d| d.headers.to_string().contains(CRM_TOKEN))
+        .count();
     assert_eq!(stored, 0, "the secret is not in the database");
-    let logged: i64 = crate::runner::sqlx_scalar(
-        &app,
-        &format!(
-            "SELECT COUNT(*) FROM delivery_attempts WHERE request_headers LIKE '%{CRM_TOKEN}%'"
-        ),
-    )
-    .await;
+    let mut logged = 0;
+    for d in &deliveries {
+        let attempts = store.delivery_attempts(&d.id).await.unwrap();
+        assert!(!attempts.is_empty());
+        logged += attempts
+            .iter()
+            .filter(|a| a.request_headers.to_string().contains(CRM_TOKEN))
+            .count();
+    }
     assert_eq!(logged, 0);
 }
 
@@ -721,15 +739,16 @@ async fn a_delivery_to_an_endpoint_no_longer_configured_is_failed_and_not_replay
         })
         .await
         .unwrap();
-    assert_eq!(
-        store
-            .fail_unconfigured_deliveries(vec!["crm".into()], now)
-            .await
-            .unwrap(),
-        1
-    );
+    // The delivery engine's own sweep (at its start, then every ten
+    // minutes) may get there first: either way it ends up failed, once.
+    let failed_now = store
+        .fail_unconfigured_deliveries(vec!["crm".into()], now)
+        .await
+        .unwrap();
+    assert!(failed_now <= 1, "{failed_now}");
     let d = get_json(&app, app.key("ops"), &format!("/v1/deliveries/{id}")).await;
     assert_eq!(d["status"], "failed");
+    assert_eq!(d["attempt_count"], 0, "never sent");
     assert!(
         d["last_error"].as_str().unwrap().contains("not configured"),
         "{d}"

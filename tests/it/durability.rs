@@ -3,15 +3,17 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
-use sqlx::{ConnectOptions, Connection};
 
-use crate::support::{self, JWT_SECRET, TestApp, count_jobs, demo_body, problem, read_response};
+use crate::support::{
+    self, JWT_SECRET, TestApp, all_deliveries, all_jobs, count_status, demo_body, open_store,
+    problem, read_response,
+};
 
 /// The `callgate serve` process with its stderr collected.
 struct Gateway {
@@ -73,6 +75,42 @@ impl Gateway {
         format!("https://127.0.0.1:{}{path}", self.addr.port())
     }
 
+    /// GETs `path` with `key` and reads the JSON answer.
+    async fn get_json(&self, client: &reqwest::Client, key: &str, path: &str) -> Value {
+        let r = client
+            .get(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        r.json().await.unwrap()
+    }
+
+    /// The store's row counts by status for `table` (`jobs`, `calls`,
+    /// `deliveries`), as `/metrics` reports them (scope `metrics:read`).
+    async fn status_gauges(
+        &self,
+        client: &reqwest::Client,
+        key: &str,
+        table: &str,
+    ) -> std::collections::HashMap<String, i64> {
+        let r = client
+            .get(self.url("/metrics"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let text = r.text().await.unwrap();
+        let prefix = format!("callgate_{table}{{status=\"");
+        text.lines()
+            .filter_map(|l| l.strip_prefix(prefix.as_str()))
+            .filter_map(|rest| rest.split_once("\"} "))
+            .map(|(status, n)| (status.to_owned(), n.trim().parse::<f64>().unwrap() as i64))
+            .collect()
+    }
+
     fn signal(&self, signal: &str) {
         let ok = Command::new("kill")
             .arg(format!("-{signal}"))
@@ -132,6 +170,23 @@ fn config_dir() -> (tempfile::TempDir, String) {
     )
     .unwrap();
     (dir, key)
+}
+
+/// Mints a key `ops` in the config dir `dir` that reads jobs, deliveries
+/// and metrics (before the gateway starts).
+fn ops_key(dir: &Path) -> String {
+    callgate::auth::api_key::add_to_file(
+        &dir.join("keys.toml"),
+        "ops",
+        &[
+            "jobs:read".into(),
+            "deliveries:read".into(),
+            "metrics:read".into(),
+        ],
+        None,
+        "now",
+    )
+    .unwrap()
 }
 
 /// Job ids answered 202, shared by load workers.
@@ -208,7 +263,12 @@ async fn accepted_jobs_survive_sigkill_and_secrets_never_reach_the_logs() {
     assert!(accepted.len() >= 150, "only {} accepted", accepted.len());
     let logs_before = gw.logs.lock().unwrap().clone();
 
-    let on_disk = count_jobs(&data.path().join("callgate.db")).await;
+    let store = open_store(data.path()).await;
+    let on_disk = store
+        .count_jobs(callgate::store::JobFilter::default())
+        .await
+        .unwrap() as i64;
+    store.close().await;
     assert!(
         on_disk >= accepted.len() as i64,
         "{on_disk} on disk < {} accepted",
@@ -272,8 +332,7 @@ async fn sigterm_finishes_in_flight_requests_flushes_and_exits_zero() {
     }
     let accepted = accepted.lock().unwrap().clone();
     assert!(accepted.len() >= 100);
-    let db = data.path().join("callgate.db");
-    let ids = job_ids(&db).await;
+    let ids = job_ids(data.path()).await;
     for id in &accepted {
         assert!(ids.contains(id), "accepted job {id} missing after SIGTERM");
     }
@@ -343,25 +402,32 @@ async fn sigterm_answers_requests_already_written_on_idle_keep_alive_connections
             .await
             .unwrap();
         assert!(status.success(), "exit status {status:?}");
-        let ids = job_ids(&data.path().join("callgate.db")).await;
+        let ids = job_ids(data.path()).await;
         for id in &accepted {
             assert!(ids.contains(id), "accepted job {id} missing after SIGTERM");
         }
     }
 }
 
-async fn job_ids(db: &PathBuf) -> std::collections::HashSet<String> {
-    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(db)
-        .read_only(true)
-        .connect()
+/// The ids of every job a gateway that used `data` left in its store.
+async fn job_ids(data: &Path) -> std::collections::HashSet<String> {
+    let store = open_store(data).await;
+    let ids = all_jobs(&*store)
         .await
-        .unwrap();
-    let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM jobs")
-        .fetch_all(&mut conn)
-        .await
-        .unwrap();
-    ids.into_iter().collect()
+        .into_iter()
+        .map(|j| j.id.into_string())
+        .collect();
+    store.close().await;
+    ids
+}
+
+/// Another process takes the SQLite database's write lock and holds it
+/// until the connection is dropped. (SQLite-specific: it stands for the
+/// engine being unable to write, which the test is about.)
+fn hold_write_lock(app: &TestApp) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(app.data_dir.path().join("callgate.db")).unwrap();
+    conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+    conn
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -378,13 +444,7 @@ async fn a_blocked_writer_answers_503_with_retry_after_instead_of_queueing() {
         202
     );
     // Another process takes the database's write lock and holds it.
-    let mut blocker = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(app.db_path())
-        .connect()
-        .await
-        .unwrap();
-    let mut tx = blocker.begin_with("BEGIN IMMEDIATE").await.unwrap();
-    sqlx::query("SELECT 1").execute(&mut *tx).await.unwrap();
+    let blocker = hold_write_lock(&app);
 
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
     for _ in 0..6 {
@@ -428,7 +488,7 @@ async fn a_blocked_writer_answers_503_with_retry_after_instead_of_queueing() {
             .status(),
         503
     );
-    tx.rollback().await.unwrap();
+    drop(blocker); // rolls back, releasing the lock
     // What was queued commits once the lock is gone.
     let mut committed = 0;
     for _ in 0..2 {
@@ -453,28 +513,6 @@ async fn a_blocked_writer_answers_503_with_retry_after_instead_of_queueing() {
             .status(),
         200
     );
-}
-
-#[tokio::test]
-async fn the_database_is_in_wal_mode_on_disk() {
-    let app = TestApp::start().await;
-    assert_eq!(
-        app.trigger(app.key("zapier"), "demo-call", &demo_body())
-            .await
-            .status(),
-        202
-    );
-    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(app.db_path())
-        .read_only(true)
-        .connect()
-        .await
-        .unwrap();
-    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(mode, "wal");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -502,8 +540,8 @@ async fn after_sigkill_with_calls_in_flight_every_job_finishes_once_and_no_numbe
         "\n[runner]\nlease = \"2s\"\npoll_interval = \"100ms\"\nline_retry = \"100ms\"\n",
     );
     std::fs::write(dir.join("callgate.toml"), main).unwrap();
+    let ops = ops_key(dir);
     let data = tempfile::tempdir().unwrap();
-    let db = data.path().join("callgate.db");
 
     let mut gw = Gateway::start(dir, data.path());
     let client = gw.client(data.path());
@@ -519,30 +557,35 @@ async fn after_sigkill_with_calls_in_flight_every_job_finishes_once_and_no_numbe
     }
     // Kill it while calls are being dialed and are in progress.
     crate::runner::eventually(Duration::from_secs(30), "calls in flight", || async {
-        let n = scalar(&db, "SELECT COUNT(*) FROM calls").await;
+        let n: i64 = gw
+            .status_gauges(&client, &ops, "calls")
+            .await
+            .values()
+            .sum();
         (n >= 10).then_some(())
     })
     .await;
     gw.child.kill().unwrap();
     gw.child.wait().unwrap();
-    let at_kill = scalar(
-        &db,
-        "SELECT COUNT(*) FROM calls WHERE status NOT IN ('completed')",
-    )
-    .await;
+    let store = open_store(data.path()).await;
+    let at_kill = count_status(&*store, "calls", None).await
+        - count_status(&*store, "calls", Some("completed")).await;
+    store.close().await;
     assert!(
         at_kill > 0,
         "some calls were still in flight when the process died"
     );
 
     let gw2 = Gateway::start(dir, data.path());
+    let client = gw2.client(data.path());
     crate::runner::eventually(
         Duration::from_secs(60),
         "every job and call to finish",
         || async {
-            let jobs = scalar(&db, "SELECT COUNT(*) FROM jobs WHERE status = 'succeeded'").await;
-            let calls = scalar(&db, "SELECT COUNT(*) FROM calls WHERE status = 'completed'").await;
-            (jobs == 30 && calls == 30).then_some(())
+            let jobs = gw2.status_gauges(&client, &ops, "jobs").await;
+            let calls = gw2.status_gauges(&client, &ops, "calls").await;
+            let n = |g: &std::collections::HashMap<String, i64>, s: &str| g.get(s).copied();
+            (n(&jobs, "succeeded") == Some(30) && n(&calls, "completed") == Some(30)).then_some(())
         },
     )
     .await;
@@ -563,25 +606,25 @@ async fn after_sigkill_with_calls_in_flight_every_job_finishes_once_and_no_numbe
         dials_per_number.values().all(|n| *n == 1),
         "a number was dialed twice: {dials_per_number:?}"
     );
-    assert_eq!(scalar(&db, "SELECT COUNT(*) FROM (SELECT job_id FROM job_events WHERE status = 'succeeded' GROUP BY job_id HAVING COUNT(*) = 1)").await, 30, "each job succeeded exactly once");
+    let store = open_store(data.path()).await;
+    let mut succeeded_once = 0;
+    for job in all_jobs(&*store).await {
+        let events = store.job_events(&job.id).await.unwrap();
+        let succeeded = events
+            .iter()
+            .filter(|e| e.status == callgate::store::JobStatus::Succeeded)
+            .count();
+        if succeeded == 1 {
+            succeeded_once += 1;
+        }
+    }
+    assert_eq!(succeeded_once, 30, "each job succeeded exactly once");
     assert_eq!(
-        scalar(&db, "SELECT COUNT(*) FROM calls").await,
+        count_status(&*store, "calls", None).await,
         30,
         "one call per job"
     );
-}
-
-async fn scalar(db: &PathBuf, sql: &str) -> i64 {
-    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(db)
-        .read_only(true)
-        .connect()
-        .await
-        .unwrap();
-    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
-        .fetch_one(&mut conn)
-        .await
-        .unwrap_or(0)
+    store.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -610,12 +653,12 @@ async fn a_delivery_waiting_for_its_retry_survives_sigkill_and_is_sent_after_res
          action = { type = \"automation\", name = \"notify\", to = \"/phone_number\" }\n",
     );
     std::fs::write(dir.join("triggers.toml"), triggers).unwrap();
+    let ops = ops_key(dir);
     let data = tempfile::tempdir().unwrap();
-    let db = data.path().join("callgate.db");
 
     let mut gw = Gateway::start(dir, data.path());
-    let r = gw
-        .client(data.path())
+    let client = gw.client(data.path());
+    let r = client
         .post(gw.url("/v1/triggers/notify"))
         .bearer_auth(&key)
         .json(&demo_body())
@@ -627,35 +670,41 @@ async fn a_delivery_waiting_for_its_retry_survives_sigkill_and_is_sent_after_res
         Duration::from_secs(20),
         "the first attempt logged",
         || async {
-            let n = scalar(&db, "SELECT COUNT(*) FROM delivery_attempts").await;
-            (n == 1).then_some(())
+            let list = gw.get_json(&client, &ops, "/v1/deliveries").await;
+            let id = list["deliveries"][0]["id"].as_str()?.to_owned();
+            let d = gw
+                .get_json(&client, &ops, &format!("/v1/deliveries/{id}"))
+                .await;
+            (d["attempts"].as_array()?.len() == 1).then_some(())
         },
     )
     .await;
     gw.child.kill().unwrap(); // SIGKILL, inside the 2 s wait
     gw.child.wait().unwrap();
     assert_eq!(rx.received().len(), 1);
+    let store = open_store(data.path()).await;
     assert_eq!(
-        scalar(
-            &db,
-            "SELECT COUNT(*) FROM deliveries WHERE status = 'pending'"
-        )
-        .await,
+        count_status(&*store, "deliveries", Some("pending")).await,
         1
     );
+    store.close().await;
 
-    let _gw2 = Gateway::start(dir, data.path());
+    let gw2 = Gateway::start(dir, data.path());
+    let client = gw2.client(data.path());
     let got = rx.wait_for(2, Duration::from_secs(20)).await;
     assert_eq!(got[1].headers["webhook-id"], got[0].headers["webhook-id"]);
     crate::runner::eventually(
         Duration::from_secs(10),
         "the delivery to succeed",
         || async {
-            let n = scalar(
-                &db,
-                "SELECT COUNT(*) FROM deliveries WHERE status = 'succeeded' AND attempts = 2",
-            )
-            .await;
+            let list = gw2
+                .get_json(&client, &ops, "/v1/deliveries?status=succeeded")
+                .await;
+            let n = list["deliveries"]
+                .as_array()?
+                .iter()
+                .filter(|d| d["attempt_count"] == 2)
+                .count();
             (n == 1).then_some(())
         },
     )
@@ -709,8 +758,8 @@ async fn deliveries_survive_repeated_sigkills_and_only_interrupted_attempts_are_
         "\n[deliveries]\nlease_grace = \"1s\"\n",
     );
     let dir = config.path();
+    let ops = ops_key(dir);
     let data = tempfile::tempdir().unwrap();
-    let db = data.path().join("callgate.db");
 
     let mut gw = Gateway::start(dir, data.path());
     let client = gw.client(data.path());
@@ -733,22 +782,22 @@ async fn deliveries_survive_repeated_sigkills_and_only_interrupted_attempts_are_
         kills.push(std::time::Instant::now());
         gw = Gateway::start(dir, data.path());
     }
+    let client = gw.client(data.path());
     crate::runner::eventually(
         Duration::from_secs(120),
         "every delivery to succeed",
         || async {
-            let n = scalar(
-                &db,
-                "SELECT COUNT(*) FROM deliveries WHERE status = 'succeeded'",
-            )
-            .await;
-            (n == DELIVERIES as i64).then_some(())
+            let g = gw.status_gauges(&client, &ops, "deliveries").await;
+            (g.get("succeeded") == Some(&(DELIVERIES as i64))).then_some(())
         },
     )
     .await;
+    drop(gw); // every delivery is done: what the store holds is final
+    let store = open_store(data.path()).await;
+    let deliveries = all_deliveries(&*store).await;
     assert_eq!(
-        scalar(&db, "SELECT COUNT(*) FROM deliveries").await,
-        DELIVERIES as i64,
+        deliveries.len(),
+        DELIVERIES,
         "one delivery per job, however often its job ran"
     );
 
@@ -785,17 +834,24 @@ async fn deliveries_survive_repeated_sigkills_and_only_interrupted_attempts_are_
     );
     // Every re-send follows an attempt that its process did not live to log.
     for id in resent {
-        let interrupted = scalar(
-            &db,
-            &format!(
-                "SELECT COUNT(*) FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id \
-                 WHERE d.msg_id = '{id}' AND a.error LIKE 'interrupted%'"
-            ),
-        )
-        .await;
+        let mut interrupted = 0;
+        for d in deliveries.iter().filter(|d| d.msg_id.as_str() == id) {
+            interrupted += store
+                .delivery_attempts(&d.id)
+                .await
+                .unwrap()
+                .iter()
+                .filter(|a| {
+                    a.error
+                        .as_deref()
+                        .is_some_and(|e| e.starts_with("interrupted"))
+                })
+                .count();
+        }
         assert!(
             interrupted >= 1,
             "{id} was sent again without an interrupted attempt"
         );
     }
+    store.close().await;
 }

@@ -22,4 +22,5 @@ mod metrics;
 mod openapi;
 mod receiver;
 mod runner;
+mod store;
 mod support;

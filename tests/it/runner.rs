@@ -8,7 +8,7 @@ use callgate::clock::ManualClock;
 use chrono::TimeZone;
 use serde_json::{Value, json};
 
-use crate::support::{TestApp, demo_body};
+use crate::support::{TestApp, count_status, demo_body};
 
 pub const SIM_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
@@ -100,11 +100,19 @@ async fn a_trigger_places_a_call_whose_events_come_back_and_start_the_post_call_
 
     // call.completed started the subscribed automation, which ran with the call.
     app.run_pending().await;
-    let auto_job: String = sqlx_scalar(
-        &app,
-        &format!("SELECT id FROM jobs WHERE dedupe_key = 'event:{call_id}:after-call'"),
-    )
-    .await;
+    let started: Vec<String> = app
+        .all_jobs()
+        .await
+        .into_iter()
+        .filter(|j| j.action["name"] == "after-call" && j.action["call_id"] == call_id.as_str())
+        .map(|j| j.id.into_string())
+        .collect();
+    assert_eq!(
+        started.len(),
+        1,
+        "one after-call job for the call: {started:?}"
+    );
+    let auto_job = &started[0];
     let auto = get_json(&app, &key, &format!("/v1/jobs/{auto_job}")).await;
     assert_eq!(auto["status"], "succeeded", "{auto}");
     assert_eq!(auto["input"]["call"]["id"], call_id);
@@ -120,21 +128,19 @@ async fn a_trigger_places_a_call_whose_events_come_back_and_start_the_post_call_
     );
 }
 
-pub async fn sqlx_scalar<T>(app: &TestApp, sql: &str) -> T
-where
-    T: for<'r> sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite> + Send + Unpin,
-{
-    use sqlx::ConnectOptions;
-    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(app.db_path())
-        .read_only(true)
-        .connect()
-        .await
-        .unwrap();
-    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
-        .fetch_one(&mut conn)
-        .await
-        .unwrap()
+/// How many `waiting` events each job of `app` logged, by job.
+async fn waiting_events(app: &TestApp) -> Vec<i64> {
+    let mut counts = Vec::new();
+    for job in app.all_jobs().await {
+        let events = app.store().job_events(&job.id).await.unwrap();
+        counts.push(
+            events
+                .iter()
+                .filter(|e| e.status == callgate::store::JobStatus::Waiting)
+                .count() as i64,
+        );
+    }
+    counts
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -171,11 +177,7 @@ async fn fifty_concurrent_triggers_never_have_more_than_three_calls_in_progress(
         s.await.unwrap();
     }
     eventually(Duration::from_secs(60), "50 completed calls", || async {
-        let done: i64 = sqlx_scalar(
-            &app,
-            "SELECT COUNT(*) FROM calls WHERE status = 'completed'",
-        )
-        .await;
+        let done = count_status(app.store(), "calls", Some("completed")).await;
         (done == 50).then_some(())
     })
     .await;
@@ -201,21 +203,18 @@ async fn fifty_concurrent_triggers_never_have_more_than_three_calls_in_progress(
         .filter(|e| matches!(e, callgate::calls::simulator::LogEntry::Dial { .. }))
         .count();
     assert_eq!(dials, 50, "each job dialed exactly once");
-    let waited: i64 = sqlx_scalar(
-        &app,
-        "SELECT COUNT(DISTINCT job_id) FROM job_events WHERE status = 'waiting'",
-    )
-    .await;
+    let waited = waiting_events(&app)
+        .await
+        .iter()
+        .filter(|n| **n > 0)
+        .count();
     assert!(
         waited > 0,
         "jobs waited for a free line rather than failing"
     );
-    let failed: i64 = sqlx_scalar(
-        &app,
-        "SELECT COUNT(*) FROM jobs WHERE status != 'succeeded'",
-    )
-    .await;
-    assert_eq!(failed, 0);
+    let all = count_status(app.store(), "jobs", None).await;
+    let succeeded = count_status(app.store(), "jobs", Some("succeeded")).await;
+    assert_eq!(all - succeeded, 0, "jobs not succeeded");
 }
 
 #[tokio::test]
@@ -442,8 +441,7 @@ async fn line_waiting_events(jobs: usize) -> (i64, i64) {
         Duration::from_secs(120),
         "every job to place its call",
         || async {
-            let done: i64 =
-                sqlx_scalar(&app, "SELECT COUNT(*) FROM jobs WHERE status = 'succeeded'").await;
+            let done = count_status(app.store(), "jobs", Some("succeeded")).await;
             (done == jobs as i64).then_some(())
         },
     )
@@ -454,17 +452,9 @@ async fn line_waiting_events(jobs: usize) -> (i64, i64) {
         .filter(|e| matches!(e, callgate::calls::simulator::LogEntry::Dial { .. }))
         .count();
     assert_eq!(dials, jobs, "one dial per job");
-    let most: i64 = sqlx_scalar(
-        &app,
-        "SELECT COALESCE(MAX(n), 0) FROM (SELECT COUNT(*) AS n FROM job_events \
-         WHERE status = 'waiting' GROUP BY job_id)",
-    )
-    .await;
-    let total: i64 = sqlx_scalar(
-        &app,
-        "SELECT COUNT(*) FROM job_events WHERE status = 'waiting'",
-    )
-    .await;
+    let per_job = waiting_events(&app).await;
+    let most = per_job.iter().copied().max().unwrap_or(0);
+    let total = per_job.iter().sum();
     (most, total)
 }
 

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use callgate::clock::{Clock, ManualClock, SystemClock};
@@ -337,13 +337,22 @@ impl TestApp {
         callgate::calls::simulator::read_log(&path).unwrap_or_default()
     }
 
-    pub fn db_path(&self) -> PathBuf {
-        self.data_dir.path().join("callgate.db")
+    /// The running server's store.
+    pub fn store(&self) -> &dyn callgate::store::Store {
+        &*self.state.store
     }
 
-    /// Counts the jobs on disk, reading the SQLite file directly.
+    /// Counts the jobs the store has committed (and so on disk).
     pub async fn jobs_on_disk(&self) -> i64 {
-        count_jobs(&self.db_path()).await
+        self.store()
+            .count_jobs(callgate::store::JobFilter::default())
+            .await
+            .unwrap() as i64
+    }
+
+    /// Every job the store holds, newest first.
+    pub async fn all_jobs(&self) -> Vec<callgate::store::JobRecord> {
+        all_jobs(self.store()).await
     }
 
     /// Graceful shutdown; returns what `run` returned.
@@ -366,19 +375,65 @@ impl Drop for TestApp {
     }
 }
 
-/// Opens a database file read-only and counts its jobs.
-pub async fn count_jobs(path: &Path) -> i64 {
-    use sqlx::ConnectOptions;
-    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(path)
-        .read_only(true)
-        .connect()
-        .await
-        .unwrap();
-    sqlx::query_scalar("SELECT COUNT(*) FROM jobs")
-        .fetch_one(&mut conn)
+/// Opens the storage of a gateway that used `data_dir` with the default
+/// `[storage]` (as the tests configure it), to inspect what it left once
+/// it has exited. Close it when done.
+pub async fn open_store(data_dir: &Path) -> Arc<dyn callgate::store::Store> {
+    callgate::store::open(&callgate::config::StorageConfig::default(), data_dir)
         .await
         .unwrap()
+}
+
+/// Every job in `store`, newest first (page by page).
+pub async fn all_jobs(store: &dyn callgate::store::Store) -> Vec<callgate::store::JobRecord> {
+    let mut all: Vec<callgate::store::JobRecord> = Vec::new();
+    loop {
+        let before = all.last().map(|j| j.id.clone());
+        let page = store
+            .jobs(callgate::store::JobFilter::default(), before, 500)
+            .await
+            .unwrap();
+        if page.is_empty() {
+            return all;
+        }
+        all.extend(page);
+    }
+}
+
+/// Every delivery in `store`, newest first (page by page).
+pub async fn all_deliveries(
+    store: &dyn callgate::store::Store,
+) -> Vec<callgate::store::DeliveryRecord> {
+    let mut all: Vec<callgate::store::DeliveryRecord> = Vec::new();
+    loop {
+        let filter = callgate::store::DeliveryFilter {
+            before: all.last().map(|d| d.id.clone()),
+            limit: 500,
+            ..Default::default()
+        };
+        let page = store.deliveries(filter).await.unwrap();
+        if page.is_empty() {
+            return all;
+        }
+        all.extend(page);
+    }
+}
+
+/// How many records of `table` (`jobs`, `calls`, `deliveries`) have
+/// `status` (`None`: all), from the store's status counts.
+pub async fn count_status(
+    store: &dyn callgate::store::Store,
+    table: &str,
+    status: Option<&str>,
+) -> i64 {
+    store
+        .status_counts()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(t, s, _)| t == table && status.is_none_or(|want| s == want))
+        .map(|(_, _, n)| n)
+        .sum()
 }
 
 pub fn test_env() -> BTreeMap<String, String> {

@@ -30,8 +30,8 @@ pub use writer::MAX_ROWS_PER_STATEMENT;
 use super::{
     CallEventIn, CallRecord, CallStatus, ClaimedJob, DeliveryAttempt, DeliveryFilter,
     DeliveryRecord, DeliveryStatus, EnqueueOutcome, EventApplied, EventJobs, GroupCommit,
-    IdempotencyRecord, JobEvent, JobRecord, JobUpdate, NewCall, NewDelivery, NewJob, Replay,
-    Reservation, Store, StoreError,
+    IdempotencyRecord, JobEvent, JobFilter, JobRecord, JobUpdate, NewCall, NewDelivery, NewJob,
+    Replay, Reservation, Store, StoreError,
 };
 use crate::config::StorageConfig;
 use crate::ids::{CallId, DeliveryId, JobId};
@@ -169,6 +169,21 @@ impl Store for SqliteStore {
     async fn job(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError> {
         let id = id.clone();
         self.read(move |conn| reads::job(conn, &id)).await
+    }
+
+    async fn jobs(
+        &self,
+        filter: JobFilter,
+        before: Option<JobId>,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        self.read(move |conn| reads::jobs(conn, &filter, before.as_ref(), limit))
+            .await
+    }
+
+    async fn count_jobs(&self, filter: JobFilter) -> Result<u64, StoreError> {
+        self.read(move |conn| reads::count_jobs(conn, &filter))
+            .await
     }
 
     async fn idempotency(
@@ -435,5 +450,41 @@ impl Store for SqliteStore {
 
     async fn status_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
         self.read(reads::status_counts).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{JobStatus, NewJob};
+
+    #[tokio::test]
+    async fn the_database_is_in_wal_mode_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("callgate.db");
+        let store = SqliteStore::open(&path, &StorageConfig::default())
+            .await
+            .unwrap();
+        let job = NewJob {
+            id: JobId::new(1_000),
+            trigger_id: None,
+            principal: "key:test".into(),
+            action_json: "{}".into(),
+            input_json: "{}".into(),
+            request_id: None,
+            created_at_ms: 1_000,
+            run_at_ms: 1_000,
+            status: JobStatus::Queued,
+            idempotency: None,
+            dedupe_key: None,
+        };
+        assert_eq!(store.enqueue(job).await.unwrap(), EnqueueOutcome::Inserted);
+        // Another reader of the file sees the journal mode the store set.
+        let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        store.close().await;
     }
 }

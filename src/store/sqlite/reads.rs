@@ -1,50 +1,107 @@
-//! Reads on the read-only connections: jobs, their event logs, idempotency
-//! records, calls by job and by staleness, and the status counts behind
-//! `/metrics`.
+//! Reads on the read-only connections: jobs (one, or listed and counted by
+//! filter), their event logs, idempotency records, calls by job and by
+//! staleness, and the status counts behind `/metrics`.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::ops::read_call;
 use crate::ids::{JobId, TriggerId};
-use crate::store::{CallRecord, CallStatus, IdempotencyRecord, JobEvent, JobRecord, StoreError};
+use crate::store::{
+    CallRecord, CallStatus, IdempotencyRecord, JobEvent, JobFilter, JobRecord, StoreError,
+};
+
+const JOB_COLUMNS: &str = "id, trigger_id, principal, status, status_reason, action, input, \
+     state, result, error, attempts, request_id, created_at, updated_at, run_at";
+
+fn job_record(r: &Row<'_>) -> rusqlite::Result<JobRecord> {
+    // Jobs started by call events have no trigger: stored as ''.
+    let trigger_id: String = r.get(1)?;
+    Ok(JobRecord {
+        id: r.get(0)?,
+        trigger_id: (!trigger_id.is_empty())
+            .then(|| TriggerId::parse(&trigger_id))
+            .transpose()
+            .map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, e.into())
+            })?,
+        principal: r.get(2)?,
+        status: r.get(3)?,
+        status_reason: r.get(4)?,
+        action: r.get(5)?,
+        input: r.get(6)?,
+        state: r.get(7)?,
+        result: r.get(8)?,
+        error: r.get(9)?,
+        attempts: r.get(10)?,
+        request_id: r.get(11)?,
+        created_at_ms: r.get(12)?,
+        updated_at_ms: r.get(13)?,
+        run_at_ms: r.get(14)?,
+    })
+}
 
 pub(super) fn job(conn: &Connection, id: &JobId) -> Result<Option<JobRecord>, StoreError> {
     Ok(conn
-        .prepare_cached(
-            "SELECT id, trigger_id, principal, status, status_reason, action, input, state, \
-             result, error, attempts, request_id, created_at, updated_at, run_at \
-             FROM jobs WHERE id = ?1",
-        )?
-        .query_row(params![id], |r| {
-            let trigger_id: String = r.get(1)?;
-            Ok(JobRecord {
-                id: r.get(0)?,
-                trigger_id: (!trigger_id.is_empty())
-                    .then(|| TriggerId::parse(&trigger_id))
-                    .transpose()
-                    .map_err(|e| {
-                        rusqlite::Error::FromSqlConversionFailure(
-                            1,
-                            rusqlite::types::Type::Text,
-                            e.into(),
-                        )
-                    })?,
-                principal: r.get(2)?,
-                status: r.get(3)?,
-                status_reason: r.get(4)?,
-                action: r.get(5)?,
-                input: r.get(6)?,
-                state: r.get(7)?,
-                result: r.get(8)?,
-                error: r.get(9)?,
-                attempts: r.get(10)?,
-                request_id: r.get(11)?,
-                created_at_ms: r.get(12)?,
-                updated_at_ms: r.get(13)?,
-                run_at_ms: r.get(14)?,
-            })
-        })
+        .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?
+        .query_row(params![id], job_record)
         .optional()?)
+}
+
+/// `WHERE …` for a job filter (and a cursor), with its arguments.
+fn job_conditions(filter: &JobFilter, before: Option<&JobId>) -> (String, Vec<Value>) {
+    let mut sql = String::from(" WHERE 1 = 1");
+    let mut args: Vec<Value> = Vec::new();
+    let mut add = |clause: &str, v: Value| {
+        args.push(v);
+        sql.push_str(&format!(" AND {clause} ?{}", args.len()));
+    };
+    if let Some(s) = filter.status {
+        add("status =", s.as_str().to_owned().into());
+    }
+    if let Some(t) = &filter.trigger_id {
+        add("trigger_id =", t.as_str().to_owned().into());
+    }
+    if let Some(p) = &filter.created_by {
+        add("principal =", p.clone().into());
+    }
+    if let Some(t) = filter.since_ms {
+        add("created_at >=", t.into());
+    }
+    if let Some(t) = filter.until_ms {
+        add("created_at <", t.into());
+    }
+    if let Some(b) = before {
+        add("id <", b.as_str().to_owned().into());
+    }
+    (sql, args)
+}
+
+/// Newest first (ids sort by creation time), at most `limit`.
+pub(super) fn jobs(
+    conn: &Connection,
+    filter: &JobFilter,
+    before: Option<&JobId>,
+    limit: usize,
+) -> Result<Vec<JobRecord>, StoreError> {
+    let (conditions, args) = job_conditions(filter, before);
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM jobs{conditions} ORDER BY id DESC LIMIT {}",
+        limit.max(1)
+    );
+    let rows = conn
+        .prepare(&sql)?
+        .query_map(rusqlite::params_from_iter(args), job_record)?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+pub(super) fn count_jobs(conn: &Connection, filter: &JobFilter) -> Result<u64, StoreError> {
+    let (conditions, args) = job_conditions(filter, None);
+    let n: i64 = conn
+        .prepare(&format!("SELECT COUNT(*) FROM jobs{conditions}"))?
+        .query_row(rusqlite::params_from_iter(args), |r| r.get(0))?;
+    Ok(n as u64)
 }
 
 pub(super) fn job_events(conn: &Connection, job_id: &JobId) -> Result<Vec<JobEvent>, StoreError> {

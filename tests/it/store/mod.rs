@@ -1,0 +1,95 @@
+//! The store conformance suite: every operation of the `Store` interface,
+//! run against a fresh database of every engine (`engines.rs`), through
+//! `&dyn Store` only. What a case checks is what callers rely on, so an
+//! engine that passes can replace another.
+//!
+//! A case is `async fn case(store: &dyn Store)`; the few that need more
+//! than the store (another configuration, another client holding the
+//! write lock, a value written behind the store's back) take the engine's
+//! `&TestDb`. Each is listed once below and runs as one test per case.
+
+mod call_events;
+mod calls;
+mod claims;
+mod deliveries;
+mod delivery_log;
+mod engines;
+mod jobs;
+mod lifecycle;
+mod lines;
+mod make;
+
+use callgate::config::StorageConfig;
+
+/// One test per case, each on a fresh store of every engine.
+macro_rules! conformance {
+    (
+        store: [$($module:ident :: $case:ident),* $(,)?],
+        db: [$($db_module:ident :: $db_case:ident),* $(,)?] $(,)?
+    ) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                for db in engines::all(&StorageConfig::default()).await {
+                    eprintln!("{}: {}", db.engine, stringify!($case));
+                    $module::$case(db.store()).await;
+                    db.store.close().await;
+                }
+            }
+        )*
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $db_case() {
+                for db in engines::all(&StorageConfig::default()).await {
+                    eprintln!("{}: {}", db.engine, stringify!($db_case));
+                    $db_module::$db_case(&db).await;
+                    db.store.close().await;
+                }
+            }
+        )*
+    };
+}
+
+conformance! {
+    store: [
+        jobs::enqueued_jobs_read_back_exactly_as_written,
+        jobs::many_concurrent_enqueues_are_all_committed,
+        jobs::an_idempotency_key_is_claimed_once_replayed_and_expires,
+        jobs::concurrent_requests_with_one_key_insert_one_job,
+        jobs::inserted_jobs_are_deduplicated_by_key,
+        jobs::jobs_are_listed_newest_first_by_filter_and_cursor,
+        jobs::json_that_does_not_parse_is_an_error_not_a_default,
+        claims::claims_take_due_jobs_earliest_first,
+        claims::a_waiting_job_is_claimed_again_when_its_time_comes,
+        claims::an_expired_lease_is_taken_over_and_the_old_owner_is_fenced,
+        claims::released_leases_are_claimable_at_once_and_only_the_owners,
+        claims::wake_jobs_makes_waiting_and_scheduled_jobs_due_now,
+        lines::a_freed_line_wakes_the_oldest_waiter_only,
+        lines::a_woken_job_that_waits_again_writes_no_event,
+        lines::a_line_freed_before_the_wait_is_written_makes_the_job_due_at_once,
+        lines::every_way_a_call_leaves_its_line_wakes_one_waiter,
+        calls::reserving_a_line_creates_finds_or_refuses_a_call,
+        calls::a_dial_answer_is_recorded_and_never_moves_the_call_backwards,
+        calls::set_call_status_sets_the_status_outright,
+        calls::stale_calls_are_the_line_holding_ones_without_news,
+        call_events::call_events_apply_once_forward_only_and_merge_details,
+        call_events::a_final_call_event_wakes_the_job_frees_the_line_and_starts_its_jobs,
+        call_events::a_call_event_whose_jobs_cannot_be_inserted_changes_nothing,
+        deliveries::deliveries_are_created_once_per_key_and_read_back_exactly,
+        deliveries::an_expired_lease_counts_as_an_interrupted_attempt_and_dedupe_finds_the_first,
+        deliveries::claims_are_per_endpoint_oldest_due_first_and_fenced_by_owner,
+        deliveries::released_deliveries_are_due_again_untried,
+        delivery_log::only_failed_and_dead_deliveries_are_replayed,
+        delivery_log::the_delivery_log_filters_and_pages_newest_first,
+        delivery_log::pending_deliveries_to_unconfigured_endpoints_fail_visibly,
+        delivery_log::purge_deletes_finished_deliveries_and_keeps_unfinished_ones,
+        delivery_log::a_large_purge_removes_every_finished_delivery,
+        lifecycle::status_counts_count_every_record_by_status,
+        lifecycle::check_writable_commits_through_the_writer,
+    ],
+    db: [
+        lifecycle::a_blocked_writer_refuses_enqueues_at_once_past_its_bound,
+        lifecycle::close_commits_what_was_accepted_and_refuses_more,
+        jobs::a_status_no_engine_writes_is_an_error_not_a_default,
+    ],
+}
