@@ -145,10 +145,27 @@ impl RunnerCtx {
             CallStatus::Unknown => Err(Next::Attention(format!(
                 "call {id} may or may not have been placed; check with the provider"
             ))),
-            // A dial the provider definitely refused: safe to try again.
+            // A dial the provider definitely refused: safe to try again,
+            // once one of the agent's lines is free.
             CallStatus::Failed if call.provider_call_id.is_none() => {
-                self.set_status(id, CallStatus::Dialing, None).await?;
-                self.dial(id).await
+                let Some(agent) = self.config.agents.get(&call.agent_id) else {
+                    return Err(Next::Fail(format!(
+                        "agent `{}` is not configured (any more)",
+                        call.agent_id
+                    )));
+                };
+                let taken = self
+                    .store
+                    .redial_call(id, agent.max_concurrent_calls, self.clock.now_ms())
+                    .await
+                    .map_err(|e| Next::Retry(format!("storage: {e}")))?;
+                match taken {
+                    Reservation::Busy { .. } => Err(Next::LineBusy {
+                        agent: agent.id.clone(),
+                        lines: agent.max_concurrent_calls,
+                    }),
+                    _ => self.dial(id).await,
+                }
             }
             // Asked, but the answer never got recorded (a crash in between).
             CallStatus::Dialing if call.provider_call_id.is_none() => {

@@ -150,8 +150,20 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
     ) -> Result<(), StoreError>;
 
+    /// Takes a line again for a call whose dial the provider refused, and
+    /// moves it back to `dialing` for another dial: `Created(id)` when it
+    /// holds a line now, `Busy` (nothing changed) when all `max_active` of
+    /// its agent's lines are in use. The line count is checked in the same
+    /// transaction, as in `reserve_call`.
+    async fn redial_call(
+        &self,
+        call_id: &CallId,
+        max_active: u32,
+        now_ms: i64,
+    ) -> Result<Reservation, StoreError>;
+
     /// Sets a call's status outright (a failed dial, `unknown` after an
-    /// ambiguous crash, a retry going back to `dialing`), with an error.
+    /// ambiguous crash), with an error. Use `redial_call` to dial again.
     async fn set_call_status(
         &self,
         call_id: &CallId,
@@ -222,8 +234,9 @@ pub trait Store: Send + Sync + 'static {
     async fn replay_delivery(&self, id: &DeliveryId, now_ms: i64) -> Result<Replay, StoreError>;
 
     /// Fails the pending deliveries whose endpoint is not in `configured`
-    /// (renamed or removed from `endpoints.toml`): visible, replayable once
-    /// the endpoint is back, instead of pending for ever.
+    /// (renamed or removed from `endpoints.toml`), and those whose attempt
+    /// was interrupted (lease expired): visible, replayable once the
+    /// endpoint is back, instead of waiting for ever.
     async fn fail_unconfigured_deliveries(
         &self,
         configured: Vec<String>,

@@ -245,7 +245,10 @@ pub(super) fn purge(conn: &Connection, before_ms: i64, limit: usize) -> Result<u
     Ok(n as u64)
 }
 
-/// Pending deliveries to endpoints not in `configured` become `failed`.
+/// Pending deliveries to endpoints not in `configured` become `failed`, and
+/// so do ones whose attempt was interrupted (sending, lease expired): no
+/// process claims deliveries of an endpoint it does not know, so they would
+/// stay `sending` for ever.
 pub(super) fn fail_unconfigured(
     conn: &Connection,
     configured: &[String],
@@ -261,8 +264,9 @@ pub(super) fn fail_unconfigured(
     };
     let sql = format!(
         "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL, updated_at = ?1, \
+         lease_owner = NULL, lease_expires_at = NULL, \
          last_error = 'endpoint `' || endpoint || '` is not configured; replay it once it is' \
-         WHERE status = 'pending'{not_in}"
+         WHERE (status = 'pending' OR (status = 'sending' AND lease_expires_at < ?1)){not_in}"
     );
     let mut args: Vec<rusqlite::types::Value> = vec![now_ms.into()];
     args.extend(

@@ -310,6 +310,17 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn redial_call(
+        &self,
+        call_id: &CallId,
+        max_active: u32,
+        now_ms: i64,
+    ) -> Result<Reservation, StoreError> {
+        let call_id = call_id.clone();
+        self.write(move |conn| ops::redial_call(conn, &call_id, max_active, now_ms))
+            .await
+    }
+
     async fn set_call_status(
         &self,
         call_id: &CallId,

@@ -329,6 +329,24 @@ pub(super) fn call_dialed(
     Ok(())
 }
 
+pub(super) fn redial_call(
+    conn: &Connection,
+    call_id: &CallId,
+    max_active: u32,
+    now_ms: i64,
+) -> Result<Reservation, StoreError> {
+    let (current, agent) = status_of(conn, call_id)?
+        .ok_or_else(|| StoreError::Corrupt(format!("no call {call_id}")))?;
+    if !current.holds_line() {
+        let active = active_calls(conn, &agent)?;
+        if active >= i64::from(max_active) {
+            return Ok(Reservation::Busy { active });
+        }
+    }
+    set_call_status(conn, call_id, CallStatus::Dialing, None, now_ms)?;
+    Ok(Reservation::Created(call_id.clone()))
+}
+
 pub(super) fn set_call_status(
     conn: &Connection,
     call_id: &CallId,

@@ -236,3 +236,51 @@ pub async fn stale_calls_are_the_line_holding_ones_without_news(store: &dyn Stor
     assert_eq!(stale, [ringing, dialing], "oldest news first");
     assert!(store.stale_calls(T0).await.unwrap().is_empty());
 }
+
+pub async fn a_refused_call_is_dialed_again_only_on_a_free_line(store: &dyn Store) {
+    // One line: the refused call gave it up, and another job's call took it.
+    let first = store
+        .reserve_call(make::call(&JobId::new(T0), 0, AGENT, T0), 1)
+        .await
+        .unwrap();
+    let Reservation::Created(refused) = first else {
+        panic!("expected a new call, got {first:?}")
+    };
+    store
+        .set_call_status(&refused, CallStatus::Failed, Some("422".into()), T0 + 1)
+        .await
+        .unwrap();
+    let second = store
+        .reserve_call(make::call(&JobId::new(T0 + 2), 0, AGENT, T0 + 2), 1)
+        .await
+        .unwrap();
+    let Reservation::Created(other) = second else {
+        panic!("the freed line is free: {second:?}")
+    };
+    let busy = store.redial_call(&refused, 1, T0 + 3).await.unwrap();
+    assert!(matches!(busy, Reservation::Busy { active: 1 }), "{busy:?}");
+    let c = call(store, &refused).await;
+    assert_eq!(
+        (c.status, c.dial_attempts),
+        (CallStatus::Failed, 1),
+        "untouched"
+    );
+    // The other call ends: the refused one gets the line back.
+    store
+        .set_call_status(&other, CallStatus::Failed, None, T0 + 4)
+        .await
+        .unwrap();
+    let taken = store.redial_call(&refused, 1, T0 + 5).await.unwrap();
+    assert!(
+        matches!(taken, Reservation::Created(ref id) if *id == refused),
+        "{taken:?}"
+    );
+    let c = call(store, &refused).await;
+    assert_eq!(
+        (c.status, c.dial_attempts, c.dial_requested_at_ms, c.error),
+        (CallStatus::Dialing, 2, Some(T0 + 5), None)
+    );
+    // Redialing a call that holds its line already does not need another.
+    let again = store.redial_call(&refused, 1, T0 + 6).await.unwrap();
+    assert!(matches!(again, Reservation::Created(_)), "{again:?}");
+}

@@ -331,3 +331,53 @@ pub async fn a_large_purge_removes_every_finished_delivery(store: &dyn Store) {
         .unwrap();
     assert_eq!(ids(&left), [keep]);
 }
+
+pub async fn an_interrupted_delivery_to_an_unconfigured_endpoint_fails_once_its_lease_is_over(
+    store: &dyn Store,
+) {
+    let id = store
+        .create_delivery(make::delivery("old-crm", T0))
+        .await
+        .unwrap();
+    // Its sender died mid-attempt; then the endpoint left endpoints.toml.
+    let claimed = store
+        .claim_deliveries("old-crm", "w1", T0, T0 + 100, 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(
+        store
+            .fail_unconfigured_deliveries(vec!["crm".into()], T0 + 50)
+            .await
+            .unwrap(),
+        0,
+        "its lease still runs: the attempt may yet be logged"
+    );
+    assert_eq!(
+        store
+            .fail_unconfigured_deliveries(vec!["crm".into()], T0 + 200)
+            .await
+            .unwrap(),
+        1
+    );
+    let d = get(store, &id).await;
+    assert_eq!(d.status, DeliveryStatus::Failed);
+    assert!(
+        d.last_error
+            .unwrap()
+            .contains("`old-crm` is not configured")
+    );
+    // The dead sender can no longer log its attempt.
+    assert!(
+        !store
+            .finish_delivery_attempt(
+                &id,
+                "w1",
+                make::attempt(1, T0, Some(200), None),
+                DeliveryStatus::Succeeded,
+                T0 + 300
+            )
+            .await
+            .unwrap()
+    );
+}
