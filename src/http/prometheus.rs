@@ -47,6 +47,7 @@ impl Metrics {
     pub fn install() -> Self {
         static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
         let handle = HANDLE.get_or_init(|| {
+            #[allow(clippy::expect_used)] // the buckets are a non-empty constant
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &BUCKETS)
                 .expect("static, non-empty buckets");

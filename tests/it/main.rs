@@ -2,6 +2,15 @@
 //! port, a real client, real SQLite files. Modules mirror the routes and
 //! concerns.
 
+// Tests may unwrap, expect, panic and print: a failure is the test's answer.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout,
+    clippy::print_stderr
+)]
+
 mod accept;
 mod actions;
 mod architecture;

@@ -1,6 +1,6 @@
 //! Baseline for `scripts/bench.sh`: a bare axum JSON handler behind the
 //! gateway's own TLS accept loop (`callgate::http::serve::serve`, rustls,
-//! self-signed certificate from `callgate::tls`), so that the difference to
+//! self-signed certificate from `callgate::app::tls`), so that the difference to
 //! the gateway is only the gateway's per-request work (middleware, auth,
 //! limits, schema, durable insert).
 //!
@@ -10,6 +10,15 @@
 //! gateway does. Routes: `GET /healthz` and `POST /v1/triggers/{id}` (parses
 //! the JSON body, answers 202 with a small JSON object). Prints the bound
 //! address on stdout once listening; stops on SIGTERM or Ctrl-C.
+
+// A benchmark tool: it prints its figures and stops at the first failure.
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
