@@ -1,10 +1,11 @@
 //! callgate: an inbound webhook trigger gateway for voice-agent platforms.
 //!
-//! Request path, outside in: `http` (router, middleware, handlers, errors) →
-//! `auth` (API keys, JWTs, scopes) → `limits` (GCRA rate limits) → `input`
-//! (media types, forms, phone numbers) → `schema` (JSON Schema) →
-//! `idempotency` → `store` (durable jobs, group commit). `config` loads and
-//! validates everything at start; `app` wires it together.
+//! Modules sit in layers (ARCHITECTURE.md, enforced by a test): entry
+//! (`cli`) → wiring (`app`) → `http` → services (`runner`, `calls`,
+//! `webhooks`) → domain (`catalog`, `trigger`, `automation`, `calling`,
+//! `outbound`, `auth`, `limits`, `idempotency`, `input`, `schema`,
+//! `template`, `job`) → `store` → leaves (`config`, `crypto`, `ids`,
+//! `clock`). Imports only go down.
 
 // Tests may unwrap, expect and panic: a failure there is the test's answer.
 #![cfg_attr(
