@@ -1,0 +1,198 @@
+//! Building an issuer from its configuration: algorithms, audience,
+//! leeway, keys (HMAC secrets of at least 32 bytes, or PEM public keys of
+//! the algorithms' families), each problem reported with its key.
+
+use std::path::Path;
+
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey, Validation};
+use secrecy::ExposeSecret;
+
+use super::{Issuer, IssuerKey, MAX_LEEWAY, MIN_SECRET_BYTES};
+use crate::config::{IssuerConfig, JwtKeyConfig, Problem};
+
+/// Compiles one `[auth.jwt.issuers.<id>]`; problems are reported under
+/// `file` and the issuer's key `at`.
+pub(super) fn build_issuer(
+    id: &str,
+    cfg: &IssuerConfig,
+    dir: &Path,
+    file: &str,
+    at: &str,
+    problems: &mut Vec<Problem>,
+) -> Issuer {
+    let mut problem =
+        |key: &str, msg: String| problems.push(Problem::new(file, format!("{at}{key}"), msg));
+    let algorithms = check_settings(cfg, &mut problem);
+    let audiences = cfg.audience.to_vec();
+    let mut keys = Vec::new();
+    let mut families_with_keys = Vec::new();
+    for (i, k) in cfg.keys.iter().enumerate() {
+        let kat = format!(".keys[{i}]");
+        let Some((family, decoding, encoding)) = load_key(k, dir, &algorithms, &kat, &mut problem)
+        else {
+            continue;
+        };
+        let algs: Vec<Algorithm> = algorithms
+            .iter()
+            .copied()
+            .filter(|a| a.family() == family)
+            .collect();
+        if algs.is_empty() {
+            problem(
+                &kat,
+                format!("none of the issuer's algorithms can use this {family:?} key"),
+            );
+            continue;
+        }
+        families_with_keys.push(family);
+        keys.push(IssuerKey {
+            kid: k.kid.clone(),
+            decoding,
+            validation: validation(cfg, algs, &audiences),
+            encoding,
+        });
+    }
+    if !keys.is_empty() && keys.len() == cfg.keys.len() {
+        for alg in &algorithms {
+            if !families_with_keys.contains(&alg.family()) {
+                problem(
+                    ".algorithms",
+                    format!("{alg:?} is listed but no key of its family is configured"),
+                );
+            }
+        }
+    }
+    Issuer {
+        id: id.to_owned(),
+        iss: cfg.issuer.clone(),
+        audiences,
+        scope_claim: cfg.scope_claim.clone(),
+        rate_limit: cfg.rate_limit,
+        algorithms,
+        kids_in_use: keys.iter().any(|k| k.kid.is_some()),
+        keys,
+    }
+}
+
+/// The issuer's algorithms (parsed), after checking its settings.
+fn check_settings(cfg: &IssuerConfig, problem: &mut impl FnMut(&str, String)) -> Vec<Algorithm> {
+    let mut algorithms = Vec::new();
+    for (i, name) in cfg.algorithms.iter().enumerate() {
+        match name.parse::<Algorithm>() {
+            Ok(alg) => algorithms.push(alg),
+            Err(_) => problem(
+                &format!(".algorithms[{i}]"),
+                format!(
+                    "unknown algorithm `{name}` (HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA)"
+                ),
+            ),
+        }
+    }
+    if cfg.algorithms.is_empty() {
+        problem(".algorithms", "at least one algorithm is required".into());
+    }
+    if cfg.leeway > MAX_LEEWAY {
+        problem(".leeway", "at most 60s".into());
+    }
+    let audiences = cfg.audience.to_vec();
+    if audiences.is_empty() || audiences.iter().any(String::is_empty) {
+        problem(
+            ".audience",
+            "at least one non-empty audience is required".into(),
+        );
+    }
+    if cfg.keys.is_empty() {
+        problem(".keys", "at least one key is required".into());
+    }
+    if let Some(rate) = &cfg.rate_limit
+        && let Err(e) = rate.check()
+    {
+        problem(".rate_limit", e);
+    }
+    algorithms
+}
+
+/// A key's family and its decoding (and, for HMAC, encoding) key.
+type LoadedKey = (AlgorithmFamily, DecodingKey, Option<EncodingKey>);
+
+/// Loads one `[[keys]]` entry (a secret, or a public key file).
+fn load_key(
+    k: &JwtKeyConfig,
+    dir: &Path,
+    algorithms: &[Algorithm],
+    kat: &str,
+    problem: &mut impl FnMut(&str, String),
+) -> Option<LoadedKey> {
+    match (&k.secret, &k.public_key_file) {
+        (Some(secret), None) => {
+            let bytes = secret.expose_secret().as_bytes();
+            if bytes.len() < MIN_SECRET_BYTES {
+                problem(
+                    &format!("{kat}.secret"),
+                    format!("HMAC secrets must be at least {MIN_SECRET_BYTES} bytes"),
+                );
+                return None;
+            }
+            Some((
+                AlgorithmFamily::Hmac,
+                DecodingKey::from_secret(bytes),
+                Some(EncodingKey::from_secret(bytes)),
+            ))
+        }
+        (None, Some(path)) => match load_public_key(&dir.join(path), algorithms) {
+            Ok((family, key)) => Some((family, key, None)),
+            Err(e) => {
+                problem(&format!("{kat}.public_key_file"), e);
+                None
+            }
+        },
+        _ => {
+            problem(kat, "set exactly one of `secret` or `public_key_file`".into());
+            None
+        }
+    }
+}
+
+/// What jsonwebtoken checks for a key: only the issuer's algorithms of its
+/// family, `exp`, `nbf`, `iss`, `aud` and `sub` required, the leeway.
+fn validation(cfg: &IssuerConfig, algs: Vec<Algorithm>, audiences: &[String]) -> Validation {
+    let mut validation = Validation::new(algs[0]);
+    validation.algorithms = algs;
+    validation.leeway = cfg.leeway.as_secs().min(MAX_LEEWAY.as_secs());
+    validation.validate_nbf = true;
+    validation.validate_exp = true;
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    validation.set_issuer(&[cfg.issuer.as_str()]);
+    validation.set_audience(audiences);
+    validation
+}
+
+/// Loads a PEM public key, trying the families the issuer's algorithms use.
+fn load_public_key(
+    path: &Path,
+    algorithms: &[Algorithm],
+) -> Result<(AlgorithmFamily, DecodingKey), String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut families: Vec<AlgorithmFamily> = algorithms
+        .iter()
+        .map(|a| a.family())
+        .filter(|f| *f != AlgorithmFamily::Hmac)
+        .collect();
+    families.dedup();
+    for family in families {
+        let key = match family {
+            AlgorithmFamily::Rsa => DecodingKey::from_rsa_pem(&pem),
+            AlgorithmFamily::Ec => DecodingKey::from_ec_pem(&pem),
+            AlgorithmFamily::Ed => DecodingKey::from_ed_pem(&pem),
+            _ => continue,
+        };
+        if let Ok(key) = key {
+            return Ok((family, key));
+        }
+    }
+    Err(format!(
+        "{} is not a PEM public key for any of the issuer's public-key algorithms",
+        path.display()
+    ))
+}
+
