@@ -66,66 +66,12 @@ impl EndpointClient {
         body_limit: usize,
     ) -> Exchange {
         let started = Instant::now();
-        let mut headers = reqwest::header::HeaderMap::new();
-        let mut logged = Map::new();
-        let mut put = |name: &str, value: &str, secret: bool| {
-            if let (Ok(n), Ok(v)) = (
-                reqwest::header::HeaderName::from_bytes(name.as_bytes()),
-                reqwest::header::HeaderValue::from_str(value),
-            ) {
-                let shown = if secret || is_secret_header(name) {
-                    "[redacted]"
-                } else {
-                    value
-                };
-                logged.insert(n.as_str().to_owned(), Value::String(shown.to_owned()));
-                headers.insert(n, v);
-            }
-        };
-        if req.body.is_some() {
-            put("content-type", "application/json", false);
+        let mut headers = Headers::default();
+        if let Err(e) = self.put_headers(&req, &mut headers) {
+            return Exchange::error(started, Value::Object(headers.shown), e, false);
         }
-        for (k, v) in req.headers {
-            put(k, v, false);
-        }
-        for (k, v) in &self.endpoint.secret_headers {
-            put(k, v.expose_secret(), true);
-        }
-        match &self.endpoint.auth {
-            Some(EndpointAuth::Bearer { token }) => put(
-                "authorization",
-                &format!("Bearer {}", token.expose_secret()),
-                true,
-            ),
-            Some(EndpointAuth::Basic { username, password }) => {
-                use base64::Engine;
-                let raw = format!("{username}:{}", password.expose_secret());
-                let enc = base64::engine::general_purpose::STANDARD.encode(raw);
-                put("authorization", &format!("Basic {enc}"), true)
-            }
-            Some(EndpointAuth::Header { name, value }) => put(name, value.expose_secret(), true),
-            None => {}
-        }
-        if let (Some(secret), Some(msg_id)) = (&self.endpoint.signing_secret, req.msg_id) {
-            let body = req.body.unwrap_or_default();
-            let ts = req.now_ms.div_euclid(1000);
-            match sign(secret.expose_secret(), msg_id, ts, body) {
-                Ok(sig) => {
-                    put("webhook-id", msg_id, false);
-                    put("webhook-timestamp", &ts.to_string(), false);
-                    put("webhook-signature", &sig, false);
-                }
-                Err(e) => {
-                    return Exchange::error(
-                        started,
-                        Value::Object(logged),
-                        format!("signing: {e}"),
-                        false,
-                    );
-                }
-            }
-        }
-        let logged = Value::Object(logged);
+        let Headers { sent, shown } = headers;
+        let logged = Value::Object(shown);
         if let Err(e) = ssrf::check_url(
             req.url,
             self.endpoint.allow_private,
@@ -136,13 +82,13 @@ impl EndpointClient {
         let mut builder = self
             .client
             .request(req.method.clone(), req.url.clone())
-            .headers(headers)
+            .headers(sent)
             .timeout(deadline);
         if let Some(b) = req.body {
             builder = builder.body(b.to_owned());
         }
         let until = tokio::time::Instant::now() + deadline;
-        let mut resp = match tokio::time::timeout_at(until, builder.send()).await {
+        let resp = match tokio::time::timeout_at(until, builder.send()).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 let refused = ssrf::refusal(&e).is_some() || ssrf::redirect_refusal(&e);
@@ -161,22 +107,7 @@ impl EndpointClient {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, req.now_ms));
-        let mut body = Vec::new();
-        let mut body_complete = true;
-        while body.len() < body_limit {
-            match tokio::time::timeout_at(until, resp.chunk()).await {
-                Ok(Ok(Some(c))) => body.extend_from_slice(&c),
-                Ok(Ok(None)) => break,
-                Ok(Err(_)) | Err(_) => {
-                    body_complete = false;
-                    break;
-                }
-            }
-        }
-        if body.len() > body_limit {
-            body.truncate(body_limit);
-            body_complete = false;
-        }
+        let (body, body_complete) = read_body(resp, until, body_limit).await;
         Exchange {
             status: Some(status),
             body,
@@ -187,6 +118,52 @@ impl EndpointClient {
             refused: false,
             request_headers: logged,
         }
+    }
+
+    /// The request's headers: content type, the template headers, the
+    /// endpoint's secret headers and credential, and the Standard Webhooks
+    /// signature when the endpoint has a secret.
+    fn put_headers(&self, req: &Outgoing<'_>, headers: &mut Headers) -> Result<(), String> {
+        if req.body.is_some() {
+            headers.put("content-type", "application/json", false);
+        }
+        for (k, v) in req.headers {
+            headers.put(k, v, false);
+        }
+        for (k, v) in &self.endpoint.secret_headers {
+            headers.put(k, v.expose_secret(), true);
+        }
+        match &self.endpoint.auth {
+            Some(EndpointAuth::Bearer { token }) => headers.put(
+                "authorization",
+                &format!("Bearer {}", token.expose_secret()),
+                true,
+            ),
+            Some(EndpointAuth::Basic { username, password }) => {
+                use base64::Engine;
+                let raw = format!("{username}:{}", password.expose_secret());
+                let enc = base64::engine::general_purpose::STANDARD.encode(raw);
+                headers.put("authorization", &format!("Basic {enc}"), true)
+            }
+            Some(EndpointAuth::Header { name, value }) => {
+                headers.put(name, value.expose_secret(), true)
+            }
+            None => {}
+        }
+        if let (Some(secret), Some(msg_id)) = (&self.endpoint.signing_secret, req.msg_id) {
+            let ts = req.now_ms.div_euclid(1000);
+            let sig = sign(
+                secret.expose_secret(),
+                msg_id,
+                ts,
+                req.body.unwrap_or_default(),
+            )
+            .map_err(|e| format!("signing: {e}"))?;
+            headers.put("webhook-id", msg_id, false);
+            headers.put("webhook-timestamp", &ts.to_string(), false);
+            headers.put("webhook-signature", &sig, false);
+        }
+        Ok(())
     }
 }
 
@@ -256,6 +233,59 @@ impl Exchange {
         }
         Some(String::from_utf8_lossy(&self.body[..end]).into_owned())
     }
+}
+
+/// The headers sent, and what the delivery log shows of them (secrets
+/// redacted).
+#[derive(Default)]
+struct Headers {
+    sent: reqwest::header::HeaderMap,
+    shown: Map<String, Value>,
+}
+
+impl Headers {
+    /// Adds a header (a later one of the same name replaces it); names or
+    /// values that are not valid HTTP are left out.
+    fn put(&mut self, name: &str, value: &str, secret: bool) {
+        if let (Ok(n), Ok(v)) = (
+            reqwest::header::HeaderName::from_bytes(name.as_bytes()),
+            reqwest::header::HeaderValue::from_str(value),
+        ) {
+            let shown = if secret || is_secret_header(name) {
+                "[redacted]"
+            } else {
+                value
+            };
+            self.shown
+                .insert(n.as_str().to_owned(), Value::String(shown.to_owned()));
+            self.sent.insert(n, v);
+        }
+    }
+}
+
+/// Up to `limit` bytes of the body, until `until`; whether it was whole.
+async fn read_body(
+    mut resp: reqwest::Response,
+    until: tokio::time::Instant,
+    limit: usize,
+) -> (Vec<u8>, bool) {
+    let mut body = Vec::new();
+    let mut complete = true;
+    while body.len() < limit {
+        match tokio::time::timeout_at(until, resp.chunk()).await {
+            Ok(Ok(Some(c))) => body.extend_from_slice(&c),
+            Ok(Ok(None)) => break,
+            Ok(Err(_)) | Err(_) => {
+                complete = false;
+                break;
+            }
+        }
+    }
+    if body.len() > limit {
+        body.truncate(limit);
+        complete = false;
+    }
+    (body, complete)
 }
 
 /// The Standard Webhooks `webhook-signature` value (`v1,<base64>`) for a

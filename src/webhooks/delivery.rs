@@ -16,10 +16,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::breaker::Allowance;
-use super::client::{EndpointClient, Outgoing};
+use super::client::{EndpointClient, Exchange, Outgoing};
 use super::outbound::Outbound;
 use crate::catalog::Catalog;
 use crate::clock::Clock;
+use crate::outbound::Endpoint;
 use crate::store::{DeliveryAttempt, DeliveryRecord, DeliveryStatus, Store};
 
 /// How often idle workers look for due deliveries (new ones wake them).
@@ -192,22 +193,7 @@ impl Deliverer {
         let endpoint = &client.endpoint;
         let attempt = d.attempts + 1;
         let used = attempt - d.budget_start;
-        let headers: Vec<(String, String)> = d
-            .headers
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| {
-                        (
-                            k.clone(),
-                            v.as_str()
-                                .map(str::to_owned)
-                                .unwrap_or_else(|| v.to_string()),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let headers = stored_headers(&d.headers);
         let started_ms = self.inner.clock.now_ms();
         let out = client
             .exchange(
@@ -224,27 +210,7 @@ impl Deliverer {
             )
             .await;
         let now_ms = self.inner.clock.now_ms();
-        let (status, next) = if out.is_success() {
-            (DeliveryStatus::Succeeded, None)
-        } else if out.is_retryable() {
-            if used >= i64::from(endpoint.retry.max_attempts()) {
-                (DeliveryStatus::Dead, None)
-            } else {
-                let cap = endpoint.retry.schedule[(used - 1).max(0) as usize];
-                // A receiver's `Retry-After: 0` must not burn the whole
-                // budget in a second.
-                let wait = out
-                    .retry_after
-                    .map(|d| d.max(MIN_RETRY_AFTER))
-                    .unwrap_or_else(|| full_jitter(cap));
-                (
-                    DeliveryStatus::Pending,
-                    Some(now_ms + wait.as_millis() as i64),
-                )
-            }
-        } else {
-            (DeliveryStatus::Failed, None)
-        };
+        let (status, next) = next_step(&out, endpoint, used, now_ms);
         // The answer is recorded before anything else: a process killed
         // between the receiver's answer and this commit sends the delivery
         // again after its lease (at-least-once; the `webhook-id` is stable),
@@ -274,30 +240,7 @@ impl Deliverer {
                 tracing::error!(delivery = %d.id, error = %e, "logging a delivery attempt failed; the lease expires and it is sent again")
             }
         }
-        // The endpoint's fault (for the breaker): no answer, 408, 429, 5xx.
-        // A refusal by our own guard says nothing about the endpoint.
-        if out.refused {
-            // Says nothing about the endpoint; a probe it used is offered again.
-            client.breaker_cancel_probe();
-        } else {
-            client.breaker_record(!out.is_retryable(), Instant::now());
-        }
-        let outcome = status.as_str();
-        metrics::counter!("callgate_deliveries_total", "endpoint" => endpoint.name.clone(), "outcome" => outcome)
-            .increment(1);
-        metrics::histogram!("callgate_delivery_duration_seconds", "endpoint" => endpoint.name.clone())
-            .record(out.latency.as_secs_f64());
-        match status {
-            DeliveryStatus::Dead => {
-                tracing::warn!(delivery = %d.id, endpoint = %endpoint.name, attempts = used, error = out.error.as_deref(), status = out.status, "delivery is dead: every attempt failed")
-            }
-            DeliveryStatus::Failed => {
-                tracing::warn!(delivery = %d.id, endpoint = %endpoint.name, error = out.error.as_deref(), status = out.status, "delivery failed (not retried)")
-            }
-            _ => {
-                tracing::debug!(delivery = %d.id, endpoint = %endpoint.name, status = outcome, "delivery attempt")
-            }
-        }
+        observe(client, &d, &out, status, used);
         if status == DeliveryStatus::Pending {
             // Due soon: make sure the loop looks again in time.
             self.inner.outbound.wake.notify_one();
@@ -408,4 +351,86 @@ pub fn attempt_json(a: &DeliveryAttempt) -> Value {
         "error": a.error,
         "next_attempt_at": a.next_attempt_at_ms.map(crate::clock::rfc3339),
     })
+}
+
+/// The delivery's stored headers (rendered when it was created) as text.
+fn stored_headers(headers: &Value) -> Vec<(String, String)> {
+    headers
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    let text = v.as_str().map(str::to_owned);
+                    (k.clone(), text.unwrap_or_else(|| v.to_string()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What an exchange makes of the delivery: succeeded, failed (not worth
+/// another try), dead (the retry budget of `used` attempts is spent), or
+/// pending again at the time returned (the receiver's `Retry-After`, at
+/// least `MIN_RETRY_AFTER`, else full jitter under the schedule's wait).
+fn next_step(
+    out: &Exchange,
+    endpoint: &Endpoint,
+    used: i64,
+    now_ms: i64,
+) -> (DeliveryStatus, Option<i64>) {
+    if out.is_success() {
+        return (DeliveryStatus::Succeeded, None);
+    }
+    if !out.is_retryable() {
+        return (DeliveryStatus::Failed, None);
+    }
+    if used >= i64::from(endpoint.retry.max_attempts()) {
+        return (DeliveryStatus::Dead, None);
+    }
+    let cap = endpoint.retry.schedule[(used - 1).max(0) as usize];
+    // A receiver's `Retry-After: 0` must not burn the whole budget in a
+    // second.
+    let wait = out
+        .retry_after
+        .map(|d| d.max(MIN_RETRY_AFTER))
+        .unwrap_or_else(|| full_jitter(cap));
+    (
+        DeliveryStatus::Pending,
+        Some(now_ms + wait.as_millis() as i64),
+    )
+}
+
+/// The breaker, metrics and log after an attempt was recorded.
+fn observe(
+    client: &EndpointClient,
+    d: &DeliveryRecord,
+    out: &Exchange,
+    status: DeliveryStatus,
+    used: i64,
+) {
+    let endpoint = &client.endpoint;
+    // The endpoint's fault (for the breaker): no answer, 408, 429, 5xx.
+    // A refusal by our own guard says nothing about the endpoint; a probe
+    // it used is offered again.
+    if out.refused {
+        client.breaker_cancel_probe();
+    } else {
+        client.breaker_record(!out.is_retryable(), Instant::now());
+    }
+    let outcome = status.as_str();
+    metrics::counter!("callgate_deliveries_total", "endpoint" => endpoint.name.clone(), "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!("callgate_delivery_duration_seconds", "endpoint" => endpoint.name.clone())
+        .record(out.latency.as_secs_f64());
+    match status {
+        DeliveryStatus::Dead => {
+            tracing::warn!(delivery = %d.id, endpoint = %endpoint.name, attempts = used, error = out.error.as_deref(), status = out.status, "delivery is dead: every attempt failed")
+        }
+        DeliveryStatus::Failed => {
+            tracing::warn!(delivery = %d.id, endpoint = %endpoint.name, error = out.error.as_deref(), status = out.status, "delivery failed (not retried)")
+        }
+        _ => {
+            tracing::debug!(delivery = %d.id, endpoint = %endpoint.name, status = outcome, "delivery attempt")
+        }
+    }
 }
