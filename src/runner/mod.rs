@@ -20,26 +20,27 @@ mod dial;
 mod events;
 mod execute;
 mod job;
+mod reconcile;
 mod steps;
+mod update;
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use events::{EVENTS_PRINCIPAL, event_jobs};
 pub use execute::MAX_EVENT_DEPTH;
+pub use update::backoff;
+use update::update_level;
 
-use crate::calls::{Lookup, Providers};
+use crate::calls::Providers;
 use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::ids::JobId;
-use crate::store::CallStatus;
-use crate::store::{CallEventIn, ClaimedJob, JobStatus, JobUpdate, Store};
-use job::JobState;
+use crate::store::{ClaimedJob, Store};
 
 /// What a job does after this run.
 #[derive(Debug, Clone, PartialEq)]
@@ -197,74 +198,6 @@ impl Runner {
         reconcile.abort();
         tracing::info!("runner stopped");
     }
-
-    /// Every `runner.stale_call_after / 4` (at least 5 s), reconciles stale
-    /// calls.
-    async fn reconcile_stale(self, token: CancellationToken) {
-        let every = (self.ctx.config.main.runner.stale_call_after / 4).max(Duration::from_secs(5));
-        loop {
-            tokio::select! {
-                _ = token.cancelled() => return,
-                _ = tokio::time::sleep(every) => {},
-            }
-            self.reconcile_stale_calls().await;
-        }
-    }
-
-    /// Asks providers about calls with no news for `runner.stale_call_after`
-    /// (their events may have been lost) and applies what they say through
-    /// the same path as a callback. Returns how many calls changed.
-    pub async fn reconcile_stale_calls(&self) -> usize {
-        let after = self.ctx.config.main.runner.stale_call_after;
-        let now = self.ctx.clock.now_ms();
-        let Ok(stale) = self
-            .ctx
-            .store
-            .stale_calls(now - after.as_millis() as i64)
-            .await
-        else {
-            return 0;
-        };
-        let mut changed = 0;
-        for call in stale {
-            let Some(provider) = self.ctx.providers.get(&call.provider) else {
-                continue;
-            };
-            let ctx = self.ctx.call_context(&call);
-            let status = match provider.lookup(&call, &ctx).await {
-                Ok(Lookup::Found {
-                    status: Some(s), ..
-                }) => s,
-                Ok(Lookup::NotFound) => CallStatus::Failed,
-                _ => continue,
-            };
-            let mut event = CallEventIn::new(
-                call.id.clone(),
-                format!("reconcile:{}", status.as_str()),
-                json!({"reconciled": status}).to_string(),
-                now,
-            );
-            event.status = Some(status);
-            let config = self.ctx.config.clone();
-            let on_final =
-                Box::new(move |c: &crate::store::CallRecord| event_jobs(&config, c, now));
-            match self.ctx.store.apply_call_event(event, on_final).await {
-                Ok(crate::store::EventApplied::Applied { moved_to: Some(_) }) => changed += 1,
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(call_id = %call.id, error = %e, "reconciling a stale call failed")
-                }
-            }
-        }
-        if changed > 0 {
-            tracing::info!(
-                calls = changed,
-                "stale calls reconciled with their providers"
-            );
-            self.ctx.wake.notify_one();
-        }
-        changed
-    }
 }
 
 impl RunnerCtx {
@@ -329,162 +262,5 @@ impl RunnerCtx {
                 }
             }
         })
-    }
-
-    /// The job's next state after a run that started with `attempts`
-    /// failed attempts; `state: None` leaves its stored progress as it is
-    /// (it could not be read).
-    fn update_for(&self, attempts: i64, next: Next, state: Option<&JobState>) -> JobUpdate {
-        let now = self.clock.now_ms();
-        let state_json = state.and_then(|s| serde_json::to_value(s).ok());
-        let base = |status: JobStatus, reason: Option<String>, run_at: i64| JobUpdate {
-            status,
-            reason,
-            run_at_ms: run_at,
-            state: state_json.clone(),
-            result: None,
-            error: None,
-            attempts,
-            detail: None,
-            line_wait: None,
-        };
-        match next {
-            Next::Done(result) => JobUpdate {
-                result: Some(result),
-                ..base(JobStatus::Succeeded, None, now)
-            },
-            Next::Wait { until, reason } => base(JobStatus::Waiting, Some(reason), until),
-            Next::LineBusy { agent, lines } => JobUpdate {
-                line_wait: Some(crate::store::LineWait {
-                    agent_id: agent.clone(),
-                    lines,
-                }),
-                ..base(
-                    JobStatus::Waiting,
-                    Some(format!("lines busy: {agent}")),
-                    now + self.config.main.runner.line_retry.as_millis() as i64,
-                )
-            },
-            Next::Schedule { at, reason } => base(JobStatus::Scheduled, Some(reason), at),
-            Next::Reject(reason) => JobUpdate {
-                error: Some(json!({"message": reason})),
-                ..base(JobStatus::Rejected, Some(reason), now)
-            },
-            Next::Attention(reason) => JobUpdate {
-                error: Some(json!({"message": reason})),
-                ..base(JobStatus::NeedsAttention, Some(reason), now)
-            },
-            Next::Fail(message) => JobUpdate {
-                error: Some(json!({"message": message})),
-                detail: Some(json!({"error": message})),
-                ..base(JobStatus::Failed, Some(message.clone()), now)
-            },
-            Next::Retry(message) => {
-                let attempts = attempts + 1;
-                let cfg = &self.config.main.runner;
-                if attempts >= i64::from(cfg.max_attempts) {
-                    JobUpdate {
-                        error: Some(json!({"message": message, "attempts": attempts})),
-                        detail: Some(json!({"error": message})),
-                        attempts,
-                        ..base(
-                            JobStatus::Failed,
-                            Some(format!("gave up after {attempts} attempts")),
-                            now,
-                        )
-                    }
-                } else {
-                    let delay = backoff(cfg.retry_base, cfg.retry_max, attempts);
-                    JobUpdate {
-                        error: Some(json!({"message": message, "attempts": attempts})),
-                        detail: Some(json!({"error": message})),
-                        attempts,
-                        ..base(
-                            JobStatus::Queued,
-                            Some(format!("retrying: {message}")),
-                            now + delay.as_millis() as i64,
-                        )
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Exponential backoff with full jitter: uniform in [0, min(max, base·2^n)).
-pub fn backoff(base: Duration, max: Duration, attempt: i64) -> Duration {
-    let exp = base
-        .saturating_mul(1u32 << attempt.clamp(0, 20) as u32)
-        .min(max);
-    let mut b = [0u8; 8];
-    crate::crypto::random_bytes(&mut b);
-    exp.mul_f64(u64::from_le_bytes(b) as f64 / u64::MAX as f64)
-}
-
-/// How loud a job's update is logged: a job that needs a person WARN; its
-/// end, a failed attempt (to be retried) or a refusal INFO; routine moves
-/// (waiting for a line or a call, scheduled for the calling window) DEBUG.
-fn update_level(update: &JobUpdate) -> tracing::Level {
-    match update.status {
-        JobStatus::NeedsAttention => tracing::Level::WARN,
-        s if s.is_final() || update.error.is_some() => tracing::Level::INFO,
-        _ => tracing::Level::DEBUG,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn routine_job_moves_are_debug_and_ends_and_failures_info() {
-        let update = |status, error: Option<Value>| JobUpdate {
-            status,
-            reason: None,
-            run_at_ms: 0,
-            state: None,
-            result: None,
-            error,
-            attempts: 0,
-            detail: None,
-            line_wait: None,
-        };
-        use tracing::Level;
-        for status in [JobStatus::Waiting, JobStatus::Scheduled, JobStatus::Queued] {
-            assert_eq!(
-                update_level(&update(status, None)),
-                Level::DEBUG,
-                "{status:?}"
-            );
-        }
-        // A failed attempt that will be retried (queued again, with its error).
-        let retry = update(JobStatus::Queued, Some(json!({"message": "HTTP 500"})));
-        assert_eq!(update_level(&retry), Level::INFO);
-        for status in [JobStatus::Succeeded, JobStatus::Failed, JobStatus::Rejected] {
-            assert_eq!(
-                update_level(&update(status, None)),
-                Level::INFO,
-                "{status:?}"
-            );
-        }
-        assert_eq!(
-            update_level(&update(JobStatus::NeedsAttention, None)),
-            Level::WARN
-        );
-    }
-
-    #[test]
-    fn backoff_is_jittered_under_an_exponential_cap() {
-        let base = Duration::from_secs(2);
-        let max = Duration::from_secs(60);
-        for attempt in 0..10 {
-            let cap = base.saturating_mul(1 << attempt).min(max);
-            for _ in 0..20 {
-                assert!(backoff(base, max, attempt) <= cap);
-            }
-        }
-        let spread: std::collections::HashSet<u128> =
-            (0..20).map(|_| backoff(base, max, 5).as_millis()).collect();
-        assert!(spread.len() > 10, "full jitter spreads retries");
     }
 }
