@@ -14,16 +14,23 @@
 //! Policy: loading never stops at the first problem. Every problem found is
 //! returned with its file and key so that `callgate check` can list them all.
 
+mod auth;
 mod domain;
+pub mod duration;
 pub mod env;
 pub mod outbound;
+mod providers;
+mod runner;
 mod types;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use auth::*;
 pub use domain::*;
 pub use env::Env;
+pub use providers::*;
+pub use runner::*;
 pub use types::*;
 
 /// One configuration problem, located by file and key.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use super::types::duration;
+use super::duration;
 
 /// `endpoints.toml`.
 #[derive(Debug, Clone, Deserialize, Default)]

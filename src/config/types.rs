@@ -4,14 +4,15 @@
 //! `callgate check`, never a silently ignored setting), and every field has a
 //! default that is safe for production where one exists. Semantic checks that
 //! span files (a trigger naming an agent, a schema file compiling) live in
-//! `validate.rs`.
+//! `app::compile` and the domain modules.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use secrecy::SecretString;
 use serde::Deserialize;
+
+use super::duration;
+use super::{AuthConfig, CallingConfig, DeliveriesConfig, RunnerConfig};
 
 /// How strictly phone numbers are checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
@@ -47,123 +48,6 @@ pub struct MainFile {
     /// Outbound webhook deliveries: workers, log retention.
     #[serde(default)]
     pub deliveries: DeliveriesConfig,
-}
-
-/// `[runner]`: the workers that execute accepted jobs.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RunnerConfig {
-    /// Run the workers inside `callgate serve` (`--no-runner` turns it off;
-    /// `callgate run-worker` runs them alone).
-    #[serde(default = "default_true")]
-    pub enabled: bool,
-    /// Jobs executed at once by one process.
-    #[serde(default = "default_workers")]
-    pub workers: usize,
-    /// How long a claim holds before another worker may take the job over;
-    /// renewed while the job runs.
-    #[serde(default = "default_lease", with = "duration")]
-    pub lease: Duration,
-    /// How often idle workers look for due jobs (new jobs wake them at once).
-    #[serde(default = "default_poll", with = "duration")]
-    pub poll_interval: Duration,
-    /// Attempts of a failing step before the job is `failed`.
-    #[serde(default = "default_attempts")]
-    pub max_attempts: u32,
-    /// Exponential backoff with full jitter between attempts.
-    #[serde(default = "default_retry_base", with = "duration")]
-    pub retry_base: Duration,
-    #[serde(default = "default_retry_max", with = "duration")]
-    pub retry_max: Duration,
-    /// Backstop for jobs waiting for a free line: they are woken one per
-    /// freed line, oldest first, and look again after this long at the
-    /// latest (a safety net, e.g. after `max_concurrent_calls` was raised).
-    #[serde(default = "default_line_retry", with = "duration")]
-    pub line_retry: Duration,
-    /// On shutdown, running jobs get this long before their leases are
-    /// released for another worker.
-    #[serde(default = "default_runner_grace", with = "duration")]
-    pub shutdown_grace: Duration,
-    /// A call with no news for this long is checked with its provider.
-    #[serde(default = "default_stale_call", with = "duration")]
-    pub stale_call_after: Duration,
-}
-
-impl Default for RunnerConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            workers: default_workers(),
-            lease: default_lease(),
-            poll_interval: default_poll(),
-            max_attempts: default_attempts(),
-            retry_base: default_retry_base(),
-            retry_max: default_retry_max(),
-            line_retry: default_line_retry(),
-            shutdown_grace: default_runner_grace(),
-            stale_call_after: default_stale_call(),
-        }
-    }
-}
-
-/// `[deliveries]` in `callgate.toml`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeliveriesConfig {
-    /// How long the delivery log keeps deliveries and their attempts.
-    #[serde(with = "duration", default = "default_retention")]
-    pub retention: Duration,
-    /// Deliveries sent at once by one process (across endpoints).
-    #[serde(default = "default_delivery_workers")]
-    pub workers: usize,
-    /// How long past its endpoint's timeout a claimed delivery stays leased
-    /// to the process sending it. When that process dies mid-attempt, the
-    /// delivery is sent again (same `webhook-id`) once the lease is over.
-    #[serde(with = "duration", default = "default_lease_grace")]
-    pub lease_grace: Duration,
-}
-
-impl Default for DeliveriesConfig {
-    fn default() -> Self {
-        Self {
-            retention: default_retention(),
-            workers: default_delivery_workers(),
-            lease_grace: default_lease_grace(),
-        }
-    }
-}
-
-fn default_lease_grace() -> Duration {
-    Duration::from_secs(30)
-}
-
-fn default_retention() -> Duration {
-    Duration::from_secs(30 * 24 * 3600)
-}
-fn default_delivery_workers() -> usize {
-    16
-}
-
-/// `[calling]`: rules for every call.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CallingConfig {
-    /// Do-not-call list: one E.164 number per line, `#` comments (relative
-    /// to the config dir; a missing file is an empty list).
-    #[serde(default = "default_dnc_file")]
-    pub do_not_call_file: String,
-    /// Input field with the callee's IANA time zone, when the sender knows it.
-    #[serde(default = "default_tz_field")]
-    pub timezone_field: String,
-}
-
-impl Default for CallingConfig {
-    fn default() -> Self {
-        Self {
-            do_not_call_file: default_dnc_file(),
-            timezone_field: default_tz_field(),
-        }
-    }
 }
 
 /// `[server]`: listener, TLS and request-level protections.
@@ -392,172 +276,6 @@ impl Default for DefaultsConfig {
     }
 }
 
-/// `[auth]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthConfig {
-    /// API key hashes, managed by `callgate key new` (relative to config dir).
-    #[serde(default = "default_keys_file")]
-    pub keys_file: String,
-    /// How often the keys file is checked for changes while serving.
-    #[serde(default = "default_keys_reload", with = "duration")]
-    pub keys_reload_interval: Duration,
-    #[serde(default)]
-    pub jwt: JwtConfig,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        Self {
-            keys_file: default_keys_file(),
-            keys_reload_interval: default_keys_reload(),
-            jwt: JwtConfig::default(),
-        }
-    }
-}
-
-/// `[auth.jwt]`.
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct JwtConfig {
-    #[serde(default)]
-    pub issuers: BTreeMap<String, IssuerConfig>,
-}
-
-/// `[auth.jwt.issuers.<id>]`: one trusted token issuer.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IssuerConfig {
-    /// Expected `iss` claim.
-    pub issuer: String,
-    /// Accepted `aud` values (one must match).
-    pub audience: OneOrMany,
-    /// Accepted algorithms. The token header never widens this list.
-    pub algorithms: Vec<String>,
-    /// Clock skew allowed on `exp` / `nbf` (at most 60 s).
-    #[serde(default = "default_leeway", with = "duration")]
-    pub leeway: Duration,
-    /// Claim holding scopes: a space-separated string or an array.
-    #[serde(default = "default_scope_claim")]
-    pub scope_claim: String,
-    /// Per-subject rate limit for this issuer's tokens.
-    pub rate_limit: Option<RateSpec>,
-    /// Verification keys (several during rotation).
-    pub keys: Vec<JwtKeyConfig>,
-}
-
-/// One verification key of an issuer.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JwtKeyConfig {
-    /// Matches the token header's `kid`. When any key of the issuer has one,
-    /// tokens must name a configured `kid`.
-    pub kid: Option<String>,
-    /// HMAC secret (use `${ENV_VAR}`; never commit it).
-    pub secret: Option<SecretString>,
-    /// PEM public key (RSA, EC P-256/P-384 or Ed25519), relative to config dir.
-    pub public_key_file: Option<String>,
-}
-
-/// A string or a list of strings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl OneOrMany {
-    pub fn to_vec(&self) -> Vec<String> {
-        match self {
-            OneOrMany::One(s) => vec![s.clone()],
-            OneOrMany::Many(v) => v.clone(),
-        }
-    }
-}
-
-/// `keys.toml`: API keys, hashes only.
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct KeysFile {
-    #[serde(default)]
-    pub keys: Vec<ApiKeyConfig>,
-}
-
-/// One `[[keys]]` entry.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApiKeyConfig {
-    /// Unique name; the principal is `key:<name>`.
-    pub name: String,
-    /// `sha256:<64 hex digits>` of the plaintext key.
-    pub hash: String,
-    #[serde(default)]
-    pub scopes: Vec<String>,
-    pub created_at: Option<String>,
-    /// Overrides `[limits.per_principal]` for this key.
-    pub rate_limit: Option<RateSpec>,
-    /// A disabled key is rejected like an unknown one.
-    #[serde(default)]
-    pub disabled: bool,
-}
-
-/// Serde helper for human durations (`"30s"`, `"24h"`).
-pub mod duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "`{s}` is not a duration like \"30s\" or \"24h\": {e}"
-            ))
-        })
-    }
-}
-
-fn default_true() -> bool {
-    true
-}
-fn default_workers() -> usize {
-    8
-}
-fn default_lease() -> Duration {
-    Duration::from_secs(15)
-}
-fn default_poll() -> Duration {
-    Duration::from_secs(1)
-}
-fn default_attempts() -> u32 {
-    5
-}
-fn default_retry_base() -> Duration {
-    Duration::from_secs(2)
-}
-fn default_retry_max() -> Duration {
-    Duration::from_secs(300)
-}
-fn default_line_retry() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_runner_grace() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_stale_call() -> Duration {
-    Duration::from_secs(600)
-}
-fn default_dnc_file() -> String {
-    "do_not_call.txt".to_owned()
-}
-fn default_tz_field() -> String {
-    "/timezone".to_owned()
-}
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8443))
 }
@@ -630,16 +348,4 @@ fn default_idem_retention() -> Duration {
 }
 fn default_region() -> String {
     "US".to_owned()
-}
-fn default_keys_file() -> String {
-    "keys.toml".to_owned()
-}
-fn default_keys_reload() -> Duration {
-    Duration::from_secs(2)
-}
-fn default_leeway() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_scope_claim() -> String {
-    "scope".to_owned()
 }

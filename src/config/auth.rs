@@ -1,0 +1,134 @@
+//! `[auth]` in `callgate.toml` (JWT issuers) and `keys.toml` (API key
+//! hashes).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use super::RateSpec;
+use super::duration;
+
+/// `[auth]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// API key hashes, managed by `callgate key new` (relative to config dir).
+    #[serde(default = "default_keys_file")]
+    pub keys_file: String,
+    /// How often the keys file is checked for changes while serving.
+    #[serde(default = "default_keys_reload", with = "duration")]
+    pub keys_reload_interval: Duration,
+    #[serde(default)]
+    pub jwt: JwtConfig,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            keys_file: default_keys_file(),
+            keys_reload_interval: default_keys_reload(),
+            jwt: JwtConfig::default(),
+        }
+    }
+}
+
+/// `[auth.jwt]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    #[serde(default)]
+    pub issuers: BTreeMap<String, IssuerConfig>,
+}
+
+/// `[auth.jwt.issuers.<id>]`: one trusted token issuer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// Expected `iss` claim.
+    pub issuer: String,
+    /// Accepted `aud` values (one must match).
+    pub audience: OneOrMany,
+    /// Accepted algorithms. The token header never widens this list.
+    pub algorithms: Vec<String>,
+    /// Clock skew allowed on `exp` / `nbf` (at most 60 s).
+    #[serde(default = "default_leeway", with = "duration")]
+    pub leeway: Duration,
+    /// Claim holding scopes: a space-separated string or an array.
+    #[serde(default = "default_scope_claim")]
+    pub scope_claim: String,
+    /// Per-subject rate limit for this issuer's tokens.
+    pub rate_limit: Option<RateSpec>,
+    /// Verification keys (several during rotation).
+    pub keys: Vec<JwtKeyConfig>,
+}
+
+/// One verification key of an issuer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtKeyConfig {
+    /// Matches the token header's `kid`. When any key of the issuer has one,
+    /// tokens must name a configured `kid`.
+    pub kid: Option<String>,
+    /// HMAC secret (use `${ENV_VAR}`; never commit it).
+    pub secret: Option<SecretString>,
+    /// PEM public key (RSA, EC P-256/P-384 or Ed25519), relative to config dir.
+    pub public_key_file: Option<String>,
+}
+
+/// A string or a list of strings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// `keys.toml`: API keys, hashes only.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct KeysFile {
+    #[serde(default)]
+    pub keys: Vec<ApiKeyConfig>,
+}
+
+/// One `[[keys]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// Unique name; the principal is `key:<name>`.
+    pub name: String,
+    /// `sha256:<64 hex digits>` of the plaintext key.
+    pub hash: String,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    pub created_at: Option<String>,
+    /// Overrides `[limits.per_principal]` for this key.
+    pub rate_limit: Option<RateSpec>,
+    /// A disabled key is rejected like an unknown one.
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+fn default_keys_file() -> String {
+    "keys.toml".to_owned()
+}
+fn default_keys_reload() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_leeway() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_scope_claim() -> String {
+    "scope".to_owned()
+}
