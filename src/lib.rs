@@ -8,10 +8,7 @@
 //! `clock`). Imports only go down.
 
 // Tests may unwrap, expect and panic: a failure there is the test's answer.
-#![cfg_attr(
-    test,
-    allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)
-)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod app;
 pub mod auth;

@@ -147,7 +147,10 @@ fn load_key(
             }
         },
         _ => {
-            problem(kat, "set exactly one of `secret` or `public_key_file`".into());
+            problem(
+                kat,
+                "set exactly one of `secret` or `public_key_file`".into(),
+            );
             None
         }
     }
@@ -195,4 +198,3 @@ fn load_public_key(
         path.display()
     ))
 }
-
