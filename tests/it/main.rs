@@ -10,6 +10,7 @@ mod cli;
 mod deliveries;
 mod durability;
 mod errors;
+mod fuzz;
 mod idempotency;
 mod input;
 mod jobs;
