@@ -27,7 +27,9 @@ pub struct Policy {
 
 impl Policy {
     pub fn new(name: &'static str, spec: RateSpec) -> Self {
-        let window = ceil_secs(spec.replenish_interval() * spec.burst).max(1);
+        // Saturating: a (silly but valid) spec of centuries must not
+        // overflow `Duration` arithmetic.
+        let window = ceil_secs(spec.replenish_interval().saturating_mul(spec.burst)).max(1);
         let text = format!("\"{name}\";q={};w={window}", spec.burst);
         Self {
             name,
@@ -42,7 +44,7 @@ impl Policy {
             name: self.name,
             policy: self.header.clone(),
             remaining,
-            reset_secs: ceil_secs(self.spec.replenish_interval() * missing),
+            reset_secs: ceil_secs(self.spec.replenish_interval().saturating_mul(missing)),
         }
     }
 
@@ -63,7 +65,7 @@ pub struct PolicyState {
 }
 
 fn ceil_secs(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+    d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0))
 }
 
 impl PolicyState {
@@ -117,5 +119,23 @@ mod tests {
         assert_eq!(h["ratelimit"], "\"principal\";r=15;t=1");
         let r = Policy::new("ip", spec).rejected(Duration::from_millis(1500));
         assert_eq!((r.remaining, r.reset_secs), (0, 2));
+    }
+
+    #[test]
+    fn a_window_of_centuries_saturates_instead_of_overflowing() {
+        // `Duration * u32` panicked here (found by a property test).
+        let spec = RateSpec {
+            requests: 1,
+            per: Duration::from_secs(u64::MAX / 2),
+            burst: 3,
+        };
+        let mut h = HeaderMap::new();
+        let policy = Policy::new("principal", spec);
+        policy.allowed(0).append_to(&mut h);
+        assert_eq!(
+            h["ratelimit-policy"],
+            format!("\"principal\";q=3;w={}", u64::MAX).as_str()
+        );
+        assert_eq!(policy.rejected(Duration::MAX).reset_secs, u64::MAX);
     }
 }
