@@ -190,4 +190,119 @@ mod tests {
             Err(FormError::TooDeep(_))
         ));
     }
+
+    mod props {
+        //! A JSON object of strings, arrays of strings and objects, written
+        //! as a form in either nesting style, parses back to itself.
+
+        use proptest::prelude::*;
+        use serde_json::{Map, Value};
+
+        use super::*;
+
+        /// Keys that mean the same in every style: no `[`, `]` or `_`.
+        fn key() -> impl Strategy<Value = String> {
+            prop::collection::vec(
+                prop_oneof![
+                    prop::char::range('a', 'z'),
+                    prop::char::range('0', '9'),
+                    Just('-'),
+                    Just(' '),
+                    Just('é'),
+                ],
+                1..6,
+            )
+            .prop_map(String::from_iter)
+        }
+
+        /// Any text, `&`, `=`, `%`, `+` and line breaks included.
+        fn text() -> impl Strategy<Value = String> {
+            prop::collection::vec(any::<char>(), 0..8).prop_map(String::from_iter)
+        }
+
+        /// What a form can express: no empty objects, and arrays of at least
+        /// two strings (a one-element array is a plain value in the
+        /// double-underscore style, which has no `[]`).
+        fn object(depth: u32) -> BoxedStrategy<Value> {
+            let leaf = prop_oneof![
+                text().prop_map(Value::String),
+                prop::collection::vec(text().prop_map(Value::String), 2..4).prop_map(Value::Array),
+            ];
+            let field = if depth == 0 {
+                leaf.boxed()
+            } else {
+                prop_oneof![3 => leaf, 1 => object(depth - 1)].boxed()
+            };
+            prop::collection::btree_map(key(), field, 1..5)
+                .prop_map(|m| Value::Object(m.into_iter().collect::<Map<_, _>>()))
+                .boxed()
+        }
+
+        /// Serialises `v` as a form, nesting with `style`.
+        fn to_form(v: &Value, style: FormNesting) -> String {
+            fn walk(
+                path: &mut Vec<String>,
+                v: &Value,
+                style: FormNesting,
+                out: &mut form_urlencoded::Serializer<'_, String>,
+            ) {
+                let key = |path: &[String], array: bool| match style {
+                    FormNesting::Brackets => {
+                        let mut k = path[0].clone();
+                        for seg in &path[1..] {
+                            k.push_str(&format!("[{seg}]"));
+                        }
+                        if array {
+                            k.push_str("[]");
+                        }
+                        k
+                    }
+                    _ => path.join("__"),
+                };
+                match v {
+                    Value::String(s) => {
+                        out.append_pair(&key(path, false), s);
+                    }
+                    Value::Array(items) => {
+                        for item in items {
+                            out.append_pair(&key(path, true), item.as_str().unwrap_or_default());
+                        }
+                    }
+                    Value::Object(map) => {
+                        for (k, v) in map {
+                            path.push(k.clone());
+                            walk(path, v, style, out);
+                            path.pop();
+                        }
+                    }
+                    _ => unreachable!("forms hold strings, arrays and objects"),
+                }
+            }
+            let mut out = form_urlencoded::Serializer::new(String::new());
+            walk(&mut Vec::new(), v, style, &mut out);
+            out.finish()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                // Found cases become named unit tests; no files beside the sources.
+                failure_persistence: None,
+                ..ProptestConfig::with_cases(200)
+            })]
+
+            #[test]
+            fn brackets_round_trip(v in object(3)) {
+                let form = to_form(&v, FormNesting::Brackets);
+                prop_assert_eq!(&parse(form.as_bytes(), FormNesting::Brackets).unwrap(), &v, "{}", form);
+                prop_assert_eq!(&parse(form.as_bytes(), FormNesting::Auto).unwrap(), &v, "{}", form);
+            }
+
+            #[test]
+            fn double_underscores_round_trip(v in object(3)) {
+                let form = to_form(&v, FormNesting::DoubleUnderscore);
+                prop_assert_eq!(&parse(form.as_bytes(), FormNesting::DoubleUnderscore).unwrap(), &v, "{}", form);
+                prop_assert_eq!(&parse(form.as_bytes(), FormNesting::Auto).unwrap(), &v, "{}", form);
+            }
+        }
+    }
 }
