@@ -65,6 +65,23 @@ pub fn prefixed(prefix: &str, now_ms: i64) -> String {
     )
 }
 
+/// Whether `s` is `<prefix>_` and a ULID as this API writes them: 26
+/// upper-case Crockford base32 digits, the first at most `7`. (The `ulid`
+/// crate's parser is laxer; clients are told this exact form, and
+/// `openapi.yaml` states it as a pattern.)
+pub fn is_prefixed(prefix: &str, s: &str) -> bool {
+    const CROCKFORD: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let Some(ulid) = s
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('_'))
+    else {
+        return false;
+    };
+    ulid.len() == 26
+        && ulid.as_bytes()[0] <= b'7'
+        && ulid.bytes().all(|b| CROCKFORD.contains(&b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +95,23 @@ mod tests {
         assert_eq!(JobId::parse(a.as_str()), Some(a.clone()));
         assert_eq!(JobId::parse("job_nope"), None);
         assert_eq!(JobId::parse(&a.as_str()[4..]), None);
+    }
+
+    #[test]
+    fn prefixed_ids_are_recognised_exactly() {
+        let id = prefixed("dlv", 1_700_000_000_000);
+        assert!(is_prefixed("dlv", &id), "{id}");
+        assert!(is_prefixed("dlv", "dlv_7ZZZZZZZZZZZZZZZZZZZZZZZZZ"));
+        for bad in [
+            "dlv_8ZZZZZZZZZZZZZZZZZZZZZZZZZ",
+            "dlv_01M8D4HEYCA2B4C6D8E0F2G4H",
+            "dlv_01M8D4HEYCA2B4C6D8E0F2G4H6X",
+            "dlv_01m8d4heyca2b4c6d8e0f2g4h6",
+            "dlv_01M8D4HEYCA2B4C6D8E0F2G4HU",
+            "job_01M8D4HEYCA2B4C6D8E0F2G4H6",
+            "00000000000000000000000000000000000000000000000000000000000000",
+        ] {
+            assert!(!is_prefixed("dlv", bad), "{bad}");
+        }
     }
 }

@@ -70,7 +70,7 @@ pub async fn list_deliveries(
         ),
     };
     if let Some(c) = &q.cursor
-        && !(c.starts_with("dlv_") && c.len() < 64)
+        && !crate::ids::is_prefixed("dlv", c)
     {
         return Err(ApiError::bad_request(
             "`cursor` is not a cursor from this API",
