@@ -5,19 +5,21 @@
 //! `auto` (the default) reads both.
 //! Values stay strings: a form has no other type. A key repeated without `[]`
 //! collects its values into an array. A key used both as a value and as an
-//! object (`a=1&a[b]=2`) is a 400 naming both.
+//! object (`a=1&a[b]=2`) is a 400 naming both. Depth is bounded by the
+//! key's nesting marks (each `[` and each `__` the style reads), at most
+//! `MAX_MARKS`, a rule that `openapi.yaml` can state as a pattern.
 
 use serde_json::{Map, Value};
 
 use crate::config::FormNesting;
 
-/// Deepest nesting accepted in one key.
-const MAX_DEPTH: usize = 16;
+/// Most nesting marks (`[`, `__`) in one key, so at most 16 levels.
+const MAX_MARKS: usize = 15;
 
 /// Why a form body could not be turned into JSON.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FormError {
-    #[error("form key `{0}` nests deeper than {MAX_DEPTH} levels")]
+    #[error("form key `{0}` has more than {MAX_MARKS} nesting marks (`[` or `__`)")]
     TooDeep(String),
     #[error("form key `{key}` conflicts with an earlier key that gave `{path}` another shape")]
     Conflict { key: String, path: String },
@@ -29,12 +31,12 @@ pub enum FormError {
 pub fn parse(body: &[u8], nesting: FormNesting) -> Result<Value, FormError> {
     let mut root = Map::new();
     for (key, value) in form_urlencoded::parse(body) {
+        if marks(&key, nesting) > MAX_MARKS {
+            return Err(FormError::TooDeep(key.into_owned()));
+        }
         let (path, append) = split_key(&key, nesting);
         if path.iter().any(|s| s.is_empty()) {
             return Err(FormError::EmptyKey(key.into_owned()));
-        }
-        if path.len() > MAX_DEPTH {
-            return Err(FormError::TooDeep(key.into_owned()));
         }
         insert(&mut root, &path, append, Value::String(value.into_owned())).map_err(|at| {
             FormError::Conflict {
@@ -44,6 +46,19 @@ pub fn parse(body: &[u8], nesting: FormNesting) -> Result<Value, FormError> {
         })?;
     }
     Ok(Value::Object(root))
+}
+
+/// The nesting marks of `key` that `nesting` reads. Each adds at most one
+/// level, so a key has at most `marks + 1` path segments.
+fn marks(key: &str, nesting: FormNesting) -> usize {
+    let brackets = || key.bytes().filter(|b| *b == b'[').count();
+    let underscores = || key.matches("__").count();
+    match nesting {
+        FormNesting::None => 0,
+        FormNesting::Brackets => brackets(),
+        FormNesting::DoubleUnderscore => underscores(),
+        FormNesting::Auto => brackets() + underscores(),
+    }
 }
 
 /// Splits a key into its path and whether it ends in `[]` (append).
@@ -184,11 +199,16 @@ mod tests {
             parse(b"a__=1", FormNesting::DoubleUnderscore),
             Err(FormError::EmptyKey(_))
         ));
-        let deep = format!("a{}=1", "[x]".repeat(20));
+        let deep = format!("a{}=1", "[x]".repeat(16));
         assert!(matches!(
             parse(deep.as_bytes(), FormNesting::Brackets),
             Err(FormError::TooDeep(_))
         ));
+        let deepest = format!("a{}=1", "__x".repeat(15));
+        assert!(parse(deepest.as_bytes(), FormNesting::Auto).is_ok());
+        let junk = format!("a{}=1", "[".repeat(16));
+        assert!(parse(junk.as_bytes(), FormNesting::Brackets).is_err());
+        assert!(parse(junk.as_bytes(), FormNesting::None).is_ok());
     }
 
     mod props {

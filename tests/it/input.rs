@@ -107,6 +107,36 @@ async fn malformed_json_gets_400_saying_where() {
 }
 
 #[tokio::test]
+async fn form_keys_that_are_empty_or_too_deep_get_400_and_the_limit_itself_is_accepted() {
+    let app = TestApp::start().await;
+    let form = "application/x-www-form-urlencoded";
+    for key in ["", "a__", "__a", "[b]", "a____b", "a[__]", "a[b][__c]"] {
+        let body = format!("phone_number=%2B15550121234&{key}=1");
+        let p = problem(post_raw(&app, form, body).await, 400).await;
+        assert!(
+            p["detail"].as_str().unwrap().contains("empty"),
+            "{key}: {p}"
+        );
+    }
+    let deep = format!("phone_number=%2B15550121234&a{}=1", "[b]".repeat(16));
+    let p = problem(post_raw(&app, form, deep).await, 400).await;
+    assert!(
+        p["detail"].as_str().unwrap().contains("nesting marks"),
+        "{p}"
+    );
+    let mixed = format!(
+        "phone_number=%2B15550121234&a{}{}=1",
+        "[b]".repeat(8),
+        "__c".repeat(8)
+    );
+    problem(post_raw(&app, form, mixed).await, 400).await;
+    // 15 marks (16 levels) is the deepest accepted.
+    let deepest = format!("phone_number=%2B15550121234&a{}=1", "__b".repeat(15));
+    let r = post_raw(&app, form, deepest).await;
+    assert_eq!(r.status(), 202);
+}
+
+#[tokio::test]
 async fn schema_violations_get_422_listing_every_one() {
     let app = TestApp::start().await;
     let r = post_raw(
