@@ -20,4 +20,5 @@ mod metrics;
 mod openapi;
 mod receiver;
 mod runner;
+mod schemathesis;
 mod support;
