@@ -22,9 +22,12 @@ use crate::input::{self, BodyKind};
 use crate::schema::{self, CompiledSchema};
 use crate::template::{self, JsonTemplate};
 
+/// A fuzz entry point: arbitrary bytes in, a panic when an invariant breaks.
+pub type Entry = fn(&[u8]);
+
 /// The fuzz targets, by name (the names of `tests/fuzz/fuzz_targets/*.rs`
 /// and of the folders under `tests/fuzz/regressions/`).
-pub const TARGETS: [(&str, fn(&[u8])); 6] = [
+pub const TARGETS: [(&str, Entry); 6] = [
     ("form", form),
     ("json_schema", json_schema),
     ("phone", phone),
@@ -265,10 +268,8 @@ pub fn jwt(data: &[u8]) {
     } else {
         let (header, claims) = split_nul(rest);
         let signing_input = format!("{}.{}", B64URL.encode(header), B64URL.encode(claims));
-        let mac = crate::calls::signature::hmac_sha256(
-            JWT_SECRET.as_bytes(),
-            signing_input.as_bytes(),
-        );
+        let mac =
+            crate::calls::signature::hmac_sha256(JWT_SECRET.as_bytes(), signing_input.as_bytes());
         format!("{signing_input}.{}", B64URL.encode(mac))
     };
     let Ok(principal) = issuers().verify(&token) else {
@@ -303,7 +304,9 @@ pub fn template(data: &[u8]) {
     }
     let ctx: Value = match serde_json::from_slice(ctx) {
         Ok(v @ Value::Object(_)) => v,
-        _ => json!({"input": {"name": "Ada", "n": 3, "tags": ["a", "b"]}, "call": {"id": "call_1"}}),
+        _ => {
+            json!({"input": {"name": "Ada", "n": 3, "tags": ["a", "b"]}, "call": {"id": "call_1"}})
+        }
     };
     let as_json = serde_json::from_str::<Value>(source).ok();
     let compiled = match &as_json {
@@ -316,6 +319,9 @@ pub fn template(data: &[u8]) {
     let _ = t.variables();
     let rendered = t.render(&ctx);
     if as_json.is_none() && !source.contains("{{") && !source.contains("{%") {
-        assert_eq!(rendered.as_ref().ok(), Some(&Value::String(source.to_owned())));
+        assert_eq!(
+            rendered.as_ref().ok(),
+            Some(&Value::String(source.to_owned()))
+        );
     }
 }

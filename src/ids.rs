@@ -77,9 +77,7 @@ pub fn is_prefixed(prefix: &str, s: &str) -> bool {
     else {
         return false;
     };
-    ulid.len() == 26
-        && ulid.as_bytes()[0] <= b'7'
-        && ulid.bytes().all(|b| CROCKFORD.contains(&b))
+    ulid.len() == 26 && ulid.as_bytes()[0] <= b'7' && ulid.bytes().all(|b| CROCKFORD.contains(&b))
 }
 
 #[cfg(test)]
