@@ -7,7 +7,9 @@
 //! trigger's region. The national number must have a length that is possible
 //! in its country (`possible`, the default: it admits test ranges such as
 //! 555-01xx and ranges newer than the metadata), or match a number range
-//! known to be assigned (`valid`).
+//! known to be assigned (`valid`). Either way the result has at most the 15
+//! digits E.164 allows (the metadata admits longer national numbers in some
+//! countries, such as Germany, which no carrier will dial as E.164).
 
 use std::str::FromStr;
 
@@ -50,6 +52,9 @@ pub enum PhoneValidation {
     /// The number is in a range the metadata knows as assigned.
     Valid,
 }
+
+/// Most digits in an E.164 number, country code included (ITU-T E.164 §6).
+const E164_MAX_DIGITS: usize = 15;
 
 /// Normalises `raw` to E.164, or says why it cannot.
 pub fn normalize(raw: &str, region: Region, strictness: PhoneValidation) -> Result<String, String> {
@@ -94,7 +99,14 @@ pub fn normalize(raw: &str, region: Region, strictness: PhoneValidation) -> Resu
             ),
         });
     }
-    Ok(number.format().mode(phonenumber::Mode::E164).to_string())
+    let e164 = number.format().mode(phonenumber::Mode::E164).to_string();
+    let digits = e164.len() - 1;
+    if digits > E164_MAX_DIGITS {
+        return Err(format!(
+            "has {digits} digits with its country code +{code}; E.164 allows at most {E164_MAX_DIGITS}"
+        ));
+    }
+    Ok(e164)
 }
 
 /// The common North American case without the general parser: `+1` and ten
@@ -192,6 +204,24 @@ mod tests {
         ] {
             assert!(normalize(bad, us(), p).is_err(), "{bad} should be refused");
         }
+    }
+
+    #[test]
+    fn numbers_longer_than_e164_allows_are_refused() {
+        // Found by the `phone` fuzz target: German metadata admits 14-digit
+        // national numbers, so +49 and 14 digits came out as a 16-digit
+        // "E.164" number, in both modes.
+        let de = Region::parse("DE").unwrap();
+        for strictness in [PhoneValidation::Possible, PhoneValidation::Valid] {
+            let err = normalize("91 987471547158", de, strictness).unwrap_err();
+            assert!(err.contains("at most 15"), "{err}");
+            assert!(normalize("+49 91 987471547158", us(), strictness).is_err());
+        }
+        // 15 digits is still fine.
+        assert_eq!(
+            normalize("9198747154715", de, PhoneValidation::Possible).unwrap(),
+            "+499198747154715"
+        );
     }
 
     #[test]

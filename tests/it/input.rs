@@ -198,7 +198,14 @@ async fn phone_numbers_are_normalised_or_rejected_naming_the_field() {
             .unwrap();
         assert_eq!(job["input"]["phone_number"], e164);
     }
-    for raw in ["555-CALL-NOW", "123", "+999 1234 5678", "call me maybe"] {
+    for raw in [
+        "555-CALL-NOW",
+        "123",
+        "+999 1234 5678",
+        "call me maybe",
+        // 16 digits: a possible German length, but longer than E.164.
+        "+49 91 987471547158",
+    ] {
         let body = problem(
             post_raw(
                 &app,
