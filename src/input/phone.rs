@@ -9,7 +9,8 @@
 //! 555-01xx and ranges newer than the metadata), or match a number range
 //! known to be assigned (`valid`). Either way the result has at most the 15
 //! digits E.164 allows (the metadata admits longer national numbers in some
-//! countries, such as Germany, which no carrier will dial as E.164).
+//! countries, such as Germany, which no carrier will dial as E.164), and a
+//! zero after the country code only where numbers start with one (Italy).
 
 use std::str::FromStr;
 
@@ -85,6 +86,24 @@ pub fn normalize(raw: &str, region: Region, strictness: PhoneValidation) -> Resu
     let Some(metas) = DATABASE.by_code(&code) else {
         return Err(format!("has an unknown country calling code +{code}"));
     };
+    // The parser keeps zeros that follow a national prefix (`0 0016716` in
+    // GB gave `+440016716`, which reads back as +44 16716): a leading zero
+    // stays only where the country's numbers may start with one (Italy).
+    if number.national().zeros() > 0 {
+        let national = number.national().to_string();
+        let may_start_with_zero = metas.iter().any(|m| {
+            m.descriptors()
+                .general()
+                .national_number()
+                .find(&national)
+                .is_some_and(|found| found.start() == 0)
+        });
+        if !may_start_with_zero {
+            return Err(format!(
+                "has a leading 0 after +{code}, which numbers there do not start with"
+            ));
+        }
+    }
     let ok = match strictness {
         PhoneValidation::Valid => number.is_valid(),
         PhoneValidation::Possible => metas
@@ -221,6 +240,34 @@ mod tests {
         assert_eq!(
             normalize("9198747154715", de, PhoneValidation::Possible).unwrap(),
             "+499198747154715"
+        );
+    }
+
+    #[test]
+    fn leading_zeros_are_kept_only_where_numbers_start_with_one() {
+        // Found by the `phone` fuzz target: zeros after the national prefix
+        // survived into the E.164 form, which then read as another number
+        // (+440016716 as +44 16716).
+        for (raw, region) in [
+            (")0 0 0 016716", "GB"),
+            ("/00019(780 8171", "BR"),
+            (" 000 30939", "AU"),
+        ] {
+            let err = normalize(raw, Region::parse(region).unwrap(), PhoneValidation::Possible)
+                .unwrap_err();
+            assert!(err.contains("leading 0"), "{raw}: {err}");
+        }
+        let err = normalize("+55 0197808171", us(), PhoneValidation::Possible).unwrap_err();
+        assert!(err.contains("leading 0"), "{err}");
+        // Italy keeps its leading zero, in both directions.
+        let it = Region::parse("IT").unwrap();
+        assert_eq!(
+            normalize("06 6982 1234", it, PhoneValidation::Possible).unwrap(),
+            "+390669821234"
+        );
+        assert_eq!(
+            normalize("+39 06 6982 1234", us(), PhoneValidation::Valid).unwrap(),
+            "+390669821234"
         );
     }
 
