@@ -178,6 +178,11 @@ async fn phone_numbers_are_normalised_or_rejected_naming_the_field() {
         ("+1 (555) 012-1234", "+15550121234"),
         ("555.012.1234", "+15550121234"),
         ("+44 20 7946 0958", "+442079460958"),
+        // Other countries' numbers keep every digit in a US-region trigger
+        // (the parser used to strip US prefixes from them: +44 632960961).
+        ("+44 1632 960961", "+441632960961"),
+        ("+55 11 91234 5678", "+5511912345678"),
+        ("+44 (0)20 7946 0958", "+442079460958"),
     ] {
         let r = post_raw(
             &app,
