@@ -171,4 +171,76 @@ mod tests {
             request_hash("application/x-www-form-urlencoded", b"a")
         );
     }
+
+    mod props {
+        //! The body fingerprint: a function of exactly (media type, bytes).
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Media types as a header carries them: visible ASCII and spaces.
+        fn media_type() -> impl Strategy<Value = String> {
+            prop::collection::vec(prop::char::range(' ', '~'), 1..40).prop_map(String::from_iter)
+        }
+
+        fn body() -> impl Strategy<Value = Vec<u8>> {
+            prop::collection::vec(any::<u8>(), 0..256)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                // Found cases become named unit tests; no files beside the sources.
+                failure_persistence: None,
+                ..ProptestConfig::with_cases(256)
+            })]
+
+            #[test]
+            fn the_same_request_always_has_the_same_hash(mt in media_type(), b in body()) {
+                prop_assert_eq!(request_hash(&mt, &b), request_hash(&mt.clone(), &b.clone()));
+                prop_assert_eq!(request_hash(&mt, &b).len(), 64);
+            }
+
+            #[test]
+            fn any_change_to_the_body_changes_the_hash(
+                mt in media_type(),
+                b in body(),
+                at in any::<prop::sample::Index>(),
+                flip in 1..=255u8,
+                extra in prop::collection::vec(any::<u8>(), 1..8),
+            ) {
+                let h = request_hash(&mt, &b);
+                if !b.is_empty() {
+                    let mut changed = b.clone();
+                    changed[at.index(b.len())] ^= flip;
+                    prop_assert_ne!(&h, &request_hash(&mt, &changed));
+                    prop_assert_ne!(&h, &request_hash(&mt, &b[..b.len() - 1]));
+                    let i = at.index(b.len());
+                    let mut inserted = b.clone();
+                    inserted.splice(i..i, extra.iter().copied());
+                    prop_assert_ne!(&h, &request_hash(&mt, &inserted));
+                }
+                let appended = [b.as_slice(), &extra].concat();
+                prop_assert_ne!(&h, &request_hash(&mt, &appended));
+            }
+
+            #[test]
+            fn the_media_type_is_part_of_the_hash(a in media_type(), b in media_type(), body in body()) {
+                prop_assume!(a != b);
+                prop_assert_ne!(request_hash(&a, &body), request_hash(&b, &body));
+            }
+
+            #[test]
+            fn bytes_cannot_move_between_media_type_and_body(
+                mt in media_type(),
+                moved in media_type(),
+                rest in body(),
+            ) {
+                // `text/plain` + `xyz` must differ from `text/plainx` + `yz`.
+                let body = [moved.as_bytes(), &rest].concat();
+                let longer = format!("{mt}{moved}");
+                prop_assert_ne!(request_hash(&mt, &body), request_hash(&longer, &rest));
+            }
+        }
+    }
 }

@@ -20,6 +20,8 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod crypto;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod idempotency;
 pub mod ids;

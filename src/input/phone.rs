@@ -4,10 +4,16 @@
 //! Policy: only digits, spaces and `+ - ( ) . /` are accepted (libphonenumber
 //! would read letters as keypad digits, so `555-CALL-NOW` or trailing junk
 //! would dial something nobody wrote). A number without `+` is read in the
-//! trigger's region. The national number must have a length that is possible
+//! trigger's region. Digits as written are kept when they fit the country's
+//! numbers; a trunk prefix is dropped only when they do not (libphonenumber's
+//! rule; the `phonenumber` crate's own reading is corrected for this, see
+//! `national_number`). The national number must have a length that is possible
 //! in its country (`possible`, the default: it admits test ranges such as
 //! 555-01xx and ranges newer than the metadata), or match a number range
-//! known to be assigned (`valid`).
+//! known to be assigned (`valid`). Either way the result has at most the 15
+//! digits E.164 allows (the metadata admits longer national numbers in some
+//! countries, such as Germany, which no carrier will dial as E.164), and a
+//! zero after the country code only where numbers start with one (Italy).
 
 use std::str::FromStr;
 
@@ -41,6 +47,9 @@ impl Region {
 
 pub use crate::config::PhoneValidation;
 
+/// Most digits in an E.164 number, country code included (ITU-T E.164 §6).
+const E164_MAX_DIGITS: usize = 15;
+
 /// Normalises `raw` to E.164, or says why it cannot.
 pub fn normalize(raw: &str, region: Region, strictness: PhoneValidation) -> Result<String, String> {
     let trimmed = raw.trim();
@@ -66,12 +75,30 @@ pub fn normalize(raw: &str, region: Region, strictness: PhoneValidation) -> Resu
     let number = phonenumber::parse(Some(region.id), trimmed)
         .map_err(|e| format!("is not a phone number ({e})"))?;
     let code = number.code().value();
-    let national_len = number.national().to_string().len() as u16;
     let Some(metas) = DATABASE.by_code(&code) else {
         return Err(format!("has an unknown country calling code +{code}"));
     };
+    let national = national_number(trimmed, &number, region, &metas);
+    // The parser keeps zeros that follow a national prefix (`0 0016716` in
+    // GB gave `+440016716`, which reads back as +44 16716): a leading zero
+    // stays only where the country's numbers may start with one (Italy).
+    if national.starts_with('0') {
+        let may_start_with_zero = metas.iter().any(|m| {
+            m.descriptors()
+                .general()
+                .national_number()
+                .find(&national)
+                .is_some_and(|found| found.start() == 0)
+        });
+        if !may_start_with_zero {
+            return Err(format!(
+                "has a leading 0 after +{code}, which numbers there do not start with"
+            ));
+        }
+    }
+    let national_len = national.len() as u16;
     let ok = match strictness {
-        PhoneValidation::Valid => number.is_valid(),
+        PhoneValidation::Valid => metas.iter().any(|m| is_assigned(m, &national)),
         PhoneValidation::Possible => metas
             .iter()
             .any(|m| possible_lengths(m).contains(&national_len)),
@@ -84,7 +111,104 @@ pub fn normalize(raw: &str, region: Region, strictness: PhoneValidation) -> Resu
             ),
         });
     }
-    Ok(number.format().mode(phonenumber::Mode::E164).to_string())
+    let e164 = format!("+{code}{national}");
+    let digits = e164.len() - 1;
+    if digits > E164_MAX_DIGITS {
+        return Err(format!(
+            "has {digits} digits with its country code +{code}; E.164 allows at most {E164_MAX_DIGITS}"
+        ));
+    }
+    Ok(e164)
+}
+
+/// The national significant number, as libphonenumber defines it.
+///
+/// The `phonenumber` crate strips a national prefix and carrier code with
+/// the metadata of the region it was *given*, even from a number written
+/// with `+` and another country's code, and strips without checking that the
+/// number was not already whole: read in US, `+44 1632 960961` became
+/// +44 632960961 and `+55 11 91234 5678` +55 912345678 (wrong numbers,
+/// dialled), in GB `+39 06 6982 1234` lost Italy's 0, in RU
+/// `+7 800 555 3535` its 8. libphonenumber itself strips only when the
+/// number as written does not fit the country's general pattern and what is
+/// left does; so does this: the digits as written win when they fit, then a
+/// national number without the region's trunk prefix, else a `+` number is
+/// read with its own country's prefixes (`+44 (0)20 …`) and a national one
+/// as the parser reads it in the trigger's region.
+fn national_number(
+    trimmed: &str,
+    number: &phonenumber::PhoneNumber,
+    region: Region,
+    metas: &[&phonenumber::Metadata],
+) -> String {
+    let code = number.code().value();
+    let digits: String = trimmed.chars().filter(char::is_ascii_digit).collect();
+    let international = trimmed.starts_with('+');
+    let as_written = if international {
+        digits.strip_prefix(code.to_string().as_str())
+    } else if code == region.calling_code {
+        Some(digits.as_str())
+    } else {
+        // Dialled with an international prefix (`011 44 …`): the parser's.
+        None
+    };
+    // The general pattern matched from the start, at a length the country
+    // uses (the pattern alone is not anchored at the end).
+    let fits = |nsn: &str| {
+        metas.iter().any(|m| {
+            possible_lengths(m).contains(&(nsn.len() as u16))
+                && m.descriptors().general().is_match(nsn)
+        })
+    };
+    if let Some(nsn) = as_written.filter(|nsn| fits(nsn)) {
+        return nsn.to_owned();
+    }
+    // A national number with the region's trunk prefix (`8 800 …` in RU).
+    if !international
+        && let Some(prefix) = DATABASE
+            .by_id(region.as_str())
+            .and_then(|m| m.national_prefix())
+        && let Some(nsn) = as_written.and_then(|d| d.strip_prefix(prefix))
+        && fits(nsn)
+    {
+        return nsn.to_owned();
+    }
+    if international {
+        let own = metas
+            .iter()
+            .find(|m| m.is_main_country_for_code())
+            .or(metas.first())
+            .and_then(|m| country::Id::from_str(m.id()).ok());
+        if let Some(own) = own
+            && let Ok(reread) = phonenumber::parse(Some(own), trimmed)
+            && reread.code().value() == code
+        {
+            return reread.national().to_string();
+        }
+    }
+    number.national().to_string()
+}
+
+/// Whether `national` is in a range `meta` knows as assigned (any number
+/// type), as libphonenumber's `is_valid` decides it.
+fn is_assigned(meta: &phonenumber::Metadata, national: &str) -> bool {
+    let d = meta.descriptors();
+    d.general().is_match(national)
+        && [
+            d.fixed_line(),
+            d.mobile(),
+            d.toll_free(),
+            d.premium_rate(),
+            d.shared_cost(),
+            d.personal_number(),
+            d.voip(),
+            d.pager(),
+            d.uan(),
+            d.voicemail(),
+        ]
+        .into_iter()
+        .flatten()
+        .any(|t| t.is_match(national))
 }
 
 /// The common North American case without the general parser: `+1` and ten
@@ -182,6 +306,107 @@ mod tests {
         ] {
             assert!(normalize(bad, us(), p).is_err(), "{bad} should be refused");
         }
+    }
+
+    #[test]
+    fn numbers_longer_than_e164_allows_are_refused() {
+        // Found by the `phone` fuzz target: German metadata admits 14-digit
+        // national numbers, so +49 and 14 digits came out as a 16-digit
+        // "E.164" number, in both modes.
+        let de = Region::parse("DE").unwrap();
+        for strictness in [PhoneValidation::Possible, PhoneValidation::Valid] {
+            let err = normalize("91 987471547158", de, strictness).unwrap_err();
+            assert!(err.contains("at most 15"), "{err}");
+            assert!(normalize("+49 91 987471547158", us(), strictness).is_err());
+        }
+        // 15 digits is still fine.
+        assert_eq!(
+            normalize("9198747154715", de, PhoneValidation::Possible).unwrap(),
+            "+499198747154715"
+        );
+    }
+
+    #[test]
+    fn leading_zeros_are_kept_only_where_numbers_start_with_one() {
+        // Found by the `phone` fuzz target: zeros after the national prefix
+        // survived into the E.164 form, which then read as another number
+        // (+440016716 as +44 16716).
+        for (raw, region) in [
+            (")0 0 0 016716", "GB"),
+            ("/00019(780 8171", "BR"),
+            (" 000 30939", "AU"),
+        ] {
+            let err = normalize(
+                raw,
+                Region::parse(region).unwrap(),
+                PhoneValidation::Possible,
+            )
+            .unwrap_err();
+            assert!(err.contains("leading 0"), "{raw}: {err}");
+        }
+        // Written after the country code, Brazil's trunk 0 is dropped (as
+        // `+44 (0)20 …`), not kept as a leading zero.
+        assert_eq!(
+            normalize("+55 0197808171", us(), PhoneValidation::Possible).as_deref(),
+            Ok("+55197808171")
+        );
+        // Italy keeps its leading zero, in both directions.
+        let it = Region::parse("IT").unwrap();
+        assert_eq!(
+            normalize("06 6982 1234", it, PhoneValidation::Possible).unwrap(),
+            "+390669821234"
+        );
+        assert_eq!(
+            normalize("+39 06 6982 1234", us(), PhoneValidation::Valid).unwrap(),
+            "+390669821234"
+        );
+    }
+
+    #[test]
+    fn international_numbers_keep_their_digits_whatever_the_region() {
+        // Found by the `phone` fuzz target (a result that did not normalise
+        // to itself): the parser stripped the *trigger region's* national
+        // prefix from other countries' numbers, and stripped prefixes from
+        // numbers that were already whole.
+        let region = |r: &str| Region::parse(r).unwrap();
+        for (raw, in_region, e164) in [
+            ("+44 1632 960961", "US", "+441632960961"),
+            ("+44 113 496 0000", "US", "+441134960000"),
+            ("+55 11 91234 5678", "US", "+5511912345678"),
+            ("+39 06 6982 1234", "GB", "+390669821234"),
+            ("+7 800 555 3535", "RU", "+78005553535"),
+            ("+7 800 555 3535", "US", "+78005553535"),
+            ("+559017650041", "BR", "+559017650041"),
+            // A trunk 0 written in brackets is still the country's prefix.
+            ("+44 (0)20 7946 0958", "US", "+442079460958"),
+            ("+44 (0)20 7946 0958", "GB", "+442079460958"),
+            // National numbers: the region's prefix goes, a whole number stays.
+            ("020 7946 0958", "GB", "+442079460958"),
+            ("8 800 555 3535", "RU", "+78005553535"),
+            ("800 555 3535", "RU", "+78005553535"),
+            ("06 6982 1234", "IT", "+390669821234"),
+        ] {
+            let possible = PhoneValidation::Possible;
+            assert_eq!(
+                normalize(raw, region(in_region), possible).as_deref(),
+                Ok(e164),
+                "{raw} in {in_region}"
+            );
+            assert_eq!(
+                normalize(e164, region(in_region), possible).as_deref(),
+                Ok(e164),
+                "{e164} in {in_region}"
+            );
+            // `valid` may refuse a test range, but never reads another number.
+            match normalize(raw, region(in_region), PhoneValidation::Valid) {
+                Ok(got) => assert_eq!(got, e164, "{raw} in {in_region}, valid"),
+                Err(why) => assert!(why.contains("not a valid"), "{raw}: {why}"),
+            }
+        }
+        assert_eq!(
+            normalize("+39 06 6982 1234", region("GB"), PhoneValidation::Valid).as_deref(),
+            Ok("+390669821234")
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::path::Path;
 
 /// Top to bottom; a module may use its own layer and the ones after it.
 const LAYERS: &[(&str, &[&str])] = &[
-    ("entry", &["main", "cli", "telemetry"]),
+    ("entry", &["main", "cli", "telemetry", "fuzzing"]),
     ("wiring", &["app"]),
     ("http", &["http"]),
     ("services", &["runner", "calls", "webhooks"]),

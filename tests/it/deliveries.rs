@@ -301,6 +301,14 @@ async fn the_delivery_log_filters_pages_and_checks_its_inputs() {
     assert_eq!(none["deliveries"], json!([]));
     let future = get_json(&app, &ops, "/v1/deliveries?since=2999-01-01T00:00:00Z").await;
     assert_eq!(future["deliveries"], json!([]));
+    // Any id of the documented form is a cursor, whether or not it exists.
+    let oldest = get_json(
+        &app,
+        &ops,
+        "/v1/deliveries?cursor=dlv_00000000000000000000000000",
+    )
+    .await;
+    assert_eq!(oldest["deliveries"], json!([]));
 
     for bad in [
         "/v1/deliveries?status=lost",
@@ -308,6 +316,10 @@ async fn the_delivery_log_filters_pages_and_checks_its_inputs() {
         "/v1/deliveries?limit=0",
         "/v1/deliveries?limit=1000",
         "/v1/deliveries?cursor=abc",
+        "/v1/deliveries?cursor=00000000000000000000000000000000000000000000000000000000000000",
+        "/v1/deliveries?cursor=dlv_0000000000000000000000000",
+        "/v1/deliveries?cursor=dlv_0000000000000000000000000U",
+        "/v1/deliveries?cursor=dlv_01m8d4heyca2b4c6d8e0f2g4h6",
         "/v1/deliveries?colour=red",
     ] {
         problem(app.get(&ops, bad).await, 400).await;

@@ -261,6 +261,36 @@ async fn form_text_that_is_not_utf8_gets_400_naming_the_field() {
 }
 
 #[tokio::test]
+async fn form_keys_that_are_empty_or_too_deep_get_400_and_the_limit_itself_is_accepted() {
+    let app = TestApp::start().await;
+    let form = "application/x-www-form-urlencoded";
+    for key in ["", "a__", "__a", "[b]", "a____b", "a[__]", "a[b][__c]"] {
+        let body = format!("phone_number=%2B15550121234&{key}=1");
+        let p = problem(post_raw(&app, form, body).await, 400).await;
+        assert!(
+            p["detail"].as_str().unwrap().contains("empty"),
+            "{key}: {p}"
+        );
+    }
+    let deep = format!("phone_number=%2B15550121234&a{}=1", "[b]".repeat(16));
+    let p = problem(post_raw(&app, form, deep).await, 400).await;
+    assert!(
+        p["detail"].as_str().unwrap().contains("nesting marks"),
+        "{p}"
+    );
+    let mixed = format!(
+        "phone_number=%2B15550121234&a{}{}=1",
+        "[b]".repeat(8),
+        "__c".repeat(8)
+    );
+    problem(post_raw(&app, form, mixed).await, 400).await;
+    // 15 marks (16 levels) is the deepest accepted.
+    let deepest = format!("phone_number=%2B15550121234&a{}=1", "__b".repeat(15));
+    let r = post_raw(&app, form, deepest).await;
+    assert_eq!(r.status(), 202);
+}
+
+#[tokio::test]
 async fn schema_violations_get_422_listing_every_one() {
     let app = TestApp::start().await;
     let r = post_raw(
@@ -302,6 +332,11 @@ async fn phone_numbers_are_normalised_or_rejected_naming_the_field() {
         ("+1 (555) 012-1234", "+15550121234"),
         ("555.012.1234", "+15550121234"),
         ("+44 20 7946 0958", "+442079460958"),
+        // Other countries' numbers keep every digit in a US-region trigger
+        // (the parser used to strip US prefixes from them: +44 632960961).
+        ("+44 1632 960961", "+441632960961"),
+        ("+55 11 91234 5678", "+5511912345678"),
+        ("+44 (0)20 7946 0958", "+442079460958"),
     ] {
         let r = post_raw(
             &app,
@@ -322,7 +357,14 @@ async fn phone_numbers_are_normalised_or_rejected_naming_the_field() {
             .unwrap();
         assert_eq!(job["input"]["phone_number"], e164);
     }
-    for raw in ["555-CALL-NOW", "123", "+999 1234 5678", "call me maybe"] {
+    for raw in [
+        "555-CALL-NOW",
+        "123",
+        "+999 1234 5678",
+        "call me maybe",
+        // 16 digits: a possible German length, but longer than E.164.
+        "+49 91 987471547158",
+    ] {
         let body = problem(
             post_raw(
                 &app,

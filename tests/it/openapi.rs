@@ -63,3 +63,59 @@ fn every_documented_operation_declares_its_error_responses() {
         }
     }
 }
+
+/// `FormInput.propertyNames` in openapi.yaml is exactly the set of keys the
+/// form parser (`auto` nesting) accepts: every key of up to 7 characters
+/// over the characters that matter (a letter, `_`, both brackets, a line
+/// break), and keys around the nesting limit, are sent to both, which must
+/// agree.
+#[test]
+fn the_spec_allows_exactly_the_form_keys_the_parser_accepts() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml")).unwrap();
+    let doc: Value = serde_norway::from_str(&text).unwrap();
+    let names = &doc["components"]["schemas"]["FormInput"]["propertyNames"];
+    assert!(names.is_object(), "FormInput has propertyNames");
+    let spec = callgate::schema::CompiledSchema::compile(names).unwrap();
+    let alphabet = ['a', '_', '[', ']', '\n'];
+    let mut keys = vec![String::new()];
+    let mut frontier = keys.clone();
+    for _ in 0..7 {
+        frontier = frontier
+            .iter()
+            .flat_map(|k| alphabet.iter().map(move |c| format!("{k}{c}")))
+            .collect();
+        keys.extend(frontier.iter().cloned());
+    }
+    // Around the nesting limit (15 marks), in both styles and mixed.
+    for n in 13..18 {
+        keys.push(format!("a{}", "[b]".repeat(n)));
+        keys.push(format!("a{}[]", "[b]".repeat(n)));
+        keys.push(format!("a{}", "__b".repeat(n)));
+        keys.push(format!("a{}", "___b".repeat(n)));
+        keys.push(format!(
+            "a{}{}",
+            "[b]".repeat(n / 2),
+            "__c".repeat(n - n / 2)
+        ));
+        keys.push(format!("a{}", "[".repeat(n)));
+    }
+    let mut disagree = Vec::new();
+    for key in &keys {
+        let body: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair(key, "1")
+            .finish();
+        let parser = callgate::input::form::parse(body.as_bytes(), Default::default()).is_ok();
+        let allowed = spec.violations(&Value::String(key.clone())).is_empty();
+        if parser != allowed {
+            disagree.push((key.clone(), parser, allowed));
+        }
+    }
+    assert!(
+        disagree.is_empty(),
+        "{} of {} keys disagree (key, parser, spec), e.g. {:?}",
+        disagree.len(),
+        keys.len(),
+        &disagree[..disagree.len().min(10)]
+    );
+}

@@ -40,6 +40,7 @@ pub struct Builder {
     background_runner: bool,
     files: Vec<(String, String)>,
     env: Vec<(String, String)>,
+    max_body_bytes: usize,
 }
 
 impl Default for Builder {
@@ -60,6 +61,7 @@ impl Default for Builder {
             background_runner: false,
             files: Vec::new(),
             env: Vec::new(),
+            max_body_bytes: 4096,
         }
     }
 }
@@ -123,6 +125,11 @@ impl Builder {
         self.env.push((name.to_owned(), value.to_owned()));
         self
     }
+    /// `server.max_body_bytes` (default 4096).
+    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
+        self
+    }
     /// Runs the server on a manual clock.
     pub fn clock(mut self, clock: Arc<ManualClock>) -> Self {
         self.clock = Some(clock);
@@ -152,7 +159,7 @@ impl Builder {
 listen = "127.0.0.1:0"
 request_timeout = "10s"
 shutdown_grace = "5s"
-max_body_bytes = 4096
+max_body_bytes = {max_body}
 trusted_proxies = {proxies}
 [server.tls]
 cert_file = "cert.pem"
@@ -194,6 +201,7 @@ public_key_file = "{FIXTURES}/jwt/ed-public.pem"
 {extra}
 "#,
             storage = self.storage,
+            max_body = self.max_body_bytes,
             proxies = if self.trusted_proxies {
                 "[\"127.0.0.1/32\"]"
             } else {
