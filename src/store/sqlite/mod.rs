@@ -1,8 +1,8 @@
 //! SQLite engine: one file, WAL, `synchronous=FULL`, through rusqlite.
 //!
 //! Every write goes through one writer thread (`writer.rs`): trigger jobs
-//! are group-committed, and the runner's and the callbacks' writes (`ops.rs`,
-//! `deliveries.rs`) join the same batches, so there is never a second
+//! are group-committed, and the runner's and the callbacks' writes (`jobs.rs`,
+//! `calls.rs`, `deliveries.rs`) join the same batches, so there is never a second
 //! writer waiting on the lock. Reads use a small pool of read-only
 //! connections (`reads.rs`), off the async runtime.
 //!
@@ -10,19 +10,19 @@
 //! read back at start; the store refuses to open if they did not take.
 //! Migrations run on the writer's connection before it starts.
 
+mod calls;
 mod convert;
 mod deliveries;
-mod ops;
+mod jobs;
 mod reads;
 mod schema;
 mod writer;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 pub use writer::MAX_ROWS_PER_STATEMENT;
@@ -35,38 +35,8 @@ use super::{
 };
 use crate::config::StorageConfig;
 use crate::ids::{CallId, DeliveryId, JobId};
-use writer::{Outcome, SqliteWriter, Task};
-
-/// Read-only connections, each used by one blocking task at a time.
-struct ReadPool {
-    /// `None` once closed (so SQLite can remove the WAL at exit).
-    conns: Vec<Mutex<Option<Connection>>>,
-    next: AtomicUsize,
-}
-
-impl ReadPool {
-    fn open(path: &Path, cfg: &StorageConfig) -> anyhow::Result<Self> {
-        let mut conns = Vec::new();
-        for _ in 0..cfg.read_connections.max(1) {
-            let conn = Connection::open_with_flags(
-                path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )?;
-            conn.busy_timeout(cfg.busy_timeout)?;
-            conns.push(Mutex::new(Some(conn)));
-        }
-        Ok(Self {
-            conns,
-            next: AtomicUsize::new(0),
-        })
-    }
-
-    fn close(&self) {
-        for c in &self.conns {
-            c.lock().unwrap_or_else(|e| e.into_inner()).take();
-        }
-    }
-}
+use reads::ReadPool;
+use writer::{SqliteWriter, Task, task};
 
 /// The SQLite store.
 pub struct SqliteStore {
@@ -121,39 +91,8 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let reads = self.reads.clone();
-        tokio::task::spawn_blocking(move || {
-            let i = reads.next.fetch_add(1, Ordering::Relaxed) % reads.conns.len();
-            let guard = reads.conns[i].lock().unwrap_or_else(|e| e.into_inner());
-            match guard.as_ref() {
-                Some(c) => f(c),
-                None => Err(StoreError::Closed),
-            }
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?
+        self.reads.clone().run(f).await
     }
-}
-
-fn task<T, F>(f: F, tx: oneshot::Sender<Result<T, StoreError>>) -> Task
-where
-    T: Send + 'static,
-    F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-{
-    Box::new(move |conn| match f(conn) {
-        Ok(value) => Outcome {
-            keep: true,
-            deliver: Box::new(move |committed| {
-                let _ = tx.send(committed.map(|()| value));
-            }),
-        },
-        Err(e) => Outcome {
-            keep: false,
-            deliver: Box::new(move |_| {
-                let _ = tx.send(Err(e));
-            }),
-        },
-    })
 }
 
 #[async_trait]
@@ -239,7 +178,7 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<ClaimedJob>, StoreError> {
         let owner = owner.to_owned();
-        self.write(move |conn| ops::claim_jobs(conn, &owner, now_ms, lease_until_ms, limit))
+        self.write(move |conn| jobs::claim_jobs(conn, &owner, now_ms, lease_until_ms, limit))
             .await
     }
 
@@ -250,7 +189,7 @@ impl Store for SqliteStore {
         until_ms: i64,
     ) -> Result<bool, StoreError> {
         let (job_id, owner) = (job_id.clone(), owner.to_owned());
-        self.write(move |conn| ops::renew_lease(conn, &job_id, &owner, until_ms))
+        self.write(move |conn| jobs::renew_lease(conn, &job_id, &owner, until_ms))
             .await
     }
 
@@ -262,23 +201,23 @@ impl Store for SqliteStore {
         now_ms: i64,
     ) -> Result<bool, StoreError> {
         let (job_id, owner) = (job_id.clone(), owner.to_owned());
-        self.write(move |conn| ops::finish_claim(conn, &job_id, &owner, &update, now_ms))
+        self.write(move |conn| jobs::finish_claim(conn, &job_id, &owner, &update, now_ms))
             .await
     }
 
     async fn release_leases(&self, owner: &str, now_ms: i64) -> Result<u64, StoreError> {
         let owner = owner.to_owned();
-        self.write(move |conn| ops::release_leases(conn, &owner, now_ms))
+        self.write(move |conn| jobs::release_leases(conn, &owner, now_ms))
             .await
     }
 
     async fn wake_jobs(&self, job_ids: Vec<JobId>, now_ms: i64) -> Result<(), StoreError> {
-        self.write(move |conn| ops::wake_jobs(conn, &job_ids, now_ms))
+        self.write(move |conn| jobs::wake_jobs(conn, &job_ids, now_ms))
             .await
     }
 
     async fn insert_jobs(&self, jobs: Vec<NewJob>) -> Result<(), StoreError> {
-        self.write(move |conn| ops::insert_jobs(conn, &jobs)).await
+        self.write(move |conn| jobs::insert_jobs(conn, &jobs)).await
     }
 
     async fn job_events(&self, job_id: &JobId) -> Result<Vec<JobEvent>, StoreError> {
@@ -292,7 +231,7 @@ impl Store for SqliteStore {
         call: NewCall,
         max_active: u32,
     ) -> Result<Reservation, StoreError> {
-        self.write(move |conn| ops::reserve_call(conn, &call, max_active))
+        self.write(move |conn| calls::reserve_call(conn, &call, max_active))
             .await
     }
 
@@ -305,7 +244,7 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let (call_id, provider_call_id) = (call_id.clone(), provider_call_id.map(str::to_owned));
         self.write(move |conn| {
-            ops::call_dialed(conn, &call_id, provider_call_id.as_deref(), status, now_ms)
+            calls::call_dialed(conn, &call_id, provider_call_id.as_deref(), status, now_ms)
         })
         .await
     }
@@ -317,7 +256,7 @@ impl Store for SqliteStore {
         now_ms: i64,
     ) -> Result<Reservation, StoreError> {
         let call_id = call_id.clone();
-        self.write(move |conn| ops::redial_call(conn, &call_id, max_active, now_ms))
+        self.write(move |conn| calls::redial_call(conn, &call_id, max_active, now_ms))
             .await
     }
 
@@ -330,14 +269,14 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let call_id = call_id.clone();
         self.write(move |conn| {
-            ops::set_call_status(conn, &call_id, status, error.as_deref(), now_ms)
+            calls::set_call_status(conn, &call_id, status, error.as_deref(), now_ms)
         })
         .await
     }
 
     async fn call(&self, id: &CallId) -> Result<Option<CallRecord>, StoreError> {
         let id = id.clone();
-        self.read(move |conn| ops::read_call(conn, &id)).await
+        self.read(move |conn| calls::read_call(conn, &id)).await
     }
 
     async fn calls_for_job(&self, job_id: &JobId) -> Result<Vec<CallRecord>, StoreError> {
@@ -357,11 +296,11 @@ impl Store for SqliteStore {
         on_final: EventJobs,
     ) -> Result<EventApplied, StoreError> {
         self.write(move |conn| {
-            let (applied, ended) = ops::apply_call_event(conn, &event)?;
+            let (applied, ended) = calls::apply_call_event(conn, &event)?;
             if let Some(call) = ended {
-                ops::wake_jobs(conn, std::slice::from_ref(&call.job_id), event.now_ms)?;
+                jobs::wake_jobs(conn, std::slice::from_ref(&call.job_id), event.now_ms)?;
                 let jobs = on_final(&call);
-                ops::insert_jobs(conn, &jobs)?;
+                jobs::insert_jobs(conn, &jobs)?;
             }
             Ok(applied)
         })
@@ -491,7 +430,8 @@ mod tests {
         };
         assert_eq!(store.enqueue(job).await.unwrap(), EnqueueOutcome::Inserted);
         // Another reader of the file sees the journal mode the store set.
-        let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let conn =
+            Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
         let mode: String = conn
             .pragma_query_value(None, "journal_mode", |r| r.get(0))
             .unwrap();

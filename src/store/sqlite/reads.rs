@@ -1,15 +1,70 @@
 //! Reads on the read-only connections: jobs (one, or listed and counted by
 //! filter), their event logs, idempotency records, calls by job and by
-//! staleness, and the status counts behind `/metrics`.
+//! staleness, and the status counts behind `/metrics`; and the pool of
+//! read-only connections they run on.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rusqlite::types::Value;
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 
-use super::ops::read_call;
+use super::calls::read_call;
+use crate::config::StorageConfig;
 use crate::ids::{JobId, TriggerId};
 use crate::store::{
     CallRecord, CallStatus, IdempotencyRecord, JobEvent, JobFilter, JobRecord, StoreError,
 };
+
+/// Read-only connections, each used by one blocking task at a time.
+pub(super) struct ReadPool {
+    /// `None` once closed (so SQLite can remove the WAL at exit).
+    conns: Vec<Mutex<Option<Connection>>>,
+    next: AtomicUsize,
+}
+
+impl ReadPool {
+    pub(super) fn open(path: &Path, cfg: &StorageConfig) -> anyhow::Result<Self> {
+        let mut conns = Vec::new();
+        for _ in 0..cfg.read_connections.max(1) {
+            let conn = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            conn.busy_timeout(cfg.busy_timeout)?;
+            conns.push(Mutex::new(Some(conn)));
+        }
+        Ok(Self {
+            conns,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    pub(super) fn close(&self) {
+        for c in &self.conns {
+            c.lock().unwrap_or_else(|e| e.into_inner()).take();
+        }
+    }
+
+    /// Runs `f` on the next read-only connection, off the runtime.
+    pub(super) async fn run<T, F>(self: Arc<Self>, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        tokio::task::spawn_blocking(move || {
+            let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
+            let guard = self.conns[i].lock().unwrap_or_else(|e| e.into_inner());
+            match guard.as_ref() {
+                Some(c) => f(c),
+                None => Err(StoreError::Closed),
+            }
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?
+    }
+}
 
 const JOB_COLUMNS: &str = "id, trigger_id, principal, status, status_reason, action, input, \
      state, result, error, attempts, request_id, created_at, updated_at, run_at";

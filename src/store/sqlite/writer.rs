@@ -271,3 +271,27 @@ impl BatchWriter for SqliteWriter {
         }
     }
 }
+
+/// A write task that runs `f` in the batch transaction and sends its
+/// result on `tx` once the batch has committed (or the error at once; the
+/// task's savepoint is rolled back).
+pub(super) fn task<T, F>(f: F, tx: tokio::sync::oneshot::Sender<Result<T, StoreError>>) -> Task
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+{
+    Box::new(move |conn| match f(conn) {
+        Ok(value) => Outcome {
+            keep: true,
+            deliver: Box::new(move |committed| {
+                let _ = tx.send(committed.map(|()| value));
+            }),
+        },
+        Err(e) => Outcome {
+            keep: false,
+            deliver: Box::new(move |_| {
+                let _ = tx.send(Err(e));
+            }),
+        },
+    })
+}
