@@ -13,17 +13,12 @@
 //! the gateway, so it runs on real time (`clock::system_now_ms`), not on
 //! the gateway's injected clock.
 
-use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rand::{RngExt, SeedableRng};
 use secrecy::ExposeSecret;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{CallProvider, CallbackSpec, Dialed, Lookup, ProviderError};
@@ -32,185 +27,12 @@ use crate::config::{BodyFormat, SimulatorConfig};
 use crate::store::CallRecord;
 use crate::store::CallStatus;
 
-/// One line of the dial log.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum LogEntry {
-    Dial {
-        call_id: String,
-        provider_call_id: String,
-        to: String,
-        agent: String,
-        at_ms: i64,
-    },
-    End {
-        call_id: String,
-        status: String,
-        at_ms: i64,
-    },
-}
+mod log;
+mod plan;
 
-/// A call's predetermined fate.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Plan {
-    pub final_status: CallStatus,
-    pub ring_ms: i64,
-    pub talk_ms: i64,
-    pub outcome: Option<String>,
-}
-
-impl Plan {
-    /// The events and their offsets from the dial.
-    fn timeline(&self) -> Vec<(i64, CallStatus)> {
-        let mut t = vec![(0, CallStatus::Ringing)];
-        match self.final_status {
-            CallStatus::Completed => {
-                t.push((self.ring_ms, CallStatus::InProgress));
-                t.push((self.ring_ms + self.talk_ms, CallStatus::Completed));
-            }
-            CallStatus::Failed => t.push((0, CallStatus::Failed)),
-            other => t.push((self.ring_ms, other)),
-        }
-        t
-    }
-
-    /// The status a lookup reports `elapsed_ms` after the dial.
-    fn status_at(&self, elapsed_ms: i64) -> CallStatus {
-        self.timeline()
-            .into_iter()
-            .take_while(|(at, _)| *at <= elapsed_ms)
-            .last()
-            .map(|(_, s)| s)
-            .unwrap_or(CallStatus::Dialing)
-    }
-}
-
-/// The fate of `call_id` under `cfg` (same seed, same id: same fate).
-pub fn plan(cfg: &SimulatorConfig, call_id: &str) -> Plan {
-    let mut seed_input = cfg.seed.to_le_bytes().to_vec();
-    seed_input.extend_from_slice(call_id.as_bytes());
-    let mut rng = rand::rngs::StdRng::from_seed(crate::crypto::sha256(&seed_input));
-    let ring_ms = cfg.ring_time.as_millis() as i64;
-    let (r_fail, r_answer, r_busy, r_talk, r_outcome): (f64, f64, f64, f64, f64) = (
-        rng.random(),
-        rng.random(),
-        rng.random(),
-        rng.random(),
-        rng.random(),
-    );
-    if r_fail < cfg.fail_rate {
-        return Plan {
-            final_status: CallStatus::Failed,
-            ring_ms: 0,
-            talk_ms: 0,
-            outcome: None,
-        };
-    }
-    if r_answer >= cfg.answer_rate {
-        let status = if r_busy < cfg.busy_rate {
-            CallStatus::Busy
-        } else {
-            CallStatus::NoAnswer
-        };
-        return Plan {
-            final_status: status,
-            ring_ms,
-            talk_ms: 0,
-            outcome: None,
-        };
-    }
-    let (min, max) = (
-        cfg.min_duration.as_millis() as f64,
-        cfg.max_duration.as_millis() as f64,
-    );
-    let total: f64 = cfg.outcomes.values().sum();
-    let mut pick = r_outcome * total;
-    let outcome = cfg
-        .outcomes
-        .iter()
-        .find(|(_, w)| {
-            pick -= **w;
-            pick < 0.0
-        })
-        .or(cfg.outcomes.iter().last())
-        .map(|(o, _)| o.clone());
-    Plan {
-        final_status: CallStatus::Completed,
-        ring_ms,
-        talk_ms: (min + (max - min) * r_talk) as i64,
-        outcome,
-    }
-}
-
-struct DialLog {
-    path: PathBuf,
-    file: Mutex<File>,
-    dialed: Mutex<HashMap<String, (i64, String)>>,
-}
-
-impl DialLog {
-    fn open(path: &Path) -> anyhow::Result<(Self, Vec<LogEntry>)> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let mut entries = Vec::new();
-        if let Ok(f) = File::open(path) {
-            for line in BufReader::new(f).lines() {
-                // A torn last line (crash mid-write) is not a dial that was acknowledged.
-                if let Ok(entry) = serde_json::from_str::<LogEntry>(&line?) {
-                    entries.push(entry);
-                }
-            }
-        }
-        let dialed = entries
-            .iter()
-            .filter_map(|e| match e {
-                LogEntry::Dial {
-                    call_id,
-                    provider_call_id,
-                    at_ms,
-                    ..
-                } => Some((call_id.clone(), (*at_ms, provider_call_id.clone()))),
-                LogEntry::End { .. } => None,
-            })
-            .collect();
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok((
-            Self {
-                path: path.to_owned(),
-                file: Mutex::new(file),
-                dialed: Mutex::new(dialed),
-            },
-            entries,
-        ))
-    }
-
-    fn append(&self, entry: &LogEntry, sync: bool) -> std::io::Result<()> {
-        let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
-        line.push(b'\n');
-        let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        f.write_all(&line)?;
-        if sync {
-            f.sync_data()?;
-        }
-        Ok(())
-    }
-}
-
-/// Reads a dial log (tests count dials and measure concurrency with it).
-pub fn read_log(path: &Path) -> std::io::Result<Vec<LogEntry>> {
-    let f = File::open(path)?;
-    Ok(BufReader::new(f)
-        .lines()
-        .map_while(Result::ok)
-        .filter_map(|l| serde_json::from_str(&l).ok())
-        .collect())
-}
-
-/// Where a simulator keeps its dial log.
-pub fn log_path(data_dir: &Path, name: &str) -> PathBuf {
-    data_dir.join("simulator").join(name).join("dials.jsonl")
-}
+use log::DialLog;
+pub use log::{LogEntry, log_path, read_log};
+pub use plan::{Plan, plan};
 
 pub struct Simulator {
     inner: Arc<Inner>,
@@ -502,64 +324,5 @@ impl CallProvider for Simulator {
 
     fn callbacks(&self) -> &CallbackSpec {
         &self.inner.callbacks
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cfg(toml_text: &str) -> SimulatorConfig {
-        toml::from_str(toml_text).unwrap()
-    }
-
-    #[test]
-    fn the_same_seed_and_call_give_the_same_fate() {
-        let c = cfg("seed = 42");
-        for id in ["call_a", "call_b", "call_c"] {
-            assert_eq!(plan(&c, id), plan(&c, id));
-        }
-        let other = cfg("seed = 43");
-        let differs =
-            (0..50).any(|i| plan(&c, &format!("call_{i}")) != plan(&other, &format!("call_{i}")));
-        assert!(differs, "another seed gives other fates");
-    }
-
-    #[test]
-    fn the_mix_follows_the_configured_rates() {
-        let c =
-            cfg("seed = 1\nanswer_rate = 0.7\nbusy_rate = 0.5\noutcomes = { yes = 1.0, no = 3.0 }");
-        let plans: Vec<Plan> = (0..2000).map(|i| plan(&c, &format!("call_{i}"))).collect();
-        let answered = plans
-            .iter()
-            .filter(|p| p.final_status == CallStatus::Completed)
-            .count();
-        assert!((1300..1500).contains(&answered), "{answered}");
-        let yes = plans
-            .iter()
-            .filter(|p| p.outcome.as_deref() == Some("yes"))
-            .count();
-        assert!((250..450).contains(&yes), "{yes}");
-        assert!(
-            plans
-                .iter()
-                .all(|p| p.final_status != CallStatus::Completed || p.talk_ms >= 20_000)
-        );
-        let never = cfg("answer_rate = 0.0\nbusy_rate = 1.0");
-        assert_eq!(plan(&never, "x").final_status, CallStatus::Busy);
-    }
-
-    #[test]
-    fn lookups_report_the_status_the_timeline_has_reached() {
-        let p = Plan {
-            final_status: CallStatus::Completed,
-            ring_ms: 100,
-            talk_ms: 1000,
-            outcome: None,
-        };
-        assert_eq!(p.status_at(-1), CallStatus::Dialing);
-        assert_eq!(p.status_at(0), CallStatus::Ringing);
-        assert_eq!(p.status_at(500), CallStatus::InProgress);
-        assert_eq!(p.status_at(5000), CallStatus::Completed);
     }
 }
