@@ -230,44 +230,53 @@ pub async fn invoke_action(
             let a = run(&app, &action, &agent_id, &call, &args).await?;
             Ok(Json(flagged(&a)))
         }
-        Shape::Vapi { call, calls } => {
-            let runs = calls.iter().map(|tc| {
-                let target = tc
-                    .name
-                    .as_deref()
-                    .and_then(|n| find(&app, &agent_id, n))
-                    .cloned()
-                    .unwrap_or_else(|| action.clone());
-                let (app, agent_id, call) = (&app, &agent_id, &call);
-                async move { run(app, &target, agent_id, call, &tc.args).await }
-            });
-            let answers = futures_util::future::join_all(runs).await;
-            // One tool call without an answer does not sink the others: it
-            // gets an `error` item. Only when none has an answer is it a 504.
-            if answers.iter().all(Result::is_err) {
-                return Err(answers
-                    .into_iter()
-                    .find_map(Result::err)
-                    .unwrap_or_else(|| {
-                        ApiError::UpstreamUnavailable("no tool call could be answered".into())
-                    }));
-            }
-            let mut results = Vec::with_capacity(calls.len());
-            for (tc, a) in calls.iter().zip(answers) {
-                match a {
-                    Ok(a) => {
-                        let result = match flagged(&a) {
-                            Value::String(s) => s,
-                            v => v.to_string(),
-                        };
-                        results.push(json!({"toolCallId": tc.id, "result": result}));
-                    }
-                    Err(e) => results.push(json!({"toolCallId": tc.id, "error": e.to_string()})),
-                }
-            }
-            Ok(Json(json!({"results": results})))
-        }
+        Shape::Vapi { call, calls } => vapi(&app, &action, &agent_id, &call, &calls).await,
     }
+}
+
+/// A Vapi `tool-calls` message: each tool call runs (the one named, else
+/// the action of the URL), all at once, and gets its own result or error
+/// item. Only when none has an answer is it an error (a 504).
+async fn vapi(
+    app: &AppState,
+    action: &Arc<MidCallAction>,
+    agent_id: &str,
+    call: &Value,
+    calls: &[ToolCall],
+) -> Result<Json<Value>, ApiError> {
+    let runs = calls.iter().map(|tc| {
+        let target = tc
+            .name
+            .as_deref()
+            .and_then(|n| find(app, agent_id, n))
+            .cloned()
+            .unwrap_or_else(|| action.clone());
+        async move { run(app, &target, agent_id, call, &tc.args).await }
+    });
+    let answers = futures_util::future::join_all(runs).await;
+    if answers.iter().all(Result::is_err) {
+        return Err(answers
+            .into_iter()
+            .find_map(Result::err)
+            .unwrap_or_else(|| {
+                ApiError::UpstreamUnavailable("no tool call could be answered".into())
+            }));
+    }
+    let results: Vec<Value> = calls
+        .iter()
+        .zip(answers)
+        .map(|(tc, a)| match a {
+            Ok(a) => {
+                let result = match flagged(&a) {
+                    Value::String(s) => s,
+                    v => v.to_string(),
+                };
+                json!({"toolCallId": tc.id, "result": result})
+            }
+            Err(e) => json!({"toolCallId": tc.id, "error": e.to_string()}),
+        })
+        .collect();
+    Ok(Json(json!({"results": results})))
 }
 
 #[cfg(test)]

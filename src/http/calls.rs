@@ -136,14 +136,7 @@ pub async fn call_event(
             call.provider
         ))
     })?;
-    // The URL the provider was given (Twilio signs it).
-    let url = format!(
-        "{}{}",
-        app.providers.callback_base(),
-        uri.path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or(uri.path())
-    );
+    let url = callback_url(&app, &uri);
     let signed = Signed {
         headers: &headers,
         body: &bytes,
@@ -165,7 +158,22 @@ pub async fn call_event(
     let on_final = Box::new(move |c: &CallRecord| crate::runner::event_jobs(&config, c, now));
     let applied = app.store.apply_call_event(event, on_final).await?;
     app.wake.notify_one();
-    let mut response = Json(match applied {
+    let mut response = Json(applied_body(&call_id, applied)).into_response();
+    if let Some(state) = limit {
+        state.append_to(response.headers_mut());
+    }
+    Ok(response)
+}
+
+/// The URL the provider was given for this callback (Twilio signs it).
+fn callback_url(app: &AppState, uri: &axum::http::Uri) -> String {
+    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    format!("{}{path}", app.providers.callback_base())
+}
+
+/// What a callback is answered with: whether it changed the call.
+fn applied_body(call_id: &str, applied: EventApplied) -> Value {
+    match applied {
         EventApplied::Duplicate => json!({"call_id": call_id, "applied": false, "duplicate": true}),
         EventApplied::Applied { moved_to } => json!({
             "call_id": call_id,
@@ -173,10 +181,5 @@ pub async fn call_event(
             "duplicate": false,
             "status_changed_to": moved_to,
         }),
-    })
-    .into_response();
-    if let Some(state) = limit {
-        state.append_to(response.headers_mut());
     }
-    Ok(response)
 }

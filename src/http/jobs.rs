@@ -16,7 +16,7 @@ use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::ApiPath;
 use crate::ids::{JobId, TriggerId};
-use crate::store::JobStatus;
+use crate::store::{CallRecord, JobEvent, JobRecord, JobStatus};
 
 /// A job as the API shows it.
 #[derive(Debug, Serialize)]
@@ -67,24 +67,7 @@ pub async fn get_job(
     let job = app.store.job(&id).await?.ok_or_else(not_found)?;
     may_read(&principal, Some(&job.principal), "job")?;
     let calls = app.store.calls_for_job(&job.id).await?;
-    // The insert itself is not logged (it is the hot path); its status
-    // follows from the input: a future `schedule_at` / `not_before` made it
-    // `scheduled`.
-    let held = crate::input::run_at(&job.input)
-        .ok()
-        .flatten()
-        .is_some_and(|t| t > job.created_at_ms);
-    let first = if held { "scheduled" } else { "queued" };
-    let mut events = vec![json!({"at": rfc3339(job.created_at_ms), "status": first})];
-    for e in app.store.job_events(&job.id).await? {
-        events.push(json!({
-            "at": rfc3339(e.at_ms),
-            "status": e.status,
-            "reason": e.reason,
-            "attempt": e.attempt,
-            "detail": e.detail,
-        }));
-    }
+    let events = history(&job, app.store.job_events(&job.id).await?);
     let waiting = matches!(
         job.status,
         JobStatus::Scheduled | JobStatus::Waiting | JobStatus::Queued
@@ -96,18 +79,7 @@ pub async fn get_job(
             .as_ref()
             .and_then(|s| s.get("steps").cloned())
             .unwrap_or_else(|| json!([])),
-        calls: calls
-            .iter()
-            .map(|c| {
-                json!({
-                    "call_id": c.id,
-                    "step": c.step,
-                    "status": c.status,
-                    "outcome": c.outcome,
-                    "links": {"self": format!("/v1/calls/{}", c.id)},
-                })
-            })
-            .collect(),
+        calls: calls.iter().map(call_summary).collect(),
         events,
         next_run_at: waiting.then(|| rfc3339(job.run_at_ms)),
         job_id: job.id,
@@ -124,4 +96,37 @@ pub async fn get_job(
         error: job.error,
         request_id: job.request_id,
     }))
+}
+
+/// The job's history: its creation (the insert itself is not logged, it is
+/// the hot path; its status follows from the input: a future `schedule_at`
+/// / `not_before` made it `scheduled`), then each logged move.
+fn history(job: &JobRecord, logged: Vec<JobEvent>) -> Vec<Value> {
+    let held = crate::input::run_at(&job.input)
+        .ok()
+        .flatten()
+        .is_some_and(|t| t > job.created_at_ms);
+    let first = if held { "scheduled" } else { "queued" };
+    let mut events = vec![json!({"at": rfc3339(job.created_at_ms), "status": first})];
+    events.extend(logged.into_iter().map(|e| {
+        json!({
+            "at": rfc3339(e.at_ms),
+            "status": e.status,
+            "reason": e.reason,
+            "attempt": e.attempt,
+            "detail": e.detail,
+        })
+    }));
+    events
+}
+
+/// A call as the job shows it.
+fn call_summary(c: &CallRecord) -> Value {
+    json!({
+        "call_id": c.id,
+        "step": c.step,
+        "status": c.status,
+        "outcome": c.outcome,
+        "links": {"self": format!("/v1/calls/{}", c.id)},
+    })
 }
