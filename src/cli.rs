@@ -1,4 +1,5 @@
-//! The command line: `serve`, `check`, `key new`, `jwt mint`, `schema infer`.
+//! The command line: `serve`, `run-worker`, `check`, `backup`, `key new`,
+//! `jwt mint`, `schema infer`.
 //!
 //! Exit codes: 0 success, 1 runtime failure, 2 configuration or usage
 //! problem. Only requested output goes to stdout (a minted key or token, an
@@ -63,6 +64,20 @@ enum Command {
         config: PathBuf,
         #[arg(long, default_value = "data")]
         data_dir: PathBuf,
+    },
+    /// Copy the SQLite database to FILE, consistently, while the gateway
+    /// runs (PostgreSQL: use pg_dump).
+    Backup {
+        #[arg(long, default_value = "config")]
+        config: PathBuf,
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        /// Where to write the copy.
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
     },
     /// Manage API keys.
     Key {
@@ -165,6 +180,12 @@ pub fn main() -> ExitCode {
         } => serve(&config, listen, &data_dir, no_runner, &env),
         Command::RunWorker { config, data_dir } => run_worker(&config, &data_dir, &env),
         Command::Check { config, data_dir } => check(&config, &data_dir, &env),
+        Command::Backup {
+            config,
+            data_dir,
+            to,
+            force,
+        } => backup(&config, &data_dir, &to, force, &env),
         Command::Key {
             command:
                 KeyCommand::New {
@@ -290,6 +311,35 @@ fn check(dir: &Path, data_dir: &Path, env: &Env) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(code) => code,
+    }
+}
+
+/// Reads only `[storage]` (with its environment overrides): a backup must
+/// not depend on the rest of the configuration being valid at that moment.
+fn backup(dir: &Path, data_dir: &Path, to: &Path, force: bool, env: &Env) -> ExitCode {
+    let storage = match config::read_storage(dir, env) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    match crate::store::backup(&storage, data_dir, to, force) {
+        Ok(r) => {
+            eprintln!(
+                "backed up {} to {}: {} job(s), {} bytes in {} ms",
+                r.source.display(),
+                r.path.display(),
+                r.jobs,
+                r.bytes,
+                r.elapsed.as_millis()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(if e.is_usage() { 2 } else { 1 })
+        }
     }
 }
 

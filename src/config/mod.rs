@@ -146,6 +146,47 @@ pub fn read(dir: &Path, env: &Env) -> (Files, Vec<Problem>) {
     (files, problems)
 }
 
+/// Only `[storage]` of `callgate.toml`, with `${ENV}` substitution and
+/// `CALLGATE_STORAGE__*` overrides, for commands that touch only the
+/// database (`callgate backup`): they must work whatever state the rest of
+/// the configuration is in (a secret elsewhere not exported in this shell,
+/// a trigger file mid-edit).
+pub fn read_storage(dir: &Path, env: &Env) -> Result<StorageConfig, ConfigError> {
+    #[derive(serde::Deserialize)]
+    struct StorageOnly {
+        #[serde(default)]
+        storage: StorageConfig,
+    }
+    let mut problems = Vec::new();
+    let path = dir.join(MAIN_FILE);
+    let parsed = match std::fs::read_to_string(&path) {
+        Err(e) => {
+            problems.push(Problem::new(MAIN_FILE, "", format!("cannot read: {e}")));
+            None
+        }
+        Ok(text) => match toml::from_str::<toml::Table>(&text) {
+            Err(e) => {
+                problems.push(Problem::new(MAIN_FILE, "", describe_toml_error(&text, &e)));
+                None
+            }
+            Ok(mut table) => {
+                // The same order as `read`: `${ENV}` first, then overrides.
+                let mut value = toml::Value::Table(toml::Table::new());
+                if let (Some(section), Some(t)) = (table.remove("storage"), value.as_table_mut()) {
+                    t.insert("storage".into(), section);
+                }
+                env::substitute(&mut value, env, MAIN_FILE, &mut problems);
+                env::apply_overrides(&mut value, env);
+                parse::<StorageOnly>(value, MAIN_FILE, &mut problems)
+            }
+        },
+    };
+    match parsed {
+        Some(s) if problems.is_empty() => Ok(s.storage),
+        _ => Err(ConfigError(problems)),
+    }
+}
+
 /// An optional file's shape (its default when the file is missing or has
 /// problems, which are recorded).
 fn read_file<T: serde::de::DeserializeOwned + Default>(

@@ -7,6 +7,7 @@
 //! configured bound, enqueue fails at once with `Backpressure` instead of
 //! queueing without limit. Errors are classified by kind, never by message.
 
+mod backup;
 mod group_commit;
 pub mod sqlite;
 mod status;
@@ -19,6 +20,7 @@ use async_trait::async_trait;
 
 use crate::config::StorageConfig;
 use crate::ids::{CallId, DeliveryId, JobId};
+pub use backup::{BackupError, BackupReport, backup};
 pub use group_commit::{BatchWriter, GroupCommit};
 pub use status::{CallStatus, DeliveryStatus, JobStatus};
 pub use types::*;
@@ -253,13 +255,7 @@ pub trait Store: Send + Sync + 'static {
 /// Opens the store named by `cfg.url` (relative SQLite paths are inside
 /// `data_dir`).
 pub async fn open(cfg: &StorageConfig, data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
-    if let Some(path) = cfg.url.strip_prefix("sqlite:") {
-        let path = path.trim_start_matches("//");
-        let path = if Path::new(path).is_absolute() {
-            Path::new(path).to_path_buf()
-        } else {
-            data_dir.join(path)
-        };
+    if let Some(path) = sqlite_path(&cfg.url, data_dir) {
         let store = sqlite::SqliteStore::open(&path, cfg).await?;
         return Ok(Arc::new(store));
     }
@@ -267,6 +263,17 @@ pub async fn open(cfg: &StorageConfig, data_dir: &Path) -> anyhow::Result<Arc<dy
         "storage.url `{}`: unsupported engine (expected `sqlite:<path>`)",
         cfg.url
     )
+}
+
+/// The file a `sqlite:<path>` URL names (relative paths are inside
+/// `data_dir`); `None` for other URLs.
+fn sqlite_path(url: &str, data_dir: &Path) -> Option<std::path::PathBuf> {
+    let path = url.strip_prefix("sqlite:")?.trim_start_matches("//");
+    Some(if Path::new(path).is_absolute() {
+        Path::new(path).to_path_buf()
+    } else {
+        data_dir.join(path)
+    })
 }
 
 /// Checks the storage URL's form (for `callgate check`).

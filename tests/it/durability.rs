@@ -16,14 +16,14 @@ use crate::support::{
 };
 
 /// The `callgate serve` process with its stderr collected.
-struct Gateway {
-    child: Child,
-    addr: SocketAddr,
-    logs: Arc<Mutex<String>>,
+pub(crate) struct Gateway {
+    pub(crate) child: Child,
+    pub(crate) addr: SocketAddr,
+    pub(crate) logs: Arc<Mutex<String>>,
 }
 
 impl Gateway {
-    fn start(config: &Path, data: &Path) -> Gateway {
+    pub(crate) fn start(config: &Path, data: &Path) -> Gateway {
         let mut child = Command::new(env!("CARGO_BIN_EXE_callgate"))
             .args([
                 "--log-format",
@@ -66,12 +66,12 @@ impl Gateway {
         Gateway { child, addr, logs }
     }
 
-    fn client(&self, data: &Path) -> reqwest::Client {
+    pub(crate) fn client(&self, data: &Path) -> reqwest::Client {
         let cert = std::fs::read(data.join("tls/cert.pem")).unwrap();
         support::client(&cert)
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("https://127.0.0.1:{}{path}", self.addr.port())
     }
 
@@ -111,7 +111,7 @@ impl Gateway {
             .collect()
     }
 
-    fn signal(&self, signal: &str) {
+    pub(crate) fn signal(&self, signal: &str) {
         let ok = Command::new("kill")
             .arg(format!("-{signal}"))
             .arg(self.child.id().to_string())
@@ -129,7 +129,7 @@ impl Drop for Gateway {
     }
 }
 
-fn config_dir() -> (tempfile::TempDir, String) {
+pub(crate) fn config_dir() -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     for entry in [
         "agents.toml",
@@ -190,11 +190,11 @@ fn ops_key(dir: &Path) -> String {
 }
 
 /// Job ids answered 202, shared by load workers.
-type Accepted = Arc<Mutex<Vec<String>>>;
+pub(crate) type Accepted = Arc<Mutex<Vec<String>>>;
 
 /// Starts `workers` tasks that send triggers back to back until a request
 /// fails (the server is gone); `reached` fires once `goal` are accepted.
-fn spawn_load(
+pub(crate) fn spawn_load(
     client: &reqwest::Client,
     url: &str,
     credential: &str,

@@ -15,6 +15,7 @@ mod accept;
 mod actions;
 mod architecture;
 mod auth;
+mod backup;
 mod calls;
 mod cli;
 mod config;

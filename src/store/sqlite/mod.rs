@@ -10,6 +10,7 @@
 //! read back at start; the store refuses to open if they did not take.
 //! Migrations run on the writer's connection before it starts.
 
+pub(crate) mod backup;
 mod calls;
 mod convert;
 mod deliveries;
