@@ -23,8 +23,9 @@ pub enum BackupError {
     /// `storage.url` is a PostgreSQL URL (not shown: it may hold a password).
     #[error(
         "storage.url points to PostgreSQL; `callgate backup` copies SQLite databases only. \
-         Back PostgreSQL up with its own tools: `pg_dump -Fc --file callgate.dump \"$DATABASE_URL\"` \
-         (restore with `pg_restore --clean --if-exists --dbname \"$DATABASE_URL\" callgate.dump`)"
+         Back PostgreSQL up with its own tools: `pg_dump -Fc --file callgate.dump \"$DATABASE_URL\"`, \
+         restore with `pg_restore --no-owner --dbname \"$DATABASE_URL\" callgate.dump` \
+         (README: Deployment, Backups)"
     )]
     UsePgDump,
     /// A URL of no known engine.
