@@ -1,5 +1,6 @@
 //! Durable storage: one `Store` interface, chosen once at start from the
-//! storage URL. SQLite (`sqlite:`) is the embedded default.
+//! storage URL. SQLite (`sqlite:`) is the embedded default; PostgreSQL
+//! (`postgres://`) lets several instances share one database.
 //!
 //! Policy: `enqueue` returns only after the job is committed to disk
 //! (fsync'd); concurrent enqueues share one transaction (group commit, see
@@ -8,6 +9,7 @@
 //! queueing without limit. Errors are classified by kind, never by message.
 
 mod group_commit;
+pub mod postgres;
 pub mod sqlite;
 mod status;
 mod types;
@@ -251,7 +253,7 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// Opens the store named by `cfg.url` (relative SQLite paths are inside
-/// `data_dir`).
+/// `data_dir`; a PostgreSQL database is migrated at start).
 pub async fn open(cfg: &StorageConfig, data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
     if let Some(path) = cfg.url.strip_prefix("sqlite:") {
         let path = path.trim_start_matches("//");
@@ -263,18 +265,27 @@ pub async fn open(cfg: &StorageConfig, data_dir: &Path) -> anyhow::Result<Arc<dy
         let store = sqlite::SqliteStore::open(&path, cfg).await?;
         return Ok(Arc::new(store));
     }
+    if postgres::is_postgres_url(&cfg.url) {
+        let store = postgres::PgStore::open(cfg).await?;
+        return Ok(Arc::new(store));
+    }
     anyhow::bail!(
-        "storage.url `{}`: unsupported engine (expected `sqlite:<path>`)",
+        "storage.url `{}`: unsupported engine (expected `sqlite:<path>` or `postgres://…`)",
         cfg.url
     )
 }
 
 /// Checks the storage URL's form (for `callgate check`).
 pub fn check_url(url: &str) -> Result<(), String> {
+    if postgres::is_postgres_url(url) {
+        // The parser's message names the problem; the URL itself is not
+        // repeated (it may hold a password).
+        return postgres::parse_url(url).map(|_| ());
+    }
     match url.strip_prefix("sqlite:") {
         Some(p) if !p.trim_start_matches("//").is_empty() => Ok(()),
         _ => Err(format!(
-            "`{url}`: unsupported storage URL (expected `sqlite:<path>`)"
+            "`{url}`: unsupported storage URL (expected `sqlite:<path>` or `postgres://…`)"
         )),
     }
 }

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;

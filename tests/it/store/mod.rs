@@ -30,7 +30,7 @@ macro_rules! conformance {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
-                for db in engines::all(&StorageConfig::default()).await {
+                for db in engines::all(&StorageConfig::default(), stringify!($case)).await {
                     eprintln!("{}: {}", db.engine, stringify!($case));
                     $module::$case(db.store()).await;
                     db.store.close().await;
@@ -40,7 +40,7 @@ macro_rules! conformance {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $db_case() {
-                for db in engines::all(&StorageConfig::default()).await {
+                for db in engines::all(&StorageConfig::default(), stringify!($db_case)).await {
                     eprintln!("{}: {}", db.engine, stringify!($db_case));
                     $db_module::$db_case(&db).await;
                     db.store.close().await;
