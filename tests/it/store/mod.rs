@@ -18,6 +18,7 @@ mod jobs;
 mod lifecycle;
 mod lines;
 mod make;
+mod postgres;
 
 use callgate::config::StorageConfig;
 

@@ -80,7 +80,12 @@ impl Schema {
 
 impl Drop for Schema {
     fn drop(&mut self) {
-        let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name);
+        // Bounded: a server still running in this runtime may hold a lock
+        // that it cannot release while this thread waits.
+        let sql = format!(
+            "SET lock_timeout = '5s'; DROP SCHEMA IF EXISTS {} CASCADE",
+            self.name
+        );
         let base = self.base.clone();
         // Best effort: a schema left behind only costs disk.
         let _ = std::thread::spawn(move || {
@@ -136,4 +141,39 @@ fn run(url: String, sql: String, params: Vec<String>) -> u64 {
     })
     .join()
     .unwrap()
+}
+
+impl Schema {
+    /// The first column of the first row of `sql` (a count), run in the
+    /// schema.
+    pub fn query_i64(&self, sql: &str) -> i64 {
+        let (url, sql) = (self.url.clone(), sql.to_owned());
+        std::thread::spawn(move || {
+            runtime().block_on(async {
+                let client = connect(&url).await;
+                client.query_one(&sql, &[]).await.unwrap().get::<_, i64>(0)
+            })
+        })
+        .join()
+        .unwrap()
+    }
+}
+
+/// Skips the calling test (returns from it) when no database is configured,
+/// printing the skip line; otherwise the database URL.
+#[macro_export]
+macro_rules! pg_url_or_skip {
+    ($name:literal) => {
+        match $crate::support::pg::database_url() {
+            Some(url) => url,
+            None => {
+                eprintln!(concat!(
+                    "skipped ",
+                    $name,
+                    ": CALLGATE_TEST_DATABASE_URL not set"
+                ));
+                return;
+            }
+        }
+    };
 }
