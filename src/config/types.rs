@@ -150,6 +150,11 @@ pub struct StorageConfig {
     /// itself unavailable.
     #[serde(default = "default_connect_timeout", with = "duration")]
     pub connect_timeout: Duration,
+    /// PostgreSQL: no LISTEN connection; runners find jobs other instances
+    /// accepted only by polling (`runner.poll_interval`). For poolers that
+    /// cannot keep a session (PgBouncer in transaction mode).
+    #[serde(default)]
+    pub poll_only: bool,
 }
 
 impl Default for StorageConfig {
@@ -162,6 +167,7 @@ impl Default for StorageConfig {
             read_connections: default_read_connections(),
             pool_size: default_pool_size(),
             connect_timeout: default_connect_timeout(),
+            poll_only: false,
         }
     }
 }

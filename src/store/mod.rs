@@ -250,6 +250,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Rows by status of jobs, calls and deliveries: (table, status, count).
     async fn status_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError>;
+
+    /// From now until `close`, calls `wake.notify_one()` when any process
+    /// sharing the database commits new jobs (PostgreSQL: LISTEN/NOTIFY),
+    /// so this process's runner claims them without waiting for its next
+    /// poll (which stays the backstop). The default does nothing: an
+    /// engine only one process writes has nobody else to hear from.
+    fn notify_new_jobs(&self, wake: Arc<tokio::sync::Notify>) {
+        let _ = wake;
+    }
 }
 
 /// Opens the store named by `cfg.url` (relative SQLite paths are inside

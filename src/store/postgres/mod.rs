@@ -23,11 +23,13 @@ mod calls;
 mod convert;
 mod deliveries;
 mod jobs;
+mod listen;
 mod reads;
 mod schema;
 mod writer;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -62,6 +64,11 @@ pub struct PgStore {
     writer: Writer,
     /// Bound on one whole operation.
     op_timeout: Duration,
+    /// The connection settings (for the LISTEN session).
+    pg: tokio_postgres::Config,
+    connect_timeout: Duration,
+    poll_only: bool,
+    listener: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl PgStore {
@@ -99,6 +106,10 @@ impl PgStore {
             pool,
             writer,
             op_timeout,
+            pg,
+            connect_timeout: cfg.connect_timeout,
+            poll_only: cfg.poll_only,
+            listener: std::sync::Mutex::new(None),
         })
     }
 
@@ -167,6 +178,21 @@ async fn migrate(pg: &tokio_postgres::Config, timeout: Duration) -> anyhow::Resu
     tokio::time::timeout(timeout, work)
         .await
         .map_err(|_| anyhow::anyhow!("PostgreSQL did not answer within {timeout:?}"))?
+}
+
+impl Drop for PgStore {
+    // A store dropped without `close` does not leave its LISTEN session
+    // behind.
+    fn drop(&mut self) {
+        let listener = self
+            .listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(task) = listener {
+            task.abort();
+        }
+    }
 }
 
 /// One transaction: `$body` runs with `$tx` bound to it, and commits when
@@ -252,6 +278,14 @@ impl Store for PgStore {
     }
 
     async fn close(&self) {
+        let listener = self
+            .listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(task) = listener {
+            task.abort();
+        }
         self.writer.close().await;
         self.pool.close();
     }
@@ -485,5 +519,20 @@ impl Store for PgStore {
 
     async fn status_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
         on_conn!(self, |c| reads::status_counts(&c).await)
+    }
+
+    fn notify_new_jobs(&self, wake: Arc<tokio::sync::Notify>) {
+        if self.poll_only {
+            return;
+        }
+        let task = tokio::spawn(listen::run(self.pg.clone(), wake, self.connect_timeout));
+        let old = self
+            .listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(task);
+        if let Some(old) = old {
+            old.abort();
+        }
     }
 }

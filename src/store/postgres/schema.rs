@@ -15,12 +15,15 @@ use tokio_postgres::Client;
 pub(super) const LOCK_MIGRATIONS: i32 = 0x6367_0001;
 /// First key of the per-agent line lock (`pg_advisory_xact_lock`).
 pub(super) const LOCK_AGENT: i32 = 0x6367_0002;
+/// The NOTIFY channel of a schema's new jobs (migration 2's trigger).
+pub(super) const JOBS_CHANNEL_PREFIX: &str = "callgate_jobs_";
 
 /// Schema versions, applied in order, each once.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "jobs, idempotency keys, job log, calls, call events, deliveries",
-    r#"
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "jobs, idempotency keys, job log, calls, call events, deliveries",
+        r#"
     CREATE TABLE jobs (
         id TEXT COLLATE "C" PRIMARY KEY,
         trigger_id TEXT NOT NULL,
@@ -157,7 +160,27 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
         PRIMARY KEY (delivery_id, attempt)
     );
     "#,
-)];
+    ),
+    (
+        2,
+        "NOTIFY callgate_jobs_<schema> when jobs are inserted",
+        r#"
+    -- One notification per statement that inserted rows (a batch of jobs is
+    -- one statement), on a channel per schema; listeners wake their runner.
+    CREATE FUNCTION callgate_jobs_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF EXISTS (SELECT 1 FROM inserted_rows) THEN
+            PERFORM pg_notify('callgate_jobs_' || TG_TABLE_SCHEMA, '');
+        END IF;
+        RETURN NULL;
+    END
+    $$;
+    CREATE TRIGGER jobs_inserted AFTER INSERT ON jobs
+        REFERENCING NEW TABLE AS inserted_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION callgate_jobs_inserted();
+    "#,
+    ),
+];
 
 /// Applies the migrations not applied yet to the connection's current
 /// schema, holding the migration lock of that schema throughout.

@@ -268,3 +268,72 @@ async fn a_dead_server_is_unavailable_within_the_bound_and_the_store_recovers() 
     assert_eq!(store.count_jobs(JobFilter::default()).await.unwrap(), 2);
     store.close().await;
 }
+
+/// Sessions listening for `schema`'s new jobs.
+fn listeners(schema: &Schema) -> i64 {
+    schema.query_i64(&format!(
+        "SELECT COUNT(*) FROM pg_stat_activity WHERE query = 'LISTEN \"callgate_jobs_{}\"'",
+        schema.name
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_committed_by_one_instance_wake_the_runner_of_another() {
+    let url = crate::pg_url_or_skip!("jobs_committed_by_one_instance_wake_the_runner_of_another");
+    let schema = Schema::create(&url);
+    let cfg = StorageConfig::default();
+    let (a, b) = (open(&schema.url, &cfg).await, open(&schema.url, &cfg).await);
+    let wake = Arc::new(tokio::sync::Notify::new());
+    b.notify_new_jobs(wake.clone());
+    let within = Duration::from_secs(10);
+    // The listener wakes the runner once it listens (jobs may have come in
+    // before).
+    tokio::time::timeout(within, wake.notified())
+        .await
+        .expect("the listener never started");
+    assert_eq!(listeners(&schema), 1);
+
+    a.enqueue(make::job(T0)).await.unwrap();
+    tokio::time::timeout(within, wake.notified())
+        .await
+        .expect("a trigger job committed by another instance woke nobody");
+    a.insert_jobs(vec![make::event_job(T0 + 1, "event:c:a")])
+        .await
+        .unwrap();
+    tokio::time::timeout(within, wake.notified())
+        .await
+        .expect("an event job committed by another instance woke nobody");
+
+    b.close().await;
+    let deadline = Instant::now() + within;
+    while listeners(&schema) != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the LISTEN session outlived close"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_only_keeps_no_listen_session() {
+    let url = crate::pg_url_or_skip!("poll_only_keeps_no_listen_session");
+    let schema = Schema::create(&url);
+    let cfg = StorageConfig {
+        poll_only: true,
+        ..StorageConfig::default()
+    };
+    let store = open(&schema.url, &cfg).await;
+    let wake = Arc::new(tokio::sync::Notify::new());
+    store.notify_new_jobs(wake.clone());
+    store.enqueue(make::job(T0)).await.unwrap();
+    // The store works, through pooled connections only. A listener would
+    // have woken the runner on starting and on the commit (well within this
+    // bound, as the other case shows); none does.
+    assert_eq!(store.count_jobs(JobFilter::default()).await.unwrap(), 1);
+    let woken = tokio::time::timeout(Duration::from_secs(2), wake.notified()).await;
+    assert!(woken.is_err(), "poll_only, yet something woke the runner");
+    assert_eq!(listeners(&schema), 0);
+    store.close().await;
+}
