@@ -278,10 +278,8 @@ pub async fn open(cfg: &StorageConfig, data_dir: &Path) -> anyhow::Result<Arc<dy
         let store = postgres::PgStore::open(cfg).await?;
         return Ok(Arc::new(store));
     }
-    anyhow::bail!(
-        "storage.url `{}`: unsupported engine (expected `sqlite:<path>` or `postgres://…`)",
-        cfg.url
-    )
+    // The URL is not repeated: it may hold a password.
+    anyhow::bail!("storage.url: unsupported engine (expected `sqlite:<path>` or `postgres://…`)")
 }
 
 /// Checks the storage URL's form (for `callgate check`).
@@ -293,8 +291,10 @@ pub fn check_url(url: &str) -> Result<(), String> {
     }
     match url.strip_prefix("sqlite:") {
         Some(p) if !p.trim_start_matches("//").is_empty() => Ok(()),
-        _ => Err(format!(
-            "`{url}`: unsupported storage URL (expected `sqlite:<path>` or `postgres://…`)"
-        )),
+        _ => Err(
+            "unsupported storage URL (expected `sqlite:<path>` or `postgres://…`; the URL is not \
+             repeated here: it may hold a password)"
+                .to_owned(),
+        ),
     }
 }

@@ -54,8 +54,19 @@ pub fn is_postgres_url(url: &str) -> bool {
 
 /// Parses a PostgreSQL URL (libpq style: `postgres://user:pw@host:port/db?
 /// options=-csearch_path%3Dcallgate`); the message never echoes a password.
+/// `sslmode=require` is refused: the engine connects without TLS for now,
+/// and a URL that asks for it must not silently get a plain connection.
 pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, String> {
-    tokio_postgres::Config::from_str(url).map_err(|e| format!("not a PostgreSQL URL: {e}"))
+    let pg =
+        tokio_postgres::Config::from_str(url).map_err(|e| format!("not a PostgreSQL URL: {e}"))?;
+    if pg.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+        return Err(
+            "sslmode=require: TLS to PostgreSQL is not supported yet (use a local or \
+             tunnelled server with sslmode=disable or prefer)"
+                .into(),
+        );
+    }
+    Ok(pg)
 }
 
 /// The PostgreSQL store.
