@@ -129,6 +129,12 @@ impl Builder {
         self.pg = Some(schema);
         self
     }
+    /// Stores at `url` (e.g. another app's PostgreSQL schema, to run two
+    /// instances on one database).
+    pub fn storage_url(mut self, url: &str) -> Self {
+        self.storage_url = url.to_owned();
+        self
+    }
     /// Replaces (or adds) a file in the config dir.
     pub fn file(mut self, name: &str, contents: &str) -> Self {
         self.files.push((name.to_owned(), contents.to_owned()));
