@@ -101,6 +101,10 @@ pub async fn run_with(
     tasks.spawn(idempotency_cleanup(state.clone(), token.clone()));
     tasks.spawn(reload_keys(state.clone(), token.clone()));
     let runner = state.runner();
+    if options.runner {
+        // Jobs other instances accept wake this runner too.
+        store.notify_new_jobs(state.wake.clone());
+    }
     let runner_task = options
         .runner
         .then(|| tokio::spawn(runner.clone().run(token.clone())));
@@ -172,6 +176,7 @@ pub async fn run_worker(
         on_signal.cancel();
     });
     let deliverer = tokio::spawn(state.deliverer().run(token.clone()));
+    state.store.notify_new_jobs(state.wake.clone());
     state.runner().run(token).await;
     let _ = deliverer.await;
     state.store.close().await;

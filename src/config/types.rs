@@ -123,7 +123,9 @@ pub struct TlsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
-    /// `sqlite:<path>` (relative paths are inside the data dir).
+    /// `sqlite:<path>` (relative paths are inside the data dir), or
+    /// `postgres://user:password@host:port/database` (libpq style; a schema
+    /// other than `public` with `?options=-csearch_path%3D<schema>`).
     #[serde(default = "default_storage_url")]
     pub url: String,
     /// Accepted jobs waiting for the writer before new ones get 503.
@@ -133,11 +135,26 @@ pub struct StorageConfig {
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
     /// How long the writer waits for a lock held by another process.
+    /// PostgreSQL: also each statement's `statement_timeout` and the wait
+    /// for a pooled connection.
     #[serde(default = "default_busy_timeout", with = "duration")]
     pub busy_timeout: Duration,
-    /// Connections for reads (job lookups, idempotency checks).
+    /// Connections for reads (job lookups, idempotency checks). SQLite only.
     #[serde(default = "default_read_connections")]
     pub read_connections: u32,
+    /// PostgreSQL: most pooled connections per instance (reads and the
+    /// runner's writes; the group-commit writer has one more of its own).
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// PostgreSQL: how long connecting may take before the store reports
+    /// itself unavailable.
+    #[serde(default = "default_connect_timeout", with = "duration")]
+    pub connect_timeout: Duration,
+    /// PostgreSQL: no LISTEN connection; runners find jobs other instances
+    /// accepted only by polling (`runner.poll_interval`). For poolers that
+    /// cannot keep a session (PgBouncer in transaction mode).
+    #[serde(default)]
+    pub poll_only: bool,
 }
 
 impl Default for StorageConfig {
@@ -148,6 +165,9 @@ impl Default for StorageConfig {
             max_batch: default_max_batch(),
             busy_timeout: default_busy_timeout(),
             read_connections: default_read_connections(),
+            pool_size: default_pool_size(),
+            connect_timeout: default_connect_timeout(),
+            poll_only: false,
         }
     }
 }
@@ -308,6 +328,12 @@ fn default_busy_timeout() -> Duration {
 }
 fn default_read_connections() -> u32 {
     4
+}
+fn default_pool_size() -> usize {
+    16
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
 }
 fn default_per_ip() -> RateSpec {
     RateSpec {

@@ -1,6 +1,10 @@
 //! `GET /healthz` (the process answers) and `GET /readyz` (the store commits
-//! a heartbeat through the job writer within 2 s; 503 otherwise, e.g. when
-//! the writer is behind or the disk refuses writes).
+//! a heartbeat through the job writer within 2 s; 503 otherwise).
+//!
+//! Policy: the answer names the storage engine. A 503 says why by its slug:
+//! `overloaded` (the writer is behind: the database answers, but not fast
+//! enough), `storage-unavailable` (the database cannot be reached or
+//! written: PostgreSQL down or unreachable, a disk that refuses writes).
 
 use std::time::Duration;
 
@@ -19,7 +23,7 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<Value>, ApiError
     let now = app.clock.now_ms();
     match tokio::time::timeout(Duration::from_secs(2), app.store.check_writable(now)).await {
         Ok(Ok(())) => Ok(Json(
-            json!({"status": "ready", "storage": app.store.engine()}),
+            json!({"status": "ready", "storage": app.store.engine(), "storage_reachable": true}),
         )),
         Ok(Err(e)) => Err(e.into()),
         Err(_) => Err(ApiError::StorageUnavailable(

@@ -1,5 +1,6 @@
 //! Durable storage: one `Store` interface, chosen once at start from the
-//! storage URL. SQLite (`sqlite:`) is the embedded default.
+//! storage URL. SQLite (`sqlite:`) is the embedded default; PostgreSQL
+//! (`postgres://`) lets several instances share one database.
 //!
 //! Policy: `enqueue` returns only after the job is committed to disk
 //! (fsync'd); concurrent enqueues share one transaction (group commit, see
@@ -9,6 +10,7 @@
 
 mod backup;
 mod group_commit;
+pub mod postgres;
 pub mod sqlite;
 mod status;
 mod types;
@@ -250,19 +252,30 @@ pub trait Store: Send + Sync + 'static {
 
     /// Rows by status of jobs, calls and deliveries: (table, status, count).
     async fn status_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError>;
+
+    /// From now until `close`, calls `wake.notify_one()` when any process
+    /// sharing the database commits new jobs (PostgreSQL: LISTEN/NOTIFY),
+    /// so this process's runner claims them without waiting for its next
+    /// poll (which stays the backstop). The default does nothing: an
+    /// engine only one process writes has nobody else to hear from.
+    fn notify_new_jobs(&self, wake: Arc<tokio::sync::Notify>) {
+        let _ = wake;
+    }
 }
 
 /// Opens the store named by `cfg.url` (relative SQLite paths are inside
-/// `data_dir`).
+/// `data_dir`; a PostgreSQL database is migrated at start).
 pub async fn open(cfg: &StorageConfig, data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
     if let Some(path) = sqlite_path(&cfg.url, data_dir) {
         let store = sqlite::SqliteStore::open(&path, cfg).await?;
         return Ok(Arc::new(store));
     }
-    anyhow::bail!(
-        "storage.url `{}`: unsupported engine (expected `sqlite:<path>`)",
-        cfg.url
-    )
+    if postgres::is_postgres_url(&cfg.url) {
+        let store = postgres::PgStore::open(cfg).await?;
+        return Ok(Arc::new(store));
+    }
+    // The URL is not repeated: it may hold a password.
+    anyhow::bail!("storage.url: unsupported engine (expected `sqlite:<path>` or `postgres://…`)")
 }
 
 /// The file a `sqlite:<path>` URL names (relative paths are inside
@@ -278,10 +291,17 @@ fn sqlite_path(url: &str, data_dir: &Path) -> Option<std::path::PathBuf> {
 
 /// Checks the storage URL's form (for `callgate check`).
 pub fn check_url(url: &str) -> Result<(), String> {
+    if postgres::is_postgres_url(url) {
+        // The parser's message names the problem; the URL itself is not
+        // repeated (it may hold a password).
+        return postgres::parse_url(url).map(|_| ());
+    }
     match url.strip_prefix("sqlite:") {
         Some(p) if !p.trim_start_matches("//").is_empty() => Ok(()),
-        _ => Err(format!(
-            "`{url}`: unsupported storage URL (expected `sqlite:<path>`)"
-        )),
+        _ => Err(
+            "unsupported storage URL (expected `sqlite:<path>` or `postgres://…`; the URL is not \
+             repeated here: it may hold a password)"
+                .to_owned(),
+        ),
     }
 }

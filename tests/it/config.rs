@@ -71,3 +71,42 @@ fn a_bad_value_from_the_environment_is_reported_with_its_key() {
     let err = load_with(&[("CALLGATE_DELIVERIES__NO_SUCH_KEY", "1")]).unwrap_err();
     assert!(err.to_string().contains("no_such_key"), "{err}");
 }
+
+#[test]
+fn storage_urls_are_checked_by_engine_and_passwords_are_not_echoed() {
+    let problem = |url: &str| {
+        let err = crate::support::config_problems(&[(
+            "callgate.toml",
+            &format!("[storage]\nurl = \"{url}\"\n"),
+        )]);
+        let found = err
+            .0
+            .iter()
+            .find(|p| p.to_string().contains("storage.url"))
+            .unwrap_or_else(|| panic!("no storage.url problem for {url}: {err}"))
+            .to_string();
+        assert!(
+            !found.contains("s3cret"),
+            "the password was echoed: {found}"
+        );
+        found
+    };
+    assert!(problem("mysql://cg:s3cret@db/callgate").contains("unsupported"));
+    assert!(problem("postgres://cg:s3cret@db:notaport/callgate").contains("not a PostgreSQL URL"));
+    assert!(problem("postgres://cg:s3cret@db/callgate?sslmode=require").contains("TLS"));
+
+    // A well-formed PostgreSQL URL passes the check (nothing connects).
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(Path::new(REPO_CONFIG), dir.path());
+    let main = dir.path().join("callgate.toml");
+    let text = std::fs::read_to_string(&main).unwrap().replace(
+        "url = \"sqlite:callgate.db\"",
+        "url = \"postgres://cg:s3cret@db:5432/callgate?options=-csearch_path%3Dcg\"",
+    );
+    std::fs::write(&main, text).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let config = callgate::app::compile::load(dir.path(), data.path(), &test_env()).unwrap();
+    assert!(config.main.storage.url.starts_with("postgres://"));
+    assert_eq!(config.main.storage.pool_size, 16);
+    assert!(!config.main.storage.poll_only);
+}

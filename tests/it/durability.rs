@@ -302,6 +302,65 @@ async fn accepted_jobs_survive_sigkill_and_secrets_never_reach_the_logs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_postgres_accepted_jobs_survive_sigkill_and_a_restart() {
+    let url = crate::pg_url_or_skip!("on_postgres_accepted_jobs_survive_sigkill_and_a_restart");
+    let schema = support::pg::Schema::create(&url);
+    let (config, key) = config_dir();
+    let main = config.path().join("callgate.toml");
+    let mut toml = std::fs::read_to_string(&main).unwrap();
+    toml.push_str(&format!("[storage]\nurl = \"{}\"\n", schema.url));
+    std::fs::write(&main, toml).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(config.path(), data.path());
+    let client = gw.client(data.path());
+
+    // 16 requests in flight; kill -9 the moment 150 have been answered 202.
+    let accepted: Accepted = Arc::default();
+    let reached = Arc::new(tokio::sync::Notify::new());
+    let url = gw.url("/v1/triggers/demo-call");
+    let workers = spawn_load(&client, &url, &key, 16, &accepted, 150, &reached);
+    tokio::time::timeout(Duration::from_secs(60), reached.notified())
+        .await
+        .unwrap();
+    let mut gw = gw;
+    gw.child.kill().unwrap(); // SIGKILL
+    gw.child.wait().unwrap();
+    for w in workers {
+        w.await.unwrap();
+    }
+    let accepted = accepted.lock().unwrap().clone();
+    assert!(accepted.len() >= 150, "only {} accepted", accepted.len());
+
+    // Every 202 is a committed row, seen by another client of the database.
+    let cfg = callgate::config::StorageConfig {
+        url: schema.url.clone(),
+        ..Default::default()
+    };
+    let store = callgate::store::open(&cfg, data.path()).await.unwrap();
+    for id in &accepted {
+        let id = callgate::ids::JobId::from_stored(id.clone());
+        assert!(store.job(&id).await.unwrap().is_some(), "{id} lost");
+    }
+    store.close().await;
+
+    // And the restarted gateway serves them.
+    let gw2 = Gateway::start(config.path(), data.path());
+    let client = gw2.client(data.path());
+    for id in &accepted {
+        let r = client
+            .get(gw2.url(&format!("/v1/jobs/{id}")))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "job {id} after SIGKILL and restart");
+    }
+    let mut gw2 = gw2;
+    gw2.signal("TERM");
+    assert!(gw2.child.wait().unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_finishes_in_flight_requests_flushes_and_exits_zero() {
     let (config, key) = config_dir();
     let data = tempfile::tempdir().unwrap();

@@ -81,8 +81,45 @@ async fn health_and_readiness_answer_without_credentials() {
         .unwrap();
     assert_eq!(
         ready,
-        serde_json::json!({"status": "ready", "storage": "sqlite"})
+        serde_json::json!({"status": "ready", "storage": "sqlite", "storage_reachable": true})
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_readiness_names_the_engine_and_turns_503_when_the_database_is_gone() {
+    let url = crate::pg_url_or_skip!(
+        "on_postgres_readiness_names_the_engine_and_turns_503_when_the_database_is_gone"
+    );
+    let app = TestApp::builder()
+        .postgres(&url)
+        .key("zapier", &["triggers:run"])
+        .storage("busy_timeout = \"1s\"\nconnect_timeout = \"1s\"")
+        .start()
+        .await;
+    let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let ready: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        ready,
+        serde_json::json!({"status": "ready", "storage": "postgres", "storage_reachable": true})
+    );
+    // The schema goes away under the running server: the heartbeat cannot
+    // be written, and readiness says why, with Retry-After.
+    let schema = app.pg.as_ref().unwrap();
+    schema.execute(&format!("DROP SCHEMA {} CASCADE", schema.name), &[]);
+    let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        body["type"], "urn:callgate:problem:storage-unavailable",
+        "{body}"
+    );
+    let r = app
+        .trigger(app.key("zapier"), "demo-call", &support::demo_body())
+        .await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
 }
 
 async fn boom() -> &'static str {

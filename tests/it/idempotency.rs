@@ -182,3 +182,49 @@ async fn a_key_is_forgotten_after_its_retention() {
     assert_ne!(fresh["job_id"], first["job_id"]);
     assert_eq!(app.jobs_on_disk().await, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_postgres_one_key_sent_to_two_instances_at_once_makes_one_job() {
+    let url =
+        crate::pg_url_or_skip!("on_postgres_one_key_sent_to_two_instances_at_once_makes_one_job");
+    let a = TestApp::builder().postgres(&url).start().await;
+    let shared = a.pg.as_ref().unwrap().url.clone();
+    let b = TestApp::builder().storage_url(&shared).start().await;
+    // A JWT names the same principal on both instances.
+    let jwt = crate::support::hs256(&crate::support::claims("triggers:run"));
+    let sends = (0..16).map(|i| {
+        let app = if i % 2 == 0 { &a } else { &b };
+        app.client
+            .post(app.url("/v1/triggers/demo-call"))
+            .bearer_auth(&jwt)
+            .header("idempotency-key", "shared-key")
+            .json(&demo_body())
+            .send()
+    });
+    let mut first = Vec::new();
+    let mut job_ids = std::collections::HashSet::new();
+    for r in futures_util::future::join_all(sends).await {
+        let r = r.unwrap();
+        match r.status().as_u16() {
+            202 => {
+                let replayed = r.headers().contains_key("idempotent-replayed");
+                let body: Value = r.json().await.unwrap();
+                job_ids.insert(body["job_id"].as_str().unwrap().to_owned());
+                if !replayed {
+                    first.push(body);
+                }
+            }
+            // Still in flight in the same instance.
+            409 => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(first.len(), 1, "one original answer: {first:?}");
+    assert_eq!(
+        job_ids.len(),
+        1,
+        "every 202 names the same job: {job_ids:?}"
+    );
+    assert_eq!(a.jobs_on_disk().await, 1);
+    assert_eq!(b.jobs_on_disk().await, 1);
+}

@@ -59,9 +59,25 @@ async fn accept(app: &TestApp, trigger: &str, body: &Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_trigger_places_a_call_whose_events_come_back_and_start_the_post_call_automation() {
+    call_round_trip(TestApp::builder()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_postgres_a_trigger_places_a_call_whose_events_come_back_and_start_the_post_call_automation()
+ {
+    let url = crate::pg_url_or_skip!(
+        "on_postgres_a_trigger_places_a_call_whose_events_come_back_and_start_the_post_call_automation"
+    );
+    call_round_trip(TestApp::builder().postgres(&url)).await;
+}
+
+/// A trigger's job dials, the simulator's signed events complete the call,
+/// and `call.completed` starts the subscribed automation: the whole path
+/// through the store, on the engine `builder` configures.
+async fn call_round_trip(builder: crate::support::Builder) {
     let automations = "[automations.after-call]\non = \"call.completed\"\nfilter = { outcomes = [\"interested\"] }\n\
         [[automations.after-call.steps]]\ntype = \"branch\"\ncases = { interested = \"end\" }\ndefault = \"fail\"\n";
-    let app = TestApp::builder()
+    let app = builder
         .file("providers.toml", &fast_simulator(""))
         .file("agents.toml", ANYTIME_AGENT)
         .file("automations.toml", automations)

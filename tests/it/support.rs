@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -36,6 +38,9 @@ pub struct Builder {
     keys: Vec<(String, Vec<String>, Option<String>)>,
     clock: Option<Arc<ManualClock>>,
     storage: String,
+    storage_url: String,
+    /// The PostgreSQL schema the server stores into (dropped with the app).
+    pg: Option<pg::Schema>,
     trusted_proxies: bool,
     background_runner: bool,
     files: Vec<(String, String)>,
@@ -57,6 +62,8 @@ impl Default for Builder {
             keys: Vec::new(),
             clock: None,
             storage: String::new(),
+            storage_url: "sqlite:callgate.db".into(),
+            pg: None,
             trusted_proxies: false,
             background_runner: false,
             files: Vec::new(),
@@ -114,6 +121,20 @@ impl Builder {
         self.background_runner = true;
         self
     }
+    /// Stores into a fresh schema of the PostgreSQL database at `url`
+    /// (`CALLGATE_TEST_DATABASE_URL`) instead of SQLite.
+    pub fn postgres(mut self, url: &str) -> Self {
+        let schema = pg::Schema::create(url);
+        self.storage_url = schema.url.clone();
+        self.pg = Some(schema);
+        self
+    }
+    /// Stores at `url` (e.g. another app's PostgreSQL schema, to run two
+    /// instances on one database).
+    pub fn storage_url(mut self, url: &str) -> Self {
+        self.storage_url = url.to_owned();
+        self
+    }
     /// Replaces (or adds) a file in the config dir.
     pub fn file(mut self, name: &str, contents: &str) -> Self {
         self.files.push((name.to_owned(), contents.to_owned()));
@@ -165,7 +186,7 @@ trusted_proxies = {proxies}
 cert_file = "cert.pem"
 key_file = "key.pem"
 [storage]
-url = "sqlite:callgate.db"
+url = "{storage_url}"
 {storage}
 [limits]
 {limits}
@@ -201,6 +222,7 @@ public_key_file = "{FIXTURES}/jwt/ed-public.pem"
 {extra}
 "#,
             storage = self.storage,
+            storage_url = self.storage_url,
             max_body = self.max_body_bytes,
             proxies = if self.trusted_proxies {
                 "[\"127.0.0.1/32\"]"
@@ -275,6 +297,7 @@ public_key_file = "{FIXTURES}/jwt/ed-public.pem"
             server: Some(server),
             runner: started.runner,
             state: started.state,
+            pg: self.pg,
         }
     }
 }
@@ -291,6 +314,8 @@ pub struct TestApp {
     server: Option<JoinHandle<anyhow::Result<()>>>,
     pub runner: callgate::runner::Runner,
     pub state: callgate::http::AppState,
+    /// Set when the app stores into PostgreSQL (dropped after the server).
+    pub pg: Option<pg::Schema>,
 }
 
 impl TestApp {

@@ -1,7 +1,7 @@
 //! The engines the conformance suite runs against: one function each,
-//! returning a fresh, empty database. Adding an engine is one more function
-//! and one more line in `all` (PostgreSQL: open the URL in
-//! `CALLGATE_TEST_DATABASE_URL`, create a schema of its own for the case).
+//! returning a fresh, empty database. SQLite always; PostgreSQL when
+//! `CALLGATE_TEST_DATABASE_URL` is set, each case in a schema of its own
+//! (created for it, dropped after it).
 //!
 //! Besides the store, each engine offers the little the suite must do
 //! *around* the store, as another client of the same database would:
@@ -58,9 +58,14 @@ impl TestDb {
     }
 }
 
-/// A fresh database of every engine available here.
-pub async fn all(cfg: &StorageConfig) -> Vec<TestDb> {
-    vec![sqlite(cfg).await]
+/// A fresh database of every engine available here, for the case `name`.
+pub async fn all(cfg: &StorageConfig, name: &str) -> Vec<TestDb> {
+    let mut dbs = vec![sqlite(cfg).await];
+    match crate::support::pg::database_url() {
+        Some(url) => dbs.push(postgres(cfg, &url).await),
+        None => eprintln!("skipped {name}: CALLGATE_TEST_DATABASE_URL not set"),
+    }
+    dbs
 }
 
 /// SQLite: a new file in a temp dir, opened the way `callgate serve` opens
@@ -124,6 +129,60 @@ impl Raw for SqliteRaw {
                 [text, id],
             )
             .unwrap();
+        assert_eq!(n, 1, "no {table} row {id}");
+    }
+}
+
+/// PostgreSQL: a new schema in the test database, opened the way `callgate
+/// serve` opens a `postgres://` storage URL (the schema is the URL's
+/// `search_path`).
+async fn postgres(cfg: &StorageConfig, base: &str) -> TestDb {
+    let schema = crate::support::pg::Schema::create(base);
+    let raw = PgRaw { schema };
+    let store = raw.reopen(cfg).await;
+    TestDb {
+        engine: "postgres",
+        store,
+        raw: Box::new(raw),
+    }
+}
+
+struct PgRaw {
+    schema: crate::support::pg::Schema,
+}
+
+impl Raw for PgRaw {
+    fn reopen<'a>(&'a self, cfg: &'a StorageConfig) -> BoxFuture<'a, Arc<dyn Store>> {
+        Box::pin(async move {
+            let cfg = StorageConfig {
+                url: self.schema.url.clone(),
+                ..cfg.clone()
+            };
+            let dir = tempfile::tempdir().unwrap();
+            callgate::store::open(&cfg, dir.path()).await.unwrap()
+        })
+    }
+
+    /// Another session takes EXCLUSIVE locks on the tables the writer
+    /// inserts into (reads go on, writes wait), in a transaction kept open
+    /// until the guard is dropped, as another process would.
+    fn hold_writes(&self) -> Box<dyn Send> {
+        Box::new(
+            self.schema
+                .hold("LOCK TABLE jobs, idempotency_keys, heartbeat IN EXCLUSIVE MODE"),
+        )
+    }
+
+    fn corrupt_status(&self, record: Record, id: &str, text: &str) {
+        let table = match record {
+            Record::Job => "jobs",
+            Record::Call => "calls",
+            Record::Delivery => "deliveries",
+        };
+        let n = self.schema.execute(
+            &format!("UPDATE {table} SET status = $1 WHERE id = $2"),
+            &[text, id],
+        );
         assert_eq!(n, 1, "no {table} row {id}");
     }
 }

@@ -18,6 +18,7 @@ mod jobs;
 mod lifecycle;
 mod lines;
 mod make;
+mod postgres;
 
 use callgate::config::StorageConfig;
 
@@ -30,7 +31,7 @@ macro_rules! conformance {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
-                for db in engines::all(&StorageConfig::default()).await {
+                for db in engines::all(&StorageConfig::default(), stringify!($case)).await {
                     eprintln!("{}: {}", db.engine, stringify!($case));
                     $module::$case(db.store()).await;
                     db.store.close().await;
@@ -40,7 +41,7 @@ macro_rules! conformance {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $db_case() {
-                for db in engines::all(&StorageConfig::default()).await {
+                for db in engines::all(&StorageConfig::default(), stringify!($db_case)).await {
                     eprintln!("{}: {}", db.engine, stringify!($db_case));
                     $db_module::$db_case(&db).await;
                     db.store.close().await;

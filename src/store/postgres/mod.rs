@@ -1,0 +1,486 @@
+//! PostgreSQL engine (`postgres://…`), through tokio-postgres and a
+//! deadpool connection pool; several callgate instances may share one
+//! database (and schema).
+//!
+//! Trigger jobs are group-committed by one writer task per instance on a
+//! connection of its own (`writer.rs`); every other operation takes a
+//! pooled connection and runs as one statement or one transaction, so the
+//! runners of several instances work side by side: claims skip rows
+//! another instance holds (`FOR UPDATE SKIP LOCKED`), line counts are
+//! serialised per agent by an advisory transaction lock (`calls.rs`).
+//!
+//! Policy: a dead or unreachable server is `StoreError::Unavailable`
+//! within bounded time, never a hang: connecting is bounded by
+//! `connect_timeout`, waiting for a pooled connection and each statement
+//! (server-side `statement_timeout`) by `busy_timeout`, and every
+//! operation as a whole by both (a client-side timer, for a server that
+//! stopped answering). Commits are durable: the store sets
+//! `synchronous_commit = on` on its connections and refuses to start if
+//! the server runs with `fsync` off. Migrations run at start under an
+//! advisory lock (`schema.rs`).
+
+mod calls;
+mod connect;
+mod convert;
+mod deliveries;
+mod jobs;
+mod listen;
+mod reads;
+mod schema;
+mod writer;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use deadpool_postgres::Pool;
+
+use super::{
+    CallEventIn, CallRecord, CallStatus, ClaimedJob, DeliveryAttempt, DeliveryFilter,
+    DeliveryRecord, DeliveryStatus, EnqueueOutcome, EventApplied, EventJobs, IdempotencyRecord,
+    JobEvent, JobFilter, JobRecord, JobUpdate, NewCall, NewDelivery, NewJob, Replay, Reservation,
+    Store, StoreError,
+};
+use crate::config::StorageConfig;
+use crate::ids::{CallId, DeliveryId, JobId};
+use writer::Writer;
+
+/// Whether `url` is a PostgreSQL URL (`postgres://` or `postgresql://`).
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// Parses a PostgreSQL URL (libpq style: `postgres://user:pw@host:port/db?
+/// options=-csearch_path%3Dcallgate`); the message never echoes a password.
+/// `sslmode=require` is refused: the engine connects without TLS for now,
+/// and a URL that asks for it must not silently get a plain connection.
+pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, String> {
+    let pg =
+        tokio_postgres::Config::from_str(url).map_err(|e| format!("not a PostgreSQL URL: {e}"))?;
+    if pg.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+        return Err(
+            "sslmode=require: TLS to PostgreSQL is not supported yet (use a local or \
+             tunnelled server with sslmode=disable or prefer)"
+                .into(),
+        );
+    }
+    Ok(pg)
+}
+
+/// The PostgreSQL store.
+pub struct PgStore {
+    pool: Pool,
+    writer: Writer,
+    /// Bound on one whole operation.
+    op_timeout: Duration,
+    /// The connection settings (for the LISTEN session).
+    pg: tokio_postgres::Config,
+    connect_timeout: Duration,
+    poll_only: bool,
+    listener: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl PgStore {
+    /// Connects, checks durability, migrates, and starts the writer.
+    pub async fn open(cfg: &StorageConfig) -> anyhow::Result<Self> {
+        let pg = connect::session_config(cfg)?;
+        connect::prepare(&pg, cfg.connect_timeout + cfg.busy_timeout)
+            .await
+            .context("preparing the PostgreSQL schema")?;
+        let pool = connect::pool_of(&pg, cfg, cfg.pool_size.max(1))?;
+        let writer_pool = connect::pool_of(&pg, cfg, 1)?;
+        let op_timeout = cfg.connect_timeout + cfg.busy_timeout;
+        let writer = Writer::spawn(
+            writer_pool,
+            cfg.max_pending_writes,
+            cfg.max_batch,
+            op_timeout,
+        );
+        Ok(Self {
+            pool,
+            writer,
+            op_timeout,
+            pg,
+            connect_timeout: cfg.connect_timeout,
+            poll_only: cfg.poll_only,
+            listener: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// Runs one operation within the store's time bound.
+    async fn timed<T>(
+        &self,
+        op: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.op_timeout, op).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "PostgreSQL did not answer within {:?}",
+                self.op_timeout
+            ))),
+        }
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
+        Ok(self.pool.get().await?)
+    }
+}
+
+impl Drop for PgStore {
+    // A store dropped without `close` does not leave its LISTEN session
+    // behind.
+    fn drop(&mut self) {
+        let listener = self
+            .listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(task) = listener {
+            task.abort();
+        }
+    }
+}
+
+/// One transaction: `$body` runs with `$tx` bound to it, and commits when
+/// it returns `Ok` (an error rolls it back).
+macro_rules! in_tx {
+    ($self:ident, |$tx:ident| $body:expr) => {
+        $self
+            .timed(async {
+                let mut client = $self.client().await?;
+                let $tx = client.transaction().await?;
+                let value = $body;
+                $tx.commit().await?;
+                Ok(value)
+            })
+            .await
+    };
+}
+
+/// One statement on a pooled connection.
+macro_rules! on_conn {
+    ($self:ident, |$c:ident| $body:expr) => {
+        $self
+            .timed(async {
+                let $c = $self.client().await?;
+                $body
+            })
+            .await
+    };
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn engine(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn enqueue(&self, job: NewJob) -> Result<EnqueueOutcome, StoreError> {
+        self.writer.enqueue(job).await
+    }
+
+    async fn job(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError> {
+        on_conn!(self, |c| reads::job(&c, id).await)
+    }
+
+    async fn jobs(
+        &self,
+        filter: JobFilter,
+        before: Option<JobId>,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        on_conn!(self, |c| reads::jobs(&c, &filter, before.as_ref(), limit)
+            .await)
+    }
+
+    async fn count_jobs(&self, filter: JobFilter) -> Result<u64, StoreError> {
+        on_conn!(self, |c| reads::count_jobs(&c, &filter).await)
+    }
+
+    async fn idempotency(
+        &self,
+        principal: &str,
+        trigger_id: &str,
+        key: &str,
+        now_ms: i64,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        on_conn!(self, |c| reads::idempotency(
+            &c, principal, trigger_id, key, now_ms
+        )
+        .await)
+    }
+
+    async fn purge_idempotency(&self, now_ms: i64) -> Result<u64, StoreError> {
+        on_conn!(self, |c| convert::execute(
+            &c,
+            "DELETE FROM idempotency_keys WHERE expires_at <= $1",
+            &[&now_ms]
+        )
+        .await)
+    }
+
+    async fn check_writable(&self, now_ms: i64) -> Result<(), StoreError> {
+        self.writer.heartbeat(now_ms).await
+    }
+
+    async fn close(&self) {
+        let listener = self
+            .listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(task) = listener {
+            task.abort();
+        }
+        self.writer.close().await;
+        self.pool.close();
+    }
+
+    async fn claim_jobs(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<ClaimedJob>, StoreError> {
+        on_conn!(self, |c| jobs::claim_jobs(
+            &c,
+            owner,
+            now_ms,
+            lease_until_ms,
+            limit
+        )
+        .await)
+    }
+
+    async fn renew_lease(
+        &self,
+        job_id: &JobId,
+        owner: &str,
+        until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        on_conn!(self, |c| jobs::renew_lease(&c, job_id, owner, until_ms)
+            .await)
+    }
+
+    async fn finish_claim(
+        &self,
+        job_id: &JobId,
+        owner: &str,
+        update: JobUpdate,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        in_tx!(self, |tx| jobs::finish_claim(
+            &tx, job_id, owner, &update, now_ms
+        )
+        .await?)
+    }
+
+    async fn release_leases(&self, owner: &str, now_ms: i64) -> Result<u64, StoreError> {
+        on_conn!(self, |c| jobs::release_leases(&c, owner, now_ms).await)
+    }
+
+    async fn wake_jobs(&self, job_ids: Vec<JobId>, now_ms: i64) -> Result<(), StoreError> {
+        on_conn!(self, |c| jobs::wake_jobs(&c, &job_ids, now_ms).await)
+    }
+
+    async fn insert_jobs(&self, jobs: Vec<NewJob>) -> Result<(), StoreError> {
+        in_tx!(self, |tx| jobs::insert_jobs(&tx, &jobs).await?)
+    }
+
+    async fn job_events(&self, job_id: &JobId) -> Result<Vec<JobEvent>, StoreError> {
+        on_conn!(self, |c| reads::job_events(&c, job_id).await)
+    }
+
+    async fn reserve_call(
+        &self,
+        call: NewCall,
+        max_active: u32,
+    ) -> Result<Reservation, StoreError> {
+        in_tx!(self, |tx| calls::reserve_call(&tx, &call, max_active)
+            .await?)
+    }
+
+    async fn call_dialed(
+        &self,
+        call_id: &CallId,
+        provider_call_id: Option<&str>,
+        status: CallStatus,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        in_tx!(self, |tx| calls::call_dialed(
+            &tx,
+            call_id,
+            provider_call_id,
+            status,
+            now_ms
+        )
+        .await?)
+    }
+
+    async fn redial_call(
+        &self,
+        call_id: &CallId,
+        max_active: u32,
+        now_ms: i64,
+    ) -> Result<Reservation, StoreError> {
+        in_tx!(self, |tx| calls::redial_call(
+            &tx, call_id, max_active, now_ms
+        )
+        .await?)
+    }
+
+    async fn set_call_status(
+        &self,
+        call_id: &CallId,
+        status: CallStatus,
+        error: Option<String>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        in_tx!(self, |tx| calls::set_call_status(
+            &tx,
+            call_id,
+            status,
+            error.as_deref(),
+            now_ms
+        )
+        .await?)
+    }
+
+    async fn call(&self, id: &CallId) -> Result<Option<CallRecord>, StoreError> {
+        on_conn!(self, |c| calls::read_call(&c, id).await)
+    }
+
+    async fn calls_for_job(&self, job_id: &JobId) -> Result<Vec<CallRecord>, StoreError> {
+        on_conn!(self, |c| reads::calls_for_job(&c, job_id).await)
+    }
+
+    async fn stale_calls(&self, before_ms: i64) -> Result<Vec<CallRecord>, StoreError> {
+        on_conn!(self, |c| reads::stale_calls(&c, before_ms).await)
+    }
+
+    async fn apply_call_event(
+        &self,
+        event: CallEventIn,
+        on_final: EventJobs,
+    ) -> Result<EventApplied, StoreError> {
+        in_tx!(self, |tx| {
+            let (applied, ended) = calls::apply_call_event(&tx, &event).await?;
+            if let Some(call) = ended {
+                jobs::wake_jobs(&tx, std::slice::from_ref(&call.job_id), event.now_ms).await?;
+                let jobs = on_final(&call);
+                jobs::insert_jobs(&tx, &jobs).await?;
+            }
+            applied
+        })
+    }
+
+    async fn create_delivery(&self, delivery: NewDelivery) -> Result<DeliveryId, StoreError> {
+        on_conn!(self, |c| deliveries::create(&c, &delivery).await)
+    }
+
+    async fn claim_deliveries(
+        &self,
+        endpoint: &str,
+        owner: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        on_conn!(self, |c| deliveries::claim(
+            &c,
+            endpoint,
+            owner,
+            now_ms,
+            lease_until_ms,
+            limit
+        )
+        .await)
+    }
+
+    async fn finish_delivery_attempt(
+        &self,
+        id: &DeliveryId,
+        owner: &str,
+        attempt: DeliveryAttempt,
+        status: DeliveryStatus,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        in_tx!(self, |tx| deliveries::finish_attempt(
+            &tx, id, owner, &attempt, status, now_ms
+        )
+        .await?)
+    }
+
+    async fn release_deliveries(
+        &self,
+        ids: Vec<DeliveryId>,
+        owner: &str,
+        due_ms: i64,
+    ) -> Result<(), StoreError> {
+        on_conn!(self, |c| deliveries::release(&c, &ids, owner, due_ms).await)
+    }
+
+    async fn delivery(&self, id: &DeliveryId) -> Result<Option<DeliveryRecord>, StoreError> {
+        on_conn!(self, |c| deliveries::read(&c, id).await)
+    }
+
+    async fn delivery_attempts(&self, id: &DeliveryId) -> Result<Vec<DeliveryAttempt>, StoreError> {
+        on_conn!(self, |c| deliveries::attempts(&c, id).await)
+    }
+
+    async fn deliveries(&self, filter: DeliveryFilter) -> Result<Vec<DeliveryRecord>, StoreError> {
+        on_conn!(self, |c| deliveries::list(&c, &filter).await)
+    }
+
+    async fn replay_delivery(&self, id: &DeliveryId, now_ms: i64) -> Result<Replay, StoreError> {
+        in_tx!(self, |tx| deliveries::replay(&tx, id, now_ms).await?)
+    }
+
+    async fn fail_unconfigured_deliveries(
+        &self,
+        configured: Vec<String>,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        on_conn!(self, |c| deliveries::fail_unconfigured(
+            &c,
+            &configured,
+            now_ms
+        )
+        .await)
+    }
+
+    async fn purge_deliveries(&self, before_ms: i64) -> Result<u64, StoreError> {
+        // In bounded batches, each its own statement: few row locks at once.
+        const BATCH: usize = 1000;
+        let mut total = 0;
+        loop {
+            let n = on_conn!(self, |c| deliveries::purge(&c, before_ms, BATCH).await)?;
+            total += n;
+            if (n as usize) < BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn status_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        on_conn!(self, |c| reads::status_counts(&c).await)
+    }
+
+    fn notify_new_jobs(&self, wake: Arc<tokio::sync::Notify>) {
+        if self.poll_only {
+            return;
+        }
+        let task = tokio::spawn(listen::run(self.pg.clone(), wake, self.connect_timeout));
+        let old = self
+            .listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(task);
+        if let Some(old) = old {
+            old.abort();
+        }
+    }
+}

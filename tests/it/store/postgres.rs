@@ -1,0 +1,339 @@
+//! PostgreSQL beyond the conformance suite: what only a shared database
+//! has. Several instances start on one fresh schema at once (migrations
+//! apply once); instances share Idempotency-Keys, an agent's lines and the
+//! job queue without a job claimed twice; a server that dies or stops
+//! answering is `Unavailable` within the configured bound, never a hang,
+//! and the store recovers when it is back.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use callgate::config::StorageConfig;
+use callgate::store::{EnqueueOutcome, JobFilter, Reservation, Store, StoreError};
+use futures_util::future::join_all;
+
+use super::make::{self, AGENT, LATER, T0};
+use crate::support::pg::Schema;
+
+async fn open(url: &str, cfg: &StorageConfig) -> Arc<dyn Store> {
+    let cfg = StorageConfig {
+        url: url.to_owned(),
+        ..cfg.clone()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    callgate::store::open(&cfg, dir.path()).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_starting_at_once_on_a_fresh_schema_migrate_it_once() {
+    let url =
+        crate::pg_url_or_skip!("instances_starting_at_once_on_a_fresh_schema_migrate_it_once");
+    let schema = Schema::create(&url);
+    let cfg = StorageConfig::default();
+    let stores: Vec<Arc<dyn Store>> = join_all((0..6).map(|_| open(&schema.url, &cfg))).await;
+    let versions = schema.query_i64("SELECT COUNT(*) FROM callgate_migrations");
+    let distinct = schema.query_i64("SELECT COUNT(DISTINCT version) FROM callgate_migrations");
+    assert!(versions >= 1);
+    assert_eq!(versions, distinct, "a version applied twice");
+    for (i, store) in stores.iter().enumerate() {
+        let j = make::job(T0 + i as i64);
+        assert_eq!(store.enqueue(j).await.unwrap(), EnqueueOutcome::Inserted);
+    }
+    for store in &stores {
+        assert_eq!(store.count_jobs(JobFilter::default()).await.unwrap(), 6);
+    }
+    for store in stores {
+        store.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_idempotency_keys_lines_and_the_queue() {
+    let url = crate::pg_url_or_skip!("two_instances_share_idempotency_keys_lines_and_the_queue");
+    let schema = Schema::create(&url);
+    let cfg = StorageConfig::default();
+    let (a, b) = (open(&schema.url, &cfg).await, open(&schema.url, &cfg).await);
+    let instance = |i: i64| if i % 2 == 0 { &a } else { &b };
+
+    // One key sent to both instances at once: one job, the rest replay it.
+    let keyed: Vec<_> = (0..20)
+        .map(|i| make::keyed(T0 + i, "same", "h", LATER))
+        .collect();
+    let outcomes = join_all(
+        keyed
+            .iter()
+            .enumerate()
+            .map(|(i, j)| instance(i as i64).enqueue(j.clone())),
+    )
+    .await;
+    let inserted = outcomes
+        .iter()
+        .filter(|o| matches!(o, Ok(EnqueueOutcome::Inserted)))
+        .count();
+    assert_eq!(inserted, 1, "{outcomes:?}");
+    assert!(outcomes.iter().all(|o| matches!(
+        o,
+        Ok(EnqueueOutcome::Inserted | EnqueueOutcome::IdempotencyConflict)
+    )));
+    let rec = b
+        .idempotency(make::PRINCIPAL, make::TRIGGER, "same", T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(a.job(&rec.job_id).await.unwrap().is_some());
+
+    // 300 jobs claimed by both instances at once: each exactly once.
+    let jobs: Vec<_> = (0..300).map(|i| make::job(T0 + 100 + i)).collect();
+    for r in join_all(
+        jobs.iter()
+            .enumerate()
+            .map(|(i, j)| instance(i as i64).enqueue(j.clone())),
+    )
+    .await
+    {
+        r.unwrap();
+    }
+    let claimed = Arc::new(Mutex::new(Vec::new()));
+    let claimers = (0..6).map(|w| {
+        let (store, claimed) = (instance(w).clone(), claimed.clone());
+        tokio::spawn(async move {
+            loop {
+                let got = store
+                    .claim_jobs(&format!("w{w}"), T0 + 10_000, LATER, 7)
+                    .await
+                    .unwrap();
+                if got.is_empty() {
+                    return;
+                }
+                claimed
+                    .lock()
+                    .unwrap()
+                    .extend(got.into_iter().map(|c| c.id));
+            }
+        })
+    });
+    for c in join_all(claimers).await {
+        c.unwrap();
+    }
+    let claimed = claimed.lock().unwrap().clone();
+    let unique: HashSet<_> = claimed.iter().cloned().collect();
+    assert_eq!(unique.len(), claimed.len(), "a job was claimed twice");
+    assert_eq!(unique.len(), 301, "every due job claimed");
+
+    // An agent with 3 lines, 12 reservations through both instances at
+    // once: exactly 3 calls.
+    let reservations = join_all(jobs.iter().take(12).enumerate().map(|(i, j)| {
+        let call = make::call(&j.id, 0, AGENT, T0 + 20_000 + i as i64);
+        instance(i as i64).reserve_call(call, 3)
+    }))
+    .await;
+    let created = reservations
+        .iter()
+        .filter(|r| matches!(r, Ok(Reservation::Created(_))))
+        .count();
+    let busy = reservations
+        .iter()
+        .filter(|r| matches!(r, Ok(Reservation::Busy { active: 3 })))
+        .count();
+    assert_eq!((created, busy), (3, 9), "{reservations:?}");
+    a.close().await;
+    b.close().await;
+}
+
+/// A TCP proxy in front of PostgreSQL that can play dead: close every
+/// connection and take new ones without ever answering.
+struct Proxy {
+    port: u16,
+    dead: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(upstream: String) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let dead = Arc::new(AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let (d, c) = (dead.clone(), conns.clone());
+        let accept = tokio::spawn(async move {
+            let mut silent = Vec::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if d.load(Ordering::SeqCst) {
+                    silent.push(inbound); // held open, never answered
+                    continue;
+                }
+                let upstream = upstream.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+                c.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Proxy {
+            port,
+            dead,
+            conns,
+            accept,
+        }
+    }
+
+    fn die(&self) {
+        self.dead.store(true, Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    fn revive(&self) {
+        self.dead.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.die();
+        self.accept.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_server_is_unavailable_within_the_bound_and_the_store_recovers() {
+    let url = crate::pg_url_or_skip!(
+        "a_dead_server_is_unavailable_within_the_bound_and_the_store_recovers"
+    );
+    let schema = Schema::create(&url);
+    let mut proxied = url::Url::parse(&schema.url).unwrap();
+    let upstream = format!(
+        "{}:{}",
+        proxied.host_str().unwrap(),
+        proxied.port().unwrap_or(5432)
+    );
+    let proxy = Proxy::start(upstream).await;
+    proxied.set_host(Some("127.0.0.1")).unwrap();
+    proxied.set_port(Some(proxy.port)).unwrap();
+    let cfg = StorageConfig {
+        busy_timeout: Duration::from_secs(1),
+        connect_timeout: Duration::from_secs(1),
+        ..StorageConfig::default()
+    };
+    let store = open(proxied.as_str(), &cfg).await;
+    let j = make::job(T0);
+    store.enqueue(j.clone()).await.unwrap();
+    assert!(store.job(&j.id).await.unwrap().is_some());
+
+    proxy.die();
+    // Both ways a server goes: connections dropped (the pooled ones) and
+    // connections that are never answered (new ones).
+    let bound = Duration::from_secs(5);
+    for _ in 0..2 {
+        let started = Instant::now();
+        let read = store.job(&j.id).await;
+        assert!(matches!(read, Err(StoreError::Unavailable(_))), "{read:?}");
+        let enqueued = store.enqueue(make::job(T0 + 1)).await;
+        assert!(
+            matches!(enqueued, Err(StoreError::Unavailable(_))),
+            "{enqueued:?}"
+        );
+        let probe = store.check_writable(T0).await;
+        assert!(
+            matches!(probe, Err(StoreError::Unavailable(_))),
+            "{probe:?}"
+        );
+        let claim = store.claim_jobs("w", T0, LATER, 1).await;
+        assert!(
+            matches!(claim, Err(StoreError::Unavailable(_))),
+            "{claim:?}"
+        );
+        assert!(
+            started.elapsed() < 4 * bound,
+            "four operations took {:?}",
+            started.elapsed()
+        );
+    }
+
+    proxy.revive();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match store.enqueue(make::job(T0 + 2)).await {
+            Ok(EnqueueOutcome::Inserted) => break,
+            other => assert!(Instant::now() < deadline, "never recovered: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(store.count_jobs(JobFilter::default()).await.unwrap(), 2);
+    store.close().await;
+}
+
+/// Sessions listening for `schema`'s new jobs.
+fn listeners(schema: &Schema) -> i64 {
+    schema.query_i64(&format!(
+        "SELECT COUNT(*) FROM pg_stat_activity WHERE query = 'LISTEN \"callgate_jobs_{}\"'",
+        schema.name
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_committed_by_one_instance_wake_the_runner_of_another() {
+    let url = crate::pg_url_or_skip!("jobs_committed_by_one_instance_wake_the_runner_of_another");
+    let schema = Schema::create(&url);
+    let cfg = StorageConfig::default();
+    let (a, b) = (open(&schema.url, &cfg).await, open(&schema.url, &cfg).await);
+    let wake = Arc::new(tokio::sync::Notify::new());
+    b.notify_new_jobs(wake.clone());
+    let within = Duration::from_secs(10);
+    // The listener wakes the runner once it listens (jobs may have come in
+    // before).
+    tokio::time::timeout(within, wake.notified())
+        .await
+        .expect("the listener never started");
+    assert_eq!(listeners(&schema), 1);
+
+    a.enqueue(make::job(T0)).await.unwrap();
+    tokio::time::timeout(within, wake.notified())
+        .await
+        .expect("a trigger job committed by another instance woke nobody");
+    a.insert_jobs(vec![make::event_job(T0 + 1, "event:c:a")])
+        .await
+        .unwrap();
+    tokio::time::timeout(within, wake.notified())
+        .await
+        .expect("an event job committed by another instance woke nobody");
+
+    b.close().await;
+    let deadline = Instant::now() + within;
+    while listeners(&schema) != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the LISTEN session outlived close"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_only_keeps_no_listen_session() {
+    let url = crate::pg_url_or_skip!("poll_only_keeps_no_listen_session");
+    let schema = Schema::create(&url);
+    let cfg = StorageConfig {
+        poll_only: true,
+        ..StorageConfig::default()
+    };
+    let store = open(&schema.url, &cfg).await;
+    let wake = Arc::new(tokio::sync::Notify::new());
+    store.notify_new_jobs(wake.clone());
+    store.enqueue(make::job(T0)).await.unwrap();
+    // The store works, through pooled connections only. A listener would
+    // have woken the runner on starting and on the commit (well within this
+    // bound, as the other case shows); none does.
+    assert_eq!(store.count_jobs(JobFilter::default()).await.unwrap(), 1);
+    let woken = tokio::time::timeout(Duration::from_secs(2), wake.notified()).await;
+    assert!(woken.is_err(), "poll_only, yet something woke the runner");
+    assert_eq!(listeners(&schema), 0);
+    store.close().await;
+}
