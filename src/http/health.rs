@@ -1,6 +1,8 @@
 //! `GET /healthz` (the process answers) and `GET /readyz` (the store commits
 //! a heartbeat through the job writer within 2 s; 503 otherwise, e.g. when
-//! the writer is behind or the disk refuses writes).
+//! the writer is behind or the disk refuses writes). With the Redis limits
+//! backend it also says whether Redis answers; an unreachable Redis leaves
+//! the instance ready (limits fail open to its local share).
 
 use std::time::Duration;
 
@@ -18,9 +20,17 @@ pub async fn healthz() -> Json<Value> {
 pub async fn readyz(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
     let now = app.clock.now_ms();
     match tokio::time::timeout(Duration::from_secs(2), app.store.check_writable(now)).await {
-        Ok(Ok(())) => Ok(Json(
-            json!({"status": "ready", "storage": app.store.engine()}),
-        )),
+        Ok(Ok(())) => {
+            let limits = match app.limiters.redis() {
+                None => json!({"backend": "memory"}),
+                Some(redis) => {
+                    json!({"backend": "redis", "redis_reachable": redis.reachable().await})
+                }
+            };
+            Ok(Json(
+                json!({"status": "ready", "storage": app.store.engine(), "limits": limits}),
+            ))
+        }
         Ok(Err(e)) => Err(e.into()),
         Err(_) => Err(ApiError::StorageUnavailable(
             "heartbeat did not commit within 2 s".into(),
