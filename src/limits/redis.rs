@@ -246,7 +246,10 @@ fn manager(client: &redis::Client) -> redis::RedisResult<ConnectionManager> {
 
 #[cfg(test)]
 mod tests {
+    use governor::clock::{Clock as _, FakeRelativeClock};
+
     use super::*;
+    use crate::limits::Keyed;
 
     #[test]
     fn only_plain_redis_urls_are_accepted() {
@@ -261,5 +264,107 @@ mod tests {
         assert!(check_redis_url("cache:6379").is_err());
         let bad = check_redis_url("redis://:hunter2@cache:notaport").unwrap_err();
         assert!(!bad.contains("hunter2"), "{bad}");
+    }
+
+    /// Redis for a test, or `None` (with the skip line) when
+    /// `CALLGATE_TEST_REDIS_URL` is unset.
+    #[allow(clippy::print_stderr)]
+    fn test_redis_url(test: &str) -> Option<String> {
+        let url = std::env::var("CALLGATE_TEST_REDIS_URL").ok();
+        if url.is_none() {
+            eprintln!("skipped {test}: CALLGATE_TEST_REDIS_URL not set");
+        }
+        url
+    }
+
+    /// The script against governor on the same sequence, step by step:
+    /// the same decisions, the same remaining burst, the same wait (to the
+    /// µs the script counts in), and keys that expire when their bucket is
+    /// full again.
+    #[tokio::test]
+    async fn the_lua_gcra_decides_like_the_memory_gcra() {
+        let Some(url) =
+            test_redis_url("limits::redis::tests::the_lua_gcra_decides_like_the_memory_gcra")
+        else {
+            return;
+        };
+        let prefix = format!("callgate-test:{}:", ulid::Ulid::generate());
+        let redis = Redis::connect(&url, &prefix).await.unwrap();
+        assert!(redis.is_up(), "Redis at {url} does not answer");
+        // Intervals of a second or more: keys expire in Redis's real time
+        // while this test moves its own clock, so a key must outlive the
+        // real time between two steps for the comparison to hold.
+        let specs = [
+            (10, 10_000, 5),
+            (3, 10_000, 4),
+            (1, 60_000, 1),
+            (1000, 1_000_000, 50),
+            (7, 21_000, 20),
+        ];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut random = move |below: u64| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % below
+        };
+        let (mut allowed, mut refused) = (0, 0);
+        for (case, (requests, per_ms, burst)) in specs.into_iter().enumerate() {
+            let spec = RateSpec {
+                requests,
+                per: Duration::from_millis(per_ms),
+                burst,
+            };
+            let clock = FakeRelativeClock::default();
+            let memory: Keyed<u8, _> = Keyed::with_clock("p", spec, clock.clone());
+            let key = redis.key("p", &case);
+            // Any epoch: the script only compares times it is given.
+            let mut now_us: u64 = 1_764_000_000_000_000;
+            for step in 0..300 {
+                let advance_ms = match random(4) {
+                    0 => 0,
+                    1 => random(5),
+                    2 => random(per_ms / u64::from(requests) + 1),
+                    _ => random(per_ms * 2),
+                };
+                clock.advance(Duration::from_millis(advance_ms));
+                now_us += advance_ms * 1000;
+                let expected = memory.inner.check_key(&0);
+                let got = redis.decide(&key, &spec, Some(now_us)).await.unwrap();
+                let at = format!("case {case} ({spec:?}), step {step}");
+                match (expected, got) {
+                    (Ok(snapshot), Decision::Allowed { remaining }) => {
+                        assert_eq!(snapshot.remaining_burst_capacity(), remaining, "{at}");
+                        allowed += 1;
+                    }
+                    (Err(not_until), Decision::Refused { retry_after }) => {
+                        let wait = not_until.wait_time_from(clock.now());
+                        let diff = wait.abs_diff(retry_after);
+                        assert!(
+                            diff <= Duration::from_micros(1),
+                            "{at}: {wait:?} vs {retry_after:?}"
+                        );
+                        refused += 1;
+                    }
+                    (expected, got) => panic!("{at}: memory {expected:?}, Redis {got:?}"),
+                }
+            }
+            // The key lives until its bucket is full again, no longer.
+            let mut conn = ConnectionManager::clone(&redis.conn.load());
+            let pttl: i64 = redis::cmd("PTTL")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            let full_after = spec.replenish_interval().saturating_mul(burst).as_millis();
+            assert!(
+                pttl > 0 && u128::try_from(pttl).unwrap() <= full_after + 1,
+                "{pttl} ms"
+            );
+        }
+        assert!(
+            allowed > 100 && refused > 100,
+            "{allowed} allowed, {refused} refused"
+        );
     }
 }
