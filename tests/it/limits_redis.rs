@@ -1,0 +1,247 @@
+//! Shared rate limits on Redis (`limits.backend = "redis"`), against the
+//! real Redis at `CALLGATE_TEST_REDIS_URL`, each test under its own key
+//! prefix: a burst spread over two instances admits exactly the burst, and
+//! cutting the link to Redis (a TCP proxy in the test) fails open to each
+//! instance's share, then shares again once the link is back, without a
+//! restart.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use crate::support::{TestApp, demo_body};
+
+const FAST: &str = "{ requests = 100000, per = \"1s\", burst = 100000 }";
+/// Ten at once, then one an hour: nothing is earned back during a test.
+const TEN_AN_HOUR: &str = "{ requests = 1, per = \"1h\", burst = 10 }";
+
+/// The test Redis, or `None` (with the skip line) when it is not set.
+fn redis_url(test: &str) -> Option<String> {
+    let url = std::env::var("CALLGATE_TEST_REDIS_URL").ok();
+    if url.is_none() {
+        eprintln!("skipped {test}: CALLGATE_TEST_REDIS_URL not set");
+    }
+    url
+}
+
+/// A key prefix no other test (or run) uses.
+fn unique_prefix() -> String {
+    format!("callgate-test:{}:", ulid::Ulid::generate())
+}
+
+/// An app whose trigger limit is `TEN_AN_HOUR`, shared through Redis.
+async fn shared_app(url: &str, prefix: &str, instances: u32) -> TestApp {
+    TestApp::builder()
+        .limits(&format!(
+            "per_ip = {FAST}\nper_principal = {FAST}\nper_trigger = {TEN_AN_HOUR}\n\
+             backend = \"redis\"\nredis_url = \"{url}\"\nredis_prefix = \"{prefix}\"\n\
+             instances = {instances}\n"
+        ))
+        .key("zapier", &["triggers:run"])
+        .key("prom", &["metrics:read"])
+        .start()
+        .await
+}
+
+/// How many of `n` trigger requests to `app` were admitted (the rest must
+/// be 429s from the trigger limit).
+async fn admitted(app: &TestApp, n: usize) -> usize {
+    let mut ok = 0;
+    for _ in 0..n {
+        let r = app
+            .trigger(app.key("zapier"), "demo-call", &demo_body())
+            .await;
+        match r.status().as_u16() {
+            202 => ok += 1,
+            429 => assert!(r.headers().contains_key("retry-after")),
+            other => panic!("unexpected {other}: {}", r.text().await.unwrap()),
+        }
+    }
+    ok
+}
+
+async fn readyz_limits(app: &TestApp) -> Value {
+    let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    r.json::<Value>().await.unwrap()["limits"].clone()
+}
+
+/// `callgate_rate_limit_fallback_total{policy="trigger"}` (0 before the
+/// first fallback).
+async fn trigger_fallbacks(app: &TestApp) -> f64 {
+    let r = app.get(app.key("prom"), "/metrics").await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("callgate_rate_limit_fallback_total{policy=\"trigger\"} "))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+/// Deletes the test's keys (best effort; they expire anyway).
+async fn clean_up(url: &str, prefix: &str) {
+    let Ok(client) = redis::Client::open(url) else {
+        return;
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return;
+    };
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_default();
+    if !keys.is_empty() {
+        let _: Result<i64, _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+    }
+}
+
+#[tokio::test]
+async fn a_burst_spread_over_two_instances_admits_exactly_the_burst() {
+    let Some(url) =
+        redis_url("limits_redis::a_burst_spread_over_two_instances_admits_exactly_the_burst")
+    else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let a = shared_app(&url, &prefix, 2).await;
+    let b = shared_app(&url, &prefix, 2).await;
+    // 30 requests at once, half to each instance.
+    let body = demo_body();
+    let body = &body;
+    let sends = (0..30).map(|i| {
+        let app = if i % 2 == 0 { &a } else { &b };
+        app.trigger(app.key("zapier"), "demo-call", body)
+    });
+    let statuses: Vec<u16> = futures_util::future::join_all(sends)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    let accepted = statuses.iter().filter(|s| **s == 202).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!((accepted, refused), (10, 20), "{statuses:?}");
+    // Each instance on its own would have admitted 10 (its memory limit)
+    // or 5 (its share): the ten are shared, whichever instance took them.
+    assert_eq!(a.jobs_on_disk().await + b.jobs_on_disk().await, 10);
+    assert_eq!(admitted(&a, 2).await + admitted(&b, 2).await, 0);
+    assert_eq!(readyz_limits(&a).await["redis_reachable"], true);
+    clean_up(&url, &prefix).await;
+}
+
+#[tokio::test]
+async fn when_redis_is_cut_off_limits_fail_open_to_the_share_then_share_again() {
+    let Some(url) = redis_url(
+        "limits_redis::when_redis_is_cut_off_limits_fail_open_to_the_share_then_share_again",
+    ) else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let proxy = Proxy::start(&url).await;
+    let app = shared_app(&proxy.url, &prefix, 2).await;
+
+    // Shared: three of the ten go through Redis.
+    assert_eq!(admitted(&app, 3).await, 3);
+    assert_eq!(readyz_limits(&app).await["redis_reachable"], true);
+    let before = trigger_fallbacks(&app).await;
+
+    // Cut: this instance admits its share, 10 ÷ 2 = 5, then refuses.
+    proxy.cut();
+    assert_eq!(admitted(&app, 8).await, 5);
+    assert_eq!(
+        readyz_limits(&app).await,
+        serde_json::json!({"backend": "redis", "redis_reachable": false})
+    );
+    assert!(trigger_fallbacks(&app).await >= before + 8.0);
+
+    // Back: no restart; once the probe reconnects, Redis decides again and
+    // still holds the three from before: seven more, whatever the local
+    // share (spent) says.
+    proxy.restore();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while readyz_limits(&app).await["redis_reachable"] != true {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Redis not reachable again 10 s after the link came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(admitted(&app, 9).await, 7);
+    clean_up(&url, &prefix).await;
+}
+
+/// A TCP proxy to Redis that can be cut: existing connections are closed
+/// and new ones are accepted but never answered (a dead link), until it is
+/// restored.
+struct Proxy {
+    url: String,
+    state: Arc<Mutex<ProxyState>>,
+    accept: JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    cut: bool,
+    links: Vec<JoinHandle<()>>,
+    held: Vec<TcpStream>,
+}
+
+impl Proxy {
+    async fn start(redis_url: &str) -> Proxy {
+        // redis://[auth@]host:port[/db]
+        let rest = redis_url.strip_prefix("redis://").unwrap();
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let (auth, host) = match authority.rsplit_once('@') {
+            Some((auth, host)) => (format!("{auth}@"), host.to_owned()),
+            None => (String::new(), authority.to_owned()),
+        };
+        let upstream = if host.contains(':') {
+            host
+        } else {
+            format!("{host}:6379")
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("redis://{auth}{}/{path}", listener.local_addr().unwrap());
+        let state = Arc::new(Mutex::new(ProxyState::default()));
+        let shared = state.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut state = shared.lock().unwrap();
+                if state.cut {
+                    state.held.push(inbound);
+                    continue;
+                }
+                let upstream = upstream.clone();
+                state.links.push(tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                }));
+            }
+        });
+        Proxy { url, state, accept }
+    }
+
+    fn cut(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.cut = true;
+        for link in state.links.drain(..) {
+            link.abort();
+        }
+    }
+
+    fn restore(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.cut = false;
+        state.held.clear();
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
