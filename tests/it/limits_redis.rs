@@ -172,6 +172,64 @@ async fn when_redis_is_cut_off_limits_fail_open_to_the_share_then_share_again() 
     clean_up(&url, &prefix).await;
 }
 
+#[tokio::test]
+async fn a_key_redis_refused_is_refused_locally_until_redis_said() {
+    let Some(url) =
+        redis_url("limits_redis::a_key_redis_refused_is_refused_locally_until_redis_said")
+    else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let a = shared_app(&url, &prefix, 1).await;
+    assert_eq!(admitted(&a, 11).await, 10);
+    // Redis forgets the key: it would admit a full burst again. `a` does
+    // not ask it (it knows the key is refused for an hour); another
+    // instance, which has not been refused, asks and is admitted.
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let deleted: i64 = redis::cmd("DEL")
+        .arg(format!("{prefix}trigger:demo-call"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1, "the trigger's key is <prefix>trigger:<id>");
+    let r = a.trigger(a.key("zapier"), "demo-call", &demo_body()).await;
+    assert_eq!(r.status(), 429);
+    let retry_after: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((3590..=3600).contains(&retry_after), "{retry_after}");
+    let b = shared_app(&url, &prefix, 1).await;
+    assert_eq!(admitted(&b, 1).await, 1);
+    clean_up(&url, &prefix).await;
+}
+
+#[tokio::test]
+async fn a_gateway_starts_and_serves_while_redis_is_unreachable() {
+    let Some(url) =
+        redis_url("limits_redis::a_gateway_starts_and_serves_while_redis_is_unreachable")
+    else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let proxy = Proxy::start(&url).await;
+    proxy.cut();
+    let app = shared_app(&proxy.url, &prefix, 2).await;
+    assert_eq!(readyz_limits(&app).await["redis_reachable"], false);
+    assert_eq!(admitted(&app, 7).await, 5);
+    proxy.restore();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while readyz_limits(&app).await["redis_reachable"] != true {
+        assert!(tokio::time::Instant::now() < deadline, "Redis not back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Redis never saw the five: the whole burst is there.
+    assert_eq!(admitted(&app, 11).await, 10);
+    clean_up(&url, &prefix).await;
+}
+
 /// A TCP proxy to Redis that can be cut: existing connections are closed
 /// and new ones are accepted but never answered (a dead link), until it is
 /// restored.
