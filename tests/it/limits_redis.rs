@@ -230,12 +230,43 @@ async fn a_gateway_starts_and_serves_while_redis_is_unreachable() {
     clean_up(&url, &prefix).await;
 }
 
+#[tokio::test]
+async fn a_redis_that_stops_answering_delays_a_request_by_the_command_timeout_at_most() {
+    let Some(url) = redis_url(
+        "limits_redis::a_redis_that_stops_answering_delays_a_request_by_the_command_timeout_at_most",
+    ) else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let proxy = Proxy::start(&url).await;
+    let app = shared_app(&proxy.url, &prefix, 2).await;
+    assert_eq!(admitted(&app, 1).await, 1);
+    // The connection stays open but nothing comes back (a stalled Redis,
+    // a dead peer without a reset): the first decision gives up after
+    // 100 ms, the next ones do not wait at all.
+    proxy.freeze();
+    let started = std::time::Instant::now();
+    assert_eq!(admitted(&app, 1).await, 1);
+    let first = started.elapsed();
+    assert!(first < Duration::from_secs(2), "{first:?}");
+    assert_eq!(readyz_limits(&app).await["redis_reachable"], false);
+    let started = std::time::Instant::now();
+    assert_eq!(admitted(&app, 6).await, 4, "the share of 5, one spent");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    clean_up(&url, &prefix).await;
+}
+
 /// A TCP proxy to Redis that can be cut: existing connections are closed
 /// and new ones are accepted but never answered (a dead link), until it is
-/// restored.
+/// restored; or frozen: connections stay open and nothing is forwarded.
 struct Proxy {
     url: String,
     state: Arc<Mutex<ProxyState>>,
+    frozen: tokio::sync::watch::Sender<bool>,
     accept: JoinHandle<()>,
 }
 
@@ -264,6 +295,7 @@ impl Proxy {
         let url = format!("redis://{auth}{}/{path}", listener.local_addr().unwrap());
         let state = Arc::new(Mutex::new(ProxyState::default()));
         let shared = state.clone();
+        let (frozen, frozen_rx) = tokio::sync::watch::channel(false);
         let accept = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 let mut state = shared.lock().unwrap();
@@ -272,14 +304,33 @@ impl Proxy {
                     continue;
                 }
                 let upstream = upstream.clone();
+                let mut frozen = frozen_rx.clone();
                 state.links.push(tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(&upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    let Ok(mut outbound) = TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let froze = tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => false,
+                        r = frozen.wait_for(|f| *f) => r.is_ok(),
+                    };
+                    if froze {
+                        // Both sockets stay open, unread, until the link is cut.
+                        std::future::pending::<()>().await;
                     }
                 }));
             }
         });
-        Proxy { url, state, accept }
+        Proxy {
+            url,
+            state,
+            frozen,
+            accept,
+        }
+    }
+
+    fn freeze(&self) {
+        self.state.lock().unwrap().cut = true;
+        self.frozen.send_replace(true);
     }
 
     fn cut(&self) {
@@ -292,6 +343,10 @@ impl Proxy {
 
     fn restore(&self) {
         let mut state = self.state.lock().unwrap();
+        for link in state.links.drain(..) {
+            link.abort();
+        }
+        self.frozen.send_replace(false);
         state.cut = false;
         state.held.clear();
     }
