@@ -46,6 +46,7 @@ pub fn compile(dir: &Path, data_dir: &Path, files: Files, problems: &mut Vec<Pro
         keys_modified,
     } = files;
     check_main(dir, &main, problems);
+    check_limits_backend(&main.limits, problems);
     let keys = KeySet::build(&keys, &main.auth.keys_file, problems);
     let issuers = Issuers::build(&main.auth.jwt.issuers, dir, MAIN_FILE, problems);
     crate::calls::check_providers(&providers.providers, problems);
@@ -153,5 +154,26 @@ fn check_main(dir: &Path, main: &MainFile, problems: &mut Vec<Problem>) {
     }
     if let Err(e) = Region::parse(&main.defaults.phone_region) {
         problem("defaults.phone_region", e);
+    }
+}
+
+/// `limits.backend`, `redis_url`, `instances`.
+fn check_limits_backend(limits: &config::LimitsConfig, problems: &mut Vec<Problem>) {
+    use secrecy::ExposeSecret;
+    let mut problem = |key: &str, msg: String| problems.push(Problem::new(MAIN_FILE, key, msg));
+    if limits.instances == 0 {
+        problem("limits.instances", "must be at least 1".into());
+    }
+    match (limits.backend, &limits.redis_url) {
+        (config::LimitsBackend::Redis, None) => problem(
+            "limits.redis_url",
+            "is required with `backend = \"redis\"` (e.g. \"redis://127.0.0.1:6379\")".into(),
+        ),
+        (_, Some(url)) => {
+            if let Err(e) = crate::limits::check_redis_url(url.expose_secret()) {
+                problem("limits.redis_url", e);
+            }
+        }
+        (config::LimitsBackend::Memory, None) => {}
     }
 }

@@ -26,7 +26,7 @@ use crate::config;
 use crate::http::serve::{ServeOptions, serve};
 use crate::http::{AppInner, AppState, router};
 use crate::idempotency::Inflight;
-use crate::limits::Limiters;
+use crate::limits::{Limiters, Redis};
 use crate::store;
 
 /// How `run` starts (tests change the clock, turn the background runner
@@ -98,6 +98,10 @@ pub async fn run_with(
     });
     let mut tasks = JoinSet::new();
     tasks.spawn(limiter_housekeeping(state.clone(), token.clone()));
+    if let Some(redis) = state.limiters.redis().cloned() {
+        let token = token.clone();
+        tasks.spawn(async move { redis.watch(token).await });
+    }
     tasks.spawn(idempotency_cleanup(state.clone(), token.clone()));
     tasks.spawn(reload_keys(state.clone(), token.clone()));
     let runner = state.runner();
@@ -212,6 +216,16 @@ pub async fn build_state(
         own_cert,
         clock.clone(),
     )?);
+    let redis = match (&config.main.limits.backend, &config.main.limits.redis_url) {
+        (crate::config::LimitsBackend::Redis, Some(url)) => {
+            use secrecy::ExposeSecret;
+            let redis = Redis::connect(url.expose_secret(), &config.main.limits.redis_prefix)
+                .await
+                .map_err(|e| anyhow::anyhow!("limits.redis_url: {e}"))?;
+            Some(Arc::new(redis))
+        }
+        _ => None,
+    };
     let limiters = Limiters::new(
         &config.main.limits,
         config.triggers.values().map(|t| (&t.id, t.rate_limit)),
@@ -223,6 +237,7 @@ pub async fn build_state(
             )
         }),
         clock.clone(),
+        redis,
     );
     Ok(AppState::new(AppInner {
         keys: ArcSwap::from_pointee(config.keys.clone()),

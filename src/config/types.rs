@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::duration;
@@ -225,6 +226,33 @@ pub struct LimitsConfig {
     /// Tracked keys per limiter that trigger an early clean-up.
     #[serde(default = "default_max_tracked_keys")]
     pub max_tracked_keys: usize,
+    /// Where the limits' state lives: `memory` (each process its own) or
+    /// `redis` (shared by every instance, exact across them).
+    #[serde(default)]
+    pub backend: LimitsBackend,
+    /// `redis://[user:password@]host[:port][/db]`; required with
+    /// `backend = "redis"`. A secret (it may hold a password): `${ENV}` it.
+    #[serde(default)]
+    pub redis_url: Option<SecretString>,
+    /// How many instances share the limits. While Redis is unreachable each
+    /// one falls back to a local limit of (limit ÷ `instances`).
+    #[serde(default = "default_instances")]
+    pub instances: u32,
+    /// Prefix of every Redis key (`<prefix><limit>:<key>`), so that several
+    /// deployments can share one Redis.
+    #[serde(default = "default_redis_prefix")]
+    pub redis_prefix: String,
+}
+
+/// `limits.backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitsBackend {
+    /// In-process GCRA (one instance, or per-instance limits).
+    #[default]
+    Memory,
+    /// GCRA in Redis, shared by every instance.
+    Redis,
 }
 
 impl Default for LimitsConfig {
@@ -236,6 +264,10 @@ impl Default for LimitsConfig {
             per_provider: default_per_provider(),
             housekeeping_interval: default_housekeeping(),
             max_tracked_keys: default_max_tracked_keys(),
+            backend: LimitsBackend::default(),
+            redis_url: None,
+            instances: default_instances(),
+            redis_prefix: default_redis_prefix(),
         }
     }
 }
@@ -368,6 +400,12 @@ fn default_housekeeping() -> Duration {
 }
 fn default_max_tracked_keys() -> usize {
     100_000
+}
+fn default_instances() -> u32 {
+    1
+}
+fn default_redis_prefix() -> String {
+    "callgate:".to_owned()
 }
 fn default_idem_retention() -> Duration {
     Duration::from_secs(24 * 3600)

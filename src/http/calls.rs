@@ -117,8 +117,9 @@ pub async fn call_event(
         crate::http::extract::read_body(body, app.config.main.server.max_body_bytes).await?;
     // Callbacks that fail (unknown call, bad signature) are charged to the
     // sender's address, so that guessing or forging costs quota.
-    let refuse = |e: ApiError| -> Result<Response, ApiError> {
-        let ip_state = app.limiters.check_ip(client_ip(&app, peer, &headers))?;
+    let refuse = async |e: ApiError| -> Result<Response, ApiError> {
+        let ip = client_ip(&app, peer, &headers);
+        let ip_state = app.limiters.check_ip(ip).await?;
         let mut response = e.into_response();
         ip_state.append_to(response.headers_mut());
         Ok(response)
@@ -128,7 +129,7 @@ pub async fn call_event(
         None => None,
     };
     let Some(call) = found else {
-        return refuse(ApiError::NotFound(format!("no call `{call_id}`")));
+        return refuse(ApiError::NotFound(format!("no call `{call_id}`"))).await;
     };
     let provider = app.providers.get(&call.provider).ok_or_else(|| {
         ApiError::Internal(format!(
@@ -147,13 +148,19 @@ pub async fn call_event(
     let now = app.clock.now_ms();
     let event = match provider.callbacks().read(&call.id, &signed, now) {
         Ok(event) => event,
-        Err(EventError::Signature(e)) => return refuse(ApiError::BadSignature(e.to_string())),
+        Err(EventError::Signature(e)) => {
+            return refuse(ApiError::BadSignature(e.to_string())).await;
+        }
         Err(EventError::Body(e)) => {
             return Err(ApiError::bad_request(format!("callback body: {e}")));
         }
         Err(EventError::Form(e)) => return Err(crate::input::InputError::from(e).into()),
     };
-    let limit = app.limiters.check_provider(&call.provider).transpose()?;
+    let limit = app
+        .limiters
+        .check_provider(&call.provider)
+        .await
+        .transpose()?;
     let config = app.config.clone();
     let on_final = Box::new(move |c: &CallRecord| crate::runner::event_jobs(&config, c, now));
     let applied = app.store.apply_call_event(event, on_final).await?;

@@ -7,6 +7,8 @@
 //! - `http_requests_total{route,method,status}`,
 //!   `http_request_duration_seconds{route,method}` (histogram)
 //! - `rate_limited_total{policy}`
+//! - `rate_limit_fallback_total{policy}` (decisions made by the local share
+//!   while Redis was unreachable), `redis_up` (1 or 0; Redis backend only)
 //! - `jobs{status}`, `calls{status}`, `deliveries{status}` (gauges, read
 //!   from the store at scrape time)
 //! - `deliveries_total{endpoint,outcome}`,

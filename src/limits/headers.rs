@@ -37,6 +37,11 @@ impl Policy {
         }
     }
 
+    /// The quota this policy describes.
+    pub fn spec(&self) -> &RateSpec {
+        &self.spec
+    }
+
     pub(crate) fn allowed(&self, remaining: u32) -> PolicyState {
         let missing = self.spec.burst.saturating_sub(remaining);
         PolicyState {

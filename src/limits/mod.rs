@@ -11,9 +11,17 @@
 //! limits it passed (draft-ietf-httpapi-ratelimit-headers). Idle keys are
 //! dropped by periodic housekeeping, so memory stays bounded however many
 //! distinct clients appear.
+//!
+//! Backends (`limits.backend`): `memory`, each process its own limiters;
+//! `redis`, one GCRA per limit and key in Redis shared by every instance
+//! (`shared.rs`, `redis.rs`), with the local limiters as the fallback
+//! holding this instance's share while Redis is unreachable. The memory
+//! path stays synchronous inside the async checks (it never awaits).
 
 pub mod client_ip;
 mod headers;
+mod redis;
+mod shared;
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -30,9 +38,11 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
 pub use headers::{Policy, PolicyState, RateLimited};
+pub use redis::{Decision, Redis, check_redis_url};
+pub use shared::share;
 
 use crate::auth::Principal;
-use crate::config::{LimitsConfig, RateSpec};
+use crate::config::{LimitsBackend, LimitsConfig, RateSpec};
 use crate::ids::TriggerId;
 
 /// The governor quota of a rate spec.
@@ -64,16 +74,25 @@ impl Clock for RateClock {
 /// A keyed GCRA limiter with a policy name for its headers.
 pub struct Keyed<K: Hash + Eq + Clone, C: Clock = RateClock> {
     policy: Policy,
+    /// The whole limit's policy (what Redis enforces); `policy` when the
+    /// limiter holds the whole limit itself.
+    shared: Policy,
     inner: RateLimiter<K, DashMapStateStore<K>, C, StateInformationMiddleware>,
 }
 
 impl<K: Hash + Eq + Clone, C: Clock> Keyed<K, C> {
     /// A limiter on `clock`.
     pub fn with_clock(name: &'static str, spec: RateSpec, clock: C) -> Self {
-        let inner = RateLimiter::dashmap_with_clock(quota(&spec), clock)
+        Self::share_of(name, spec, spec, clock)
+    }
+
+    /// A limiter holding `local`, this instance's share of `whole`.
+    pub fn share_of(name: &'static str, whole: RateSpec, local: RateSpec, clock: C) -> Self {
+        let inner = RateLimiter::dashmap_with_clock(quota(&local), clock)
             .with_middleware::<StateInformationMiddleware>();
         Self {
-            policy: Policy::new(name, spec),
+            policy: Policy::new(name, local),
+            shared: Policy::new(name, whole),
             inner,
         }
     }
@@ -108,15 +127,28 @@ impl<K: Hash + Eq + Clone, C: Clock> Keyed<K, C> {
 /// An unkeyed GCRA limiter (one per trigger, one per provider).
 pub struct Direct {
     policy: Policy,
+    /// The whole limit's policy (see `Keyed::shared`).
+    shared: Policy,
     inner: RateLimiter<NotKeyed, InMemoryState, RateClock, StateInformationMiddleware>,
 }
 
 impl Direct {
     pub fn new(name: &'static str, spec: RateSpec, clock: RateClock) -> Self {
-        let inner = RateLimiter::direct_with_clock(quota(&spec), clock)
+        Self::share_of(name, spec, spec, clock)
+    }
+
+    /// A limiter holding `local`, this instance's share of `whole`.
+    pub fn share_of(
+        name: &'static str,
+        whole: RateSpec,
+        local: RateSpec,
+        clock: RateClock,
+    ) -> Self {
+        let inner = RateLimiter::direct_with_clock(quota(&local), clock)
             .with_middleware::<StateInformationMiddleware>();
         Self {
-            policy: Policy::new(name, spec),
+            policy: Policy::new(name, local),
+            shared: Policy::new(name, whole),
             inner,
         }
     }
@@ -143,6 +175,10 @@ pub struct Limiters {
     clock: RateClock,
     max_tracked_keys: usize,
     ip_checks: AtomicU64,
+    /// The Redis backend; `None` on the memory backend.
+    shared: Option<shared::Shared>,
+    /// How many instances share a limit (1 on the memory backend).
+    instances: u32,
 }
 
 /// How many per-IP checks pass between looks at the key count.
@@ -150,47 +186,98 @@ const SIZE_CHECK_EVERY: u64 = 4096;
 
 impl Limiters {
     /// `triggers` and `providers` with their effective specs (override or
-    /// default).
+    /// default). `redis` is the shared backend when `cfg.backend` is
+    /// `redis`; the local limiters then hold this instance's share.
     pub fn new<'a>(
         cfg: &LimitsConfig,
         triggers: impl IntoIterator<Item = (&'a TriggerId, RateSpec)>,
         providers: impl IntoIterator<Item = (&'a String, RateSpec)>,
         clock: Arc<dyn crate::clock::Clock>,
+        redis: Option<Arc<Redis>>,
     ) -> Self {
         let clock = RateClock(clock);
+        let instances = match (cfg.backend, &redis) {
+            (LimitsBackend::Redis, Some(_)) => cfg.instances.max(1),
+            _ => 1,
+        };
+        let direct =
+            |name, spec| Direct::share_of(name, spec, share(spec, instances), clock.clone());
         Self {
-            ip: Keyed::with_clock("ip", cfg.per_ip, clock.clone()),
-            principal: Keyed::with_clock("principal", cfg.per_principal, clock.clone()),
+            ip: Keyed::share_of(
+                "ip",
+                cfg.per_ip,
+                share(cfg.per_ip, instances),
+                clock.clone(),
+            ),
+            principal: Keyed::share_of(
+                "principal",
+                cfg.per_principal,
+                share(cfg.per_principal, instances),
+                clock.clone(),
+            ),
             principal_overrides: RwLock::new(HashMap::new()),
             triggers: triggers
                 .into_iter()
-                .map(|(id, spec)| (id.clone(), Direct::new("trigger", spec, clock.clone())))
+                .map(|(id, spec)| (id.clone(), direct("trigger", spec)))
                 .collect(),
             providers: providers
                 .into_iter()
-                .map(|(name, spec)| (name.clone(), Direct::new("provider", spec, clock.clone())))
+                .map(|(name, spec)| (name.clone(), direct("provider", spec)))
                 .collect(),
+            shared: redis
+                .filter(|_| cfg.backend == LimitsBackend::Redis)
+                .map(|r| shared::Shared::new(r, clock.clone(), cfg.max_tracked_keys)),
             clock,
             max_tracked_keys: cfg.max_tracked_keys,
             ip_checks: AtomicU64::new(0),
+            instances,
+        }
+    }
+
+    /// The Redis backend's client (`None` on the memory backend).
+    pub fn redis(&self) -> Option<&Arc<Redis>> {
+        self.shared.as_ref().map(|s| &s.redis)
+    }
+
+    /// Runs `local` on the memory backend; on Redis, asks Redis for
+    /// `policy` (the whole limit) with `local` as the fallback.
+    async fn decide(
+        &self,
+        policy: &Policy,
+        key: &(dyn std::fmt::Display + Sync),
+        local: impl FnOnce() -> Result<PolicyState, RateLimited>,
+    ) -> Result<PolicyState, RateLimited> {
+        match &self.shared {
+            None => local(),
+            Some(shared) => shared.check(policy, key, local).await,
         }
     }
 
     /// The pre-authentication limit on the client address.
-    pub fn check_ip(&self, ip: IpAddr) -> Result<PolicyState, RateLimited> {
+    pub async fn check_ip(&self, ip: IpAddr) -> Result<PolicyState, RateLimited> {
+        let key = client_ip::limiter_key(ip);
+        self.decide(&self.ip.shared, &key, || self.check_ip_locally(key))
+            .await
+    }
+
+    fn check_ip_locally(&self, key: IpAddr) -> Result<PolicyState, RateLimited> {
         if self.ip_checks.fetch_add(1, Ordering::Relaxed) % SIZE_CHECK_EVERY == SIZE_CHECK_EVERY - 1
             && self.ip.len() > self.max_tracked_keys
         {
             // Many distinct clients between two housekeeping runs: clean now.
             self.ip.housekeep();
         }
-        self.ip.check(&client_ip::limiter_key(ip))
+        self.ip.check(&key)
     }
 
     /// The per-principal limit (default, or the key's / issuer's override).
-    pub fn check_principal(&self, principal: &Principal) -> Result<PolicyState, RateLimited> {
+    pub async fn check_principal(&self, principal: &Principal) -> Result<PolicyState, RateLimited> {
+        let id: &str = &principal.id;
         let Some(spec) = principal.rate_limit else {
-            return self.principal.check(&principal.id);
+            let limiter = &self.principal;
+            return self
+                .decide(&limiter.shared, &id, || limiter.check(&principal.id))
+                .await;
         };
         let existing = self
             .principal_overrides
@@ -206,23 +293,35 @@ impl Limiters {
                 .unwrap_or_else(|e| e.into_inner())
                 .entry(spec)
                 .or_insert_with(|| {
-                    Arc::new(Keyed::with_clock("principal", spec, self.clock.clone()))
+                    let local = share(spec, self.instances);
+                    Arc::new(Keyed::share_of(
+                        "principal",
+                        spec,
+                        local,
+                        self.clock.clone(),
+                    ))
                 })
                 .clone(),
         };
-        limiter.check(&principal.id)
+        self.decide(&limiter.shared, &id, || limiter.check(&principal.id))
+            .await
     }
 
     /// The per-trigger limit (triggers unknown to the limiter are not limited
     /// here; the handler has answered 404 before asking).
-    pub fn check_trigger(&self, id: &TriggerId) -> Option<Result<PolicyState, RateLimited>> {
-        self.triggers.get(id).map(Direct::check)
+    pub async fn check_trigger(&self, id: &TriggerId) -> Option<Result<PolicyState, RateLimited>> {
+        let limiter = self.triggers.get(id)?;
+        Some(self.decide(&limiter.shared, id, || limiter.check()).await)
     }
 
     /// The limit on a provider's verified callbacks (`None` for a provider
     /// the limiter does not know: its calls cannot exist).
-    pub fn check_provider(&self, name: &str) -> Option<Result<PolicyState, RateLimited>> {
-        self.providers.get(name).map(Direct::check)
+    pub async fn check_provider(&self, name: &str) -> Option<Result<PolicyState, RateLimited>> {
+        let limiter = self.providers.get(name)?;
+        Some(
+            self.decide(&limiter.shared, &name, || limiter.check())
+                .await,
+        )
     }
 
     /// Drops idle keys from every keyed limiter; returns the keys left.
@@ -237,6 +336,7 @@ impl Limiters {
         self.ip.housekeep()
             + self.principal.housekeep()
             + overrides.iter().map(|l| l.housekeep()).sum::<usize>()
+            + self.shared.as_ref().map_or(0, shared::Shared::housekeep)
     }
 }
 

@@ -110,3 +110,96 @@ fn storage_urls_are_checked_by_engine_and_passwords_are_not_echoed() {
     assert_eq!(config.main.storage.pool_size, 16);
     assert!(!config.main.storage.poll_only);
 }
+
+#[test]
+fn the_redis_limits_backend_is_set_from_the_environment() {
+    let config = load_with(&[
+        ("CALLGATE_LIMITS__BACKEND", "redis"),
+        (
+            "CALLGATE_LIMITS__REDIS_URL",
+            "redis://cache.internal:6380/2",
+        ),
+        ("CALLGATE_LIMITS__INSTANCES", "3"),
+        ("CALLGATE_LIMITS__REDIS_PREFIX", "prod:"),
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    let limits = &config.main.limits;
+    assert_eq!(limits.backend, callgate::config::LimitsBackend::Redis);
+    use secrecy::ExposeSecret;
+    assert_eq!(
+        limits.redis_url.as_ref().unwrap().expose_secret(),
+        "redis://cache.internal:6380/2"
+    );
+    assert_eq!(
+        (limits.instances, limits.redis_prefix.as_str()),
+        (3, "prod:")
+    );
+    // The defaults: memory, one instance.
+    let config = load_with(&[]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        config.main.limits.backend,
+        callgate::config::LimitsBackend::Memory
+    );
+    assert_eq!(config.main.limits.instances, 1);
+}
+
+#[test]
+fn redis_url_takes_a_secret_from_the_environment() {
+    let shipped = std::fs::read_to_string(Path::new(REPO_CONFIG).join("callgate.toml")).unwrap();
+    let main = shipped
+        .replace("backend = \"memory\"", "backend = \"redis\"")
+        .replace(
+            "# redis_url = \"redis://127.0.0.1:6379\"",
+            "redis_url = \"${CG_TEST_REDIS}\"",
+        );
+    assert_ne!(main, shipped, "the shipped [limits] comments changed");
+    let err = crate::support::config_problems(&[("callgate.toml", &main)]);
+    crate::support::assert_problem(&err, "limits.redis_url", "CG_TEST_REDIS");
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(Path::new(REPO_CONFIG), dir.path());
+    std::fs::write(dir.path().join("callgate.toml"), &main).unwrap();
+    let mut env = test_env();
+    env.insert("CG_TEST_REDIS".into(), "redis://:s3cret@cache:6379".into());
+    let data = tempfile::tempdir().unwrap();
+    let config = callgate::app::compile::load(dir.path(), data.path(), &env)
+        .unwrap_or_else(|e| panic!("{e}"));
+    use secrecy::ExposeSecret;
+    let url = config.main.limits.redis_url.as_ref().unwrap();
+    assert_eq!(url.expose_secret(), "redis://:s3cret@cache:6379");
+    // A secret: its Debug form is redacted.
+    assert!(!format!("{:?}", config.main.limits).contains("s3cret"));
+}
+
+#[test]
+fn redis_limits_problems_name_their_key() {
+    let err = load_with(&[("CALLGATE_LIMITS__BACKEND", "redis")]).unwrap_err();
+    crate::support::assert_problem(&err, "limits.redis_url", "required");
+    let err = load_with(&[
+        ("CALLGATE_LIMITS__BACKEND", "redis"),
+        ("CALLGATE_LIMITS__REDIS_URL", "http://cache:6379"),
+    ])
+    .unwrap_err();
+    crate::support::assert_problem(&err, "limits.redis_url", "redis://");
+    let err = load_with(&[
+        ("CALLGATE_LIMITS__BACKEND", "redis"),
+        ("CALLGATE_LIMITS__REDIS_URL", "rediss://cache:6380"),
+    ])
+    .unwrap_err();
+    crate::support::assert_problem(&err, "limits.redis_url", "TLS");
+    let err = load_with(&[("CALLGATE_LIMITS__INSTANCES", "0")]).unwrap_err();
+    crate::support::assert_problem(&err, "limits.instances", "at least 1");
+    let err = load_with(&[("CALLGATE_LIMITS__BACKEND", "valkey")]).unwrap_err();
+    assert!(err.to_string().contains("limits.backend"), "{err}");
+    // Every problem at once, each with the file and key.
+    let err = load_with(&[
+        ("CALLGATE_LIMITS__BACKEND", "redis"),
+        ("CALLGATE_LIMITS__INSTANCES", "0"),
+    ])
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("callgate.toml") && text.contains("limits.redis_url"),
+        "{text}"
+    );
+    assert!(text.contains("limits.instances"), "{text}");
+}

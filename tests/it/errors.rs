@@ -81,7 +81,7 @@ async fn health_and_readiness_answer_without_credentials() {
         .unwrap();
     assert_eq!(
         ready,
-        serde_json::json!({"status": "ready", "storage": "sqlite", "storage_reachable": true})
+        serde_json::json!({"status": "ready", "storage": "sqlite", "storage_reachable": true, "limits": {"backend": "memory"}})
     );
 }
 

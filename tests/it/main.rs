@@ -28,6 +28,7 @@ mod input;
 mod jobs;
 mod jwt;
 mod limits;
+mod limits_redis;
 mod logs;
 mod metrics;
 mod openapi;

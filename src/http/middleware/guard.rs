@@ -23,13 +23,17 @@ use axum::response::{IntoResponse, Response};
 use super::auth;
 use crate::http::AppState;
 use crate::http::error::ApiError;
-use crate::limits::{PolicyState, client_ip};
+use crate::limits::client_ip;
 
 /// How long a refused request's remaining body is waited for.
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Response {
-    let ip_state = match check_ip(&app, &req) {
+    let checked = match request_ip(&app, &req) {
+        Ok(ip) => app.limiters.check_ip(ip).await.map_err(ApiError::from),
+        Err(e) => Err(e),
+    };
+    let ip_state = match checked {
         Ok(state) => state,
         Err(e) => return refuse(&app, req, e).await,
     };
@@ -50,13 +54,15 @@ async fn refuse(app: &AppState, req: Request, e: ApiError) -> Response {
     e.into_response()
 }
 
-fn check_ip(app: &AppState, req: &Request) -> Result<PolicyState, ApiError> {
+/// The client's address (the request is not held across the limit's
+/// check: a body is not `Sync`).
+fn request_ip(app: &AppState, req: &Request) -> Result<std::net::IpAddr, ApiError> {
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0)
         .ok_or_else(|| ApiError::Internal("connection info missing".into()))?;
-    Ok(app.limiters.check_ip(client_ip(app, peer, req.headers()))?)
+    Ok(client_ip(app, peer, req.headers()))
 }
 
 /// The client's address (trusted-proxy aware), recorded on the request's
@@ -77,7 +83,7 @@ async fn authenticated(app: &AppState, mut req: Request, next: Next) -> Response
         Err(e) => return refuse(app, req, e).await,
     };
     tracing::Span::current().record("principal", &*principal.id);
-    let state = match app.limiters.check_principal(&principal) {
+    let state = match app.limiters.check_principal(&principal).await {
         Ok(state) => state,
         Err(e) => return refuse(app, req, e.into()).await,
     };

@@ -89,7 +89,7 @@ pub async fn accept_trigger(
     body: Body,
 ) -> Result<Response, ApiError> {
     let trigger = authorize(&app, &principal, &trigger_id)?;
-    let limit = app.limiters.check_trigger(&trigger.id).transpose()?;
+    let limit = app.limiters.check_trigger(&trigger.id).await.transpose()?;
     let accept = Accept {
         app: &app,
         principal: &principal,
