@@ -34,6 +34,7 @@ mod metrics;
 mod openapi;
 mod receiver;
 mod runner;
+mod scale_out;
 mod schemathesis;
 mod store;
 mod support;
