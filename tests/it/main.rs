@@ -20,6 +20,7 @@ mod calls;
 mod cli;
 mod config;
 mod deliveries;
+mod deploy_files;
 mod durability;
 mod errors;
 mod fuzz;
