@@ -37,5 +37,6 @@ mod receiver;
 mod runner;
 mod scale_out;
 mod schemathesis;
+mod shared_limits;
 mod store;
 mod support;
