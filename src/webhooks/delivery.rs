@@ -18,12 +18,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::{EndpointClient, Exchange, Outgoing};
 use super::outbound::Outbound;
+use super::shared_breaker;
 use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::outbound::Endpoint;
-use crate::store::{
-    BreakerAdmission, BreakerPolicy, DeliveryAttempt, DeliveryRecord, DeliveryStatus, Store,
-};
+use crate::store::{BreakerAdmission, DeliveryAttempt, DeliveryRecord, DeliveryStatus, Store};
 
 /// How often idle workers look for due deliveries (new ones wake them).
 const POLL: Duration = Duration::from_millis(500);
@@ -138,12 +137,7 @@ impl Deliverer {
                     continue;
                 }
             };
-            let gauge = match admission {
-                BreakerAdmission::Closed => 0.0,
-                BreakerAdmission::Open { .. } => 1.0,
-                BreakerAdmission::Probe => 2.0,
-            };
-            metrics::gauge!("callgate_breaker_state", "endpoint" => name.clone()).set(gauge);
+            shared_breaker::gauge(name, admission);
             let probe = admission == BreakerAdmission::Probe;
             let want = match admission {
                 BreakerAdmission::Closed => free,
@@ -167,13 +161,13 @@ impl Deliverer {
                 Err(e) => {
                     tracing::warn!(error = %e, endpoint = %name, "claiming deliveries failed");
                     if probe {
-                        self.cancel_probe(name).await;
+                        shared_breaker::cancel_probe(&*self.inner.store, name).await;
                     }
                     continue;
                 }
             };
             if claimed.is_empty() && probe {
-                self.cancel_probe(name).await;
+                shared_breaker::cancel_probe(&*self.inner.store, name).await;
             }
             for d in claimed {
                 let (Ok(slot), Ok(permit)) = (
@@ -208,52 +202,6 @@ impl Deliverer {
         let n = self.dispatch(&mut set).await;
         while set.join_next().await.is_some() {}
         n
-    }
-
-    /// Gives the shared breaker's probe back (its lease would also expire).
-    async fn cancel_probe(&self, endpoint: &str) {
-        if let Err(e) = self.inner.store.breaker_cancel_probe(endpoint).await {
-            tracing::warn!(error = %e, endpoint, "giving back the breaker's probe failed; its lease expires");
-        }
-    }
-
-    /// The attempt's result on the endpoint's shared breaker (and the
-    /// in-process one mid-call actions consult).
-    async fn record_breaker(&self, client: &EndpointClient, out: &Exchange, probe: bool) {
-        let endpoint = &client.endpoint;
-        // The endpoint's fault: no answer, 408, 429, 5xx. A refusal by our
-        // own guard says nothing about the endpoint; a probe it used is
-        // offered again.
-        if out.refused {
-            client.breaker_cancel_probe();
-            if probe {
-                self.cancel_probe(&endpoint.name).await;
-            }
-            return;
-        }
-        let ok = !out.is_retryable();
-        client.breaker_record(ok, Instant::now());
-        let b = &endpoint.breaker;
-        let policy = BreakerPolicy {
-            failures: b.failures,
-            cooldown_ms: b.cooldown.as_millis() as i64,
-            max_cooldown_ms: b.max_cooldown.as_millis() as i64,
-        };
-        let now = self.inner.clock.now_ms();
-        match self
-            .inner
-            .store
-            .breaker_record(&endpoint.name, ok, policy, now)
-            .await
-        {
-            Ok(row) => {
-                metrics::gauge!("callgate_breaker_state", "endpoint" => endpoint.name.clone())
-                    .set(row.gauge(now));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, endpoint = %endpoint.name, "recording on the endpoint's breaker failed")
-            }
-        }
     }
 
     async fn attempt(&self, client: &EndpointClient, d: DeliveryRecord, probe: bool) {
@@ -307,7 +255,7 @@ impl Deliverer {
                 tracing::error!(delivery = %d.id, error = %e, "logging a delivery attempt failed; the lease expires and it is sent again")
             }
         }
-        self.record_breaker(client, &out, probe).await;
+        shared_breaker::record(&*self.inner.store, now_ms, client, &out, probe).await;
         observe(client, &d, &out, status, used);
         if status == DeliveryStatus::Pending {
             // Due soon: make sure the loop looks again in time.
