@@ -351,12 +351,12 @@ pub async fn a_stalled_claim_is_fenced_even_when_its_own_owner_claims_again(stor
     let j = make::job(T0);
     store.enqueue(j.clone()).await.unwrap();
     let first = store.claim_jobs("w1", T0, T0 + 1_000, 1).await.unwrap();
-    assert_eq!(ids(&first), [j.id.clone()]);
+    assert_eq!(ids(&first), vec![j.id.clone()]);
     let second = store
         .claim_jobs("w1", T0 + 1_001, T0 + 2_000, 10)
         .await
         .unwrap();
-    assert_eq!(ids(&second), [j.id.clone()], "the lease expired");
+    assert_eq!(ids(&second), vec![j.id.clone()], "the lease expired");
     let (stale, live) = (&first[0].claim_id, &second[0].claim_id);
     assert_ne!(stale, live, "a fresh id per claim");
 
@@ -458,7 +458,7 @@ pub async fn release_leases_matches_its_owner_exactly(store: &dyn Store) {
             .claim_jobs(owner, T0 + 10 + i as i64, LATER, 1)
             .await
             .unwrap();
-        assert_eq!(ids(&claimed), [j.id.clone()], "{owner}");
+        assert_eq!(ids(&claimed), vec![j.id.clone()], "{owner}");
         held.push(j.id);
     }
     assert_eq!(store.release_leases("w1", T0 + 20).await.unwrap(), 1);

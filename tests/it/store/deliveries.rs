@@ -416,8 +416,8 @@ pub async fn a_stalled_delivery_claim_is_fenced_even_when_its_own_owner_claims_a
         .claim_deliveries("crm", "w1", T0 + 1_001, LATER, 10)
         .await
         .unwrap();
-    assert_eq!(claimed_ids(&first), [id.clone()]);
-    assert_eq!(claimed_ids(&second), [id.clone()], "the lease expired");
+    assert_eq!(claimed_ids(&first), vec![id.clone()]);
+    assert_eq!(claimed_ids(&second), vec![id.clone()], "the lease expired");
     let (stale, live) = (&first[0].claim_id, &second[0].claim_id);
     assert_ne!(stale, live, "a fresh id per claim");
 
