@@ -99,7 +99,7 @@ pub trait Store: Send + Sync + 'static {
     /// Claims up to `limit` due jobs for `owner` until `lease_until_ms`: jobs
     /// queued, scheduled or waiting whose time has come, and running jobs
     /// whose lease has expired (their worker died or stalled). Each claim
-    /// gets a fresh `ClaimedJob::claim_id` (see [`new_claim_id`]): every
+    /// gets a fresh `ClaimedJob::claim_id` (`store::new_claim_id`): every
     /// later write on the job is fenced on it, so a stalled attempt can
     /// never finish a job that was claimed again, even by the same owner.
     async fn claim_jobs(
