@@ -4,8 +4,10 @@
 //!
 //! Retries are rows in the store (`pending` with `next_attempt_at`), never
 //! timers in memory: a restart picks them up where they were. A process
-//! that dies mid-attempt leaves a `sending` lease that expires and is
-//! claimed again (at-least-once; receivers deduplicate on `webhook-id`).
+//! that dies (or stalls) mid-attempt leaves a `sending` lease that expires
+//! and is claimed again (at-least-once; receivers deduplicate on
+//! `webhook-id`); the attempt's log is fenced on its claim's id, so a
+//! stalled attempt never overwrites the outcome of the claim after it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +23,7 @@ use super::outbound::Outbound;
 use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::outbound::Endpoint;
-use crate::store::{DeliveryAttempt, DeliveryRecord, DeliveryStatus, Store};
+use crate::store::{ClaimedDelivery, DeliveryAttempt, DeliveryRecord, DeliveryStatus, Store};
 
 /// How often idle workers look for due deliveries (new ones wake them).
 const POLL: Duration = Duration::from_millis(500);
@@ -154,7 +156,7 @@ impl Deliverer {
             if claimed.is_empty() && allowance == Allowance::Probe {
                 client.breaker_cancel_probe();
             }
-            for d in claimed {
+            for ClaimedDelivery { claim_id, delivery } in claimed {
                 let (Ok(slot), Ok(permit)) = (
                     self.inner.slots.clone().try_acquire_owned(),
                     client.permits.clone().try_acquire_owned(),
@@ -164,7 +166,7 @@ impl Deliverer {
                     let _ = self
                         .inner
                         .store
-                        .release_deliveries(vec![d.id.clone()], &self.inner.owner, now)
+                        .release_deliveries(vec![delivery.id], &claim_id, now)
                         .await;
                     continue;
                 };
@@ -172,7 +174,7 @@ impl Deliverer {
                 let client = Arc::clone(client);
                 started += 1;
                 inflight.spawn(async move {
-                    this.attempt(&client, d).await;
+                    this.attempt(&client, delivery, &claim_id).await;
                     drop((slot, permit));
                 });
             }
@@ -189,7 +191,8 @@ impl Deliverer {
         n
     }
 
-    async fn attempt(&self, client: &EndpointClient, d: DeliveryRecord) {
+    /// Sends `d` once and logs the outcome, fenced on `claim_id`.
+    async fn attempt(&self, client: &EndpointClient, d: DeliveryRecord, claim_id: &str) {
         let endpoint = &client.endpoint;
         let attempt = d.attempts + 1;
         let used = attempt - d.budget_start;
@@ -229,7 +232,7 @@ impl Deliverer {
         match self
             .inner
             .store
-            .finish_delivery_attempt(&d.id, &self.inner.owner, log, status, now_ms)
+            .finish_delivery_attempt(&d.id, claim_id, log, status, now_ms)
             .await
         {
             Ok(true) => {}

@@ -38,10 +38,10 @@ use async_trait::async_trait;
 use deadpool_postgres::Pool;
 
 use super::{
-    CallEventIn, CallRecord, CallStatus, ClaimedJob, DeliveryAttempt, DeliveryFilter,
-    DeliveryRecord, DeliveryStatus, EnqueueOutcome, EventApplied, EventJobs, IdempotencyRecord,
-    JobEvent, JobFilter, JobRecord, JobUpdate, NewCall, NewDelivery, NewJob, Replay, Reservation,
-    Store, StoreError,
+    CallEventIn, CallRecord, CallStatus, ClaimedDelivery, ClaimedJob, DeliveryAttempt,
+    DeliveryFilter, DeliveryRecord, DeliveryStatus, EnqueueOutcome, EventApplied, EventJobs,
+    IdempotencyRecord, JobEvent, JobFilter, JobRecord, JobUpdate, NewCall, NewDelivery, NewJob,
+    Replay, Reservation, Store, StoreError,
 };
 use crate::config::StorageConfig;
 use crate::ids::{CallId, DeliveryId, JobId};
@@ -245,9 +245,10 @@ impl Store for PgStore {
         lease_until_ms: i64,
         limit: usize,
     ) -> Result<Vec<ClaimedJob>, StoreError> {
+        let claim_id = super::new_claim_id(owner);
         on_conn!(self, |c| jobs::claim_jobs(
             &c,
-            owner,
+            &claim_id,
             now_ms,
             lease_until_ms,
             limit
@@ -258,22 +259,22 @@ impl Store for PgStore {
     async fn renew_lease(
         &self,
         job_id: &JobId,
-        owner: &str,
+        claim_id: &str,
         until_ms: i64,
     ) -> Result<bool, StoreError> {
-        on_conn!(self, |c| jobs::renew_lease(&c, job_id, owner, until_ms)
+        on_conn!(self, |c| jobs::renew_lease(&c, job_id, claim_id, until_ms)
             .await)
     }
 
     async fn finish_claim(
         &self,
         job_id: &JobId,
-        owner: &str,
+        claim_id: &str,
         update: JobUpdate,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
         in_tx!(self, |tx| jobs::finish_claim(
-            &tx, job_id, owner, &update, now_ms
+            &tx, job_id, claim_id, &update, now_ms
         )
         .await?)
     }
@@ -388,11 +389,12 @@ impl Store for PgStore {
         now_ms: i64,
         lease_until_ms: i64,
         limit: usize,
-    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        let claim_id = super::new_claim_id(owner);
         on_conn!(self, |c| deliveries::claim(
             &c,
             endpoint,
-            owner,
+            &claim_id,
             now_ms,
             lease_until_ms,
             limit
@@ -403,13 +405,13 @@ impl Store for PgStore {
     async fn finish_delivery_attempt(
         &self,
         id: &DeliveryId,
-        owner: &str,
+        claim_id: &str,
         attempt: DeliveryAttempt,
         status: DeliveryStatus,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
         in_tx!(self, |tx| deliveries::finish_attempt(
-            &tx, id, owner, &attempt, status, now_ms
+            &tx, id, claim_id, &attempt, status, now_ms
         )
         .await?)
     }
@@ -417,10 +419,11 @@ impl Store for PgStore {
     async fn release_deliveries(
         &self,
         ids: Vec<DeliveryId>,
-        owner: &str,
+        claim_id: &str,
         due_ms: i64,
     ) -> Result<(), StoreError> {
-        on_conn!(self, |c| deliveries::release(&c, &ids, owner, due_ms).await)
+        on_conn!(self, |c| deliveries::release(&c, &ids, claim_id, due_ms)
+            .await)
     }
 
     async fn delivery(&self, id: &DeliveryId) -> Result<Option<DeliveryRecord>, StoreError> {
