@@ -20,6 +20,7 @@ use crate::support::pg::Schema;
 async fn open(url: &str, cfg: &StorageConfig) -> Arc<dyn Store> {
     let cfg = StorageConfig {
         url: url.to_owned(),
+        pool_size: cfg.pool_size.min(4),
         ..cfg.clone()
     };
     let dir = tempfile::tempdir().unwrap();
