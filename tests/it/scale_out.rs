@@ -345,7 +345,7 @@ async fn three_instances_on_postgres_lose_nothing_and_dial_once_through_a_sigkil
 
     // Kill the second instance once calls are being placed through it all.
     eventually(
-        Duration::from_secs(60),
+        Duration::from_secs(180),
         "a quarter of the numbers dialed",
         || async { (platform.dials().len() >= TRIGGERS / 4).then_some(()) },
     )
