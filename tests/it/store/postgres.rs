@@ -6,7 +6,6 @@
 //! and the store recovers when it is back.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,7 +14,7 @@ use callgate::store::{EnqueueOutcome, JobFilter, Reservation, Store, StoreError}
 use futures_util::future::join_all;
 
 use super::make::{self, AGENT, LATER, T0};
-use crate::support::pg::Schema;
+use crate::support::pg::{Proxy, Schema};
 
 async fn open(url: &str, cfg: &StorageConfig) -> Arc<dyn Store> {
     let cfg = StorageConfig {
@@ -142,86 +141,19 @@ async fn two_instances_share_idempotency_keys_lines_and_the_queue() {
     b.close().await;
 }
 
-/// A TCP proxy in front of PostgreSQL that can play dead: close every
-/// connection and take new ones without ever answering.
-struct Proxy {
-    port: u16,
-    dead: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
-    accept: tokio::task::JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start(upstream: String) -> Proxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let dead = Arc::new(AtomicBool::new(false));
-        let conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
-        let (d, c) = (dead.clone(), conns.clone());
-        let accept = tokio::spawn(async move {
-            let mut silent = Vec::new();
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if d.load(Ordering::SeqCst) {
-                    silent.push(inbound); // held open, never answered
-                    continue;
-                }
-                let upstream = upstream.clone();
-                let task = tokio::spawn(async move {
-                    if let Ok(mut out) = tokio::net::TcpStream::connect(&upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
-                    }
-                });
-                c.lock().unwrap().push(task.abort_handle());
-            }
-        });
-        Proxy {
-            port,
-            dead,
-            conns,
-            accept,
-        }
-    }
-
-    fn die(&self) {
-        self.dead.store(true, Ordering::SeqCst);
-        for c in self.conns.lock().unwrap().drain(..) {
-            c.abort();
-        }
-    }
-
-    fn revive(&self) {
-        self.dead.store(false, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.die();
-        self.accept.abort();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_server_is_unavailable_within_the_bound_and_the_store_recovers() {
     let url = crate::pg_url_or_skip!(
         "a_dead_server_is_unavailable_within_the_bound_and_the_store_recovers"
     );
     let schema = Schema::create(&url);
-    let mut proxied = url::Url::parse(&schema.url).unwrap();
-    let upstream = format!(
-        "{}:{}",
-        proxied.host_str().unwrap(),
-        proxied.port().unwrap_or(5432)
-    );
-    let proxy = Proxy::start(upstream).await;
-    proxied.set_host(Some("127.0.0.1")).unwrap();
-    proxied.set_port(Some(proxy.port)).unwrap();
+    let (proxy, proxied) = Proxy::in_front_of(&schema.url).await;
     let cfg = StorageConfig {
         busy_timeout: Duration::from_secs(1),
         connect_timeout: Duration::from_secs(1),
         ..StorageConfig::default()
     };
-    let store = open(proxied.as_str(), &cfg).await;
+    let store = open(&proxied, &cfg).await;
     let j = make::job(T0);
     store.enqueue(j.clone()).await.unwrap();
     assert!(store.job(&j.id).await.unwrap().is_some());
@@ -336,4 +268,160 @@ async fn poll_only_keeps_no_listen_session() {
     assert!(woken.is_err(), "poll_only, yet something woke the runner");
     assert_eq!(listeners(&schema), 0);
     store.close().await;
+}
+
+/// Asks every store for leadership; the indices of those that lead.
+async fn leaders(stores: &[Arc<dyn Store>]) -> Vec<usize> {
+    let answers = join_all(stores.iter().map(|s| s.try_lead())).await;
+    answers
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| matches!(a, Ok(true)))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Asks `stores` (every 50 ms) until exactly one leads; that one.
+async fn one_leader_within(stores: &[Arc<dyn Store>], within: Duration) -> usize {
+    let deadline = Instant::now() + within;
+    loop {
+        let now = leaders(stores).await;
+        if now.len() == 1 {
+            return now[0];
+        }
+        assert!(now.len() < 2, "two leaders at once: {now:?}");
+        assert!(Instant::now() < deadline, "no leader within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_instances_sharing_a_schema_one_leads_and_another_takes_over_when_it_goes() {
+    let url = crate::pg_url_or_skip!(
+        "of_instances_sharing_a_schema_one_leads_and_another_takes_over_when_it_goes"
+    );
+    let schema = Schema::create(&url);
+    // Another schema's instance leads there, not here: the lock is per
+    // schema.
+    let elsewhere = Schema::create(&url);
+    let other = open(&elsewhere.url, &StorageConfig::default()).await;
+    assert!(other.try_lead().await.unwrap());
+
+    let cfg = StorageConfig {
+        busy_timeout: Duration::from_secs(1),
+        connect_timeout: Duration::from_secs(1),
+        ..StorageConfig::default()
+    };
+    let mut stores: Vec<Arc<dyn Store>> = join_all((0..3).map(|_| open(&schema.url, &cfg))).await;
+    assert!(stores.iter().all(|s| !s.is_leader()), "nobody asked yet");
+    let first = leaders(&stores).await;
+    assert_eq!(first.len(), 1, "{first:?}");
+    // Asking again changes nothing: the leader keeps it, the others wait.
+    for _ in 0..3 {
+        assert_eq!(leaders(&stores).await, first);
+    }
+    let flags: Vec<bool> = stores.iter().map(|s| s.is_leader()).collect();
+    assert_eq!(flags.iter().filter(|l| **l).count(), 1);
+    assert!(flags[first[0]]);
+
+    // The leader closes (a graceful stop): another takes over.
+    let gone = stores.remove(first[0]);
+    gone.close().await;
+    assert!(!gone.is_leader());
+    let within = Duration::from_secs(10);
+    let second = one_leader_within(&stores, within).await;
+
+    // The leader's session is killed under it (a crash, a cut connection):
+    // the server frees the lock, and the other instance takes it.
+    let killed = schema.execute(
+        &format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' \
+             AND granted AND classid = {} AND objid = hashtext(current_schema())::oid \
+             AND objsubid = 2",
+            0x6367_0003
+        ),
+        &[],
+    );
+    assert_eq!(killed, 1, "the leader's session holds the lock");
+    let survivor = 1 - second;
+    let deadline = Instant::now() + within;
+    while !matches!(stores[survivor].try_lead().await, Ok(true)) {
+        assert!(
+            Instant::now() < deadline,
+            "nobody took over within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The old leader learns of it at its next attempt.
+    assert!(!matches!(stores[second].try_lead().await, Ok(true)));
+    assert!(!stores[second].is_leader());
+    assert!(stores[survivor].is_leader());
+    assert_eq!(leaders(&stores).await, vec![survivor]);
+
+    // The other schema's leader was never disturbed.
+    assert!(other.try_lead().await.unwrap());
+    for s in stores {
+        s.close().await;
+    }
+    other.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_the_server_loses_leadership_and_regains_it_when_back() {
+    let url = crate::pg_url_or_skip!(
+        "a_leader_cut_off_from_the_server_loses_leadership_and_regains_it_when_back"
+    );
+    let schema = Schema::create(&url);
+    let (proxy, proxied) = Proxy::in_front_of(&schema.url).await;
+    let cfg = StorageConfig {
+        busy_timeout: Duration::from_secs(1),
+        connect_timeout: Duration::from_secs(1),
+        ..StorageConfig::default()
+    };
+    let cut = open(&proxied, &cfg).await;
+    let direct = open(&schema.url, &cfg).await;
+    assert!(cut.try_lead().await.unwrap());
+    assert!(!direct.try_lead().await.unwrap());
+
+    proxy.die();
+    let started = Instant::now();
+    let answer = cut.try_lead().await;
+    assert!(
+        matches!(answer, Err(StoreError::Unavailable(_))),
+        "{answer:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!cut.is_leader());
+    // The server saw the session end (the proxy closed it): the instance
+    // still connected takes over.
+    let within = Duration::from_secs(10);
+    let deadline = Instant::now() + within;
+    while !direct.try_lead().await.unwrap() {
+        assert!(Instant::now() < deadline, "no take-over within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    proxy.revive();
+    // Back, but the lock is taken: it waits its turn.
+    let deadline = Instant::now() + within;
+    loop {
+        match cut.try_lead().await {
+            Ok(leads) => {
+                assert!(!leads, "two leaders");
+                break;
+            }
+            Err(e) => assert!(Instant::now() < deadline, "never reconnected: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    direct.close().await;
+    let deadline = Instant::now() + within;
+    while !cut.try_lead().await.unwrap_or(false) {
+        assert!(Instant::now() < deadline, "no take-over within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cut.close().await;
 }
