@@ -67,11 +67,13 @@ async fn only_the_leader_expires_idempotency_keys_and_another_takes_over_when_it
     // The leader stops: the follower leads within a few seconds, and its
     // clean-up (the key has expired by its clock) removes the key.
     leader.stop().await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let stopped = Instant::now();
+    let deadline = stopped + Duration::from_secs(15);
     while ready(&follower).await["leader"] != true {
         assert!(Instant::now() < deadline, "nobody took over");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    eprintln!("took over {:?} after the leader stopped", stopped.elapsed());
     while keys() != 0 {
         assert!(
             Instant::now() < deadline,

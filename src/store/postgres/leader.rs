@@ -13,6 +13,12 @@
 //! a hand-over two instances may both believe they lead (the old leader
 //! learns of its loss at its next check): everything gated by leadership
 //! is idempotent, so that only costs a duplicate pass, never wrong data.
+//!
+//! With `storage.poll_only` (a pooler in transaction mode in front, so no
+//! session of one's own: a session lock would stay on whichever server
+//! connection the pooler picked, and be found "held" by other clients
+//! sharing it) there is no election: every instance leads, as every
+//! instance ran the housekeeping before leadership existed.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -30,6 +36,8 @@ pub(super) struct Leader {
     session: tokio::sync::Mutex<Option<Session>>,
     leading: AtomicBool,
     closed: AtomicBool,
+    /// `false` with `storage.poll_only`: always the leader.
+    elect: bool,
 }
 
 struct Session {
@@ -47,7 +55,7 @@ impl Drop for Session {
 }
 
 impl Leader {
-    pub(super) fn new(pg: &tokio_postgres::Config, timeout: Duration) -> Self {
+    pub(super) fn new(pg: &tokio_postgres::Config, timeout: Duration, elect: bool) -> Self {
         let mut pg = pg.clone();
         // Named, so an operator sees which session holds leadership
         // (`pg_stat_activity`).
@@ -57,8 +65,9 @@ impl Leader {
             pg,
             timeout,
             session: tokio::sync::Mutex::new(None),
-            leading: AtomicBool::new(false),
+            leading: AtomicBool::new(!elect),
             closed: AtomicBool::new(false),
+            elect,
         }
     }
 
@@ -71,6 +80,9 @@ impl Leader {
     pub(super) async fn try_lead(&self) -> Result<bool, StoreError> {
         if self.closed.load(Ordering::Relaxed) {
             return Err(StoreError::Closed);
+        }
+        if !self.elect {
+            return Ok(true);
         }
         let mut slot = self.session.lock().await;
         let result = match tokio::time::timeout(self.timeout, self.attempt(&mut slot)).await {

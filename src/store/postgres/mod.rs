@@ -89,9 +89,13 @@ impl PgStore {
     /// Connects, checks durability, migrates, and starts the writer.
     pub async fn open(cfg: &StorageConfig) -> anyhow::Result<Self> {
         let pg = connect::session_config(cfg)?;
-        connect::prepare(&pg, cfg.connect_timeout + cfg.busy_timeout)
-            .await
-            .context("preparing the PostgreSQL schema")?;
+        connect::prepare_retrying(
+            &pg,
+            cfg.connect_timeout + cfg.busy_timeout,
+            cfg.start_timeout,
+        )
+        .await
+        .context("preparing the PostgreSQL schema")?;
         let pool = connect::pool_of(&pg, cfg, cfg.pool_size.max(1))?;
         let writer_pool = connect::pool_of(&pg, cfg, 1)?;
         let op_timeout = cfg.connect_timeout + cfg.busy_timeout;
@@ -108,7 +112,7 @@ impl PgStore {
             connect_timeout: cfg.connect_timeout,
             poll_only: cfg.poll_only,
             listener: std::sync::Mutex::new(None),
-            leader: leader::Leader::new(&pg, op_timeout),
+            leader: leader::Leader::new(&pg, op_timeout, !cfg.poll_only),
             pg,
         })
     }

@@ -267,6 +267,12 @@ async fn poll_only_keeps_no_listen_session() {
     let woken = tokio::time::timeout(Duration::from_secs(2), wake.notified()).await;
     assert!(woken.is_err(), "poll_only, yet something woke the runner");
     assert_eq!(listeners(&schema), 0);
+    // No session for a leader's lock either: every instance leads (the
+    // housekeeping passes are idempotent).
+    let other = open(&schema.url, &cfg).await;
+    assert!(store.is_leader() && other.is_leader());
+    assert!(store.try_lead().await.unwrap() && other.try_lead().await.unwrap());
+    other.close().await;
     store.close().await;
 }
 
@@ -424,4 +430,70 @@ async fn a_leader_cut_off_from_the_server_loses_leadership_and_regains_it_when_b
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     cut.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_start_a_server_that_is_down_is_retried_until_start_timeout() {
+    let url =
+        crate::pg_url_or_skip!("at_start_a_server_that_is_down_is_retried_until_start_timeout");
+    let schema = Schema::create(&url);
+    let (proxy, proxied) = Proxy::in_front_of(&schema.url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StorageConfig {
+        url: proxied,
+        busy_timeout: Duration::from_secs(1),
+        connect_timeout: Duration::from_secs(1),
+        start_timeout: Duration::from_secs(30),
+        ..StorageConfig::default()
+    };
+    // Down when the store starts; back 2 s later.
+    proxy.die();
+    let back = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        proxy.revive();
+        Instant::now()
+    };
+    let (opened, back_at) = tokio::join!(callgate::store::open(&cfg, dir.path()), back);
+    let store = opened.expect("the store opens once the server is back");
+    let waited = back_at.elapsed();
+    eprintln!("opened {waited:?} after the server came back");
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+    store.enqueue(make::job(T0)).await.unwrap();
+    store.close().await;
+
+    // Down for longer than start_timeout: an error, within about that.
+    proxy.die();
+    let cfg = StorageConfig {
+        start_timeout: Duration::from_secs(3),
+        ..cfg
+    };
+    let started = Instant::now();
+    let opened = callgate::store::open(&cfg, dir.path()).await;
+    let took = started.elapsed();
+    assert!(opened.is_err());
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(8),
+        "gave up after {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_start_an_answer_waiting_cannot_change_fails_at_once() {
+    let url = crate::pg_url_or_skip!("at_start_an_answer_waiting_cannot_change_fails_at_once");
+    let mut missing = url::Url::parse(&url).unwrap();
+    missing.set_path("/callgate_no_such_database");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StorageConfig {
+        url: missing.to_string(),
+        start_timeout: Duration::from_secs(60),
+        ..StorageConfig::default()
+    };
+    let started = Instant::now();
+    let opened = callgate::store::open(&cfg, dir.path()).await;
+    assert!(opened.is_err());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a missing database was retried: {:?}",
+        started.elapsed()
+    );
 }
