@@ -68,6 +68,28 @@ async fn while_postgres_is_cut_off_triggers_get_503_fast_and_service_resumes_whe
         assert_eq!(body["type"], "urn:callgate:problem:storage-unavailable");
         refused.push(idem);
     }
+    // Without an Idempotency-Key nothing is looked up first: the job goes
+    // straight to the group-commit writer, which cannot commit it.
+    for i in 0..3 {
+        let started = Instant::now();
+        let r = app
+            .client
+            .post(app.url("/v1/triggers/demo-call"))
+            .bearer_auth(app.key("zapier"))
+            .json(&json!({"phone_number": format!("+1555012{:04}", 3000 + i)}))
+            .send()
+            .await
+            .unwrap();
+        let took = started.elapsed();
+        slowest = slowest.max(took);
+        assert!(
+            took < Duration::from_secs(5),
+            "unkeyed answer took {took:?}"
+        );
+        assert!(r.headers().contains_key("retry-after"));
+        let body = problem(r, 503).await;
+        assert_eq!(body["type"], "urn:callgate:problem:storage-unavailable");
+    }
     eprintln!("slowest 503 while PostgreSQL was cut off: {slowest:?}");
     let started = Instant::now();
     let r = app.client.get(app.url("/readyz")).send().await.unwrap();
@@ -98,7 +120,7 @@ async fn while_postgres_is_cut_off_triggers_get_503_fast_and_service_resumes_whe
     assert_eq!(r.status(), 200);
 
     // Nothing half-written: every 202 has its job and key, every 503 has
-    // neither.
+    // neither (the job count covers the unkeyed ones).
     for (idem, job) in &accepted {
         let id = JobId::parse(job).unwrap();
         assert!(app.store().job(&id).await.unwrap().is_some(), "{idem}");
