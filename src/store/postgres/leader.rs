@@ -112,6 +112,7 @@ impl Leader {
                 let connection = tokio::spawn(async move {
                     let _ = connection.await;
                 });
+                self.bound_session(&client).await;
                 slot.insert(Session {
                     client,
                     connection,
@@ -135,6 +136,27 @@ impl Leader {
             .try_get(0)
             .map_err(|e| StoreError::Corrupt(format!("pg_try_advisory_lock: {e}")))?;
         Ok(session.holds)
+    }
+
+    /// A leader whose machine vanished (no FIN, no RST reaches the server)
+    /// must not keep the lock for as long as TCP takes to notice (hours by
+    /// default): the server ends the session itself once it has been idle
+    /// for `idle` (a live leader checks in every few seconds), and probes
+    /// the socket sooner than its default. Best effort: a server older
+    /// than PostgreSQL 14 has no `idle_session_timeout`, and keepalive
+    /// settings are ignored where the platform has none.
+    async fn bound_session(&self, client: &Client) {
+        let idle = (self.timeout * 2).max(Duration::from_secs(10)).as_millis();
+        for set in [
+            format!("SET idle_session_timeout = {idle}"),
+            "SET tcp_keepalives_idle = 10".to_owned(),
+            "SET tcp_keepalives_interval = 5".to_owned(),
+            "SET tcp_keepalives_count = 3".to_owned(),
+        ] {
+            if let Err(e) = client.batch_execute(&set).await {
+                tracing::debug!(error = %e, statement = set, "leadership session setting refused");
+            }
+        }
     }
 
     fn set(&self, leading: bool, error: Option<&StoreError>) {

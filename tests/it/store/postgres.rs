@@ -497,3 +497,41 @@ async fn at_start_an_answer_waiting_cannot_change_fails_at_once() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_machine_vanished_loses_the_lock_within_seconds_not_hours() {
+    let url = crate::pg_url_or_skip!(
+        "a_leader_whose_machine_vanished_loses_the_lock_within_seconds_not_hours"
+    );
+    let schema = Schema::create(&url);
+    let (proxy, proxied) = Proxy::in_front_of(&schema.url).await;
+    let cfg = StorageConfig {
+        busy_timeout: Duration::from_secs(1),
+        connect_timeout: Duration::from_secs(1),
+        ..StorageConfig::default()
+    };
+    let vanishing = open(&proxied, &cfg).await;
+    let survivor = open(&schema.url, &cfg).await;
+    assert!(vanishing.try_lead().await.unwrap());
+    assert!(!survivor.try_lead().await.unwrap());
+
+    // The server keeps the leader's socket open and hears nothing more:
+    // without a bound of its own it would keep the session (and the lock)
+    // until TCP gives up, hours later. The session's idle bound here is
+    // 10 s (at least twice the store's 2 s operation bound).
+    proxy.partition();
+    let started = Instant::now();
+    assert!(vanishing.try_lead().await.is_err());
+    assert!(!vanishing.is_leader());
+    let within = Duration::from_secs(30);
+    while !survivor.try_lead().await.unwrap() {
+        assert!(
+            started.elapsed() < within,
+            "the vanished leader's session still holds the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("took over {:?} after the partition", started.elapsed());
+    survivor.close().await;
+    vanishing.close().await;
+}

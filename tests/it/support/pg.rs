@@ -185,6 +185,10 @@ macro_rules! pg_url_or_skip {
 pub struct Proxy {
     pub port: u16,
     dead: Arc<AtomicBool>,
+    /// `true`: the connections stop, their server side left open.
+    partitioned: tokio::sync::watch::Sender<bool>,
+    /// Server sides of partitioned connections, never closed nor written.
+    stranded: Arc<Mutex<Vec<tokio::net::TcpStream>>>,
     conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
     accept: tokio::task::JoinHandle<()>,
 }
@@ -210,6 +214,9 @@ impl Proxy {
         let dead = Arc::new(AtomicBool::new(false));
         let conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
         let (d, c) = (dead.clone(), conns.clone());
+        let (partitioned, _) = tokio::sync::watch::channel(false);
+        let stranded: Arc<Mutex<Vec<tokio::net::TcpStream>>> = Arc::default();
+        let (p, st) = (partitioned.clone(), stranded.clone());
         let accept = tokio::spawn(async move {
             let mut silent = Vec::new();
             while let Ok((mut inbound, _)) = listener.accept().await {
@@ -218,9 +225,16 @@ impl Proxy {
                     continue;
                 }
                 let upstream = upstream.clone();
+                let (mut cut, stranded) = (p.subscribe(), st.clone());
                 let task = tokio::spawn(async move {
                     if let Ok(mut out) = tokio::net::TcpStream::connect(&upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                        let copied = tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut out) => true,
+                            _ = cut.wait_for(|p| *p) => false,
+                        };
+                        if !copied {
+                            stranded.lock().unwrap().push(out);
+                        }
                     }
                 });
                 c.lock().unwrap().push(task.abort_handle());
@@ -229,6 +243,8 @@ impl Proxy {
         Proxy {
             port,
             dead,
+            partitioned,
+            stranded,
             conns,
             accept,
         }
@@ -242,15 +258,26 @@ impl Proxy {
         }
     }
 
+    /// A network partition: the client's side of every connection is
+    /// closed, the server's side stays open and silent (as when a client
+    /// machine vanishes: no FIN or RST reaches the server); new
+    /// connections are taken and never answered.
+    pub fn partition(&self) {
+        self.dead.store(true, Ordering::SeqCst);
+        self.partitioned.send_replace(true);
+    }
+
     /// Lets new connections through again.
     pub fn revive(&self) {
         self.dead.store(false, Ordering::SeqCst);
+        self.partitioned.send_replace(false);
     }
 }
 
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.die();
+        self.stranded.lock().unwrap().clear();
         self.accept.abort();
     }
 }
