@@ -15,6 +15,7 @@ mod deliveries;
 mod delivery_log;
 mod engines;
 mod jobs;
+mod leadership;
 mod lifecycle;
 mod lines;
 mod make;
