@@ -151,9 +151,17 @@ pub struct StorageConfig {
     /// itself unavailable.
     #[serde(default = "default_connect_timeout", with = "duration")]
     pub connect_timeout: Duration,
+    /// PostgreSQL: at start, how long to keep trying to reach a server
+    /// that is down, still starting or not answering (with a growing
+    /// pause) before giving up with an error. An answer that waiting will
+    /// not change (a wrong password, no such database, `fsync` off) fails
+    /// at once.
+    #[serde(default = "default_start_timeout", with = "duration")]
+    pub start_timeout: Duration,
     /// PostgreSQL: no LISTEN connection; runners find jobs other instances
     /// accepted only by polling (`runner.poll_interval`). For poolers that
-    /// cannot keep a session (PgBouncer in transaction mode).
+    /// cannot keep a session (PgBouncer in transaction mode). Nor a
+    /// leadership session: every instance runs the housekeeping.
     #[serde(default)]
     pub poll_only: bool,
 }
@@ -168,6 +176,7 @@ impl Default for StorageConfig {
             read_connections: default_read_connections(),
             pool_size: default_pool_size(),
             connect_timeout: default_connect_timeout(),
+            start_timeout: default_start_timeout(),
             poll_only: false,
         }
     }
@@ -366,6 +375,9 @@ fn default_pool_size() -> usize {
 }
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(5)
+}
+fn default_start_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 fn default_per_ip() -> RateSpec {
     RateSpec {

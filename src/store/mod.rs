@@ -262,6 +262,23 @@ pub trait Store: Send + Sync + 'static {
     /// Rows by status of jobs, calls and deliveries: (table, status, count).
     async fn status_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError>;
 
+    /// Housekeeping leadership: tries to become (or checks it still is)
+    /// the one process, of those sharing the database, that runs the
+    /// housekeeping (retention purges, stale-call checks, idempotency
+    /// expiry, the status counts); `Ok(true)` when it leads. Callers ask
+    /// every few seconds and before each pass read `is_leader`. On an error
+    /// the process does not lead. The default always leads: an engine only
+    /// one process writes has nobody to share the work with.
+    async fn try_lead(&self) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    /// The answer of the last `try_lead` (no I/O; `false` before the first
+    /// on a shared engine).
+    fn is_leader(&self) -> bool {
+        true
+    }
+
     /// From now until `close`, calls `wake.notify_one()` when any process
     /// sharing the database commits new jobs (PostgreSQL: LISTEN/NOTIFY),
     /// so this process's runner claims them without waiting for its next

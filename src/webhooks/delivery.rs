@@ -80,7 +80,10 @@ impl Deliverer {
             self.dispatch(&mut inflight).await;
             if last_purge.elapsed() >= Duration::from_secs(600) {
                 last_purge = Instant::now();
-                self.purge().await;
+                // Retention is housekeeping: the leader's alone.
+                if self.inner.store.is_leader() {
+                    self.purge().await;
+                }
                 self.fail_unconfigured().await;
             }
             tokio::select! {

@@ -89,7 +89,7 @@ impl Gateway {
 
     /// The store's row counts by status for `table` (`jobs`, `calls`,
     /// `deliveries`), as `/metrics` reports them (scope `metrics:read`).
-    async fn status_gauges(
+    pub(crate) async fn status_gauges(
         &self,
         client: &reqwest::Client,
         key: &str,
@@ -174,7 +174,7 @@ pub(crate) fn config_dir() -> (tempfile::TempDir, String) {
 
 /// Mints a key `ops` in the config dir `dir` that reads jobs, deliveries
 /// and metrics (before the gateway starts).
-fn ops_key(dir: &Path) -> String {
+pub(crate) fn ops_key(dir: &Path) -> String {
     callgate::auth::api_key::add_to_file(
         &dir.join("keys.toml"),
         "ops",

@@ -24,6 +24,7 @@ mod connect;
 mod convert;
 mod deliveries;
 mod jobs;
+mod leader;
 mod listen;
 mod reads;
 mod schema;
@@ -80,15 +81,21 @@ pub struct PgStore {
     connect_timeout: Duration,
     poll_only: bool,
     listener: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Housekeeping leadership (a session of its own).
+    leader: leader::Leader,
 }
 
 impl PgStore {
     /// Connects, checks durability, migrates, and starts the writer.
     pub async fn open(cfg: &StorageConfig) -> anyhow::Result<Self> {
         let pg = connect::session_config(cfg)?;
-        connect::prepare(&pg, cfg.connect_timeout + cfg.busy_timeout)
-            .await
-            .context("preparing the PostgreSQL schema")?;
+        connect::prepare_retrying(
+            &pg,
+            cfg.connect_timeout + cfg.busy_timeout,
+            cfg.start_timeout,
+        )
+        .await
+        .context("preparing the PostgreSQL schema")?;
         let pool = connect::pool_of(&pg, cfg, cfg.pool_size.max(1))?;
         let writer_pool = connect::pool_of(&pg, cfg, 1)?;
         let op_timeout = cfg.connect_timeout + cfg.busy_timeout;
@@ -102,10 +109,11 @@ impl PgStore {
             pool,
             writer,
             op_timeout,
-            pg,
             connect_timeout: cfg.connect_timeout,
             poll_only: cfg.poll_only,
             listener: std::sync::Mutex::new(None),
+            leader: leader::Leader::new(&pg, op_timeout, !cfg.poll_only),
+            pg,
         })
     }
 
@@ -234,6 +242,7 @@ impl Store for PgStore {
         if let Some(task) = listener {
             task.abort();
         }
+        self.leader.close().await;
         self.writer.close().await;
         self.pool.close();
     }
@@ -470,6 +479,14 @@ impl Store for PgStore {
 
     async fn status_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
         on_conn!(self, |c| reads::status_counts(&c).await)
+    }
+
+    async fn try_lead(&self) -> Result<bool, StoreError> {
+        self.leader.try_lead().await
+    }
+
+    fn is_leader(&self) -> bool {
+        self.leader.is_leader()
     }
 
     fn notify_new_jobs(&self, wake: Arc<tokio::sync::Notify>) {

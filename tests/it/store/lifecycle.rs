@@ -74,6 +74,15 @@ pub async fn check_writable_commits_through_the_writer(store: &dyn Store) {
 }
 
 /// Polls `f` once: its result if it finished at once.
+/// Alone on its database, a store leads (SQLite always does; PostgreSQL
+/// takes the free lock), and keeps leading when asked again.
+pub async fn a_lone_instance_leads_the_housekeeping(store: &dyn Store) {
+    for _ in 0..2 {
+        assert!(store.try_lead().await.unwrap());
+        assert!(store.is_leader());
+    }
+}
+
 async fn poll_once<F: Future + Unpin>(f: &mut F) -> Option<F::Output> {
     std::future::poll_fn(|cx| {
         Poll::Ready(match Pin::new(&mut *f).poll(cx) {

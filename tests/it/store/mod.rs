@@ -15,6 +15,7 @@ mod deliveries;
 mod delivery_log;
 mod engines;
 mod jobs;
+mod leadership;
 mod lifecycle;
 mod lines;
 mod make;
@@ -92,6 +93,7 @@ conformance! {
         delivery_log::a_large_purge_removes_every_finished_delivery,
         lifecycle::status_counts_count_every_record_by_status,
         lifecycle::check_writable_commits_through_the_writer,
+        lifecycle::a_lone_instance_leads_the_housekeeping,
     ],
     db: [
         lifecycle::a_blocked_writer_refuses_enqueues_at_once_past_its_bound,
