@@ -43,8 +43,8 @@
 #      a. accept path (after the SQLite gateway, before the runner): the same
 #         warm-up, measured run and checks as 3./4. against
 #         scripts/bench/config, jobs counted in PostgreSQL;
-#      b. runner, saturation phase only (BENCH_RUNNER_JOBS triggers as in
-#         5a.): with one `serve` (runner on, scripts/bench/runner-config), and
+#      b. runner, saturation phase only (BENCH_PG_RUNNER_JOBS triggers, as
+#         in 5a.): with one `serve` (runner on, scripts/bench/runner-config), and
 #         with `serve --no-runner` plus two `run-worker` processes on the same
 #         schema (a copy of runner-config with a shared simulator secret; the
 #         workers' simulators post call events to the serve process via
@@ -75,6 +75,9 @@
 #   BENCH_PG_URL=         e.g. postgres://postgres@127.0.0.1:5432/test: also
 #                         benchmark PostgreSQL (6.); needs psql and a role
 #                         that may CREATE SCHEMA; unset: SQLite only
+#   BENCH_PG_RUNNER_JOBS= triggers per PostgreSQL runner phase (default
+#                         BENCH_RUNNER_JOBS; each phase must drain within
+#                         BENCH_RUNNER_DRAIN)
 #   BENCH_KEEP=1          keep the temp dir (logs, wrk output, database);
 #                         it is also kept when the run fails
 #   TMPDIR                where the temp data dir goes (its disk's fsync rate
@@ -127,11 +130,12 @@ RUNNER_CONNECTIONS=${BENCH_RUNNER_CONNECTIONS:-16}
 RUNNER_DRAIN=${BENCH_RUNNER_DRAIN:-180}
 RUNNER_WORKERS=${BENCH_RUNNER_WORKERS:-}
 PG_URL=${BENCH_PG_URL:-}
+PG_RUNNER_JOBS=${BENCH_PG_RUNNER_JOBS:-$RUNNER_JOBS}
 PG_TARGET_RATIO=0.2
 PG_TARGET_JOBS=1000
 
 for n in "$DURATION" "$WARMUP" "$CONNECTIONS" "$THREADS" "$RUNNER_JOBS" "$RUNNER_LOAD" \
-	"$RUNNER_STEADY" "$RUNNER_CONNECTIONS" "$RUNNER_DRAIN" ${RUNNER_RATE:+"$RUNNER_RATE"} \
+	"$RUNNER_STEADY" "$RUNNER_CONNECTIONS" "$RUNNER_DRAIN" "$PG_RUNNER_JOBS" ${RUNNER_RATE:+"$RUNNER_RATE"} \
 	${RUNNER_WORKERS:+"$RUNNER_WORKERS"}; do
 	[[ $n =~ ^[1-9][0-9]*$ ]] || die "BENCH_DURATION/WARMUP/CONNECTIONS/THREADS and BENCH_RUNNER_* must be positive integers"
 done
@@ -629,8 +633,8 @@ if [[ $RUNNER == 1 && -n $PG_URL ]]; then
 	if ((RUNNER_PG_BUSY > 15)); then
 		log "warning: the machine was ${RUNNER_PG_BUSY}% busy before the PostgreSQL runner benchmark (other processes); results are skewed"
 	fi
-	runner_phase runner-pg "$RUNNER_JOBS" 0 "$RUNNER_LOAD" "$CONNECTIONS" 0 pg
-	runner_phase runner-pg-workers "$RUNNER_JOBS" 0 "$RUNNER_LOAD" "$CONNECTIONS" 0 pg-workers
+	runner_phase runner-pg "$PG_RUNNER_JOBS" 0 "$RUNNER_LOAD" "$CONNECTIONS" 0 pg
+	runner_phase runner-pg-workers "$PG_RUNNER_JOBS" 0 "$RUNNER_LOAD" "$CONNECTIONS" 0 pg-workers
 	RUNNER_PG_PHASES=(runner-pg runner-pg-workers)
 fi
 
@@ -900,7 +904,7 @@ $(row "gateway on PostgreSQL: POST $TRIGGER_PATH, full accept path" gateway-pg)
 
 Setup: as above, but \`storage.url\` = $PG_URL_SHOWN in a fresh schema (\`?options=-csearch_path%3D<schema>\`, created and dropped by the script), over TCP on the same machine; the shipped storage defaults (pool_size 16 + the group-commit writer's connection). $PG_SETTINGS. The PostgreSQL server shares the machine's $(nproc) cores with wrk and callgate.
 
-Command (PostgreSQL part): \`BENCH_PG_URL=$PG_URL_SHOWN scripts/bench.sh\`, which adds:
+Command (PostgreSQL part): \`BENCH_PG_URL=$PG_URL_SHOWN${BENCH_PG_RUNNER_JOBS:+ BENCH_PG_RUNNER_JOBS=$PG_RUNNER_JOBS} scripts/bench.sh\`, which adds:
 \`\`\`
 psql -d \$BENCH_PG_URL -c 'CREATE SCHEMA <schema>'
 CALLGATE_LOG=warn CALLGATE_STORAGE__URL=\$BENCH_PG_URL?options=-csearch_path%3D<schema> target/release/callgate serve --config $CONFIG_DIR --data-dir \$TMP/gateway-pg --listen 127.0.0.1:<port>
@@ -923,8 +927,8 @@ EOF
 
 | phase | triggers accepted | accept rate /s | accept p99 ms (wrk) | jobs succeeded | calls completed | jobs executed/s | calls completed/s | claim p50 ms | claim p99 ms | claim max ms | accepted → call completed p50 / p99 ms | server CPU µs/job |
 |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
-$(rrow "one \`serve\` (runner on): $(num "$RUNNER_JOBS") triggers as fast as accepted" runner-pg)
-$(rrow "\`serve --no-runner\` + 2 \`run-worker\`: $(num "$RUNNER_JOBS") triggers as fast as accepted" runner-pg-workers)
+$(rrow "one \`serve\` (runner on): $(num "$PG_RUNNER_JOBS") triggers as fast as accepted" runner-pg)
+$(rrow "\`serve --no-runner\` + 2 \`run-worker\`: $(num "$PG_RUNNER_JOBS") triggers as fast as accepted" runner-pg-workers)
 
 - **jobs executed/s: one serve $(num "$(rstat runner-pg jobs_per_s)") (target >= $(num "$PG_TARGET_JOBS"): $(pg_jobs_ok runner-pg)), serve + 2 workers $(num "$(rstat runner-pg-workers jobs_per_s)") (target: $(pg_jobs_ok runner-pg-workers))**; SQLite saturation above: $(num "$(rstat runner-saturation jobs_per_s)")
 - by tenths of the succeeded jobs: one serve $(rstat runner-pg rate_tenths_per_s | sed 's/,/, /g') /s; serve + 2 workers $(rstat runner-pg-workers rate_tenths_per_s | sed 's/,/, /g') /s; done when the last trigger was accepted: $(num "$(rstat runner-pg done_at_last_accept_pct)")% and $(num "$(rstat runner-pg-workers done_at_last_accept_pct)")%
