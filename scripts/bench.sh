@@ -415,7 +415,8 @@ pg_schema() {
 # CPU time of every PostgreSQL server process (postmaster, backends,
 # background workers), in clock ticks; other clients' work is counted too.
 pg_ticks() {
-	cat /proc/[0-9]*/stat 2>/dev/null | awk '$2 == "(postgres)" { t += $14 + $15 } END { print t + 0 }'
+	# A process that ends between the glob and the read makes cat fail.
+	{ cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk '$2 == "(postgres)" { t += $14 + $15 } END { print t + 0 }'
 }
 
 start_gateway gateway "$CONFIG_DIR"
