@@ -143,7 +143,7 @@ cleanup() {
 	stop_server
 	for schema in "${PG_SCHEMAS[@]+"${PG_SCHEMAS[@]}"}"; do
 		timeout 60 psql -X -q -d "$PG_URL" -v ON_ERROR_STOP=1 \
-			-c "SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS $schema CASCADE" >&2 ||
+			-c "SET client_min_messages = warning; SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS $schema CASCADE" >&2 ||
 			log "could not drop the PostgreSQL schema $schema"
 	done
 	if [[ -n ${CG_OUT:-} ]]; then
