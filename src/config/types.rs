@@ -147,6 +147,10 @@ pub struct StorageConfig {
     /// runner's writes; the group-commit writer has one more of its own).
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
+    /// PostgreSQL: group-commit batches in flight at once, each on a
+    /// connection of its own (one runs while another's commit flushes).
+    #[serde(default = "default_write_connections")]
+    pub write_connections: usize,
     /// PostgreSQL: how long connecting may take before the store reports
     /// itself unavailable.
     #[serde(default = "default_connect_timeout", with = "duration")]
@@ -175,6 +179,7 @@ impl Default for StorageConfig {
             busy_timeout: default_busy_timeout(),
             read_connections: default_read_connections(),
             pool_size: default_pool_size(),
+            write_connections: default_write_connections(),
             connect_timeout: default_connect_timeout(),
             start_timeout: default_start_timeout(),
             poll_only: false,
@@ -363,6 +368,9 @@ fn default_max_pending_writes() -> usize {
 }
 fn default_max_batch() -> usize {
     512
+}
+fn default_write_connections() -> usize {
+    2
 }
 fn default_busy_timeout() -> Duration {
     Duration::from_secs(10)

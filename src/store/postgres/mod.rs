@@ -97,12 +97,14 @@ impl PgStore {
         .await
         .context("preparing the PostgreSQL schema")?;
         let pool = connect::pool_of(&pg, cfg, cfg.pool_size.max(1))?;
-        let writer_pool = connect::pool_of(&pg, cfg, 1)?;
+        let in_flight = cfg.write_connections.max(1);
+        let writer_pool = connect::pool_of(&pg, cfg, in_flight)?;
         let op_timeout = cfg.connect_timeout + cfg.busy_timeout;
         let writer = Writer::spawn(
             writer_pool,
             cfg.max_pending_writes,
             cfg.max_batch,
+            in_flight,
             op_timeout,
         );
         Ok(Self {

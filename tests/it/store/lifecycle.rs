@@ -83,7 +83,7 @@ pub async fn a_lone_instance_leads_the_housekeeping(store: &dyn Store) {
     }
 }
 
-async fn poll_once<F: Future + Unpin>(f: &mut F) -> Option<F::Output> {
+pub async fn poll_once<F: Future + Unpin>(f: &mut F) -> Option<F::Output> {
     std::future::poll_fn(|cx| {
         Poll::Ready(match Pin::new(&mut *f).poll(cx) {
             Poll::Ready(v) => Some(v),
@@ -95,10 +95,12 @@ async fn poll_once<F: Future + Unpin>(f: &mut F) -> Option<F::Output> {
 
 pub async fn a_blocked_writer_refuses_enqueues_at_once_past_its_bound(db: &TestDb) {
     db.store.close().await;
-    // One job in the writer's hands (batches of one), one waiting for it.
+    // One job in the writer's hands (batches of one, one batch in flight),
+    // one waiting for it.
     let cfg = StorageConfig {
         max_pending_writes: 1,
         max_batch: 1,
+        write_connections: 1,
         busy_timeout: Duration::from_secs(30),
         ..StorageConfig::default()
     };

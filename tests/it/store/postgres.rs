@@ -3,9 +3,11 @@
 //! apply once); instances share Idempotency-Keys, an agent's lines and the
 //! job queue without a job claimed twice; a server that dies or stops
 //! answering is `Unavailable` within the configured bound, never a hang,
-//! and the store recovers when it is back.
+//! and the store recovers when it is back. Two group-commit batches in
+//! flight at once with one Idempotency-Key make one job.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,6 +15,7 @@ use callgate::config::StorageConfig;
 use callgate::store::{EnqueueOutcome, JobFilter, Reservation, Store, StoreError};
 use futures_util::future::join_all;
 
+use super::lifecycle::poll_once;
 use super::make::{self, AGENT, LATER, T0};
 use crate::support::pg::{Proxy, Schema};
 
@@ -341,4 +344,80 @@ async fn at_start_an_answer_waiting_cannot_change_fails_at_once() {
         "a missing database was retried: {:?}",
         started.elapsed()
     );
+}
+
+/// Enqueues `job` and polls it once: the pending future when the writer
+/// took it in, after retrying while the queue is full (until `deadline`).
+async fn take_in(
+    store: &Arc<dyn Store>,
+    job: callgate::store::NewJob,
+    deadline: Instant,
+) -> impl Future<Output = Result<EnqueueOutcome, StoreError>> + Unpin {
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the writer never took {} in",
+            job.id
+        );
+        let store = store.clone();
+        let j = job.clone();
+        let mut f = Box::pin(async move { store.enqueue(j).await });
+        match poll_once(&mut f).await {
+            None => return f,
+            Some(Err(StoreError::Backpressure)) => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Some(other) => panic!("while writes are blocked: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_batches_in_flight_with_one_idempotency_key_make_one_job() {
+    let url = crate::pg_url_or_skip!("two_batches_in_flight_with_one_idempotency_key_make_one_job");
+    let schema = Schema::create(&url);
+    // Batches of one, two in flight, one more queued.
+    let cfg = StorageConfig {
+        max_pending_writes: 1,
+        max_batch: 1,
+        write_connections: 2,
+        busy_timeout: Duration::from_secs(30),
+        ..StorageConfig::default()
+    };
+    let store = open(&schema.url, &cfg).await;
+    let lock = schema.hold("LOCK TABLE jobs, idempotency_keys, heartbeat IN EXCLUSIVE MODE");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (a, b) = (
+        make::keyed(T0, "same", "h", LATER),
+        make::keyed(T0 + 1, "same", "h", LATER),
+    );
+    let c = make::job(T0 + 2);
+    let fa = take_in(&store, a.clone(), deadline).await;
+    let fb = take_in(&store, b.clone(), deadline).await;
+    // With one batch in flight, `b` would fill the queue and `c` could
+    // never be taken in while the tables are locked.
+    let fc = take_in(&store, c.clone(), deadline).await;
+    let mut d = Box::pin(store.enqueue(make::job(T0 + 3)));
+    assert!(
+        matches!(poll_once(&mut d).await, Some(Err(StoreError::Backpressure))),
+        "two batches in flight and one queued fill the pipe"
+    );
+    drop(d);
+    drop(lock);
+
+    let (ra, rb, rc) = (fa.await.unwrap(), fb.await.unwrap(), fc.await.unwrap());
+    assert_eq!(rc, EnqueueOutcome::Inserted);
+    let winner = match (ra, rb) {
+        (EnqueueOutcome::Inserted, EnqueueOutcome::IdempotencyConflict) => &a,
+        (EnqueueOutcome::IdempotencyConflict, EnqueueOutcome::Inserted) => &b,
+        other => panic!("one key, two batches: {other:?}"),
+    };
+    let rec = store
+        .idempotency(make::PRINCIPAL, make::TRIGGER, "same", T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.job_id, winner.id);
+    assert_eq!(store.count_jobs(JobFilter::default()).await.unwrap(), 2);
+    store.close().await;
 }
