@@ -22,6 +22,11 @@
 #             mint` (as scripts/bench.sh); answers 202 once the job is
 #             committed (SQLite, synchronous=FULL)
 #   test      the same with ?mode=test (validated, not stored; answers 200)
+#   pg        durable, but on PostgreSQL: CALLGATE_STORAGE__URL = CG_PG_URL
+#             with a fresh schema per run (`options=-csearch_path%3D<schema>`,
+#             created and dropped with psql); only callgate's instructions
+#             are counted, not the PostgreSQL server's. Default case list
+#             includes it when CG_PG_URL is set.
 #
 # Method (start-up, TLS handshake, warm-up and shutdown left out): for each
 # case the server is started under `valgrind --tool=callgrind` with a fresh
@@ -56,7 +61,8 @@
 #   CG_BODY_FILE   default scripts/bench/body.json of this tree
 #   CG_WARMUP=200 CG_REQUESTS=2000   requests before and inside the window
 #   CG_ROUNDS=1    runs per case (each a fresh server); the report lists each
-#   CG_CASES="baseline durable test"
+#   CG_CASES="baseline durable test" (+ pg when CG_PG_URL is set)
+#   CG_PG_URL=     e.g. postgres://postgres@127.0.0.1:5432/test (needs psql)
 #   CG_OUT=DIR     keep the callgrind.out files (and logs) in DIR, e.g. for
 #                  callgrind_annotate; by default they are deleted
 #   CG_TIMEOUT=600 longest wait, in seconds, for one valgrind run
@@ -78,7 +84,8 @@ BODY_FILE=${CG_BODY_FILE:-$ROOT/scripts/bench/body.json}
 WARMUP=${CG_WARMUP:-200}
 REQUESTS=${CG_REQUESTS:-2000}
 ROUNDS=${CG_ROUNDS:-1}
-CASES=${CG_CASES:-baseline durable test}
+PG_URL=${CG_PG_URL:-}
+CASES=${CG_CASES:-baseline durable test${PG_URL:+ pg}}
 TIMEOUT=${CG_TIMEOUT:-600}
 TRIGGER_PATH=/v1/triggers/demo-call
 
@@ -92,8 +99,14 @@ for n in "$WARMUP" "$REQUESTS" "$ROUNDS" "$TIMEOUT"; do
 	[[ $n =~ ^[1-9][0-9]*$ ]] || die "CG_WARMUP, CG_REQUESTS, CG_ROUNDS and CG_TIMEOUT must be positive integers"
 done
 for c in $CASES; do
-	[[ $c == baseline || $c == durable || $c == test ]] || die "unknown case '$c' in CG_CASES"
+	[[ $c == baseline || $c == durable || $c == test || $c == pg ]] || die "unknown case '$c' in CG_CASES"
+	[[ $c != pg || -n $PG_URL ]] || die "the pg case needs CG_PG_URL"
 done
+if [[ -n $PG_URL ]]; then
+	[[ $PG_URL =~ ^postgres(ql)?:// && $PG_URL != *options=* ]] ||
+		die "CG_PG_URL must be a postgres:// URL without options="
+	command -v psql >/dev/null 2>&1 || die "psql is required with CG_PG_URL"
+fi
 for t in valgrind callgrind_control python3; do
 	command -v "$t" >/dev/null 2>&1 || die "$t is required"
 done
@@ -105,6 +118,7 @@ command -v sqlite3 >/dev/null 2>&1 && HAVE_SQLITE=1
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/callgate-callgrind.XXXXXX")
 SERVER_PID=
+PG_SCHEMAS=()
 
 # Stops the server we started: SIGTERM, up to CG_TIMEOUT s, then SIGKILL.
 stop_server() {
@@ -127,6 +141,11 @@ cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM
 	stop_server
+	for schema in "${PG_SCHEMAS[@]+"${PG_SCHEMAS[@]}"}"; do
+		timeout 60 psql -X -q -d "$PG_URL" -v ON_ERROR_STOP=1 \
+			-c "SET client_min_messages = warning; SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS $schema CASCADE" >&2 ||
+			log "could not drop the PostgreSQL schema $schema"
+	done
 	if [[ -n ${CG_OUT:-} ]]; then
 		mkdir -p "$CG_OUT"
 		cp "$TMP"/callgrind.* "$TMP"/*.log "$CG_OUT"/ 2>/dev/null || true
@@ -220,7 +239,7 @@ EOF
 
 # run CASE ROUND: one valgrind run; sets IR (instructions in the window).
 run() {
-	local case=$1 round=$2 name port dir path expect out result jobs want
+	local case=$1 round=$2 name port dir path expect out result jobs want schema_url="" schema
 	name=$case-$round
 	port=$(free_port)
 	dir=$TMP/$name
@@ -230,7 +249,17 @@ run() {
 	if [[ $case == baseline ]]; then
 		"${vg[@]}" "$BASELINE_BIN" "127.0.0.1:$port" "$dir" >"$TMP/$name.stdout.log" 2>"$TMP/$name.log" &
 	else
-		env CALLGATE_LOG=warn "${vg[@]}" "$GATEWAY_BIN" serve --config "$CONFIG_DIR" --data-dir "$dir" \
+		local store_env=()
+		if [[ $case == pg ]]; then
+			schema="callgate_cg_$$_$round"
+			timeout 30 psql -X -q -d "$PG_URL" -v ON_ERROR_STOP=1 -c "CREATE SCHEMA $schema" >&2 ||
+				die "cannot create the PostgreSQL schema $schema"
+			PG_SCHEMAS+=("$schema")
+			if [[ $PG_URL == *\?* ]]; then schema_url="$PG_URL&"; else schema_url="$PG_URL?"; fi
+			schema_url+="options=-csearch_path%3D$schema"
+			store_env=("CALLGATE_STORAGE__URL=$schema_url")
+		fi
+		env CALLGATE_LOG=warn ${store_env[@]+"${store_env[@]}"} "${vg[@]}" "$GATEWAY_BIN" serve --config "$CONFIG_DIR" --data-dir "$dir" \
 			--listen "127.0.0.1:$port" >"$TMP/$name.stdout.log" 2>"$TMP/$name.log" &
 		[[ $case == test ]] && path="$TRIGGER_PATH?mode=test" expect=200
 	fi
@@ -249,7 +278,13 @@ run() {
 	[[ $IR =~ ^[0-9]+$ ]] || die "$name: no instruction total in $out.1"
 	grep -qE ' ERROR ' "$TMP/$name.log" && die "$name: the server logged errors ($TMP/$name.log)"
 	local check=""
-	if [[ $case != baseline ]] && ((HAVE_SQLITE)); then
+	if [[ $case == pg ]]; then
+		want=$((WARMUP + REQUESTS))
+		jobs=$(timeout 30 psql -X -q -At -d "$schema_url" -c "SELECT count(*) FROM jobs") ||
+			die "$name: cannot read the PostgreSQL schema"
+		((jobs == want)) || die "$name: PostgreSQL holds $jobs jobs, expected $want"
+		check=", $jobs jobs in PostgreSQL"
+	elif [[ $case != baseline ]] && ((HAVE_SQLITE)); then
 		want=$((WARMUP + REQUESTS))
 		[[ $case == test ]] && want=0
 		jobs=$(sqlite3 "$dir/callgate.db" "SELECT count(*) FROM jobs") || die "$name: cannot read the database"
@@ -283,6 +318,7 @@ label() {
 	baseline) echo "baseline: bare axum JSON handler, same TLS accept loop (202)" ;;
 	durable) echo "gateway: POST $TRIGGER_PATH, durable accept (202, job committed)" ;;
 	test) echo "gateway: POST $TRIGGER_PATH?mode=test (200, not stored)" ;;
+	pg) echo "gateway on PostgreSQL: POST $TRIGGER_PATH, durable accept (202, job committed; callgate only)" ;;
 	esac
 }
 

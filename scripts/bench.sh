@@ -36,6 +36,23 @@
 #      call's end. Checks: every job succeeded, every call completed, no
 #      wrk errors, no ERROR in the gateway log; warnings are reported.
 #
+#   6. PostgreSQL (only with BENCH_PG_URL set; in the same run, so the ratios
+#      compare): each part in a fresh schema of that database, created with
+#      psql before and dropped on exit (the gateway selects it with the URL's
+#      `options=-csearch_path%3D<schema>`; CALLGATE_STORAGE__URL):
+#      a. accept path (after the SQLite gateway, before the runner): the same
+#         warm-up, measured run and checks as 3./4. against
+#         scripts/bench/config, jobs counted in PostgreSQL;
+#      b. runner, saturation phase only (BENCH_PG_RUNNER_JOBS triggers, as
+#         in 5a.): with one `serve` (runner on, scripts/bench/runner-config), and
+#         with `serve --no-runner` plus two `run-worker` processes on the same
+#         schema (a copy of runner-config with a shared simulator secret; the
+#         workers' simulators post call events to the serve process via
+#         server.public_url and trust its self-signed certificate). Figures
+#         from PostgreSQL via runner_stats.py (psql). Server CPU = all the
+#         callgate processes of the phase; PostgreSQL's own CPU is reported
+#         separately (the postgres processes' /proc/<pid>/stat).
+#
 # Load: POST /v1/triggers/demo-call, JSON body scripts/bench/body.json,
 # Authorization: Bearer <HS256 JWT minted by `callgate jwt mint`> (the
 # baseline receives the same bytes), HTTPS (HTTP/1.1 keep-alive; wrk does not
@@ -55,6 +72,12 @@
 #   BENCH_RUNNER_DRAIN=180  longest wait for the jobs to finish, per phase
 #   BENCH_RUNNER_WORKERS= overrides [runner] workers (default 8)
 #   BENCH_SKIP_BUILD=1    use the existing release binaries
+#   BENCH_PG_URL=         e.g. postgres://postgres@127.0.0.1:5432/test: also
+#                         benchmark PostgreSQL (6.); needs psql and a role
+#                         that may CREATE SCHEMA; unset: SQLite only
+#   BENCH_PG_RUNNER_JOBS= triggers per PostgreSQL runner phase (default
+#                         BENCH_RUNNER_JOBS; each phase must drain within
+#                         BENCH_RUNNER_DRAIN)
 #   BENCH_KEEP=1          keep the temp dir (logs, wrk output, database);
 #                         it is also kept when the run fails
 #   TMPDIR                where the temp data dir goes (its disk's fsync rate
@@ -66,6 +89,8 @@
 # timeout; the accept-path part takes about 2 x (warm-up + duration) + ~15 s
 # after the build, the runner part about BENCH_RUNNER_JOBS / (jobs executed/s)
 # + BENCH_RUNNER_STEADY + ~15 s (at most 2 x (BENCH_RUNNER_DRAIN + 60) s).
+# BENCH_PG_URL adds warm-up + duration + ~10 s and two more saturation
+# phases (at most 2 x (BENCH_RUNNER_DRAIN + 60) s).
 
 set -euo pipefail
 
@@ -104,18 +129,25 @@ RUNNER_STEADY=${BENCH_RUNNER_STEADY:-15}
 RUNNER_CONNECTIONS=${BENCH_RUNNER_CONNECTIONS:-16}
 RUNNER_DRAIN=${BENCH_RUNNER_DRAIN:-180}
 RUNNER_WORKERS=${BENCH_RUNNER_WORKERS:-}
+PG_URL=${BENCH_PG_URL:-}
+PG_RUNNER_JOBS=${BENCH_PG_RUNNER_JOBS:-$RUNNER_JOBS}
+PG_TARGET_RATIO=0.2
+PG_TARGET_JOBS=1000
 
 for n in "$DURATION" "$WARMUP" "$CONNECTIONS" "$THREADS" "$RUNNER_JOBS" "$RUNNER_LOAD" \
-	"$RUNNER_STEADY" "$RUNNER_CONNECTIONS" "$RUNNER_DRAIN" ${RUNNER_RATE:+"$RUNNER_RATE"} \
+	"$RUNNER_STEADY" "$RUNNER_CONNECTIONS" "$RUNNER_DRAIN" "$PG_RUNNER_JOBS" ${RUNNER_RATE:+"$RUNNER_RATE"} \
 	${RUNNER_WORKERS:+"$RUNNER_WORKERS"}; do
 	[[ $n =~ ^[1-9][0-9]*$ ]] || die "BENCH_DURATION/WARMUP/CONNECTIONS/THREADS and BENCH_RUNNER_* must be positive integers"
 done
 [[ $RUNNER == 0 || $RUNNER == 1 ]] || die "BENCH_RUNNER must be 0 or 1"
+[[ -z $PG_URL || $PG_URL =~ ^postgres(ql)?:// ]] || die "BENCH_PG_URL must be a postgres:// URL"
+[[ $PG_URL != *options=* ]] || die "BENCH_PG_URL must not set options= (the script picks the schema with it)"
 
 # ---------------------------------------------------------------- clean-up
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/callgate-bench.XXXXXX")
 PIDS=()
+PG_SCHEMAS=() # created by pg_schema, dropped by cleanup
 
 # Stops one process we started: SIGTERM, up to 10 s, then SIGKILL.
 stop_pid() {
@@ -138,6 +170,15 @@ cleanup() {
 	trap - EXIT INT TERM
 	for pid in "${PIDS[@]+"${PIDS[@]}"}"; do
 		stop_pid "$pid"
+	done
+	for schema in "${PG_SCHEMAS[@]+"${PG_SCHEMAS[@]}"}"; do
+		if [[ ${BENCH_KEEP:-} == 1 ]]; then
+			log "PostgreSQL schema kept: $schema"
+		else
+			timeout 60 psql -X -q -d "$PG_URL" -v ON_ERROR_STOP=1 \
+				-c "SET client_min_messages = warning; SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS $schema CASCADE" >&2 ||
+				log "could not drop the PostgreSQL schema $schema"
+		fi
 	done
 	# Kept for a look after a failure (not after an interrupt): logs, wrk
 	# output, the gateway's database (~40 MB).
@@ -172,6 +213,10 @@ need sqlite3 && HAVE_SQLITE=1
 if [[ $RUNNER == 1 ]]; then
 	need python3 || die "python3 is required for the runner benchmark (or BENCH_RUNNER=0)"
 	python3 -c 'import sqlite3' 2>/dev/null || die "python3 has no sqlite3 module (needed by $STATS)"
+fi
+if [[ -n $PG_URL ]]; then
+	need psql || die "psql is required with BENCH_PG_URL (apt-get install postgresql-client)"
+	timeout 20 psql -X -q -At -d "$PG_URL" -c 'SELECT 1' >/dev/null || die "cannot connect to BENCH_PG_URL"
 fi
 
 # ---------------------------------------------------------------- build
@@ -334,23 +379,64 @@ stop_pid "$BASELINE_PID"
 
 # ---------------------------------------------------------------- gateway
 
+# hide_password TEXT: TEXT with any URL's password replaced by ***.
+hide_password() { sed -E 's#(://[^:/@ ]*):[^@/ ]*@#\1:***@#g' <<<"$1"; }
+
 # start_gateway NAME CONFIG_DIR [VAR=VALUE...]: `callgate serve` with a fresh
 # data dir $TMP/NAME, logs in $TMP/NAME.log; sets GATEWAY_PID, GATEWAY_PORT.
+# SERVE_ARGS (an array, usually empty) is appended to the command line.
+SERVE_ARGS=()
 start_gateway() {
 	local name=$1 config=$2
 	shift 2
 	GATEWAY_PORT=$(free_port)
 	env CALLGATE_LOG=warn "$@" "$GATEWAY_BIN" serve --config "$config" --data-dir "$TMP/$name" \
-		--listen "127.0.0.1:$GATEWAY_PORT" >"$TMP/$name.out" 2>"$TMP/$name.log" &
+		--listen "127.0.0.1:$GATEWAY_PORT" ${SERVE_ARGS[@]+"${SERVE_ARGS[@]}"} >"$TMP/$name.out" 2>"$TMP/$name.log" &
 	GATEWAY_PID=$!
 	PIDS+=("$GATEWAY_PID")
-	log "$name: pid $GATEWAY_PID on 127.0.0.1:$GATEWAY_PORT ($config, CALLGATE_LOG=warn${*:+ $*})"
+	log "$name: pid $GATEWAY_PID on 127.0.0.1:$GATEWAY_PORT ($config, CALLGATE_LOG=warn$(hide_password "${*:+ $*}")${SERVE_ARGS[*]+ ${SERVE_ARGS[*]}})"
+}
+
+# pg_schema NAME: creates a fresh schema in BENCH_PG_URL's database (dropped
+# on exit) and sets PG_PHASE_URL to the URL that selects it.
+pg_schema() {
+	local schema
+	schema="callgate_bench_$$_${1//-/_}"
+	timeout 30 psql -X -q -d "$PG_URL" -v ON_ERROR_STOP=1 -c "CREATE SCHEMA $schema" >&2 ||
+		die "cannot create the PostgreSQL schema $schema"
+	PG_SCHEMAS+=("$schema")
+	if [[ $PG_URL == *\?* ]]; then
+		PG_PHASE_URL="$PG_URL&options=-csearch_path%3D$schema"
+	else
+		PG_PHASE_URL="$PG_URL?options=-csearch_path%3D$schema"
+	fi
+}
+
+# CPU time of every PostgreSQL server process (postmaster, backends,
+# background workers), in clock ticks; other clients' work is counted too.
+pg_ticks() {
+	# A process that ends between the glob and the read makes cat fail.
+	{ cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk '$2 == "(postgres)" { t += $14 + $15 } END { print t + 0 }'
 }
 
 start_gateway gateway "$CONFIG_DIR"
 bench gateway "$GATEWAY_PORT" "$GATEWAY_PID" "$TMP/gateway/tls/cert.pem"
 # A clean stop commits the last batch; then the database can be counted.
 stop_pid "$GATEWAY_PID"
+
+# The same accept path on PostgreSQL (runner off, the jobs stay queued).
+if [[ -n $PG_URL ]]; then
+	pg_schema gateway-pg
+	GATEWAY_PG_URL=$PG_PHASE_URL
+	start_gateway gateway-pg "$CONFIG_DIR" "CALLGATE_STORAGE__URL=$GATEWAY_PG_URL"
+	p0=$(pg_ticks)
+	bench gateway-pg "$GATEWAY_PORT" "$GATEWAY_PID" "$TMP/gateway-pg/tls/cert.pem"
+	p1=$(pg_ticks)
+	# PostgreSQL's CPU over warm-up and measured run (cores, averaged).
+	awk -v c="$((p1 - p0))" -v hz="$CLK_TCK" -v s="$((WARMUP + DURATION))" \
+		'BEGIN { printf "%.2f", c / hz / s }' >"$TMP/gateway-pg.pgcpu"
+	stop_pid "$GATEWAY_PID"
+fi
 
 # ---------------------------------------------------------------- runner
 
@@ -360,8 +446,13 @@ RUNNER_NOTES=()
 # rstat NAME KEY: a value from the runner phase's $TMP/NAME.stats.
 rstat() { sed -n "s/^$2=//p" "$TMP/$1.stats" | head -n 1; }
 
+# The current runner phase: its database (SQLite file or PostgreSQL URL)
+# and its callgate processes ("role:pid").
+PHASE_DB=""
+PHASE_PIDS=()
+
 # runner_pending NAME: "jobs=N pending_jobs=N active_calls=N".
-runner_pending() { python3 "$STATS" "$TMP/$1/callgate.db" pending 2>&1 | tail -n 1; }
+runner_pending() { python3 "$STATS" "$PHASE_DB" pending 2>&1 | tail -n 1; }
 
 # wait_drained NAME SECONDS: until the gateway's database has jobs, none of
 # them still to run (queued, running, scheduled, waiting) and no call in
@@ -369,10 +460,12 @@ runner_pending() { python3 "$STATS" "$TMP/$1/callgate.db" pending 2>&1 | tail -n
 wait_drained() {
 	local name=$1 secs=$2 line="" deadline=$((SECONDS + $2)) last=$SECONDS
 	while ((SECONDS < deadline)); do
-		kill -0 "$GATEWAY_PID" 2>/dev/null || {
-			tail -n 20 "$TMP/$name.log" >&2
-			die "$name exited during the run"
-		}
+		for rp in "${PHASE_PIDS[@]}"; do
+			kill -0 "${rp#*:}" 2>/dev/null || {
+				tail -n 20 "$TMP/$name.log" "$TMP/$name"-worker*.log >&2 2>/dev/null || true
+				die "$name: ${rp%%:*} exited during the run"
+			}
+		done
 		line=$(runner_pending "$name") || line=""
 		if [[ $line =~ ^jobs=[1-9][0-9]*\ pending_jobs=0\ active_calls=0$ ]]; then
 			return 0
@@ -387,20 +480,82 @@ wait_drained() {
 	return 1
 }
 
-# runner_phase NAME TRIGGERS RATE SECONDS CONNECTIONS WARMUP_MS: a fresh
-# gateway with the runner on; a sanity trigger that must end as a succeeded
-# job with a completed call; then TRIGGERS triggers (RATE/s, 0: as fast as
-# they are accepted) within SECONDS; then the wait for every job and call to
-# finish; then a clean stop and the figures in $TMP/NAME.stats. Server CPU
-# from the load's start to the end of the wait goes to $TMP/NAME.cpu (CPU
-# seconds) and the wall time to $TMP/NAME.wall.
+# phase_ticks: CPU ticks of all of the phase's processes.
+phase_ticks() {
+	local rp t=0
+	for rp in "${PHASE_PIDS[@]}"; do
+		t=$((t + $(proc_ticks "${rp#*:}")))
+	done
+	echo "$t"
+}
+
+# phase_thread_ticks: thread_ticks of every process of the phase; with more
+# than one process, thread names get the process's role as a prefix.
+phase_thread_ticks() {
+	local rp
+	for rp in "${PHASE_PIDS[@]}"; do
+		if ((${#PHASE_PIDS[@]} > 1)); then
+			thread_ticks "${rp#*:}" | awk -v r="${rp%%:*}" '{ print $1, r ":" $2, $3 }'
+		else
+			thread_ticks "${rp#*:}"
+		fi
+	done
+}
+
+# runner_phase NAME TRIGGERS RATE SECONDS CONNECTIONS WARMUP_MS [MODE]: a
+# fresh gateway with the runner on; a sanity trigger that must end as a
+# succeeded job with a completed call; then TRIGGERS triggers (RATE/s, 0: as
+# fast as they are accepted) within SECONDS; then the wait for every job and
+# call to finish; then a clean stop and the figures in $TMP/NAME.stats.
+# Server CPU from the load's start to the end of the wait goes to
+# $TMP/NAME.cpu (CPU seconds) and the wall time to $TMP/NAME.wall.
+# MODE: sqlite (default: the embedded database in the data dir); pg (the
+# same on a fresh PostgreSQL schema); pg-workers (`serve --no-runner` and
+# two `run-worker` processes sharing a fresh PostgreSQL schema; PostgreSQL's
+# CPU over the same span goes to $TMP/NAME.pgcpu with pg and pg-workers).
 runner_phase() {
-	local name=$1 total=$2 rate=$3 secs=$4 conns=$5 warmup_ms=$6 c0 c1 t0 t1 since drained=1
-	start_gateway "$name" "$RUNNER_CONFIG_DIR" ${RUNNER_WORKERS:+"CALLGATE_RUNNER__WORKERS=$RUNNER_WORKERS"}
+	local name=$1 total=$2 rate=$3 secs=$4 conns=$5 warmup_ms=$6 mode=${7:-sqlite} c0 c1 t0 t1 since drained=1 i wdir p0=0 p1=0
+	local env_args=(${RUNNER_WORKERS:+"CALLGATE_RUNNER__WORKERS=$RUNNER_WORKERS"})
+	case $mode in
+	sqlite)
+		PHASE_DB=$TMP/$name/callgate.db
+		start_gateway "$name" "$RUNNER_CONFIG_DIR" ${env_args[@]+"${env_args[@]}"}
+		;;
+	pg)
+		pg_schema "$name"
+		PHASE_DB=$PG_PHASE_URL
+		start_gateway "$name" "$RUNNER_CONFIG_DIR" "CALLGATE_STORAGE__URL=$PHASE_DB" ${env_args[@]+"${env_args[@]}"}
+		;;
+	pg-workers)
+		pg_schema "$name"
+		PHASE_DB=$PG_PHASE_URL
+		SERVE_ARGS=(--no-runner)
+		start_gateway "$name" "$PG_RUNNER_CONFIG_DIR" "CALLGATE_STORAGE__URL=$PHASE_DB"
+		SERVE_ARGS=()
+		;;
+	*) die "unknown runner phase mode $mode" ;;
+	esac
+	PHASE_PIDS=("serve:$GATEWAY_PID")
 	wait_ready "$name" "$GATEWAY_PID" "$GATEWAY_PORT" "$TMP/$name/tls/cert.pem"
+	if [[ $mode == pg-workers ]]; then
+		# The workers' simulators post call events to the serve process and
+		# trust its self-signed certificate (read from <data dir>/tls/cert.pem).
+		for i in 1 2; do
+			wdir=$TMP/$name-worker$i
+			mkdir -p "$wdir/tls"
+			cp "$TMP/$name/tls/cert.pem" "$wdir/tls/cert.pem"
+			env CALLGATE_LOG=warn "CALLGATE_STORAGE__URL=$PHASE_DB" \
+				"CALLGATE_SERVER__PUBLIC_URL=https://127.0.0.1:$GATEWAY_PORT" ${env_args[@]+"${env_args[@]}"} \
+				"$GATEWAY_BIN" run-worker --config "$PG_RUNNER_CONFIG_DIR" --data-dir "$wdir" \
+				>"$wdir.out" 2>"$wdir.log" &
+			PIDS+=("$!")
+			PHASE_PIDS+=("worker$i:$!")
+			log "$name: run-worker $i: pid $! ($PG_RUNNER_CONFIG_DIR, server.public_url https://127.0.0.1:$GATEWAY_PORT)"
+		done
+	fi
 	sanity "$name" "$GATEWAY_PORT" "$TMP/$name/tls/cert.pem"
 	wait_drained "$name" 15 || die "$name: the sanity trigger did not finish within 15 s"
-	python3 "$STATS" "$TMP/$name/callgate.db" stats 0 0 >"$TMP/$name-sanity.stats" ||
+	python3 "$STATS" "$PHASE_DB" stats 0 0 >"$TMP/$name-sanity.stats" ||
 		die "cannot read the $name database"
 	grep -qx 'jobs_succeeded=1' "$TMP/$name-sanity.stats" && grep -qx 'calls_completed=1' "$TMP/$name-sanity.stats" || {
 		cat "$TMP/$name-sanity.stats" >&2
@@ -412,15 +567,17 @@ runner_phase() {
 	export BENCH_POST_LUA=$ROOT/$LUA
 	log "$name: $total triggers$( ((rate > 0)) && echo " at $rate/s" || echo " as fast as accepted") (wrk $THREADS threads, $conns connections, at most ${secs}s)"
 	since=$(date +%s%3N)
-	c0=$(proc_ticks "$GATEWAY_PID")
-	thread_ticks "$GATEWAY_PID" >"$TMP/$name.threads0"
+	c0=$(phase_ticks)
+	phase_thread_ticks >"$TMP/$name.threads0"
+	[[ $mode == sqlite ]] || p0=$(pg_ticks)
 	t0=$(date +%s.%N)
 	run_wrk "$TMP/$name.txt" "$secs" "$GATEWAY_PORT" --threads "$THREADS" --connections "$conns" \
 		--timeout "${WRK_TIMEOUT}s" --latency --script "$RUNNER_LUA"
 	log "$name: wrk done: $(grep '^BENCH ' "$TMP/$name.txt" | cut -c7-); waiting for the jobs (at most ${RUNNER_DRAIN}s)"
 	wait_drained "$name" "$RUNNER_DRAIN" || drained=0
-	c1=$(proc_ticks "$GATEWAY_PID")
-	thread_ticks "$GATEWAY_PID" >"$TMP/$name.threads1"
+	c1=$(phase_ticks)
+	phase_thread_ticks >"$TMP/$name.threads1"
+	[[ $mode == sqlite ]] || p1=$(pg_ticks)
 	t1=$(date +%s.%N)
 	awk -v c0="$c0" -v c1="$c1" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", (c1 - c0) / hz }' >"$TMP/$name.cpu"
 	# CPU seconds by thread name; threads that ended meanwhile (blocking-pool
@@ -433,8 +590,12 @@ runner_phase() {
 			printf "ended threads %.2f s", (total - sum) / hz
 		}' "$TMP/$name.threads0" "$TMP/$name.threads1" >"$TMP/$name.cpu-threads"
 	awk -v t0="$t0" -v t1="$t1" 'BEGIN { printf "%.1f", t1 - t0 }' >"$TMP/$name.wall"
-	stop_pid "$GATEWAY_PID"
-	python3 "$STATS" "$TMP/$name/callgate.db" stats "$since" "$warmup_ms" >"$TMP/$name.stats" ||
+	[[ $mode == sqlite ]] || awk -v c="$((p1 - p0))" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", c / hz }' >"$TMP/$name.pgcpu"
+	# Workers first, so the serve process still takes their last callbacks.
+	for ((i = ${#PHASE_PIDS[@]} - 1; i >= 0; i--)); do
+		stop_pid "${PHASE_PIDS[i]#*:}"
+	done
+	python3 "$STATS" "$PHASE_DB" stats "$since" "$warmup_ms" >"$TMP/$name.stats" ||
 		die "cannot read the $name database"
 	((drained)) || RUNNER_INVALID+=("$name: jobs or calls still unfinished after ${RUNNER_DRAIN}s")
 	log "$name: $(tr '\n' ' ' <"$TMP/$name.stats" | cut -c1-400)"
@@ -457,10 +618,33 @@ if [[ $RUNNER == 1 ]]; then
 		"$RUNNER_CONNECTIONS" $((WARMUP * 1000))
 fi
 
+# PostgreSQL runner phases (saturation only): one serve with the runner, then
+# serve --no-runner + two run-worker processes. The workers' config is the
+# runner config with one simulator secret for all processes (the serve
+# process verifies the events the workers' simulators send).
+RUNNER_PG_PHASES=()
+if [[ $RUNNER == 1 && -n $PG_URL ]]; then
+	PG_RUNNER_CONFIG_DIR=$TMP/pg-runner-config
+	cp -rL "$RUNNER_CONFIG_DIR" "$PG_RUNNER_CONFIG_DIR"
+	printf '\n# Added by scripts/bench.sh: one secret for the serve and run-worker processes.\ncallback_secret = "whsec_%s"\n' \
+		"$(head -c 24 /dev/urandom | base64 | tr -d '\n')" >>"$PG_RUNNER_CONFIG_DIR/providers.toml"
+	"$GATEWAY_BIN" check --config "$PG_RUNNER_CONFIG_DIR" --data-dir "$TMP/pg-runner-check" >&2 ||
+		die "the PostgreSQL runner bench config does not validate"
+	RUNNER_PG_BUSY=$(cpu_busy_pct)
+	if ((RUNNER_PG_BUSY > 15)); then
+		log "warning: the machine was ${RUNNER_PG_BUSY}% busy before the PostgreSQL runner benchmark (other processes); results are skewed"
+	fi
+	runner_phase runner-pg "$PG_RUNNER_JOBS" 0 "$RUNNER_LOAD" "$CONNECTIONS" 0 pg
+	runner_phase runner-pg-workers "$PG_RUNNER_JOBS" 0 "$RUNNER_LOAD" "$CONNECTIONS" 0 pg-workers
+	RUNNER_PG_PHASES=(runner-pg runner-pg-workers)
+fi
+
 # ---------------------------------------------------------------- checks
 
 INVALID=()
-for name in baseline gateway; do
+ACCEPT_SERVERS=(baseline gateway)
+[[ -z $PG_URL ]] || ACCEPT_SERVERS+=(gateway-pg)
+for name in "${ACCEPT_SERVERS[@]}"; do
 	for f in "$TMP/$name-warmup.txt" "$TMP/$name.txt"; do
 		for k in non2xx connect_errors read_errors write_errors timeouts; do
 			v=$(field "$f" "$k")
@@ -494,39 +678,69 @@ if [[ $HAVE_SQLITE == 1 ]]; then
 		INVALID+=("gateway: the runner ran ($DB_RAN jobs not queued)")
 	fi
 fi
+# The same on PostgreSQL: counted in the run's schema.
+PG_DB_CHECK=""
+if [[ -n $PG_URL ]]; then
+	PG_OK_TOTAL=$((1 + $(field "$TMP/gateway-pg-warmup.txt" ok) + $(field "$TMP/gateway-pg.txt" ok)))
+	read -r PG_JOBS PG_RAN < <(timeout 60 psql -X -q -At -F ' ' -d "$GATEWAY_PG_URL" -v ON_ERROR_STOP=1 \
+		-c "SELECT count(*) FILTER (WHERE trigger_id = 'demo-call'), count(*) FILTER (WHERE status <> 'queued') FROM jobs") ||
+		die "cannot read the gateway-pg schema"
+	SLACK=$((2 * CONNECTIONS))
+	if ((PG_JOBS >= PG_OK_TOTAL && PG_JOBS <= PG_OK_TOTAL + SLACK)); then
+		PG_DB_CHECK="ok: $PG_JOBS jobs in PostgreSQL for $PG_OK_TOTAL 2xx answers counted (sanity + warm-up + measured; up to $SLACK in flight at wrk's stop may add)"
+	else
+		PG_DB_CHECK="FAILED: $PG_JOBS jobs in PostgreSQL for $PG_OK_TOTAL 2xx answers counted"
+		INVALID+=("gateway-pg: database holds $PG_JOBS jobs, wrk counted $PG_OK_TOTAL 2xx")
+	fi
+	if ((PG_RAN == 0)); then
+		PG_DB_CHECK="$PG_DB_CHECK; runner off: all of them still queued"
+	else
+		PG_DB_CHECK="$PG_DB_CHECK; FAILED: $PG_RAN jobs left queued, so the runner ran during the accept-path benchmark"
+		INVALID+=("gateway-pg: the runner ran ($PG_RAN jobs not queued)")
+	fi
+fi
 # wrk sends the IP address as TLS SNI, which rustls logs (at warn) once per
 # connection and ignores; anything else at warn or error is worth a look.
 SNI_WARNINGS=$(grep -c 'Illegal SNI extension' "$TMP/gateway.log" || true)
-if grep -v 'Illegal SNI extension' "$TMP/gateway.log" | grep -qE ' (ERROR|WARN) '; then
-	log "gateway log has warnings/errors:"
-	grep -v 'Illegal SNI extension' "$TMP/gateway.log" | grep -E ' (ERROR|WARN) ' | head -n 10 >&2
-fi
-if grep -qE ' ERROR ' "$TMP/gateway.log"; then
-	INVALID+=("gateway logged errors (kept in $TMP/gateway.log)")
-fi
+for name in "${ACCEPT_SERVERS[@]:1}"; do
+	if grep -v 'Illegal SNI extension' "$TMP/$name.log" | grep -qE ' (ERROR|WARN) '; then
+		log "$name log has warnings/errors:"
+		grep -v 'Illegal SNI extension' "$TMP/$name.log" | grep -E ' (ERROR|WARN) ' | head -n 10 >&2
+	fi
+	if grep -qE ' ERROR ' "$TMP/$name.log"; then
+		INVALID+=("$name logged errors (kept in $TMP/$name.log)")
+	fi
+done
 
 # Runner phases: wrk clean, one job per 2xx, every job succeeded with one
 # completed call, no ERROR in the log. Warnings are listed in the report.
 RUNNER_WARNINGS=""
 if [[ $RUNNER == 1 ]]; then
-	for name in runner-saturation runner-steady; do
+	for name in runner-saturation runner-steady ${RUNNER_PG_PHASES[@]+"${RUNNER_PG_PHASES[@]}"}; do
 		for k in non2xx connect_errors read_errors write_errors timeouts; do
 			v=$(field "$TMP/$name.txt" "$k")
 			[[ $v == 0 ]] || RUNNER_INVALID+=("$name: wrk $k=$v")
 		done
 		ok=$(field "$TMP/$name.txt" ok)
 		jobs=$(rstat "$name" jobs)
-		[[ $jobs == "$ok" ]] || RUNNER_INVALID+=("$name: $jobs jobs in SQLite for $ok 2xx counted by wrk")
+		engine=SQLite
+		[[ $name != runner-pg* ]] || engine=PostgreSQL
+		[[ $jobs == "$ok" ]] || RUNNER_INVALID+=("$name: $jobs jobs in $engine for $ok 2xx counted by wrk")
 		[[ $(rstat "$name" jobs_succeeded) == "$jobs" ]] ||
 			RUNNER_INVALID+=("$name: of $jobs jobs $(rstat "$name" jobs_succeeded) succeeded ($(grep '^jobs_' "$TMP/$name.stats" | tr '\n' ' '))")
 		[[ $(rstat "$name" calls_completed) == "$jobs" ]] ||
 			RUNNER_INVALID+=("$name: $(rstat "$name" calls_completed) of $jobs calls completed ($(grep '^calls_' "$TMP/$name.stats" | tr '\n' ' '))")
-		if grep -qE ' ERROR ' "$TMP/$name.log"; then
-			RUNNER_INVALID+=("$name: the gateway logged errors (kept in $TMP/$name.log)")
+		# The gateway's log, and with run-worker processes theirs too.
+		logs=("$TMP/$name.log")
+		for f in "$TMP/$name"-worker[0-9].log; do
+			[[ -f $f ]] && logs+=("$f")
+		done
+		if grep -qE ' ERROR ' "${logs[@]}"; then
+			RUNNER_INVALID+=("$name: the gateway logged errors (kept in ${logs[*]})")
 		fi
 		# Warnings and errors other than wrk's SNI, verbatim (first 10), and
 		# counted by message with ids and times taken out.
-		lines=$(grep -v 'Illegal SNI extension' "$TMP/$name.log" | grep -E ' (ERROR|WARN) ' || true)
+		lines=$(cat "${logs[@]}" | grep -v 'Illegal SNI extension' | grep -E ' (ERROR|WARN) ' || true)
 		if [[ -n $lines ]]; then
 			RUNNER_WARNINGS+="
 $name: $(wc -l <<<"$lines") warning/error lines in the gateway log; the first 10:
@@ -662,6 +876,80 @@ python3 $STATS \$TMP/<phase>/callgate.db pending
 python3 $STATS \$TMP/<phase>/callgate.db stats <load start, Unix ms> <warm-up ms>
 \`\`\`
 EOF
+fi
+
+# ---------------------------------------------------------------- PostgreSQL report
+
+if [[ -n $PG_URL ]]; then
+	PG_RPS=$(field "$TMP/gateway-pg.txt" ok_per_s)
+	PG_RATIO=$(awk -v g="$PG_RPS" -v b="$BL_RPS" 'BEGIN { printf "%.2f", (b > 0 ? g / b : 0) }')
+	PG_VS_SQLITE=$(awk -v g="$PG_RPS" -v s="$GW_RPS" 'BEGIN { printf "%.2f", (s > 0 ? g / s : 0) }')
+	PG_RATIO_OK=$(awk -v r="$PG_RATIO" -v t="$PG_TARGET_RATIO" 'BEGIN { print (r >= t ? "met" : "MISSED") }')
+	PG_SETTINGS=$(timeout 30 psql -X -q -At -d "$PG_URL" -c "SELECT 'PostgreSQL ' || current_setting('server_version') || ', fsync=' || current_setting('fsync') || ', synchronous_commit=' || current_setting('synchronous_commit') || ', wal_sync_method=' || current_setting('wal_sync_method') || ', shared_buffers=' || current_setting('shared_buffers') || ', max_connections=' || current_setting('max_connections')" 2>/dev/null || echo "PostgreSQL (settings unreadable)")
+	PG_URL_SHOWN=$(hide_password "$PG_URL")
+	cat <<EOF
+
+## callgate accept-path benchmark on PostgreSQL (same run as above)
+
+| server | 2xx/s | p50 ms | p90 ms | p99 ms | max ms | 2xx answers | server CPU (cores) | server CPU µs/request |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|
+$(row "baseline: bare axum JSON handler, same TLS accept loop" baseline)
+$(row "gateway on SQLite (table above)" gateway)
+$(row "gateway on PostgreSQL: POST $TRIGGER_PATH, full accept path" gateway-pg)
+
+- **throughput ratio PostgreSQL gateway / baseline: $PG_RATIO** (target >= $PG_TARGET_RATIO: $PG_RATIO_OK); PostgreSQL / SQLite gateway: $PG_VS_SQLITE
+- **PostgreSQL gateway p50 / p99: $(ms "$(field "$TMP/gateway-pg.txt" p50_us)") / $(ms "$(field "$TMP/gateway-pg.txt" p99_us)") ms** (SQLite: $(ms "$(field "$TMP/gateway.txt" p50_us)") / $GW_P99_MS ms)
+- PostgreSQL server processes' CPU over warm-up + measured run: $(cat "$TMP/gateway-pg.pgcpu") cores on average (all postgres processes, so other clients of the server count too); the gateway column above is callgate alone
+- gateway 2xx are accepted triggers: $PG_DB_CHECK
+- validity: $(if ((${#INVALID[@]} == 0)); then echo "no non-2xx answers, socket errors or timeouts in any run"; else echo "INVALID: ${INVALID[*]}"; fi)
+
+Setup: as above, but \`storage.url\` = $PG_URL_SHOWN in a fresh schema (\`?options=-csearch_path%3D<schema>\`, created and dropped by the script), over TCP on the same machine; the shipped storage defaults (pool_size 16 + the group-commit writer's connection). $PG_SETTINGS. The PostgreSQL server shares the machine's $(nproc) cores with wrk and callgate.
+
+Command (PostgreSQL part): \`BENCH_PG_URL=$PG_URL_SHOWN${BENCH_PG_RUNNER_JOBS:+ BENCH_PG_RUNNER_JOBS=$PG_RUNNER_JOBS} scripts/bench.sh\`, which adds:
+\`\`\`
+psql -d \$BENCH_PG_URL -c 'CREATE SCHEMA <schema>'
+CALLGATE_LOG=warn CALLGATE_STORAGE__URL=\$BENCH_PG_URL?options=-csearch_path%3D<schema> target/release/callgate serve --config $CONFIG_DIR --data-dir \$TMP/gateway-pg --listen 127.0.0.1:<port>
+BENCH_TOKEN=... BENCH_BODY_FILE=$BODY_FILE wrk ${WRK_ARGS[*]} --duration ${DURATION}s https://127.0.0.1:<port>$TRIGGER_PATH
+psql -d <schema URL> -c "SELECT count(*) ... FROM jobs"; psql -d \$BENCH_PG_URL -c 'DROP SCHEMA <schema> CASCADE'
+\`\`\`
+EOF
+	if ((${#RUNNER_PG_PHASES[@]} > 0)); then
+		pg_jobs_ok() { awk -v r="$(rstat "$1" jobs_per_s)" -v t="$PG_TARGET_JOBS" 'BEGIN { print (r != "na" && r >= t ? "met" : "MISSED") }'; }
+		# per_process NAME: CPU seconds by process role (from the thread table).
+		per_process() {
+			awk -v hz="$CLK_TCK" 'FNR == NR { before[$1] = $3; next }
+				{ split($2, r, ":"); d = $3 - before[$1]; by[r[1]] += d }
+				END { for (n in by) printf "%s %.1f s, ", n, by[n] / hz }' \
+				"$TMP/$1.threads0" "$TMP/$1.threads1" | sed 's/, $//'
+		}
+		cat <<EOF
+
+## callgate runner benchmark on PostgreSQL: saturation, simulator with zero ring time
+
+| phase | triggers accepted | accept rate /s | accept p99 ms (wrk) | jobs succeeded | calls completed | jobs executed/s | calls completed/s | claim p50 ms | claim p99 ms | claim max ms | accepted → call completed p50 / p99 ms | server CPU µs/job |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+$(rrow "one \`serve\` (runner on): $(num "$PG_RUNNER_JOBS") triggers as fast as accepted" runner-pg)
+$(rrow "\`serve --no-runner\` + 2 \`run-worker\`: $(num "$PG_RUNNER_JOBS") triggers as fast as accepted" runner-pg-workers)
+
+- **jobs executed/s: one serve $(num "$(rstat runner-pg jobs_per_s)") (target >= $(num "$PG_TARGET_JOBS"): $(pg_jobs_ok runner-pg)), serve + 2 workers $(num "$(rstat runner-pg-workers jobs_per_s)") (target: $(pg_jobs_ok runner-pg-workers))**; SQLite saturation above: $(num "$(rstat runner-saturation jobs_per_s)")
+- by tenths of the succeeded jobs: one serve $(rstat runner-pg rate_tenths_per_s | sed 's/,/, /g') /s; serve + 2 workers $(rstat runner-pg-workers rate_tenths_per_s | sed 's/,/, /g') /s; done when the last trigger was accepted: $(num "$(rstat runner-pg done_at_last_accept_pct)")% and $(num "$(rstat runner-pg-workers done_at_last_accept_pct)")%
+- callback path, dial requested → call completed p50/p99: $(num "$(rstat runner-pg callback_p50_ms)") / $(num "$(rstat runner-pg callback_p99_ms)") ms and $(num "$(rstat runner-pg-workers callback_p50_ms)") / $(num "$(rstat runner-pg-workers callback_p99_ms)") ms; call events stored $(num "$(rstat runner-pg call_events)") and $(num "$(rstat runner-pg-workers call_events)"); claims $(num "$(rstat runner-pg claims)") and $(num "$(rstat runner-pg-workers claims)")
+- CPU seconds, load start to the last call's end ($(cat "$TMP/runner-pg.wall") and $(cat "$TMP/runner-pg-workers.wall") s wall): callgate $(cat "$TMP/runner-pg.cpu") and $(cat "$TMP/runner-pg-workers.cpu") (by process, serve + workers: $(per_process runner-pg-workers)); PostgreSQL server processes $(cat "$TMP/runner-pg.pgcpu") and $(cat "$TMP/runner-pg-workers.pgcpu")
+- by thread, one serve: $(cat "$TMP/runner-pg.cpu-threads"); serve + 2 workers: $(cat "$TMP/runner-pg-workers.cpu-threads")
+- validity: $(if ((${#RUNNER_INVALID[@]} == 0)); then echo "no wrk errors, one job per 2xx, every job succeeded with one completed call, no ERROR in the callgate logs"; else echo "INVALID: ${RUNNER_INVALID[*]}"; fi)
+- ${RUNNER_PG_BUSY}% CPU busy just before the PostgreSQL runner phases
+
+Setup: each phase on a fresh schema; runner-config as for SQLite (workers $(if [[ -n $RUNNER_WORKERS ]]; then echo "= $RUNNER_WORKERS"; else echo "8 per process"; fi)); the two-worker phase's processes share a simulator secret and the workers send call events to the serve process (\`server.public_url\`), so every callback is accepted by \`serve\`. Figures from PostgreSQL: \`python3 $STATS <schema URL> stats <load start> 0\` (psql COPY into an in-memory SQLite, same queries as for SQLite).
+
+Commands (PostgreSQL runner part):
+\`\`\`
+CALLGATE_LOG=warn CALLGATE_STORAGE__URL=<schema URL> target/release/callgate serve --config $RUNNER_CONFIG_DIR --data-dir \$TMP/runner-pg --listen 127.0.0.1:<port>
+CALLGATE_LOG=warn CALLGATE_STORAGE__URL=<schema URL> target/release/callgate serve --config \$TMP/pg-runner-config --data-dir \$TMP/runner-pg-workers --listen 127.0.0.1:<port> --no-runner
+CALLGATE_LOG=warn CALLGATE_STORAGE__URL=<schema URL> CALLGATE_SERVER__PUBLIC_URL=https://127.0.0.1:<port> target/release/callgate run-worker --config \$TMP/pg-runner-config --data-dir \$TMP/runner-pg-workers-worker<1|2>
+# load: the saturation wrk command above; then as for SQLite with <schema URL> for the database
+\`\`\`
+EOF
+	fi
 fi
 
 if ((${#INVALID[@]} + ${#RUNNER_INVALID[@]} > 0)); then

@@ -1,8 +1,14 @@
 #!/usr/bin/env python3
-"""Runner benchmark figures from a callgate SQLite database (read-only).
+"""Runner benchmark figures from a callgate database (read-only).
 
     runner_stats.py DB pending              # prints: jobs=N pending_jobs=N active_calls=N
     runner_stats.py DB stats SINCE_MS WARMUP_MS   # prints key=value lines (below)
+
+DB is the SQLite file, or a postgres:// URL (its schema chosen with
+`?options=-csearch_path%3D<schema>`), read with `psql` (no Python driver
+needed): `pending` counts in PostgreSQL; `stats` copies the columns it needs
+(COPY ... TO STDOUT) into an in-memory SQLite database and runs the same
+queries there, so both engines' figures are computed identically.
 
 `stats` covers only the jobs accepted at or after SINCE_MS (Unix ms; the
 load's start, so the sanity request's job is left out) and their calls;
@@ -36,14 +42,62 @@ gateway applied the call's final event (the simulator's callback).
 """
 
 import sqlite3
+import subprocess
 import sys
 
 ACTIVE_JOB = ("queued", "running", "scheduled", "waiting")
 ACTIVE_CALL = ("queued", "dialing", "ringing", "in_progress")
 
 
+def is_pg(db):
+    return db.startswith(("postgres://", "postgresql://"))
+
+
 def connect(path):
     return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+
+
+def psql(url, sql):
+    """Output lines of one statement run by psql (unaligned, tab-separated)."""
+    out = subprocess.run(
+        ["psql", "-X", "-q", "-At", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql],
+        check=True, capture_output=True, text=True, timeout=120,
+    ).stdout
+    return [line for line in out.split("\n") if line]
+
+
+# The tables and columns `stats` reads (Unix-ms BIGINTs and TEXT ids/statuses).
+PG_COPY = {
+    "jobs": (("id", "TEXT"), ("created_at", "INTEGER"), ("status", "TEXT")),
+    "job_events": (("job_id", "TEXT"), ("at", "INTEGER"), ("status", "TEXT")),
+    "calls": (("id", "TEXT"), ("job_id", "TEXT"), ("status", "TEXT"), ("ended_at", "INTEGER"),
+              ("dial_requested_at", "INTEGER")),
+    "call_events": (("call_id", "TEXT"),),
+}
+
+
+def copy_from_pg(url):
+    """An in-memory SQLite database holding PG_COPY's columns of the PostgreSQL schema."""
+    db = sqlite3.connect(":memory:")
+    for table, cols in PG_COPY.items():
+        names = ", ".join(c for c, _ in cols)
+        db.execute(f"CREATE TABLE {table} ({', '.join(f'{c} {t}' for c, t in cols)})")
+        rows = []
+        for line in psql(url, f"COPY (SELECT {names} FROM {table}) TO STDOUT"):
+            fields = line.split("\t")
+            rows.append(tuple(
+                None if v == "\\N" else (int(v) if t == "INTEGER" else v)
+                for v, (_, t) in zip(fields, cols)
+            ))
+        db.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * len(cols))})", rows)
+    return db
+
+
+def pending_pg(url):
+    jobs, pj, ac = psql(url, f"""SELECT (SELECT count(*) FROM jobs),
+        (SELECT count(*) FROM jobs WHERE status IN ({",".join(f"'{s}'" for s in ACTIVE_JOB)})),
+        (SELECT count(*) FROM calls WHERE status IN ({",".join(f"'{s}'" for s in ACTIVE_CALL)}))""")[0].split("\t")
+    print(f"jobs={jobs} pending_jobs={pj} active_calls={ac}")
 
 
 def pct(values, p):
@@ -143,12 +197,15 @@ def stats(db, since_ms, warmup_ms):
 def main():
     if len(sys.argv) < 3 or sys.argv[2] not in ("pending", "stats"):
         sys.exit(__doc__)
-    db = connect(sys.argv[1])
     if sys.argv[2] == "pending":
-        pending(db)
+        if is_pg(sys.argv[1]):
+            pending_pg(sys.argv[1])
+        else:
+            pending(connect(sys.argv[1]))
     else:
         if len(sys.argv) != 5:
             sys.exit(__doc__)
+        db = copy_from_pg(sys.argv[1]) if is_pg(sys.argv[1]) else connect(sys.argv[1])
         stats(db, int(sys.argv[3]), int(sys.argv[4]))
 
 

@@ -127,10 +127,13 @@ fn check_main(dir: &Path, main: &MainFile, problems: &mut Vec<Problem>) {
     if let Err(e) = crate::store::check_url(&main.storage.url) {
         problem("storage.url", e);
     }
-    if main.storage.max_pending_writes == 0 || main.storage.max_batch == 0 {
+    if main.storage.max_pending_writes == 0
+        || main.storage.max_batch == 0
+        || main.storage.write_connections == 0
+    {
         problem(
             "storage",
-            "`max_pending_writes` and `max_batch` must be at least 1".into(),
+            "`max_pending_writes`, `max_batch` and `write_connections` must be at least 1".into(),
         );
     }
     for (key, rate) in [

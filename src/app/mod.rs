@@ -97,6 +97,10 @@ pub async fn run_with(
         on_signal.cancel();
     });
     let mut tasks = JoinSet::new();
+    // Asked once before serving, so a lone instance leads from its first
+    // request on (an error here is not fatal: the task asks again).
+    let _ = store.try_lead().await;
+    tasks.spawn(lead(state.clone(), token.clone()));
     tasks.spawn(limiter_housekeeping(state.clone(), token.clone()));
     if let Some(redis) = state.limiters.redis().cloned() {
         let token = token.clone();
@@ -179,10 +183,13 @@ pub async fn run_worker(
         shutdown.await;
         on_signal.cancel();
     });
+    let _ = state.store.try_lead().await;
+    let leadership = tokio::spawn(lead(state.clone(), token.clone()));
     let deliverer = tokio::spawn(state.deliverer().run(token.clone()));
     state.store.notify_new_jobs(state.wake.clone());
     state.runner().run(token).await;
     let _ = deliverer.await;
+    let _ = leadership.await;
     state.store.close().await;
     Ok(())
 }
@@ -249,6 +256,26 @@ pub async fn build_state(
     }))
 }
 
+/// How often an instance asks for (or confirms) housekeeping leadership:
+/// also about how long the others take to notice a leader that died (its
+/// server must first see its session end).
+const LEAD_EVERY: Duration = Duration::from_secs(2);
+
+/// Keeps asking the store for housekeeping leadership (PostgreSQL: one
+/// instance of those sharing the database; the store logs gains and
+/// losses). The housekeeping passes read `Store::is_leader`.
+async fn lead(state: AppState, token: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(LEAD_EVERY) => {}
+        }
+        if let Err(e) = state.store.try_lead().await {
+            tracing::debug!(error = %e, "asking for housekeeping leadership failed");
+        }
+    }
+}
+
 /// Drops idle rate-limiter keys so memory stays bounded.
 async fn limiter_housekeeping(state: AppState, token: CancellationToken) {
     let mut tick = tokio::time::interval(state.config.main.limits.housekeeping_interval);
@@ -264,7 +291,8 @@ async fn limiter_housekeeping(state: AppState, token: CancellationToken) {
     }
 }
 
-/// Deletes idempotency records past their retention.
+/// Deletes idempotency records past their retention (on the housekeeping
+/// leader only).
 async fn idempotency_cleanup(state: AppState, token: CancellationToken) {
     let every = (state.config.main.idempotency.retention / 24)
         .clamp(Duration::from_secs(1), Duration::from_secs(3600));
@@ -272,11 +300,15 @@ async fn idempotency_cleanup(state: AppState, token: CancellationToken) {
     loop {
         tokio::select! {
             _ = token.cancelled() => return,
-            _ = tick.tick() => match state.store.purge_idempotency(state.clock.now_ms()).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(deleted = n, "expired idempotency keys removed"),
-                Err(e) => tracing::warn!(error = %e, "idempotency clean-up failed"),
-            },
+            _ = tick.tick() => {}
+        }
+        if !state.store.is_leader() {
+            continue;
+        }
+        match state.store.purge_idempotency(state.clock.now_ms()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "expired idempotency keys removed"),
+            Err(e) => tracing::warn!(error = %e, "idempotency clean-up failed"),
         }
     }
 }

@@ -147,13 +147,25 @@ pub struct StorageConfig {
     /// runner's writes; the group-commit writer has one more of its own).
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
+    /// PostgreSQL: group-commit batches in flight at once, each on a
+    /// connection of its own (one runs while another's commit flushes).
+    #[serde(default = "default_write_connections")]
+    pub write_connections: usize,
     /// PostgreSQL: how long connecting may take before the store reports
     /// itself unavailable.
     #[serde(default = "default_connect_timeout", with = "duration")]
     pub connect_timeout: Duration,
+    /// PostgreSQL: at start, how long to keep trying to reach a server
+    /// that is down, still starting or not answering (with a growing
+    /// pause) before giving up with an error. An answer that waiting will
+    /// not change (a wrong password, no such database, `fsync` off) fails
+    /// at once.
+    #[serde(default = "default_start_timeout", with = "duration")]
+    pub start_timeout: Duration,
     /// PostgreSQL: no LISTEN connection; runners find jobs other instances
     /// accepted only by polling (`runner.poll_interval`). For poolers that
-    /// cannot keep a session (PgBouncer in transaction mode).
+    /// cannot keep a session (PgBouncer in transaction mode). Nor a
+    /// leadership session: every instance runs the housekeeping.
     #[serde(default)]
     pub poll_only: bool,
 }
@@ -167,7 +179,9 @@ impl Default for StorageConfig {
             busy_timeout: default_busy_timeout(),
             read_connections: default_read_connections(),
             pool_size: default_pool_size(),
+            write_connections: default_write_connections(),
             connect_timeout: default_connect_timeout(),
+            start_timeout: default_start_timeout(),
             poll_only: false,
         }
     }
@@ -355,6 +369,9 @@ fn default_max_pending_writes() -> usize {
 fn default_max_batch() -> usize {
     512
 }
+fn default_write_connections() -> usize {
+    2
+}
 fn default_busy_timeout() -> Duration {
     Duration::from_secs(10)
 }
@@ -366,6 +383,9 @@ fn default_pool_size() -> usize {
 }
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(5)
+}
+fn default_start_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 fn default_per_ip() -> RateSpec {
     RateSpec {

@@ -1,7 +1,9 @@
 //! `GET /healthz` (the process answers) and `GET /readyz` (the store commits
 //! a heartbeat through the job writer within 2 s; 503 otherwise).
 //!
-//! Policy: the answer names the storage engine. A 503 says why by its slug:
+//! Policy: the answer names the storage engine and says whether this
+//! instance is the housekeeping leader (`Store::is_leader`; always with
+//! SQLite). A 503 says why by its slug:
 //! `overloaded` (the writer is behind: the database answers, but not fast
 //! enough), `storage-unavailable` (the database cannot be reached or
 //! written: PostgreSQL down or unreachable, a disk that refuses writes).
@@ -33,7 +35,7 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<Value>, ApiError
                 }
             };
             Ok(Json(
-                json!({"status": "ready", "storage": app.store.engine(), "storage_reachable": true, "limits": limits}),
+                json!({"status": "ready", "storage": app.store.engine(), "storage_reachable": true, "leader": app.store.is_leader(), "limits": limits}),
             ))
         }
         Ok(Err(e)) => Err(e.into()),

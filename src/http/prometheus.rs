@@ -10,9 +10,11 @@
 //! - `rate_limit_fallback_total{policy}` (decisions made by the local share
 //!   while Redis was unreachable), `redis_up` (1 or 0; Redis backend only)
 //! - `jobs{status}`, `calls{status}`, `deliveries{status}` (gauges, read
-//!   from the store at scrape time)
+//!   from the store at scrape time by the housekeeping leader; 0 elsewhere)
 //! - `deliveries_total{endpoint,outcome}`,
 //!   `delivery_duration_seconds{endpoint}` (histogram)
+//! - `leader` (1 on the instance running the housekeeping and reporting
+//!   the status gauges, 0 on the others)
 //! - `breaker_state{endpoint}` (0 closed, 1 open, 2 half-open)
 //! - `action_duration_seconds{action,outcome}` (histogram; outcome `ok`,
 //!   `cached`, `fallback`, `error`: fallbacks are its `fallback` count)
@@ -69,8 +71,23 @@ impl Metrics {
     }
 
     /// Refreshes the store gauges and renders everything.
+    ///
+    /// The status counts are the housekeeping leader's alone: they are
+    /// whole-table counts of the shared database (not of this instance),
+    /// so every instance counting at every scrape would multiply that
+    /// load by the number of instances for one answer. A non-leader
+    /// reports them as 0 (its earlier series included), so `sum` or `max`
+    /// over the instances both give the database's counts, and
+    /// `callgate_leader` says which instance reports them.
     pub async fn render(&self, store: &dyn Store) -> String {
-        match store.status_counts().await {
+        let leader = store.is_leader();
+        metrics::gauge!("callgate_leader").set(if leader { 1.0 } else { 0.0 });
+        let counts = if leader {
+            store.status_counts().await
+        } else {
+            Ok(Vec::new())
+        };
+        match counts {
             Ok(rows) => {
                 let gauge_name = |table: &str| match table {
                     "jobs" => "callgate_jobs",

@@ -111,6 +111,7 @@ mod tests {
     fn claimed(action: &str, input: &str, state: Option<&str>) -> ClaimedJob {
         ClaimedJob {
             id: JobId::new(1),
+            claim_id: "claim".into(),
             action: action.into(),
             input: input.into(),
             state: state.map(str::to_owned),

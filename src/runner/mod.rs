@@ -3,8 +3,12 @@
 //!
 //! Policy:
 //! - a claim is a lease (owner, expiry) renewed while the job runs; a job
-//!   whose lease expired (its worker died) is claimed again: at-least-once,
-//!   and a call step finds its call instead of placing another;
+//!   whose lease expired (its worker died or stalled) is claimed again:
+//!   at-least-once, and a call step finds its call instead of placing
+//!   another. Each claim has its own id, and the lease renewals and the
+//!   final update are fenced on it: a stalled attempt that comes back
+//!   after its job was claimed again (even by this same process) writes
+//!   nothing;
 //! - a failing step is retried with exponential backoff and full jitter up
 //!   to `runner.max_attempts`, then the job is `failed` with the last error;
 //!   every attempt is in the job's event log;
@@ -203,7 +207,7 @@ impl Runner {
 impl RunnerCtx {
     /// Runs one claimed job and records its next state.
     async fn execute(&self, claimed: ClaimedJob) {
-        let renew = self.renew_while_running(&claimed.id);
+        let renew = self.renew_while_running(&claimed.id, &claimed.claim_id);
         let update = match job::read(&claimed) {
             Ok((job, mut state)) => {
                 let next = self.run_job(&job, &mut state).await;
@@ -214,13 +218,13 @@ impl RunnerCtx {
             Err(reason) => self.update_for(claimed.attempts, Next::Attention(reason), None),
         };
         renew.abort();
-        let job_id = claimed.id;
+        let (job_id, claim_id) = (claimed.id, claimed.claim_id);
         let status = update.status;
         let level = update_level(&update);
         let reason = update.reason.clone();
         match self
             .store
-            .finish_claim(&job_id, &self.owner, update, self.clock.now_ms())
+            .finish_claim(&job_id, &claim_id, update, self.clock.now_ms())
             .await
         {
             Ok(true) => {
@@ -245,19 +249,19 @@ impl RunnerCtx {
         }
     }
 
-    fn renew_while_running(&self, job_id: &JobId) -> tokio::task::JoinHandle<()> {
+    fn renew_while_running(&self, job_id: &JobId, claim_id: &str) -> tokio::task::JoinHandle<()> {
         let lease = self.config.main.runner.lease;
-        let (store, clock, owner, job_id) = (
+        let (store, clock, claim_id, job_id) = (
             self.store.clone(),
             self.clock.clone(),
-            self.owner.clone(),
+            claim_id.to_owned(),
             job_id.clone(),
         );
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(lease / 3).await;
                 let until = clock.now_ms() + lease.as_millis() as i64;
-                if !matches!(store.renew_lease(&job_id, &owner, until).await, Ok(true)) {
+                if !matches!(store.renew_lease(&job_id, &claim_id, until).await, Ok(true)) {
                     return;
                 }
             }

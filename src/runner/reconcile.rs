@@ -13,7 +13,8 @@ use crate::store::{CallEventIn, CallRecord, CallStatus, EventApplied};
 
 impl Runner {
     /// Every `runner.stale_call_after / 4` (at least 5 s), reconciles stale
-    /// calls.
+    /// calls, on the housekeeping leader only (`Store::is_leader`): one
+    /// instance asks the providers, not every one.
     pub(super) async fn reconcile_stale(self, token: CancellationToken) {
         let every = (self.ctx.config.main.runner.stale_call_after / 4).max(Duration::from_secs(5));
         loop {
@@ -21,7 +22,9 @@ impl Runner {
                 _ = token.cancelled() => return,
                 _ = tokio::time::sleep(every) => {},
             }
-            self.reconcile_stale_calls().await;
+            if self.ctx.store.is_leader() {
+                self.reconcile_stale_calls().await;
+            }
         }
     }
 

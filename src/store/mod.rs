@@ -100,7 +100,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Claims up to `limit` due jobs for `owner` until `lease_until_ms`: jobs
     /// queued, scheduled or waiting whose time has come, and running jobs
-    /// whose lease has expired (their worker died).
+    /// whose lease has expired (their worker died or stalled). Each claim
+    /// gets a fresh `ClaimedJob::claim_id` (`store::new_claim_id`): every
+    /// later write on the job is fenced on it, so a stalled attempt can
+    /// never finish a job that was claimed again, even by the same owner.
     async fn claim_jobs(
         &self,
         owner: &str,
@@ -109,25 +112,28 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<ClaimedJob>, StoreError>;
 
-    /// Extends a claim; `false` when the lease was lost.
+    /// Extends a claim; `false` (nothing written) when `claim_id` is no
+    /// longer the job's current claim.
     async fn renew_lease(
         &self,
         job_id: &JobId,
-        owner: &str,
+        claim_id: &str,
         until_ms: i64,
     ) -> Result<bool, StoreError>;
 
     /// Leaves a claimed job in its next state and logs the change; `false`
-    /// (nothing written) when `owner` no longer holds the lease.
+    /// (nothing written) when `claim_id` is no longer the job's current
+    /// claim (its lease expired and it was claimed again).
     async fn finish_claim(
         &self,
         job_id: &JobId,
-        owner: &str,
+        claim_id: &str,
         update: JobUpdate,
         now_ms: i64,
     ) -> Result<bool, StoreError>;
 
-    /// Gives up every lease `owner` holds (graceful shutdown past its grace).
+    /// Gives up every lease `owner` holds, whatever the claim (graceful
+    /// shutdown past its grace): the jobs are due to any claimer at once.
     async fn release_leases(&self, owner: &str, now_ms: i64) -> Result<u64, StoreError>;
 
     /// Makes a waiting job due now (its call ended, or a line freed up).
@@ -201,7 +207,8 @@ pub trait Store: Send + Sync + 'static {
     /// its `dedupe_key` was seen before).
     async fn create_delivery(&self, delivery: NewDelivery) -> Result<DeliveryId, StoreError>;
 
-    /// Claims due deliveries of one endpoint under a lease.
+    /// Claims due deliveries of one endpoint for `owner` under a lease, with
+    /// a fresh claim id (as `claim_jobs`).
     async fn claim_deliveries(
         &self,
         endpoint: &str,
@@ -209,24 +216,26 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
         lease_until_ms: i64,
         limit: usize,
-    ) -> Result<Vec<DeliveryRecord>, StoreError>;
+    ) -> Result<Vec<ClaimedDelivery>, StoreError>;
 
     /// Logs an attempt and sets the delivery's new status (and next attempt
-    /// time) in one transaction, if `owner` still holds its lease.
+    /// time) in one transaction, if `claim_id` is still the delivery's
+    /// current claim; `false` (nothing written) otherwise.
     async fn finish_delivery_attempt(
         &self,
         id: &DeliveryId,
-        owner: &str,
+        claim_id: &str,
         attempt: DeliveryAttempt,
         status: DeliveryStatus,
         now_ms: i64,
     ) -> Result<bool, StoreError>;
 
-    /// Hands claimed deliveries back untried, due at `due_ms`.
+    /// Hands claimed deliveries back untried, due at `due_ms`: those of
+    /// `ids` whose current claim is still `claim_id`.
     async fn release_deliveries(
         &self,
         ids: Vec<DeliveryId>,
-        owner: &str,
+        claim_id: &str,
         due_ms: i64,
     ) -> Result<(), StoreError>;
 
@@ -254,6 +263,23 @@ pub trait Store: Send + Sync + 'static {
 
     /// Rows by status of jobs, calls and deliveries: (table, status, count).
     async fn status_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError>;
+
+    /// Housekeeping leadership: tries to become (or checks it still is)
+    /// the one process, of those sharing the database, that runs the
+    /// housekeeping (retention purges, stale-call checks, idempotency
+    /// expiry, the status counts); `Ok(true)` when it leads. Callers ask
+    /// every few seconds and before each pass read `is_leader`. On an error
+    /// the process does not lead. The default always leads: an engine only
+    /// one process writes has nobody to share the work with.
+    async fn try_lead(&self) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    /// The answer of the last `try_lead` (no I/O; `false` before the first
+    /// on a shared engine).
+    fn is_leader(&self) -> bool {
+        true
+    }
 
     // State shared by every instance on the database (`shared.rs`).
 
@@ -301,7 +327,7 @@ pub trait Store: Send + Sync + 'static {
         lease_until_ms: i64,
         limit: usize,
         cap: usize,
-    ) -> Result<Vec<DeliveryRecord>, StoreError>;
+    ) -> Result<Vec<ClaimedDelivery>, StoreError>;
 
     /// From now until `close`, calls `wake.notify_one()` when any process
     /// sharing the database commits new jobs (PostgreSQL: LISTEN/NOTIFY),
@@ -354,4 +380,16 @@ pub fn check_url(url: &str) -> Result<(), String> {
                 .to_owned(),
         ),
     }
+}
+
+/// A fresh id for one claim by `owner` (a runner's or deliverer's process
+/// id): `<ULID>/<owner>`, stored as the row's `lease_owner`. Every write a
+/// claimer makes afterwards is fenced on this exact id, so an attempt that
+/// outlived its lease cannot write over the claim that replaced it, even
+/// when the same process made both. The ULID has a fixed width (26
+/// characters), so the owner is exactly `substr(lease_owner, 28)` in SQL:
+/// `release_leases` matches on that, safe for any owner string (no prefix
+/// or pattern match that one owner's name could extend into another's).
+pub(crate) fn new_claim_id(owner: &str) -> String {
+    format!("{}/{owner}", ulid::Ulid::generate())
 }

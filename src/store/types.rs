@@ -79,6 +79,8 @@ pub struct JobRecord {
 #[derive(Debug, Clone)]
 pub struct ClaimedJob {
     pub id: JobId,
+    /// This claim's id: `renew_lease` and `finish_claim` are fenced on it.
+    pub claim_id: String,
     pub action: String,
     pub input: String,
     pub state: Option<String>,
@@ -284,6 +286,16 @@ pub struct DeliveryRecord {
     pub last_error: Option<String>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+}
+
+/// A delivery a deliverer has claimed (holds the lease until it logs the
+/// attempt or releases it).
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    /// This claim's id: `finish_delivery_attempt` and `release_deliveries`
+    /// are fenced on it.
+    pub claim_id: String,
+    pub delivery: DeliveryRecord,
 }
 
 /// One attempt of a delivery, as logged.

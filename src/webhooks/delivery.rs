@@ -5,8 +5,10 @@
 //!
 //! Retries are rows in the store (`pending` with `next_attempt_at`), never
 //! timers in memory: a restart picks them up where they were. A process
-//! that dies mid-attempt leaves a `sending` lease that expires and is
-//! claimed again (at-least-once; receivers deduplicate on `webhook-id`).
+//! that dies (or stalls) mid-attempt leaves a `sending` lease that expires
+//! and is claimed again (at-least-once; receivers deduplicate on
+//! `webhook-id`); the attempt's log is fenced on its claim's id, so a
+//! stalled attempt never overwrites the outcome of the claim after it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +24,9 @@ use super::shared_breaker;
 use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::outbound::Endpoint;
-use crate::store::{BreakerAdmission, DeliveryAttempt, DeliveryRecord, DeliveryStatus, Store};
+use crate::store::{
+    BreakerAdmission, ClaimedDelivery, DeliveryAttempt, DeliveryRecord, DeliveryStatus, Store,
+};
 
 /// How often idle workers look for due deliveries (new ones wake them).
 const POLL: Duration = Duration::from_millis(500);
@@ -79,7 +83,10 @@ impl Deliverer {
             self.dispatch(&mut inflight).await;
             if last_purge.elapsed() >= Duration::from_secs(600) {
                 last_purge = Instant::now();
-                self.purge().await;
+                // Retention is housekeeping: the leader's alone.
+                if self.inner.store.is_leader() {
+                    self.purge().await;
+                }
                 self.fail_unconfigured().await;
             }
             tokio::select! {
@@ -169,7 +176,7 @@ impl Deliverer {
             if claimed.is_empty() && probe {
                 shared_breaker::cancel_probe(&*self.inner.store, name).await;
             }
-            for d in claimed {
+            for ClaimedDelivery { claim_id, delivery } in claimed {
                 let (Ok(slot), Ok(permit)) = (
                     self.inner.slots.clone().try_acquire_owned(),
                     client.permits.clone().try_acquire_owned(),
@@ -179,7 +186,7 @@ impl Deliverer {
                     let _ = self
                         .inner
                         .store
-                        .release_deliveries(vec![d.id.clone()], &self.inner.owner, now)
+                        .release_deliveries(vec![delivery.id], &claim_id, now)
                         .await;
                     continue;
                 };
@@ -187,7 +194,7 @@ impl Deliverer {
                 let client = Arc::clone(client);
                 started += 1;
                 inflight.spawn(async move {
-                    this.attempt(&client, d, probe).await;
+                    this.attempt(&client, delivery, &claim_id, probe).await;
                     drop((slot, permit));
                 });
             }
@@ -204,7 +211,14 @@ impl Deliverer {
         n
     }
 
-    async fn attempt(&self, client: &EndpointClient, d: DeliveryRecord, probe: bool) {
+    /// Sends `d` once and logs the outcome, fenced on `claim_id`.
+    async fn attempt(
+        &self,
+        client: &EndpointClient,
+        d: DeliveryRecord,
+        claim_id: &str,
+        probe: bool,
+    ) {
         let endpoint = &client.endpoint;
         let attempt = d.attempts + 1;
         let used = attempt - d.budget_start;
@@ -244,7 +258,7 @@ impl Deliverer {
         match self
             .inner
             .store
-            .finish_delivery_attempt(&d.id, &self.inner.owner, log, status, now_ms)
+            .finish_delivery_attempt(&d.id, claim_id, log, status, now_ms)
             .await
         {
             Ok(true) => {}

@@ -89,7 +89,7 @@ impl Gateway {
 
     /// The store's row counts by status for `table` (`jobs`, `calls`,
     /// `deliveries`), as `/metrics` reports them (scope `metrics:read`).
-    async fn status_gauges(
+    pub(crate) async fn status_gauges(
         &self,
         client: &reqwest::Client,
         key: &str,
@@ -174,7 +174,7 @@ pub(crate) fn config_dir() -> (tempfile::TempDir, String) {
 
 /// Mints a key `ops` in the config dir `dir` that reads jobs, deliveries
 /// and metrics (before the gateway starts).
-fn ops_key(dir: &Path) -> String {
+pub(crate) fn ops_key(dir: &Path) -> String {
     callgate::auth::api_key::add_to_file(
         &dir.join("keys.toml"),
         "ops",
@@ -308,7 +308,10 @@ async fn on_postgres_accepted_jobs_survive_sigkill_and_a_restart() {
     let (config, key) = config_dir();
     let main = config.path().join("callgate.toml");
     let mut toml = std::fs::read_to_string(&main).unwrap();
-    toml.push_str(&format!("[storage]\nurl = \"{}\"\n", schema.url));
+    toml.push_str(&format!(
+        "[storage]\nurl = \"{}\"\npool_size = 4\n",
+        schema.url
+    ));
     std::fs::write(&main, toml).unwrap();
     let data = tempfile::tempdir().unwrap();
     let gw = Gateway::start(config.path(), data.path());
@@ -334,6 +337,7 @@ async fn on_postgres_accepted_jobs_survive_sigkill_and_a_restart() {
     // Every 202 is a committed row, seen by another client of the database.
     let cfg = callgate::config::StorageConfig {
         url: schema.url.clone(),
+        pool_size: 2,
         ..Default::default()
     };
     let store = callgate::store::open(&cfg, data.path()).await.unwrap();

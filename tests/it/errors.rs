@@ -81,7 +81,7 @@ async fn health_and_readiness_answer_without_credentials() {
         .unwrap();
     assert_eq!(
         ready,
-        serde_json::json!({"status": "ready", "storage": "sqlite", "storage_reachable": true, "limits": {"backend": "memory"}})
+        serde_json::json!({"status": "ready", "storage": "sqlite", "storage_reachable": true, "leader": true, "limits": {"backend": "memory"}})
     );
 }
 
@@ -101,7 +101,7 @@ async fn on_postgres_readiness_names_the_engine_and_turns_503_when_the_database_
     let ready: serde_json::Value = r.json().await.unwrap();
     assert_eq!(
         ready,
-        serde_json::json!({"status": "ready", "storage": "postgres", "storage_reachable": true, "limits": {"backend": "memory"}})
+        serde_json::json!({"status": "ready", "storage": "postgres", "storage_reachable": true, "leader": true, "limits": {"backend": "memory"}})
     );
     // The schema goes away under the running server: the heartbeat cannot
     // be written, and readiness says why, with Retry-After.

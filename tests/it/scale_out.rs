@@ -245,7 +245,7 @@ fn config_dir(storage_url: &str, platform: SocketAddr) -> (tempfile::TempDir, St
         d.join("callgate.toml"),
         format!(
             "[server]\nplain_http = true\npublic_url = \"{PUBLIC_URL}\"\n\
-             [storage]\nurl = \"{storage_url}\"\n\
+             [storage]\nurl = \"{storage_url}\"\npool_size = 6\n\
              [limits]\nper_ip = {{ requests = 100000, per = \"1s\", burst = 100000 }}\n\
              per_principal = {{ requests = 100000, per = \"1s\", burst = 100000 }}\n\
              per_provider = {{ requests = 100000, per = \"1s\", burst = 100000 }}\n\
@@ -345,7 +345,7 @@ async fn three_instances_on_postgres_lose_nothing_and_dial_once_through_a_sigkil
 
     // Kill the second instance once calls are being placed through it all.
     eventually(
-        Duration::from_secs(60),
+        Duration::from_secs(180),
         "a quarter of the numbers dialed",
         || async { (platform.dials().len() >= TRIGGERS / 4).then_some(()) },
     )
@@ -374,6 +374,7 @@ async fn three_instances_on_postgres_lose_nothing_and_dial_once_through_a_sigkil
 
     let storage = callgate::config::StorageConfig {
         url: db.url.clone(),
+        pool_size: 2,
         ..Default::default()
     };
     let store = callgate::store::open(&storage, data[0].path())

@@ -187,6 +187,7 @@ cert_file = "cert.pem"
 key_file = "key.pem"
 [storage]
 url = "{storage_url}"
+{pool}
 {storage}
 [limits]
 {limits}
@@ -223,6 +224,15 @@ public_key_file = "{FIXTURES}/jwt/ed-public.pem"
 "#,
             storage = self.storage,
             storage_url = self.storage_url,
+            // Few connections per PostgreSQL instance: tests run side by
+            // side against one server (max_connections 100 by default).
+            pool = if self.storage_url.starts_with("postgres")
+                && !self.storage.contains("pool_size")
+            {
+                "pool_size = 4"
+            } else {
+                ""
+            },
             max_body = self.max_body_bytes,
             proxies = if self.trusted_proxies {
                 "[\"127.0.0.1/32\"]"

@@ -82,5 +82,69 @@ pub(super) async fn prepare(pg: &tokio_postgres::Config, timeout: Duration) -> a
     };
     tokio::time::timeout(timeout, work)
         .await
-        .map_err(|_| anyhow::anyhow!("PostgreSQL did not answer within {timeout:?}"))?
+        .map_err(|elapsed| {
+            anyhow::Error::new(elapsed)
+                .context(format!("PostgreSQL did not answer within {timeout:?}"))
+        })?
+}
+
+/// `prepare`, tried again while the server cannot be reached (down,
+/// starting up, out of connections, not answering), with a pause growing
+/// from 250 ms to 5 s, until `start_timeout` has passed: instances started
+/// together with their database (one compose file, one boot) come up
+/// without a supervisor's restart loop. What waiting will not change fails
+/// at once.
+///
+/// Chosen over serving at once with a store that connects later: every
+/// part of the gateway holds an open store, and a wrapper answering
+/// "unavailable" for each `Store` operation until then would have to
+/// follow every change of the interface. Until the store is open the
+/// listener is bound but nothing answers (not even `/healthz`); past
+/// `start_timeout` the process exits with the error, for a supervisor to
+/// restart it.
+pub(super) async fn prepare_retrying(
+    pg: &tokio_postgres::Config,
+    timeout: Duration,
+    start_timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + start_timeout;
+    let mut pause = Duration::from_millis(250);
+    loop {
+        match prepare(pg, timeout).await {
+            Ok(()) => return Ok(()),
+            Err(e) if transient(&e) && tokio::time::Instant::now() + pause < deadline => {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    retry_in = ?pause,
+                    "PostgreSQL cannot be reached yet; trying again until storage.start_timeout"
+                );
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether waiting may cure `e`: no answer in time, a connection that
+/// failed or broke (no SQLSTATE: refused, reset, closed), or a server
+/// that answered "not now" (class 08 connection exception, class 53
+/// insufficient resources such as too many connections, 57P03 starting
+/// up or shutting down). Classified by kind, never by message.
+fn transient(e: &anyhow::Error) -> bool {
+    for cause in e.chain() {
+        if cause.is::<tokio::time::error::Elapsed>() {
+            return true;
+        }
+        if let Some(pg) = cause.downcast_ref::<tokio_postgres::Error>() {
+            return match pg.code() {
+                None => true,
+                Some(state) => {
+                    let code = state.code();
+                    code.starts_with("08") || code.starts_with("53") || code == "57P03"
+                }
+            };
+        }
+    }
+    false
 }

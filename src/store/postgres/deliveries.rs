@@ -12,8 +12,8 @@ use super::convert::{
 };
 use crate::ids::DeliveryId;
 use crate::store::{
-    DeliveryAttempt, DeliveryFilter, DeliveryRecord, DeliveryStatus, NewDelivery, Replay,
-    StoreError,
+    ClaimedDelivery, DeliveryAttempt, DeliveryFilter, DeliveryRecord, DeliveryStatus, NewDelivery,
+    Replay, StoreError,
 };
 
 const COLUMNS: &str = "id, msg_id, endpoint, event, job_id, call_id, status, headers, body, \
@@ -115,21 +115,22 @@ SELECT id, msg_id, endpoint, event, job_id, call_id, status, headers, body, atte
     budget_start, next_attempt_at, last_status_code, last_error, created_at, updated_at
 FROM claimed ORDER BY k, id";
 
+/// Claims under `claim_id` (stored as `lease_owner`).
 pub(super) async fn claim<C: GenericClient>(
     c: &C,
     endpoint: &str,
-    owner: &str,
+    claim_id: &str,
     now_ms: i64,
     lease_until_ms: i64,
     limit: usize,
-) -> Result<Vec<DeliveryRecord>, StoreError> {
+) -> Result<Vec<ClaimedDelivery>, StoreError> {
     let interrupted = "interrupted: the process sending it stopped before logging the outcome";
     query(
         c,
         CLAIM,
         &[
             &endpoint,
-            &owner,
+            &claim_id,
             &now_ms,
             &lease_until_ms,
             &(limit as i64),
@@ -138,15 +139,21 @@ pub(super) async fn claim<C: GenericClient>(
     )
     .await?
     .iter()
-    .map(record)
+    .map(|r| {
+        Ok(ClaimedDelivery {
+            claim_id: claim_id.to_owned(),
+            delivery: record(r)?,
+        })
+    })
     .collect()
 }
 
-/// Logs an attempt and moves the delivery on, if `owner` still holds it.
+/// Logs an attempt and moves the delivery on, if `claim_id` is still its
+/// current claim.
 pub(super) async fn finish_attempt<C: GenericClient>(
     c: &C,
     id: &DeliveryId,
-    owner: &str,
+    claim_id: &str,
     attempt: &DeliveryAttempt,
     status: DeliveryStatus,
     now_ms: i64,
@@ -158,7 +165,7 @@ pub(super) async fn finish_attempt<C: GenericClient>(
          updated_at = $8 WHERE id = $1 AND status = 'sending' AND lease_owner = $2",
         &[
             &id.as_str(),
-            &owner,
+            &claim_id,
             &status.as_str(),
             &attempt.attempt,
             &attempt.next_attempt_at_ms,
@@ -199,7 +206,7 @@ pub(super) async fn finish_attempt<C: GenericClient>(
 pub(super) async fn release<C: GenericClient>(
     c: &C,
     ids: &[DeliveryId],
-    owner: &str,
+    claim_id: &str,
     due_ms: i64,
 ) -> Result<(), StoreError> {
     let ids: Vec<&str> = ids.iter().map(DeliveryId::as_str).collect();
@@ -208,7 +215,7 @@ pub(super) async fn release<C: GenericClient>(
         "UPDATE deliveries SET status = 'pending', next_attempt_at = $3, lease_owner = NULL, \
          lease_expires_at = NULL, updated_at = $3 \
          WHERE id = ANY($1) AND status = 'sending' AND lease_owner = $2",
-        &[&ids, &owner, &due_ms],
+        &[&ids, &claim_id, &due_ms],
     )
     .await?;
     Ok(())

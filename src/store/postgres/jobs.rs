@@ -42,9 +42,10 @@ logged AS (
 )
 SELECT id, action, input, state, attempts, created_at FROM claimed ORDER BY k, id";
 
+/// Claims under `claim_id` (stored as `lease_owner`).
 pub(super) async fn claim_jobs<C: GenericClient>(
     c: &C,
-    owner: &str,
+    claim_id: &str,
     now_ms: i64,
     lease_until_ms: i64,
     limit: usize,
@@ -52,13 +53,14 @@ pub(super) async fn claim_jobs<C: GenericClient>(
     let rows = query(
         c,
         CLAIM,
-        &[&owner, &now_ms, &lease_until_ms, &(limit as i64)],
+        &[&claim_id, &now_ms, &lease_until_ms, &(limit as i64)],
     )
     .await?;
     rows.iter()
         .map(|r| {
             Ok(ClaimedJob {
                 id: job_id(r, 0)?,
+                claim_id: claim_id.to_owned(),
                 action: get(r, 1)?,
                 input: get(r, 2)?,
                 state: get(r, 3)?,
@@ -92,14 +94,14 @@ async fn log_event<C: GenericClient>(
 pub(super) async fn renew_lease<C: GenericClient>(
     c: &C,
     job_id: &JobId,
-    owner: &str,
+    claim_id: &str,
     until_ms: i64,
 ) -> Result<bool, StoreError> {
     let n = execute(
         c,
         "UPDATE jobs SET lease_expires_at = $3 WHERE id = $1 AND lease_owner = $2 \
          AND status = 'running'",
-        &[&job_id.as_str(), &owner, &until_ms],
+        &[&job_id.as_str(), &claim_id, &until_ms],
     )
     .await?;
     Ok(n == 1)
@@ -112,7 +114,7 @@ pub(super) async fn renew_lease<C: GenericClient>(
 pub(super) async fn finish_claim<C: GenericClient>(
     c: &C,
     job_id: &JobId,
-    owner: &str,
+    claim_id: &str,
     u: &JobUpdate,
     now_ms: i64,
 ) -> Result<bool, StoreError> {
@@ -128,7 +130,7 @@ pub(super) async fn finish_claim<C: GenericClient>(
         c,
         "SELECT wait_agent, updated_at, attempts FROM jobs \
          WHERE id = $1 AND lease_owner = $2 AND status = 'running' FOR UPDATE",
-        &[&job_id.as_str(), &owner],
+        &[&job_id.as_str(), &claim_id],
     )
     .await?
     else {
@@ -155,7 +157,7 @@ pub(super) async fn finish_claim<C: GenericClient>(
          WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
         &[
             &job_id.as_str(),
-            &owner,
+            &claim_id,
             &u.status.as_str(),
             &u.reason,
             &run_at,
@@ -204,7 +206,9 @@ pub(super) async fn release_leases<C: GenericClient>(
 ) -> Result<u64, StoreError> {
     execute(
         c,
-        "UPDATE jobs SET lease_expires_at = $2::bigint - 1 WHERE lease_owner = $1 AND status = 'running'",
+        // Every claim of `owner`, whatever its id (`store::new_claim_id`).
+        "UPDATE jobs SET lease_expires_at = $2::bigint - 1 WHERE substr(lease_owner, 28) = $1 \
+         AND status = 'running'",
         &[&owner, &now_ms],
     )
     .await

@@ -24,6 +24,7 @@ mod connect;
 mod convert;
 mod deliveries;
 mod jobs;
+mod leader;
 mod listen;
 mod reads;
 mod schema;
@@ -39,10 +40,10 @@ use async_trait::async_trait;
 use deadpool_postgres::Pool;
 
 use super::{
-    BreakerAdmission, BreakerPolicy, BreakerRow, CallEventIn, CallRecord, CallStatus, ClaimedJob,
-    DeliveryAttempt, DeliveryFilter, DeliveryRecord, DeliveryStatus, EnqueueOutcome, EventApplied,
-    EventJobs, IdempotencyRecord, JobEvent, JobFilter, JobRecord, JobUpdate, NewCall, NewDelivery,
-    NewJob, Replay, Reservation, Store, StoreError,
+    BreakerAdmission, BreakerPolicy, BreakerRow, CallEventIn, CallRecord, CallStatus,
+    ClaimedDelivery, ClaimedJob, DeliveryAttempt, DeliveryFilter, DeliveryRecord, DeliveryStatus,
+    EnqueueOutcome, EventApplied, EventJobs, IdempotencyRecord, JobEvent, JobFilter, JobRecord,
+    JobUpdate, NewCall, NewDelivery, NewJob, Replay, Reservation, Store, StoreError,
 };
 use crate::config::StorageConfig;
 use crate::ids::{CallId, DeliveryId, JobId};
@@ -81,32 +82,41 @@ pub struct PgStore {
     connect_timeout: Duration,
     poll_only: bool,
     listener: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Housekeeping leadership (a session of its own).
+    leader: leader::Leader,
 }
 
 impl PgStore {
     /// Connects, checks durability, migrates, and starts the writer.
     pub async fn open(cfg: &StorageConfig) -> anyhow::Result<Self> {
         let pg = connect::session_config(cfg)?;
-        connect::prepare(&pg, cfg.connect_timeout + cfg.busy_timeout)
-            .await
-            .context("preparing the PostgreSQL schema")?;
+        connect::prepare_retrying(
+            &pg,
+            cfg.connect_timeout + cfg.busy_timeout,
+            cfg.start_timeout,
+        )
+        .await
+        .context("preparing the PostgreSQL schema")?;
         let pool = connect::pool_of(&pg, cfg, cfg.pool_size.max(1))?;
-        let writer_pool = connect::pool_of(&pg, cfg, 1)?;
+        let in_flight = cfg.write_connections.max(1);
+        let writer_pool = connect::pool_of(&pg, cfg, in_flight)?;
         let op_timeout = cfg.connect_timeout + cfg.busy_timeout;
         let writer = Writer::spawn(
             writer_pool,
             cfg.max_pending_writes,
             cfg.max_batch,
+            in_flight,
             op_timeout,
         );
         Ok(Self {
             pool,
             writer,
             op_timeout,
-            pg,
             connect_timeout: cfg.connect_timeout,
             poll_only: cfg.poll_only,
             listener: std::sync::Mutex::new(None),
+            leader: leader::Leader::new(&pg, op_timeout, !cfg.poll_only),
+            pg,
         })
     }
 
@@ -235,6 +245,7 @@ impl Store for PgStore {
         if let Some(task) = listener {
             task.abort();
         }
+        self.leader.close().await;
         self.writer.close().await;
         self.pool.close();
     }
@@ -246,9 +257,10 @@ impl Store for PgStore {
         lease_until_ms: i64,
         limit: usize,
     ) -> Result<Vec<ClaimedJob>, StoreError> {
+        let claim_id = super::new_claim_id(owner);
         on_conn!(self, |c| jobs::claim_jobs(
             &c,
-            owner,
+            &claim_id,
             now_ms,
             lease_until_ms,
             limit
@@ -259,22 +271,22 @@ impl Store for PgStore {
     async fn renew_lease(
         &self,
         job_id: &JobId,
-        owner: &str,
+        claim_id: &str,
         until_ms: i64,
     ) -> Result<bool, StoreError> {
-        on_conn!(self, |c| jobs::renew_lease(&c, job_id, owner, until_ms)
+        on_conn!(self, |c| jobs::renew_lease(&c, job_id, claim_id, until_ms)
             .await)
     }
 
     async fn finish_claim(
         &self,
         job_id: &JobId,
-        owner: &str,
+        claim_id: &str,
         update: JobUpdate,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
         in_tx!(self, |tx| jobs::finish_claim(
-            &tx, job_id, owner, &update, now_ms
+            &tx, job_id, claim_id, &update, now_ms
         )
         .await?)
     }
@@ -389,11 +401,12 @@ impl Store for PgStore {
         now_ms: i64,
         lease_until_ms: i64,
         limit: usize,
-    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        let claim_id = super::new_claim_id(owner);
         on_conn!(self, |c| deliveries::claim(
             &c,
             endpoint,
-            owner,
+            &claim_id,
             now_ms,
             lease_until_ms,
             limit
@@ -409,11 +422,12 @@ impl Store for PgStore {
         lease_until_ms: i64,
         limit: usize,
         cap: usize,
-    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        let claim_id = super::new_claim_id(owner);
         in_tx!(self, |tx| shared::claim_capped(
             &tx,
             endpoint,
-            owner,
+            &claim_id,
             now_ms,
             lease_until_ms,
             limit,
@@ -474,13 +488,13 @@ impl Store for PgStore {
     async fn finish_delivery_attempt(
         &self,
         id: &DeliveryId,
-        owner: &str,
+        claim_id: &str,
         attempt: DeliveryAttempt,
         status: DeliveryStatus,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
         in_tx!(self, |tx| deliveries::finish_attempt(
-            &tx, id, owner, &attempt, status, now_ms
+            &tx, id, claim_id, &attempt, status, now_ms
         )
         .await?)
     }
@@ -488,10 +502,11 @@ impl Store for PgStore {
     async fn release_deliveries(
         &self,
         ids: Vec<DeliveryId>,
-        owner: &str,
+        claim_id: &str,
         due_ms: i64,
     ) -> Result<(), StoreError> {
-        on_conn!(self, |c| deliveries::release(&c, &ids, owner, due_ms).await)
+        on_conn!(self, |c| deliveries::release(&c, &ids, claim_id, due_ms)
+            .await)
     }
 
     async fn delivery(&self, id: &DeliveryId) -> Result<Option<DeliveryRecord>, StoreError> {
@@ -538,6 +553,14 @@ impl Store for PgStore {
 
     async fn status_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
         on_conn!(self, |c| reads::status_counts(&c).await)
+    }
+
+    async fn try_lead(&self) -> Result<bool, StoreError> {
+        self.leader.try_lead().await
+    }
+
+    fn is_leader(&self) -> bool {
+        self.leader.is_leader()
     }
 
     fn notify_new_jobs(&self, wake: Arc<tokio::sync::Notify>) {

@@ -15,9 +15,11 @@ use tokio_postgres::Client;
 pub(super) const LOCK_MIGRATIONS: i32 = 0x6367_0001;
 /// First key of the per-agent line lock (`pg_advisory_xact_lock`).
 pub(super) const LOCK_AGENT: i32 = 0x6367_0002;
+/// First key of the housekeeping leader's session lock (`leader.rs`).
+pub(super) const LOCK_LEADER: i32 = 0x6367_0003;
 /// First key of the per-endpoint delivery claim lock
 /// (`pg_advisory_xact_lock`, the concurrency cap across instances).
-pub(super) const LOCK_ENDPOINT: i32 = 0x6367_0003;
+pub(super) const LOCK_ENDPOINT: i32 = 0x6367_0004;
 /// The NOTIFY channel of a schema's new jobs (migration 2's trigger).
 pub(super) const JOBS_CHANNEL_PREFIX: &str = "callgate_jobs_";
 

@@ -8,7 +8,9 @@ use deadpool_postgres::GenericClient;
 
 use super::convert::{execute, get, query_opt};
 use super::schema::LOCK_ENDPOINT;
-use crate::store::{BreakerAdmission, BreakerPolicy, BreakerRow, DeliveryRecord, StoreError, gcra};
+use crate::store::{
+    BreakerAdmission, BreakerPolicy, BreakerRow, ClaimedDelivery, StoreError, gcra,
+};
 
 /// One token of `key`'s rate (inside a transaction).
 pub(super) async fn take_rate_token<C: GenericClient>(
@@ -154,12 +156,12 @@ pub(super) async fn breaker_cancel_probe<C: GenericClient>(
 pub(super) async fn claim_capped<C: GenericClient>(
     c: &C,
     endpoint: &str,
-    owner: &str,
+    claim_id: &str,
     now_ms: i64,
     lease_until_ms: i64,
     limit: usize,
     cap: usize,
-) -> Result<Vec<DeliveryRecord>, StoreError> {
+) -> Result<Vec<ClaimedDelivery>, StoreError> {
     execute(
         c,
         "SELECT pg_advisory_xact_lock($1, hashtext($2))",
@@ -181,5 +183,13 @@ pub(super) async fn claim_capped<C: GenericClient>(
     if free == 0 || limit == 0 {
         return Ok(Vec::new());
     }
-    super::deliveries::claim(c, endpoint, owner, now_ms, lease_until_ms, limit.min(free)).await
+    super::deliveries::claim(
+        c,
+        endpoint,
+        claim_id,
+        now_ms,
+        lease_until_ms,
+        limit.min(free),
+    )
+    .await
 }

@@ -8,6 +8,14 @@
 //! transaction per request would cap throughput at the disk's flush rate;
 //! the writer takes whatever queued up while the previous commit was
 //! flushing (up to `max_batch`) and commits it at once, never on a timer.
+//! Up to `in_flight` batches run at once, each on a connection of its own
+//! (`storage.write_connections`): one batch's statement runs while
+//! another's commit flushes. Each request is answered when ITS batch has
+//! committed. Two batches in flight may carry one Idempotency-Key: the
+//! unique index makes the later statement wait for the earlier commit and
+//! lose to it (`ON CONFLICT`), as between two instances. Each batch claims
+//! its keys (and dedupe keys) in sorted order, so two batches sharing
+//! several keys take them in one order rather than deadlocking.
 //!
 //! Policy (as the SQLite engine's `GroupCommit`): the queue is bounded; when
 //! it is full, `enqueue` fails at once with `Backpressure` and the readiness
@@ -17,12 +25,12 @@
 //! insert one job, and the loser replays the winner's record.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::store::{EnqueueOutcome, NewJob, StoreError};
 
@@ -55,6 +63,7 @@ claimed AS (
         response_status, response_body, created_at, expires_at)
     SELECT principal, trigger_id, idem_key, request_hash, id, response_status, response_body,
         created_at, expires_at FROM input WHERE idem_key IS NOT NULL
+    ORDER BY principal, trigger_id, idem_key
     ON CONFLICT (principal, trigger_id, idem_key) DO UPDATE SET
         request_hash = excluded.request_hash, job_id = excluded.job_id,
         response_status = excluded.response_status, response_body = excluded.response_body,
@@ -68,6 +77,7 @@ inserted AS (
     SELECT id, trigger_id, principal, status, action, input, request_id, idem_key, created_at,
         created_at, run_at, dedupe_key FROM input
     WHERE idem_key IS NULL OR id IN (SELECT job_id FROM claimed)
+    ORDER BY dedupe_key, id
     ON CONFLICT (dedupe_key) DO NOTHING
     RETURNING id
 )
@@ -83,12 +93,24 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer on `pool` (its own connection) with a queue of
-    /// `capacity` and batches of at most `max_batch` jobs; a batch taking
-    /// longer than `timeout` fails (its requests get 503).
-    pub(super) fn spawn(pool: Pool, capacity: usize, max_batch: usize, timeout: Duration) -> Self {
+    /// Starts the writer on `pool` (its own connections) with a queue of
+    /// `capacity`, batches of at most `max_batch` jobs and at most
+    /// `in_flight` batches at once; a batch taking longer than `timeout`
+    /// fails (its requests get 503).
+    pub(super) fn spawn(
+        pool: Pool,
+        capacity: usize,
+        max_batch: usize,
+        in_flight: usize,
+        timeout: Duration,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        let task = tokio::spawn(run(pool, rx, max_batch.max(1), timeout));
+        let limits = Limits {
+            max_batch: max_batch.max(1),
+            in_flight: in_flight.max(1),
+            timeout,
+        };
+        let task = tokio::spawn(run(pool, rx, limits));
         Self {
             tx,
             task: Mutex::new(Some(task)),
@@ -132,50 +154,88 @@ fn full_or_closed<T>(e: mpsc::error::TrySendError<T>) -> StoreError {
     }
 }
 
-async fn run(pool: Pool, mut rx: mpsc::Receiver<Op>, max_batch: usize, timeout: Duration) {
-    let mut jobs = Vec::with_capacity(max_batch);
-    let mut job_replies: Vec<Reply<EnqueueOutcome>> = Vec::with_capacity(max_batch);
-    while let Some(first) = rx.recv().await {
-        let mut beats = Vec::new();
+#[derive(Clone, Copy)]
+struct Limits {
+    max_batch: usize,
+    in_flight: usize,
+    timeout: Duration,
+}
+
+/// Gathers batches and commits each in a task of its own, at most
+/// `in_flight` at once. A batch is gathered only once a slot is free, so
+/// what queues up meanwhile makes the next batch bigger.
+async fn run(pool: Pool, mut rx: mpsc::Receiver<Op>, limits: Limits) {
+    let slots = Arc::new(Semaphore::new(limits.in_flight));
+    let mut batches = JoinSet::new();
+    loop {
+        // Never closed, so never an error.
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            break;
+        };
+        while batches.try_join_next().is_some() {}
+        let Some(first) = rx.recv().await else {
+            break;
+        };
+        let mut batch = Batch::default();
         let mut next = Some(first);
         while let Some(op) = next.take() {
             match op {
                 Op::Job(job, reply) => {
-                    jobs.push(job);
-                    job_replies.push(reply);
+                    batch.jobs.push(job);
+                    batch.job_replies.push(reply);
                 }
-                Op::Heartbeat(at, reply) => beats.push((at, reply)),
+                Op::Heartbeat(at, reply) => batch.beats.push((at, reply)),
                 // Refuse new work; what is already queued is still received
                 // (and committed) by this loop before `recv` ends.
                 Op::Shutdown => rx.close(),
             }
-            if jobs.len() + beats.len() < max_batch {
+            if batch.jobs.len() + batch.beats.len() < limits.max_batch {
                 next = rx.try_recv().ok();
             }
         }
-        let beat_at = beats.iter().map(|(at, _)| *at).max();
-        let result = match tokio::time::timeout(timeout, write_batch(&pool, &jobs, beat_at)).await {
-            Ok(r) => r,
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "group commit did not finish within {timeout:?}"
-            ))),
-        };
-        jobs.clear();
+        let pool = pool.clone();
+        batches.spawn(async move {
+            batch.commit(&pool, limits.timeout).await;
+            drop(slot);
+        });
+    }
+    // `close` returns once every batch in flight has been answered.
+    while batches.join_next().await.is_some() {}
+}
+
+/// One group commit's work and the requests waiting for it.
+#[derive(Default)]
+struct Batch {
+    jobs: Vec<NewJob>,
+    job_replies: Vec<Reply<EnqueueOutcome>>,
+    beats: Vec<(i64, Reply<()>)>,
+}
+
+impl Batch {
+    async fn commit(self, pool: &Pool, timeout: Duration) {
+        let beat_at = self.beats.iter().map(|(at, _)| *at).max();
+        let result =
+            match tokio::time::timeout(timeout, write_batch(pool, &self.jobs, beat_at)).await {
+                Ok(r) => r,
+                Err(_) => Err(StoreError::Unavailable(format!(
+                    "group commit did not finish within {timeout:?}"
+                ))),
+            };
         match result {
             Ok(outcomes) => {
-                for (reply, outcome) in job_replies.drain(..).zip(outcomes) {
+                for (reply, outcome) in self.job_replies.into_iter().zip(outcomes) {
                     let _ = reply.send(Ok(outcome));
                 }
-                for (_, reply) in beats {
+                for (_, reply) in self.beats {
                     let _ = reply.send(Ok(()));
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, "group commit failed; the batch's requests get 503");
-                for reply in job_replies.drain(..) {
+                for reply in self.job_replies {
                     let _ = reply.send(Err(e.clone()));
                 }
-                for (_, reply) in beats {
+                for (_, reply) in self.beats {
                     let _ = reply.send(Err(e.clone()));
                 }
             }

@@ -6,8 +6,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::ids::DeliveryId;
 use crate::store::{
-    DeliveryAttempt, DeliveryFilter, DeliveryRecord, DeliveryStatus, NewDelivery, Replay,
-    StoreError,
+    ClaimedDelivery, DeliveryAttempt, DeliveryFilter, DeliveryRecord, DeliveryStatus, NewDelivery,
+    Replay, StoreError,
 };
 
 const COLUMNS: &str = "id, msg_id, endpoint, event, job_id, call_id, status, headers, body, \
@@ -68,15 +68,15 @@ pub(super) fn create(conn: &Connection, d: &NewDelivery) -> Result<DeliveryId, S
 
 /// Claims up to `limit` due deliveries of one endpoint (pending and due, or
 /// sending with an expired lease: the process sending it died), oldest due
-/// first.
+/// first, under `claim_id` (stored as `lease_owner`).
 pub(super) fn claim(
     conn: &Connection,
     endpoint: &str,
-    owner: &str,
+    claim_id: &str,
     now_ms: i64,
     lease_until_ms: i64,
     limit: usize,
-) -> Result<Vec<DeliveryRecord>, StoreError> {
+) -> Result<Vec<ClaimedDelivery>, StoreError> {
     let mut ids: Vec<(i64, DeliveryId)> = conn
         .prepare_cached(
             "SELECT next_attempt_at, id FROM deliveries WHERE status = 'pending' AND endpoint = ?1 \
@@ -130,21 +130,25 @@ pub(super) fn claim(
          updated_at = ?4 WHERE id = ?1 RETURNING {COLUMNS}"
     ))?;
     for (_, id) in ids {
-        if let Some(d) = update
-            .query_row(params![id, owner, lease_until_ms, now_ms], record)
+        if let Some(delivery) = update
+            .query_row(params![id, claim_id, lease_until_ms, now_ms], record)
             .optional()?
         {
-            out.push(d);
+            out.push(ClaimedDelivery {
+                claim_id: claim_id.to_owned(),
+                delivery,
+            });
         }
     }
     Ok(out)
 }
 
-/// Logs an attempt and moves the delivery on, if `owner` still holds it.
+/// Logs an attempt and moves the delivery on, if `claim_id` is still its
+/// current claim.
 pub(super) fn finish_attempt(
     conn: &Connection,
     id: &DeliveryId,
-    owner: &str,
+    claim_id: &str,
     attempt: &DeliveryAttempt,
     status: DeliveryStatus,
     now_ms: i64,
@@ -157,7 +161,7 @@ pub(super) fn finish_attempt(
         )?
         .execute(params![
             id,
-            owner,
+            claim_id,
             status,
             attempt.attempt,
             attempt.next_attempt_at_ms,
@@ -193,7 +197,7 @@ pub(super) fn finish_attempt(
 pub(super) fn release(
     conn: &Connection,
     ids: &[DeliveryId],
-    owner: &str,
+    claim_id: &str,
     due_ms: i64,
 ) -> Result<(), StoreError> {
     let mut stmt = conn.prepare_cached(
@@ -201,7 +205,7 @@ pub(super) fn release(
          lease_expires_at = NULL, updated_at = ?3 WHERE id = ?1 AND status = 'sending' AND lease_owner = ?2",
     )?;
     for id in ids {
-        stmt.execute(params![id, owner, due_ms])?;
+        stmt.execute(params![id, claim_id, due_ms])?;
     }
     Ok(())
 }

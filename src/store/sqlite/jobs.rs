@@ -8,12 +8,13 @@ use super::calls::active_calls;
 use crate::ids::JobId;
 use crate::store::{ClaimedJob, JobStatus, JobUpdate, NewJob, StoreError};
 
-/// Claims due jobs. Each kind of due job is found by its own index-ordered
+/// Claims due jobs under `claim_id` (stored as `lease_owner`, see
+/// `store::new_claim_id`). Each kind of due job is found by its own index-ordered
 /// query (one `OR` across them made SQLite sort every due job on every
 /// claim: 7 ms per claim with 20,000 queued); the earliest `limit` win.
 pub(super) fn claim_jobs(
     conn: &Connection,
-    owner: &str,
+    claim_id: &str,
     now_ms: i64,
     lease_until_ms: i64,
     limit: usize,
@@ -46,10 +47,11 @@ pub(super) fn claim_jobs(
     let mut claimed = Vec::with_capacity(candidates.len());
     for (_, id) in candidates {
         let (job, line_wait) =
-            claim.query_row(params![id, owner, lease_until_ms, now_ms], |r| {
+            claim.query_row(params![id, claim_id, lease_until_ms, now_ms], |r| {
                 Ok((
                     ClaimedJob {
                         id: r.get(0)?,
+                        claim_id: claim_id.to_owned(),
                         action: r.get(1)?,
                         input: r.get(2)?,
                         state: r.get(3)?,
@@ -98,21 +100,21 @@ fn log_event(
 pub(super) fn renew_lease(
     conn: &Connection,
     job_id: &JobId,
-    owner: &str,
+    claim_id: &str,
     until_ms: i64,
 ) -> Result<bool, StoreError> {
     let n = conn
         .prepare_cached(
             "UPDATE jobs SET lease_expires_at = ?3 WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'",
         )?
-        .execute(params![job_id, owner, until_ms])?;
+        .execute(params![job_id, claim_id, until_ms])?;
     Ok(n == 1)
 }
 
 pub(super) fn finish_claim(
     conn: &Connection,
     job_id: &JobId,
-    owner: &str,
+    claim_id: &str,
     u: &JobUpdate,
     now_ms: i64,
 ) -> Result<bool, StoreError> {
@@ -122,7 +124,7 @@ pub(super) fn finish_claim(
             "SELECT wait_agent, updated_at, attempts FROM jobs \
              WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'",
         )?
-        .query_row(params![job_id, owner], |r| {
+        .query_row(params![job_id, claim_id], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })
         .optional()?;
@@ -147,7 +149,7 @@ pub(super) fn finish_claim(
     )?
     .execute(params![
         job_id,
-        owner,
+        claim_id,
         u.status.as_str(),
         u.reason,
         run_at,
@@ -190,9 +192,11 @@ pub(super) fn release_leases(
     owner: &str,
     now_ms: i64,
 ) -> Result<u64, StoreError> {
+    // Every claim of `owner`, whatever its id (`store::new_claim_id`).
     let n = conn
         .prepare_cached(
-            "UPDATE jobs SET lease_expires_at = ?2 - 1 WHERE lease_owner = ?1 AND status = 'running'",
+            "UPDATE jobs SET lease_expires_at = ?2 - 1 WHERE substr(lease_owner, 28) = ?1 \
+             AND status = 'running'",
         )?
         .execute(params![owner, now_ms])?;
     Ok(n as u64)

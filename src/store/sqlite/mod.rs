@@ -30,10 +30,10 @@ use tokio::sync::oneshot;
 pub use writer::MAX_ROWS_PER_STATEMENT;
 
 use super::{
-    BreakerAdmission, BreakerPolicy, BreakerRow, CallEventIn, CallRecord, CallStatus, ClaimedJob,
-    DeliveryAttempt, DeliveryFilter, DeliveryRecord, DeliveryStatus, EnqueueOutcome, EventApplied,
-    EventJobs, GroupCommit, IdempotencyRecord, JobEvent, JobFilter, JobRecord, JobUpdate, NewCall,
-    NewDelivery, NewJob, Replay, Reservation, Store, StoreError,
+    BreakerAdmission, BreakerPolicy, BreakerRow, CallEventIn, CallRecord, CallStatus,
+    ClaimedDelivery, ClaimedJob, DeliveryAttempt, DeliveryFilter, DeliveryRecord, DeliveryStatus,
+    EnqueueOutcome, EventApplied, EventJobs, GroupCommit, IdempotencyRecord, JobEvent, JobFilter,
+    JobRecord, JobUpdate, NewCall, NewDelivery, NewJob, Replay, Reservation, Store, StoreError,
 };
 use crate::config::StorageConfig;
 use crate::ids::{CallId, DeliveryId, JobId};
@@ -179,31 +179,31 @@ impl Store for SqliteStore {
         lease_until_ms: i64,
         limit: usize,
     ) -> Result<Vec<ClaimedJob>, StoreError> {
-        let owner = owner.to_owned();
-        self.write(move |conn| jobs::claim_jobs(conn, &owner, now_ms, lease_until_ms, limit))
+        let claim_id = super::new_claim_id(owner);
+        self.write(move |conn| jobs::claim_jobs(conn, &claim_id, now_ms, lease_until_ms, limit))
             .await
     }
 
     async fn renew_lease(
         &self,
         job_id: &JobId,
-        owner: &str,
+        claim_id: &str,
         until_ms: i64,
     ) -> Result<bool, StoreError> {
-        let (job_id, owner) = (job_id.clone(), owner.to_owned());
-        self.write(move |conn| jobs::renew_lease(conn, &job_id, &owner, until_ms))
+        let (job_id, claim_id) = (job_id.clone(), claim_id.to_owned());
+        self.write(move |conn| jobs::renew_lease(conn, &job_id, &claim_id, until_ms))
             .await
     }
 
     async fn finish_claim(
         &self,
         job_id: &JobId,
-        owner: &str,
+        claim_id: &str,
         update: JobUpdate,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        let (job_id, owner) = (job_id.clone(), owner.to_owned());
-        self.write(move |conn| jobs::finish_claim(conn, &job_id, &owner, &update, now_ms))
+        let (job_id, claim_id) = (job_id.clone(), claim_id.to_owned());
+        self.write(move |conn| jobs::finish_claim(conn, &job_id, &claim_id, &update, now_ms))
             .await
     }
 
@@ -321,10 +321,10 @@ impl Store for SqliteStore {
         now_ms: i64,
         lease_until_ms: i64,
         limit: usize,
-    ) -> Result<Vec<DeliveryRecord>, StoreError> {
-        let (endpoint, owner) = (endpoint.to_owned(), owner.to_owned());
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        let (endpoint, claim_id) = (endpoint.to_owned(), super::new_claim_id(owner));
         self.write(move |conn| {
-            deliveries::claim(conn, &endpoint, &owner, now_ms, lease_until_ms, limit)
+            deliveries::claim(conn, &endpoint, &claim_id, now_ms, lease_until_ms, limit)
         })
         .await
     }
@@ -337,10 +337,18 @@ impl Store for SqliteStore {
         lease_until_ms: i64,
         limit: usize,
         cap: usize,
-    ) -> Result<Vec<DeliveryRecord>, StoreError> {
-        let (endpoint, owner) = (endpoint.to_owned(), owner.to_owned());
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        let (endpoint, claim_id) = (endpoint.to_owned(), super::new_claim_id(owner));
         self.write(move |conn| {
-            shared::claim_capped(conn, &endpoint, &owner, now_ms, lease_until_ms, limit, cap)
+            shared::claim_capped(
+                conn,
+                &endpoint,
+                &claim_id,
+                now_ms,
+                lease_until_ms,
+                limit,
+                cap,
+            )
         })
         .await
     }
@@ -397,14 +405,14 @@ impl Store for SqliteStore {
     async fn finish_delivery_attempt(
         &self,
         id: &DeliveryId,
-        owner: &str,
+        claim_id: &str,
         attempt: DeliveryAttempt,
         status: DeliveryStatus,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        let (id, owner) = (id.clone(), owner.to_owned());
+        let (id, claim_id) = (id.clone(), claim_id.to_owned());
         self.write(move |conn| {
-            deliveries::finish_attempt(conn, &id, &owner, &attempt, status, now_ms)
+            deliveries::finish_attempt(conn, &id, &claim_id, &attempt, status, now_ms)
         })
         .await
     }
@@ -412,11 +420,11 @@ impl Store for SqliteStore {
     async fn release_deliveries(
         &self,
         ids: Vec<DeliveryId>,
-        owner: &str,
+        claim_id: &str,
         due_ms: i64,
     ) -> Result<(), StoreError> {
-        let owner = owner.to_owned();
-        self.write(move |conn| deliveries::release(conn, &ids, &owner, due_ms))
+        let claim_id = claim_id.to_owned();
+        self.write(move |conn| deliveries::release(conn, &ids, &claim_id, due_ms))
             .await
     }
 

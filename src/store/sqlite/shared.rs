@@ -6,7 +6,9 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::store::{BreakerAdmission, BreakerPolicy, BreakerRow, DeliveryRecord, StoreError, gcra};
+use crate::store::{
+    BreakerAdmission, BreakerPolicy, BreakerRow, ClaimedDelivery, StoreError, gcra,
+};
 
 pub(super) fn take_rate_token(
     conn: &Connection,
@@ -114,12 +116,12 @@ pub(super) fn breaker_cancel_probe(conn: &Connection, endpoint: &str) -> Result<
 pub(super) fn claim_capped(
     conn: &Connection,
     endpoint: &str,
-    owner: &str,
+    claim_id: &str,
     now_ms: i64,
     lease_until_ms: i64,
     limit: usize,
     cap: usize,
-) -> Result<Vec<DeliveryRecord>, StoreError> {
+) -> Result<Vec<ClaimedDelivery>, StoreError> {
     let busy: i64 = conn
         .prepare_cached(
             "SELECT count(*) FROM deliveries WHERE endpoint = ?1 AND status = 'sending' \
@@ -133,7 +135,7 @@ pub(super) fn claim_capped(
     super::deliveries::claim(
         conn,
         endpoint,
-        owner,
+        claim_id,
         now_ms,
         lease_until_ms,
         limit.min(free),

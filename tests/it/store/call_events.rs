@@ -119,7 +119,9 @@ pub async fn call_events_apply_once_forward_only_and_merge_details(store: &dyn S
 async fn placed_and_waiting(store: &dyn Store, at: i64) -> (JobId, CallId) {
     let j = make::job(at);
     store.enqueue(j.clone()).await.unwrap();
-    store.claim_jobs("w", at, LATER, 1).await.unwrap();
+    let claim = store.claim_jobs("w", at, LATER, 1).await.unwrap()[0]
+        .claim_id
+        .clone();
     let c = match store
         .reserve_call(make::call(&j.id, 0, AGENT, at), 1)
         .await
@@ -129,7 +131,7 @@ async fn placed_and_waiting(store: &dyn Store, at: i64) -> (JobId, CallId) {
         other => panic!("{other:?}"),
     };
     let wait = make::update(JobStatus::Waiting, LATER);
-    assert!(store.finish_claim(&j.id, "w", wait, at).await.unwrap());
+    assert!(store.finish_claim(&j.id, &claim, wait, at).await.unwrap());
     (j.id, c)
 }
 
@@ -140,10 +142,12 @@ pub async fn a_final_call_event_wakes_the_job_frees_the_line_and_starts_its_jobs
     // Another job waits for the agent's only line.
     let w = make::job(T0 + 1);
     store.enqueue(w.clone()).await.unwrap();
-    store.claim_jobs("w", T0 + 1, LATER, 1).await.unwrap();
+    let claim = store.claim_jobs("w", T0 + 1, LATER, 1).await.unwrap()[0]
+        .claim_id
+        .clone();
     assert!(
         store
-            .finish_claim(&w.id, "w", make::line_wait(1), T0 + 1)
+            .finish_claim(&w.id, &claim, make::line_wait(1), T0 + 1)
             .await
             .unwrap()
     );
@@ -207,10 +211,12 @@ pub async fn a_call_event_whose_jobs_cannot_be_inserted_changes_nothing(store: &
     let (job, c) = placed_and_waiting(store, T0).await;
     let line_waiter = make::job(T0 + 1);
     store.enqueue(line_waiter.clone()).await.unwrap();
-    store.claim_jobs("w", T0 + 1, LATER, 1).await.unwrap();
+    let claim = store.claim_jobs("w", T0 + 1, LATER, 1).await.unwrap()[0]
+        .claim_id
+        .clone();
     assert!(
         store
-            .finish_claim(&line_waiter.id, "w", make::line_wait(1), T0 + 1)
+            .finish_claim(&line_waiter.id, &claim, make::line_wait(1), T0 + 1)
             .await
             .unwrap()
     );

@@ -61,7 +61,7 @@ pub async fn claims_take_due_jobs_earliest_first(store: &dyn Store) {
 pub async fn a_waiting_job_is_claimed_again_when_its_time_comes(store: &dyn Store) {
     let j = make::job(T0);
     store.enqueue(j.clone()).await.unwrap();
-    store.claim_jobs("w1", T0, LATER, 1).await.unwrap();
+    let first = store.claim_jobs("w1", T0, LATER, 1).await.unwrap();
     let wait = JobUpdate {
         reason: Some("waiting for the call".into()),
         state: Some(json!({"step": 1, "calls": {"0": "call_x"}})),
@@ -71,7 +71,7 @@ pub async fn a_waiting_job_is_claimed_again_when_its_time_comes(store: &dyn Stor
     };
     assert!(
         store
-            .finish_claim(&j.id, "w1", wait, T0 + 10)
+            .finish_claim(&j.id, &first[0].claim_id, wait, T0 + 10)
             .await
             .unwrap()
     );
@@ -106,7 +106,7 @@ pub async fn a_waiting_job_is_claimed_again_when_its_time_comes(store: &dyn Stor
     };
     assert!(
         store
-            .finish_claim(&j.id, "w2", done, T0 + 5_100)
+            .finish_claim(&j.id, &again[0].claim_id, done, T0 + 5_100)
             .await
             .unwrap()
     );
@@ -149,11 +149,13 @@ pub async fn a_waiting_job_is_claimed_again_when_its_time_comes(store: &dyn Stor
 pub async fn an_expired_lease_is_taken_over_and_the_old_owner_is_fenced(store: &dyn Store) {
     let j = make::job(T0);
     store.enqueue(j.clone()).await.unwrap();
-    store.claim_jobs("w1", T0, T0 + 1_000, 1).await.unwrap();
-    assert!(store.renew_lease(&j.id, "w1", T0 + 2_000).await.unwrap());
+    let w1 = store.claim_jobs("w1", T0, T0 + 1_000, 1).await.unwrap()[0]
+        .claim_id
+        .clone();
+    assert!(store.renew_lease(&j.id, &w1, T0 + 2_000).await.unwrap());
     assert!(
-        !store.renew_lease(&j.id, "w2", T0 + 9_000).await.unwrap(),
-        "not its lease"
+        !store.renew_lease(&j.id, "w1", T0 + 9_000).await.unwrap(),
+        "the owner's name is not the claim"
     );
     assert!(
         store
@@ -169,14 +171,15 @@ pub async fn an_expired_lease_is_taken_over_and_the_old_owner_is_fenced(store: &
         vec![j.id.clone()],
         "the worker died: its job is taken back"
     );
+    let w2 = taken[0].claim_id.clone();
 
     // The first worker has lost it: nothing it writes lands.
-    assert!(!store.renew_lease(&j.id, "w1", T0 + 9_000).await.unwrap());
+    assert!(!store.renew_lease(&j.id, &w1, T0 + 9_000).await.unwrap());
     let events_before = store.job_events(&j.id).await.unwrap().len();
     let stale = make::update(JobStatus::Succeeded, T0);
     assert!(
         !store
-            .finish_claim(&j.id, "w1", stale, T0 + 2_100)
+            .finish_claim(&j.id, &w1, stale, T0 + 2_100)
             .await
             .unwrap()
     );
@@ -193,7 +196,7 @@ pub async fn an_expired_lease_is_taken_over_and_the_old_owner_is_fenced(store: &
     };
     assert!(
         store
-            .finish_claim(&j.id, "w2", failed.clone(), T0 + 2_200)
+            .finish_claim(&j.id, &w2, failed.clone(), T0 + 2_200)
             .await
             .unwrap()
     );
@@ -222,10 +225,10 @@ pub async fn an_expired_lease_is_taken_over_and_the_old_owner_is_fenced(store: &
     );
     assert_eq!(last.detail, Some(json!({"http_status": 400})));
     // Finished: no lease to renew, nothing to finish twice.
-    assert!(!store.renew_lease(&j.id, "w2", LATER).await.unwrap());
+    assert!(!store.renew_lease(&j.id, &w2, LATER).await.unwrap());
     assert!(
         !store
-            .finish_claim(&j.id, "w2", failed, T0 + 2_300)
+            .finish_claim(&j.id, &w2, failed, T0 + 2_300)
             .await
             .unwrap()
     );
@@ -236,8 +239,8 @@ pub async fn released_leases_are_claimable_at_once_and_only_the_owners(store: &d
     for j in &jobs {
         store.enqueue(j.clone()).await.unwrap();
     }
-    store.claim_jobs("w1", T0 + 10, LATER, 2).await.unwrap();
-    store.claim_jobs("w2", T0 + 10, LATER, 1).await.unwrap();
+    let w1 = store.claim_jobs("w1", T0 + 10, LATER, 2).await.unwrap();
+    let w2 = store.claim_jobs("w2", T0 + 10, LATER, 1).await.unwrap();
     assert_eq!(store.release_leases("w1", T0 + 20).await.unwrap(), 2);
     assert_eq!(
         store.release_leases("w1", T0 + 20).await.unwrap(),
@@ -260,7 +263,7 @@ pub async fn released_leases_are_claimable_at_once_and_only_the_owners(store: &d
         !store
             .finish_claim(
                 &jobs[0].id,
-                "w1",
+                &w1[0].claim_id,
                 make::update(JobStatus::Succeeded, T0),
                 T0 + 30
             )
@@ -271,7 +274,7 @@ pub async fn released_leases_are_claimable_at_once_and_only_the_owners(store: &d
         store
             .finish_claim(
                 &jobs[2].id,
-                "w2",
+                &w2[0].claim_id,
                 make::update(JobStatus::Succeeded, T0),
                 T0 + 30
             )
@@ -297,14 +300,14 @@ pub async fn wake_jobs_makes_waiting_and_scheduled_jobs_due_now(store: &dyn Stor
     let wait = make::update(JobStatus::Waiting, LATER);
     assert!(
         store
-            .finish_claim(&waiting.id, "w1", wait, T0 + 4)
+            .finish_claim(&waiting.id, &claimed[0].claim_id, wait, T0 + 4)
             .await
             .unwrap()
     );
     let requeue = make::update(JobStatus::Queued, T0 + 4);
     assert!(
         store
-            .finish_claim(&queued.id, "w1", requeue, T0 + 4)
+            .finish_claim(&queued.id, &claimed[1].claim_id, requeue, T0 + 4)
             .await
             .unwrap()
     );
@@ -339,4 +342,131 @@ pub async fn wake_jobs_makes_waiting_and_scheduled_jobs_due_now(store: &dyn Stor
         due.iter().map(|c| c.id.clone()).collect::<HashSet<_>>(),
         HashSet::from([scheduled.id, waiting.id, queued.id])
     );
+}
+
+/// A worker stalls past its lease and the same process claims the job
+/// again in another slot: the owner is the same, the claims are not, and
+/// only the second claim's writes land (a step is never applied twice).
+pub async fn a_stalled_claim_is_fenced_even_when_its_own_owner_claims_again(store: &dyn Store) {
+    let j = make::job(T0);
+    store.enqueue(j.clone()).await.unwrap();
+    let first = store.claim_jobs("w1", T0, T0 + 1_000, 1).await.unwrap();
+    assert_eq!(ids(&first), vec![j.id.clone()]);
+    let second = store
+        .claim_jobs("w1", T0 + 1_001, T0 + 2_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(&second), vec![j.id.clone()], "the lease expired");
+    let (stale, live) = (&first[0].claim_id, &second[0].claim_id);
+    assert_ne!(stale, live, "a fresh id per claim");
+
+    // The stalled attempt wakes up: nothing it writes lands. (Its renewal
+    // would shorten the lease: had it landed, the job would be due below.)
+    let record_before = store.job(&j.id).await.unwrap().unwrap();
+    let events_before = store.job_events(&j.id).await.unwrap();
+    assert!(!store.renew_lease(&j.id, stale, T0 + 1_500).await.unwrap());
+    let done = JobUpdate {
+        result: Some(json!({"by": "stale"})),
+        attempts: 1,
+        ..make::update(JobStatus::Succeeded, T0)
+    };
+    assert!(
+        !store
+            .finish_claim(&j.id, stale, done.clone(), T0 + 1_100)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .claim_jobs("w2", T0 + 1_600, LATER, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the live lease is untouched"
+    );
+    let r = store.job(&j.id).await.unwrap().unwrap();
+    assert_eq!(
+        (r.status, r.updated_at_ms, r.attempts, r.result),
+        (
+            JobStatus::Running,
+            record_before.updated_at_ms,
+            record_before.attempts,
+            None
+        )
+    );
+    assert_eq!(
+        store.job_events(&j.id).await.unwrap().len(),
+        events_before.len()
+    );
+
+    // The live claim renews and finishes.
+    assert!(store.renew_lease(&j.id, live, T0 + 3_000).await.unwrap());
+    assert!(
+        store
+            .claim_jobs("w2", T0 + 2_500, LATER, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "renewed"
+    );
+    let done = JobUpdate {
+        result: Some(json!({"by": "live"})),
+        ..done
+    };
+    assert!(
+        store
+            .finish_claim(&j.id, live, done, T0 + 2_600)
+            .await
+            .unwrap()
+    );
+    let r = store.job(&j.id).await.unwrap().unwrap();
+    assert_eq!(
+        (r.status, r.result, r.updated_at_ms),
+        (
+            JobStatus::Succeeded,
+            Some(json!({"by": "live"})),
+            T0 + 2_600
+        )
+    );
+    let events: Vec<_> = store
+        .job_events(&j.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| (e.at_ms, e.status))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            (T0, JobStatus::Running),
+            (T0 + 1_001, JobStatus::Running),
+            (T0 + 2_600, JobStatus::Succeeded),
+        ]
+    );
+}
+
+/// Graceful shutdown releases the owner's leases whatever their claim ids,
+/// and no other owner's: not one whose name contains it, extends it, or
+/// would match it as a pattern.
+pub async fn release_leases_matches_its_owner_exactly(store: &dyn Store) {
+    let owners = ["w1", "x/w1", "w1/x", "w1x", "w%", "w_", "w"];
+    let mut held = Vec::new();
+    for (i, owner) in owners.iter().enumerate() {
+        let j = make::job(T0 + i as i64);
+        store.enqueue(j.clone()).await.unwrap();
+        let claimed = store
+            .claim_jobs(owner, T0 + 10 + i as i64, LATER, 1)
+            .await
+            .unwrap();
+        assert_eq!(ids(&claimed), vec![j.id.clone()], "{owner}");
+        held.push(j.id);
+    }
+    assert_eq!(store.release_leases("w1", T0 + 20).await.unwrap(), 1);
+    assert_eq!(store.release_leases("w%", T0 + 20).await.unwrap(), 1);
+    assert_eq!(store.release_leases("", T0 + 20).await.unwrap(), 0);
+    assert_eq!(store.release_leases("%", T0 + 20).await.unwrap(), 0);
+    let taken: HashSet<JobId> = ids(&store.claim_jobs("w9", T0 + 20, LATER, 10).await.unwrap())
+        .into_iter()
+        .collect();
+    assert_eq!(taken, HashSet::from([held[0].clone(), held[4].clone()]));
 }

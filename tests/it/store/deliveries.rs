@@ -1,10 +1,12 @@
 //! Outbound webhook deliveries: created once per key, claimed per endpoint
-//! under a lease (an interrupted attempt counts), finished only by the
-//! lease's owner, and released. (The log's other operations:
+//! under a lease (an interrupted attempt counts), finished and released
+//! only under the claim's id. (The log's other operations:
 //! `delivery_log.rs`.)
 
 use callgate::ids::{DeliveryId, MsgId};
-use callgate::store::{DeliveryAttempt, DeliveryRecord, DeliveryStatus, NewDelivery, Store};
+use callgate::store::{
+    ClaimedDelivery, DeliveryAttempt, DeliveryRecord, DeliveryStatus, NewDelivery, Store,
+};
 use serde_json::json;
 
 use super::make::{self, LATER, T0};
@@ -15,6 +17,10 @@ pub async fn get(store: &dyn Store, id: &DeliveryId) -> DeliveryRecord {
 
 pub fn ids(v: &[DeliveryRecord]) -> Vec<DeliveryId> {
     v.iter().map(|d| d.id.clone()).collect()
+}
+
+pub fn claimed_ids(v: &[ClaimedDelivery]) -> Vec<DeliveryId> {
+    v.iter().map(|c| c.delivery.id.clone()).collect()
 }
 
 pub async fn deliveries_are_created_once_per_key_and_read_back_exactly(store: &dyn Store) {
@@ -95,7 +101,7 @@ pub async fn an_expired_lease_counts_as_an_interrupted_attempt_and_dedupe_finds_
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1);
-    assert_eq!(claimed[0].attempts, 0);
+    assert_eq!(claimed[0].delivery.attempts, 0);
     // Another endpoint's claim and a claim before the lease expires find nothing.
     assert!(
         store
@@ -117,8 +123,8 @@ pub async fn an_expired_lease_counts_as_an_interrupted_attempt_and_dedupe_finds_
         .await
         .unwrap();
     assert_eq!(taken.len(), 1);
-    assert_eq!(taken[0].attempts, 1);
-    assert_eq!(taken[0].status, DeliveryStatus::Sending);
+    assert_eq!(taken[0].delivery.attempts, 1);
+    assert_eq!(taken[0].delivery.status, DeliveryStatus::Sending);
     let log = store.delivery_attempts(&id).await.unwrap();
     assert_eq!(log.len(), 1);
     assert!(log[0].error.as_deref().unwrap().starts_with("interrupted"));
@@ -137,7 +143,13 @@ pub async fn an_expired_lease_counts_as_an_interrupted_attempt_and_dedupe_finds_
     };
     assert!(
         !store
-            .finish_delivery_attempt(&id, "w1", attempt.clone(), DeliveryStatus::Succeeded, 3_100)
+            .finish_delivery_attempt(
+                &id,
+                &claimed[0].claim_id,
+                attempt.clone(),
+                DeliveryStatus::Succeeded,
+                3_100
+            )
             .await
             .unwrap()
     );
@@ -147,7 +159,13 @@ pub async fn an_expired_lease_counts_as_an_interrupted_attempt_and_dedupe_finds_
     };
     assert!(
         store
-            .finish_delivery_attempt(&id, "w2", second, DeliveryStatus::Succeeded, 3_100)
+            .finish_delivery_attempt(
+                &id,
+                &taken[0].claim_id,
+                second,
+                DeliveryStatus::Succeeded,
+                3_100
+            )
             .await
             .unwrap()
     );
@@ -175,7 +193,7 @@ pub async fn an_expired_lease_counts_as_an_interrupted_attempt_and_dedupe_finds_
     assert_eq!(k.status, DeliveryStatus::Pending);
 }
 
-pub async fn claims_are_per_endpoint_oldest_due_first_and_fenced_by_owner(store: &dyn Store) {
+pub async fn claims_are_per_endpoint_oldest_due_first_and_fenced_by_claim(store: &dyn Store) {
     let crm: Vec<DeliveryId> = {
         let mut v = Vec::new();
         for i in 1..=3 {
@@ -197,17 +215,20 @@ pub async fn claims_are_per_endpoint_oldest_due_first_and_fenced_by_owner(store:
         .claim_deliveries("crm", "w1", now, T0 + 1_000, 2)
         .await
         .unwrap();
-    assert_eq!(ids(&first), crm[..2]);
+    assert_eq!(claimed_ids(&first), crm[..2]);
     assert!(
-        first
-            .iter()
-            .all(|d| d.status == DeliveryStatus::Sending && d.updated_at_ms == now)
+        first.iter().all(
+            |c| c.delivery.status == DeliveryStatus::Sending && c.delivery.updated_at_ms == now
+        )
     );
+    // One claim: its deliveries share its id; the next claim has its own.
+    assert_eq!(first[0].claim_id, first[1].claim_id);
     let rest = store
         .claim_deliveries("crm", "w1", now, T0 + 1_000, 10)
         .await
         .unwrap();
-    assert_eq!(ids(&rest), crm[2..]);
+    assert_eq!(claimed_ids(&rest), crm[2..]);
+    assert_ne!(rest[0].claim_id, first[0].claim_id);
     assert_eq!(
         get(store, &alerts).await.status,
         DeliveryStatus::Pending,
@@ -220,21 +241,21 @@ pub async fn claims_are_per_endpoint_oldest_due_first_and_fenced_by_owner(store:
         !store
             .finish_delivery_attempt(
                 &crm[0],
-                "w2",
+                &rest[0].claim_id,
                 tried.clone(),
                 DeliveryStatus::Pending,
                 now + 5
             )
             .await
             .unwrap(),
-        "not its lease"
+        "not its claim"
     );
     assert!(store.delivery_attempts(&crm[0]).await.unwrap().is_empty());
     assert!(
         store
             .finish_delivery_attempt(
                 &crm[0],
-                "w1",
+                &first[0].claim_id,
                 tried.clone(),
                 DeliveryStatus::Pending,
                 now + 5
@@ -268,7 +289,13 @@ pub async fn claims_are_per_endpoint_oldest_due_first_and_fenced_by_owner(store:
     // A second outcome for the same claim is refused.
     assert!(
         !store
-            .finish_delivery_attempt(&crm[0], "w1", tried, DeliveryStatus::Succeeded, now + 6)
+            .finish_delivery_attempt(
+                &crm[0],
+                &first[0].claim_id,
+                tried,
+                DeliveryStatus::Succeeded,
+                now + 6
+            )
             .await
             .unwrap()
     );
@@ -281,17 +308,21 @@ pub async fn claims_are_per_endpoint_oldest_due_first_and_fenced_by_owner(store:
             .unwrap()
             .is_empty()
     );
-    assert_eq!(
-        ids(&store
-            .claim_deliveries("crm", "w1", T0 + 500, LATER, 10)
-            .await
-            .unwrap()),
-        crm[..1]
-    );
+    let again = store
+        .claim_deliveries("crm", "w1", T0 + 500, LATER, 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed_ids(&again), crm[..1]);
     let refused = make::attempt(2, T0 + 500, None, None);
     assert!(
         store
-            .finish_delivery_attempt(&crm[0], "w1", refused, DeliveryStatus::Dead, T0 + 510)
+            .finish_delivery_attempt(
+                &crm[0],
+                &again[0].claim_id,
+                refused,
+                DeliveryStatus::Dead,
+                T0 + 510
+            )
             .await
             .unwrap()
     );
@@ -308,7 +339,7 @@ pub async fn claims_are_per_endpoint_oldest_due_first_and_fenced_by_owner(store:
             .await
             .unwrap()
             .iter()
-            .all(|d| d.id != crm[0]),
+            .all(|c| c.delivery.id != crm[0]),
         "a dead delivery is never claimed"
     );
 }
@@ -322,21 +353,21 @@ pub async fn released_deliveries_are_due_again_untried(store: &dyn Store) {
         .create_delivery(make::delivery("crm", T0 + 1))
         .await
         .unwrap();
-    store
+    let claimed = store
         .claim_deliveries("crm", "w1", T0 + 10, LATER, 10)
         .await
         .unwrap();
     store
-        .release_deliveries(vec![a.clone(), b.clone()], "w2", T0 + 20)
+        .release_deliveries(vec![a.clone(), b.clone()], "w1", T0 + 20)
         .await
         .unwrap();
     assert_eq!(
         get(store, &a).await.status,
         DeliveryStatus::Sending,
-        "only the owner releases"
+        "only the claim releases (not its owner's name)"
     );
     store
-        .release_deliveries(vec![a.clone(), b.clone()], "w1", T0 + 700)
+        .release_deliveries(vec![a.clone(), b.clone()], &claimed[0].claim_id, T0 + 700)
         .await
         .unwrap();
     for id in [&a, &b] {
@@ -358,10 +389,82 @@ pub async fn released_deliveries_are_due_again_untried(store: &dyn Store) {
             .is_empty()
     );
     assert_eq!(
-        ids(&store
-            .claim_deliveries("crm", "w2", T0 + 700, LATER, 10)
-            .await
-            .unwrap()),
+        claimed_ids(
+            &store
+                .claim_deliveries("crm", "w2", T0 + 700, LATER, 10)
+                .await
+                .unwrap()
+        ),
         [a, b]
     );
+}
+
+/// A deliverer stalls past its lease and the same process claims the
+/// delivery again: only the second claim may log the attempt or release it.
+pub async fn a_stalled_delivery_claim_is_fenced_even_when_its_own_owner_claims_again(
+    store: &dyn Store,
+) {
+    let id = store
+        .create_delivery(make::delivery("crm", T0))
+        .await
+        .unwrap();
+    let first = store
+        .claim_deliveries("crm", "w1", T0, T0 + 1_000, 10)
+        .await
+        .unwrap();
+    let second = store
+        .claim_deliveries("crm", "w1", T0 + 1_001, LATER, 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed_ids(&first), vec![id.clone()]);
+    assert_eq!(claimed_ids(&second), vec![id.clone()], "the lease expired");
+    let (stale, live) = (&first[0].claim_id, &second[0].claim_id);
+    assert_ne!(stale, live, "a fresh id per claim");
+
+    let before = get(store, &id).await;
+    assert_eq!(before.attempts, 1, "the stalled attempt counts");
+    assert!(
+        !store
+            .finish_delivery_attempt(
+                &id,
+                stale,
+                make::attempt(1, T0, Some(200), None),
+                DeliveryStatus::Succeeded,
+                T0 + 1_100
+            )
+            .await
+            .unwrap()
+    );
+    store
+        .release_deliveries(vec![id.clone()], stale, T0 + 1_200)
+        .await
+        .unwrap();
+    let d = get(store, &id).await;
+    assert_eq!(
+        (d.status, d.attempts, d.updated_at_ms),
+        (DeliveryStatus::Sending, 1, before.updated_at_ms),
+        "nothing the stale claim wrote landed"
+    );
+    let log = store.delivery_attempts(&id).await.unwrap();
+    assert_eq!(log.len(), 1);
+    assert!(log[0].error.as_deref().unwrap().starts_with("interrupted"));
+
+    assert!(
+        store
+            .finish_delivery_attempt(
+                &id,
+                live,
+                make::attempt(2, T0 + 1_001, Some(200), None),
+                DeliveryStatus::Succeeded,
+                T0 + 1_300
+            )
+            .await
+            .unwrap()
+    );
+    let d = get(store, &id).await;
+    assert_eq!(
+        (d.status, d.attempts, d.updated_at_ms),
+        (DeliveryStatus::Succeeded, 2, T0 + 1_300)
+    );
+    assert_eq!(store.delivery_attempts(&id).await.unwrap().len(), 2);
 }

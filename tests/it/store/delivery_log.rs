@@ -8,7 +8,7 @@ use callgate::ids::DeliveryId;
 use callgate::store::{DeliveryFilter, DeliveryStatus, Replay, Store};
 use futures_util::future::join_all;
 
-use super::deliveries::{get, ids};
+use super::deliveries::{claimed_ids, get, ids};
 use super::make::{self, LATER, T0};
 
 /// A delivery to `crm` taken to `status` by one attempt at `at`.
@@ -21,7 +21,7 @@ async fn finished(store: &dyn Store, status: DeliveryStatus, at: i64) -> Deliver
         .claim_deliveries("crm", "w", at, LATER, 1)
         .await
         .unwrap();
-    assert_eq!(ids(&claimed), vec![id.clone()]);
+    assert_eq!(claimed_ids(&claimed), vec![id.clone()]);
     let code = match status {
         DeliveryStatus::Succeeded => Some(200),
         DeliveryStatus::Pending => Some(503),
@@ -29,7 +29,13 @@ async fn finished(store: &dyn Store, status: DeliveryStatus, at: i64) -> Deliver
     };
     let next = (status == DeliveryStatus::Pending).then_some(LATER);
     let ok = store
-        .finish_delivery_attempt(&id, "w", make::attempt(1, at, code, next), status, at)
+        .finish_delivery_attempt(
+            &id,
+            &claimed[0].claim_id,
+            make::attempt(1, at, code, next),
+            status,
+            at,
+        )
         .await;
     assert!(ok.unwrap());
     id
@@ -87,10 +93,12 @@ pub async fn only_failed_and_dead_deliveries_are_replayed(store: &dyn Store) {
             "what the store now holds"
         );
     }
-    let due: HashSet<DeliveryId> = ids(&store
-        .claim_deliveries("crm", "w", T0 + 10, LATER, 10)
-        .await
-        .unwrap())
+    let due: HashSet<DeliveryId> = claimed_ids(
+        &store
+            .claim_deliveries("crm", "w", T0 + 10, LATER, 10)
+            .await
+            .unwrap(),
+    )
     .into_iter()
     .collect();
     assert_eq!(due, HashSet::from([failed, dead]));
@@ -372,7 +380,7 @@ pub async fn an_interrupted_delivery_to_an_unconfigured_endpoint_fails_once_its_
         !store
             .finish_delivery_attempt(
                 &id,
-                "w1",
+                &claimed[0].claim_id,
                 make::attempt(1, T0, Some(200), None),
                 DeliveryStatus::Succeeded,
                 T0 + 300

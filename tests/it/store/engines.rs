@@ -156,6 +156,7 @@ impl Raw for PgRaw {
         Box::pin(async move {
             let cfg = StorageConfig {
                 url: self.schema.url.clone(),
+                pool_size: cfg.pool_size.min(4),
                 ..cfg.clone()
             };
             let dir = tempfile::tempdir().unwrap();

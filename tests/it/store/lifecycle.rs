@@ -74,7 +74,16 @@ pub async fn check_writable_commits_through_the_writer(store: &dyn Store) {
 }
 
 /// Polls `f` once: its result if it finished at once.
-async fn poll_once<F: Future + Unpin>(f: &mut F) -> Option<F::Output> {
+/// Alone on its database, a store leads (SQLite always does; PostgreSQL
+/// takes the free lock), and keeps leading when asked again.
+pub async fn a_lone_instance_leads_the_housekeeping(store: &dyn Store) {
+    for _ in 0..2 {
+        assert!(store.try_lead().await.unwrap());
+        assert!(store.is_leader());
+    }
+}
+
+pub async fn poll_once<F: Future + Unpin>(f: &mut F) -> Option<F::Output> {
     std::future::poll_fn(|cx| {
         Poll::Ready(match Pin::new(&mut *f).poll(cx) {
             Poll::Ready(v) => Some(v),
@@ -86,10 +95,12 @@ async fn poll_once<F: Future + Unpin>(f: &mut F) -> Option<F::Output> {
 
 pub async fn a_blocked_writer_refuses_enqueues_at_once_past_its_bound(db: &TestDb) {
     db.store.close().await;
-    // One job in the writer's hands (batches of one), one waiting for it.
+    // One job in the writer's hands (batches of one, one batch in flight),
+    // one waiting for it.
     let cfg = StorageConfig {
         max_pending_writes: 1,
         max_batch: 1,
+        write_connections: 1,
         busy_timeout: Duration::from_secs(30),
         ..StorageConfig::default()
     };

@@ -4,17 +4,19 @@
 //! freed while a job was deciding to wait makes it due at once.
 
 use callgate::ids::{CallId, JobId};
-use callgate::store::{CallStatus, EventApplied, JobStatus, JobUpdate, Reservation, Store};
+use callgate::store::{
+    CallStatus, ClaimedJob, EventApplied, JobStatus, JobUpdate, Reservation, Store,
+};
 
 use super::make::{self, AGENT, LATER, T0};
 
-/// A running job (claimed by `w`), created at `at`.
-async fn running(store: &dyn Store, at: i64) -> JobId {
+/// A running job (claimed by `w`), created at `at`, and its claim id.
+async fn running(store: &dyn Store, at: i64) -> (JobId, String) {
     let j = make::job(at);
     store.enqueue(j.clone()).await.unwrap();
     let claimed = store.claim_jobs("w", at, LATER, 1).await.unwrap();
     assert_eq!(claimed[0].id, j.id);
-    j.id
+    (j.id, claimed[0].claim_id.clone())
 }
 
 /// A call on `AGENT` (one line) for `job`; it must get the line.
@@ -31,7 +33,7 @@ async fn take_line(store: &dyn Store, job: &JobId, at: i64) -> CallId {
 
 /// A job that found the line busy and waits for it.
 async fn waiter(store: &dyn Store, at: i64) -> JobId {
-    let j = running(store, at).await;
+    let (j, claim) = running(store, at).await;
     let busy = store
         .reserve_call(make::call(&j, 0, AGENT, at), 1)
         .await
@@ -39,7 +41,7 @@ async fn waiter(store: &dyn Store, at: i64) -> JobId {
     assert!(matches!(busy, Reservation::Busy { active: 1 }), "{busy:?}");
     assert!(
         store
-            .finish_claim(&j, "w", make::line_wait(1), at)
+            .finish_claim(&j, &claim, make::line_wait(1), at)
             .await
             .unwrap()
     );
@@ -63,16 +65,19 @@ async fn end_call(store: &dyn Store, call: &CallId, key: &str, at: i64) {
     );
 }
 
-async fn due(store: &dyn Store, now: i64) -> Vec<JobId> {
-    let claimed = store.claim_jobs("w", now, LATER, 10).await.unwrap();
-    claimed.into_iter().map(|c| c.id).collect()
+async fn due(store: &dyn Store, now: i64) -> Vec<ClaimedJob> {
+    store.claim_jobs("w", now, LATER, 10).await.unwrap()
+}
+
+fn ids(claimed: &[ClaimedJob]) -> Vec<JobId> {
+    claimed.iter().map(|c| c.id.clone()).collect()
 }
 
 pub async fn a_freed_line_wakes_the_oldest_waiter_only(store: &dyn Store) {
-    let holder = running(store, T0).await;
+    let (holder, _) = running(store, T0).await;
     let line = take_line(store, &holder, T0).await;
     // Created in this order; the second waits first.
-    let older = running(store, T0 + 10).await;
+    let (older, claim) = running(store, T0 + 10).await;
     let younger = waiter(store, T0 + 20).await;
     let busy = store
         .reserve_call(make::call(&older, 0, AGENT, T0 + 30), 1)
@@ -81,7 +86,7 @@ pub async fn a_freed_line_wakes_the_oldest_waiter_only(store: &dyn Store) {
     assert!(matches!(busy, Reservation::Busy { .. }));
     assert!(
         store
-            .finish_claim(&older, "w", make::line_wait(1), T0 + 30)
+            .finish_claim(&older, &claim, make::line_wait(1), T0 + 30)
             .await
             .unwrap()
     );
@@ -89,7 +94,7 @@ pub async fn a_freed_line_wakes_the_oldest_waiter_only(store: &dyn Store) {
 
     end_call(store, &line, "end", T0 + 50).await;
     assert_eq!(
-        due(store, T0 + 50).await,
+        ids(&due(store, T0 + 50).await),
         vec![older.clone()],
         "one line, one waiter, the oldest"
     );
@@ -97,7 +102,7 @@ pub async fn a_freed_line_wakes_the_oldest_waiter_only(store: &dyn Store) {
 }
 
 pub async fn a_woken_job_that_waits_again_writes_no_event(store: &dyn Store) {
-    let holder = running(store, T0).await;
+    let (holder, _) = running(store, T0).await;
     let line = take_line(store, &holder, T0).await;
     let w = waiter(store, T0 + 10).await;
     let logged = store.job_events(&w).await.unwrap();
@@ -106,11 +111,12 @@ pub async fn a_woken_job_that_waits_again_writes_no_event(store: &dyn Store) {
         [JobStatus::Running, JobStatus::Waiting]
     );
 
-    let other = running(store, T0 + 15).await;
+    let (other, _) = running(store, T0 + 15).await;
     end_call(store, &line, "end-1", T0 + 20).await;
     // Someone else takes the freed line before the woken job gets to it.
     let line2 = take_line(store, &other, T0 + 21).await;
-    assert_eq!(due(store, T0 + 22).await, vec![w.clone()]);
+    let woken = due(store, T0 + 22).await;
+    assert_eq!(ids(&woken), vec![w.clone()]);
     let busy = store
         .reserve_call(make::call(&w, 0, AGENT, T0 + 23), 1)
         .await
@@ -118,7 +124,7 @@ pub async fn a_woken_job_that_waits_again_writes_no_event(store: &dyn Store) {
     assert!(matches!(busy, Reservation::Busy { .. }));
     assert!(
         store
-            .finish_claim(&w, "w", make::line_wait(1), T0 + 23)
+            .finish_claim(&w, &woken[0].claim_id, make::line_wait(1), T0 + 23)
             .await
             .unwrap()
     );
@@ -133,7 +139,8 @@ pub async fn a_woken_job_that_waits_again_writes_no_event(store: &dyn Store) {
 
     // Woken again, it gets the line: its run is logged from the claim on.
     end_call(store, &line2, "end-2", T0 + 30).await;
-    assert_eq!(due(store, T0 + 31).await, vec![w.clone()]);
+    let woken = due(store, T0 + 31).await;
+    assert_eq!(ids(&woken), vec![w.clone()]);
     let call = take_line(store, &w, T0 + 32).await;
     let wait_call = JobUpdate {
         reason: Some(format!("waiting for call {call}")),
@@ -142,7 +149,7 @@ pub async fn a_woken_job_that_waits_again_writes_no_event(store: &dyn Store) {
     };
     assert!(
         store
-            .finish_claim(&w, "w", wait_call, T0 + 33)
+            .finish_claim(&w, &woken[0].claim_id, wait_call, T0 + 33)
             .await
             .unwrap()
     );
@@ -163,9 +170,9 @@ pub async fn a_woken_job_that_waits_again_writes_no_event(store: &dyn Store) {
 }
 
 pub async fn a_line_freed_before_the_wait_is_written_makes_the_job_due_at_once(store: &dyn Store) {
-    let holder = running(store, T0).await;
+    let (holder, _) = running(store, T0).await;
     let line = take_line(store, &holder, T0).await;
-    let j = running(store, T0 + 10).await;
+    let (j, claim) = running(store, T0 + 10).await;
     let busy = store
         .reserve_call(make::call(&j, 0, AGENT, T0 + 11), 1)
         .await
@@ -175,21 +182,21 @@ pub async fn a_line_freed_before_the_wait_is_written_makes_the_job_due_at_once(s
     end_call(store, &line, "end", T0 + 12).await;
     assert!(
         store
-            .finish_claim(&j, "w", make::line_wait(1), T0 + 13)
+            .finish_claim(&j, &claim, make::line_wait(1), T0 + 13)
             .await
             .unwrap()
     );
     let r = store.job(&j).await.unwrap().unwrap();
     assert_eq!((r.status, r.run_at_ms), (JobStatus::Waiting, T0 + 13));
-    assert_eq!(due(store, T0 + 13).await, [j]);
+    assert_eq!(ids(&due(store, T0 + 13).await), [j]);
 
     // With more lines than calls, the same.
-    let second_holder = running(store, T0 + 19).await;
+    let (second_holder, _) = running(store, T0 + 19).await;
     take_line(store, &second_holder, T0 + 20).await;
-    let k = running(store, T0 + 20).await;
+    let (k, claim) = running(store, T0 + 20).await;
     assert!(
         store
-            .finish_claim(&k, "w", make::line_wait(2), T0 + 21)
+            .finish_claim(&k, &claim, make::line_wait(2), T0 + 21)
             .await
             .unwrap()
     );
@@ -238,31 +245,33 @@ pub async fn every_way_a_call_leaves_its_line_wakes_one_waiter(store: &dyn Store
         Off::SetUnknown,
         Off::NoAnswerEvent,
     ] {
-        let holder = running(store, at).await;
+        let (holder, holder_claim) = running(store, at).await;
         let line = take_line(store, &holder, at).await;
         let first = waiter(store, at + 1).await;
         let second = waiter(store, at + 2).await;
         leave_line(store, how, &line, at + 3).await;
-        assert_eq!(due(store, at + 3).await, vec![first.clone()], "{how:?}");
+        let woken = due(store, at + 3).await;
+        assert_eq!(ids(&woken), vec![first.clone()], "{how:?}");
         // Leave no waiter behind for the next round.
         let done = || make::update(JobStatus::Succeeded, at);
         assert!(
             store
-                .finish_claim(&first, "w", done(), at + 4)
+                .finish_claim(&first, &woken[0].claim_id, done(), at + 4)
                 .await
                 .unwrap()
         );
         store.wake_jobs(vec![second.clone()], at + 4).await.unwrap();
-        assert_eq!(due(store, at + 4).await, vec![second.clone()], "{how:?}");
+        let woken = due(store, at + 4).await;
+        assert_eq!(ids(&woken), vec![second.clone()], "{how:?}");
         assert!(
             store
-                .finish_claim(&second, "w", done(), at + 5)
+                .finish_claim(&second, &woken[0].claim_id, done(), at + 5)
                 .await
                 .unwrap()
         );
         assert!(
             store
-                .finish_claim(&holder, "w", done(), at + 5)
+                .finish_claim(&holder, &holder_claim, done(), at + 5)
                 .await
                 .unwrap()
         );

@@ -15,6 +15,7 @@ mod deliveries;
 mod delivery_log;
 mod engines;
 mod jobs;
+mod leadership;
 mod lifecycle;
 mod lines;
 mod make;
@@ -66,6 +67,8 @@ conformance! {
         claims::an_expired_lease_is_taken_over_and_the_old_owner_is_fenced,
         claims::released_leases_are_claimable_at_once_and_only_the_owners,
         claims::wake_jobs_makes_waiting_and_scheduled_jobs_due_now,
+        claims::a_stalled_claim_is_fenced_even_when_its_own_owner_claims_again,
+        claims::release_leases_matches_its_owner_exactly,
         lines::a_freed_line_wakes_the_oldest_waiter_only,
         lines::a_woken_job_that_waits_again_writes_no_event,
         lines::a_line_freed_before_the_wait_is_written_makes_the_job_due_at_once,
@@ -81,7 +84,8 @@ conformance! {
         deliveries::deliveries_are_created_once_per_key_and_read_back_exactly,
         deliveries::an_expired_lease_counts_as_an_interrupted_attempt_and_dedupe_finds_the_first,
         delivery_log::an_interrupted_delivery_to_an_unconfigured_endpoint_fails_once_its_lease_is_over,
-        deliveries::claims_are_per_endpoint_oldest_due_first_and_fenced_by_owner,
+        deliveries::claims_are_per_endpoint_oldest_due_first_and_fenced_by_claim,
+        deliveries::a_stalled_delivery_claim_is_fenced_even_when_its_own_owner_claims_again,
         deliveries::released_deliveries_are_due_again_untried,
         delivery_log::only_failed_and_dead_deliveries_are_replayed,
         delivery_log::the_delivery_log_filters_and_pages_newest_first,
@@ -93,6 +97,7 @@ conformance! {
         shared::a_rate_allows_its_burst_then_refuses_with_the_wait_and_refills,
         shared::a_breaker_opens_lets_one_probe_through_reopens_longer_and_closes,
         shared::the_capped_claim_takes_at_most_the_cap_less_unexpired_leases,
+        lifecycle::a_lone_instance_leads_the_housekeeping,
     ],
     db: [
         lifecycle::a_blocked_writer_refuses_enqueues_at_once_past_its_bound,

@@ -3,10 +3,11 @@
 //! apply once); instances share Idempotency-Keys, an agent's lines and the
 //! job queue without a job claimed twice; a server that dies or stops
 //! answering is `Unavailable` within the configured bound, never a hang,
-//! and the store recovers when it is back.
+//! and the store recovers when it is back. Two group-commit batches in
+//! flight at once with one Idempotency-Key make one job.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,12 +15,14 @@ use callgate::config::StorageConfig;
 use callgate::store::{EnqueueOutcome, JobFilter, Reservation, Store, StoreError};
 use futures_util::future::join_all;
 
+use super::lifecycle::poll_once;
 use super::make::{self, AGENT, LATER, T0};
-use crate::support::pg::Schema;
+use crate::support::pg::{Proxy, Schema};
 
 async fn open(url: &str, cfg: &StorageConfig) -> Arc<dyn Store> {
     let cfg = StorageConfig {
         url: url.to_owned(),
+        pool_size: cfg.pool_size.min(4),
         ..cfg.clone()
     };
     let dir = tempfile::tempdir().unwrap();
@@ -142,86 +145,19 @@ async fn two_instances_share_idempotency_keys_lines_and_the_queue() {
     b.close().await;
 }
 
-/// A TCP proxy in front of PostgreSQL that can play dead: close every
-/// connection and take new ones without ever answering.
-struct Proxy {
-    port: u16,
-    dead: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
-    accept: tokio::task::JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start(upstream: String) -> Proxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let dead = Arc::new(AtomicBool::new(false));
-        let conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
-        let (d, c) = (dead.clone(), conns.clone());
-        let accept = tokio::spawn(async move {
-            let mut silent = Vec::new();
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if d.load(Ordering::SeqCst) {
-                    silent.push(inbound); // held open, never answered
-                    continue;
-                }
-                let upstream = upstream.clone();
-                let task = tokio::spawn(async move {
-                    if let Ok(mut out) = tokio::net::TcpStream::connect(&upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
-                    }
-                });
-                c.lock().unwrap().push(task.abort_handle());
-            }
-        });
-        Proxy {
-            port,
-            dead,
-            conns,
-            accept,
-        }
-    }
-
-    fn die(&self) {
-        self.dead.store(true, Ordering::SeqCst);
-        for c in self.conns.lock().unwrap().drain(..) {
-            c.abort();
-        }
-    }
-
-    fn revive(&self) {
-        self.dead.store(false, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.die();
-        self.accept.abort();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_server_is_unavailable_within_the_bound_and_the_store_recovers() {
     let url = crate::pg_url_or_skip!(
         "a_dead_server_is_unavailable_within_the_bound_and_the_store_recovers"
     );
     let schema = Schema::create(&url);
-    let mut proxied = url::Url::parse(&schema.url).unwrap();
-    let upstream = format!(
-        "{}:{}",
-        proxied.host_str().unwrap(),
-        proxied.port().unwrap_or(5432)
-    );
-    let proxy = Proxy::start(upstream).await;
-    proxied.set_host(Some("127.0.0.1")).unwrap();
-    proxied.set_port(Some(proxy.port)).unwrap();
+    let (proxy, proxied) = Proxy::in_front_of(&schema.url).await;
     let cfg = StorageConfig {
         busy_timeout: Duration::from_secs(1),
         connect_timeout: Duration::from_secs(1),
         ..StorageConfig::default()
     };
-    let store = open(proxied.as_str(), &cfg).await;
+    let store = open(&proxied, &cfg).await;
     let j = make::job(T0);
     store.enqueue(j.clone()).await.unwrap();
     assert!(store.job(&j.id).await.unwrap().is_some());
@@ -335,5 +271,153 @@ async fn poll_only_keeps_no_listen_session() {
     let woken = tokio::time::timeout(Duration::from_secs(2), wake.notified()).await;
     assert!(woken.is_err(), "poll_only, yet something woke the runner");
     assert_eq!(listeners(&schema), 0);
+    // No session for a leader's lock either: every instance leads (the
+    // housekeeping passes are idempotent).
+    let other = open(&schema.url, &cfg).await;
+    assert!(store.is_leader() && other.is_leader());
+    assert!(store.try_lead().await.unwrap() && other.try_lead().await.unwrap());
+    other.close().await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_start_a_server_that_is_down_is_retried_until_start_timeout() {
+    let url =
+        crate::pg_url_or_skip!("at_start_a_server_that_is_down_is_retried_until_start_timeout");
+    let schema = Schema::create(&url);
+    let (proxy, proxied) = Proxy::in_front_of(&schema.url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StorageConfig {
+        url: proxied,
+        busy_timeout: Duration::from_secs(1),
+        connect_timeout: Duration::from_secs(1),
+        start_timeout: Duration::from_secs(30),
+        ..StorageConfig::default()
+    };
+    // Down when the store starts; back 2 s later.
+    proxy.die();
+    let back = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        proxy.revive();
+        Instant::now()
+    };
+    let (opened, back_at) = tokio::join!(callgate::store::open(&cfg, dir.path()), back);
+    let store = opened.expect("the store opens once the server is back");
+    let waited = back_at.elapsed();
+    eprintln!("opened {waited:?} after the server came back");
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+    store.enqueue(make::job(T0)).await.unwrap();
+    store.close().await;
+
+    // Down for longer than start_timeout: an error, within about that.
+    proxy.die();
+    let cfg = StorageConfig {
+        start_timeout: Duration::from_secs(3),
+        ..cfg
+    };
+    let started = Instant::now();
+    let opened = callgate::store::open(&cfg, dir.path()).await;
+    let took = started.elapsed();
+    assert!(opened.is_err());
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(8),
+        "gave up after {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_start_an_answer_waiting_cannot_change_fails_at_once() {
+    let url = crate::pg_url_or_skip!("at_start_an_answer_waiting_cannot_change_fails_at_once");
+    let mut missing = url::Url::parse(&url).unwrap();
+    missing.set_path("/callgate_no_such_database");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StorageConfig {
+        url: missing.to_string(),
+        start_timeout: Duration::from_secs(60),
+        ..StorageConfig::default()
+    };
+    let started = Instant::now();
+    let opened = callgate::store::open(&cfg, dir.path()).await;
+    assert!(opened.is_err());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a missing database was retried: {:?}",
+        started.elapsed()
+    );
+}
+
+/// Enqueues `job` and polls it once: the pending future when the writer
+/// took it in, after retrying while the queue is full (until `deadline`).
+async fn take_in(
+    store: &Arc<dyn Store>,
+    job: callgate::store::NewJob,
+    deadline: Instant,
+) -> impl Future<Output = Result<EnqueueOutcome, StoreError>> + Unpin {
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the writer never took {} in",
+            job.id
+        );
+        let store = store.clone();
+        let j = job.clone();
+        let mut f = Box::pin(async move { store.enqueue(j).await });
+        match poll_once(&mut f).await {
+            None => return f,
+            Some(Err(StoreError::Backpressure)) => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Some(other) => panic!("while writes are blocked: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_batches_in_flight_with_one_idempotency_key_make_one_job() {
+    let url = crate::pg_url_or_skip!("two_batches_in_flight_with_one_idempotency_key_make_one_job");
+    let schema = Schema::create(&url);
+    // Batches of one, two in flight, one more queued.
+    let cfg = StorageConfig {
+        max_pending_writes: 1,
+        max_batch: 1,
+        write_connections: 2,
+        busy_timeout: Duration::from_secs(30),
+        ..StorageConfig::default()
+    };
+    let store = open(&schema.url, &cfg).await;
+    let lock = schema.hold("LOCK TABLE jobs, idempotency_keys, heartbeat IN EXCLUSIVE MODE");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (a, b) = (
+        make::keyed(T0, "same", "h", LATER),
+        make::keyed(T0 + 1, "same", "h", LATER),
+    );
+    let c = make::job(T0 + 2);
+    let fa = take_in(&store, a.clone(), deadline).await;
+    let fb = take_in(&store, b.clone(), deadline).await;
+    // With one batch in flight, `b` would fill the queue and `c` could
+    // never be taken in while the tables are locked.
+    let fc = take_in(&store, c.clone(), deadline).await;
+    let mut d = Box::pin(store.enqueue(make::job(T0 + 3)));
+    assert!(
+        matches!(poll_once(&mut d).await, Some(Err(StoreError::Backpressure))),
+        "two batches in flight and one queued fill the pipe"
+    );
+    drop(d);
+    drop(lock);
+
+    let (ra, rb, rc) = (fa.await.unwrap(), fb.await.unwrap(), fc.await.unwrap());
+    assert_eq!(rc, EnqueueOutcome::Inserted);
+    let winner = match (ra, rb) {
+        (EnqueueOutcome::Inserted, EnqueueOutcome::IdempotencyConflict) => &a,
+        (EnqueueOutcome::IdempotencyConflict, EnqueueOutcome::Inserted) => &b,
+        other => panic!("one key, two batches: {other:?}"),
+    };
+    let rec = store
+        .idempotency(make::PRINCIPAL, make::TRIGGER, "same", T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.job_id, winner.id);
+    assert_eq!(store.count_jobs(JobFilter::default()).await.unwrap(), 2);
     store.close().await;
 }

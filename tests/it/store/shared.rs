@@ -4,7 +4,6 @@
 use callgate::config::StorageConfig;
 use callgate::store::{BreakerAdmission, BreakerPolicy, DeliveryStatus, Store};
 
-use super::deliveries::ids;
 use super::engines::TestDb;
 use super::make::{self, T0};
 
@@ -160,7 +159,11 @@ pub async fn the_capped_claim_takes_at_most_the_cap_less_unexpired_leases(store:
         .claim_deliveries_capped("crm", "b", now, now + 1_000, 10, 3)
         .await
         .unwrap();
-    assert!(none.is_empty(), "three in flight: {:?}", ids(&none));
+    assert!(
+        none.is_empty(),
+        "three in flight: {:?}",
+        none.iter().map(|c| &c.delivery.id).collect::<Vec<_>>()
+    );
     // Another endpoint has its own cap.
     let other = store
         .claim_deliveries_capped("other", "b", now, now + 1_000, 10, 3)
@@ -171,7 +174,13 @@ pub async fn the_capped_claim_takes_at_most_the_cap_less_unexpired_leases(store:
     let done = make::attempt(1, now, Some(200), None);
     assert!(
         store
-            .finish_delivery_attempt(&first[0].id, "a", done, DeliveryStatus::Succeeded, now + 1)
+            .finish_delivery_attempt(
+                &first[0].delivery.id,
+                &first[0].claim_id,
+                done,
+                DeliveryStatus::Succeeded,
+                now + 1
+            )
             .await
             .unwrap()
     );
@@ -185,7 +194,13 @@ pub async fn the_capped_claim_takes_at_most_the_cap_less_unexpired_leases(store:
     for d in [a, b] {
         let attempt = make::attempt(1, now, Some(200), None);
         store
-            .finish_delivery_attempt(&d.id, "a", attempt, DeliveryStatus::Succeeded, now + 2)
+            .finish_delivery_attempt(
+                &d.delivery.id,
+                &d.claim_id,
+                attempt,
+                DeliveryStatus::Succeeded,
+                now + 2,
+            )
             .await
             .unwrap();
     }
@@ -201,7 +216,12 @@ pub async fn the_capped_claim_takes_at_most_the_cap_less_unexpired_leases(store:
         .claim_deliveries_capped("crm", "c", later, later + 1_000, 10, 3)
         .await
         .unwrap();
-    assert_eq!(taken.len(), 3, "{:?}", ids(&taken));
+    assert_eq!(
+        taken.len(),
+        3,
+        "{:?}",
+        taken.iter().map(|c| &c.delivery.id).collect::<Vec<_>>()
+    );
 }
 
 pub async fn concurrent_capped_claims_from_two_stores_never_exceed_the_cap(db: &TestDb) {

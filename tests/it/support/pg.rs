@@ -2,10 +2,12 @@
 //! and a schema of one's own per test (created for it, dropped with the
 //! `Schema`). Another client's work (DDL, locks, writes behind the store's
 //! back) runs on a thread with its own runtime, so it can be used from
-//! synchronous code and drops.
+//! synchronous code and drops. `Proxy` stands between a store and the
+//! server to cut and restore the connection.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use tokio_postgres::NoTls;
@@ -176,4 +178,106 @@ macro_rules! pg_url_or_skip {
             }
         }
     };
+}
+
+/// A TCP proxy in front of PostgreSQL that can play dead: close every
+/// connection and take new ones without ever answering.
+pub struct Proxy {
+    pub port: u16,
+    dead: Arc<AtomicBool>,
+    /// `true`: the connections stop, their server side left open.
+    partitioned: tokio::sync::watch::Sender<bool>,
+    /// Server sides of partitioned connections, never closed nor written.
+    stranded: Arc<Mutex<Vec<tokio::net::TcpStream>>>,
+    conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    /// A proxy to `url`'s server, and `url` through it.
+    pub async fn in_front_of(url: &str) -> (Proxy, String) {
+        let mut proxied = url::Url::parse(url).unwrap();
+        let upstream = format!(
+            "{}:{}",
+            proxied.host_str().unwrap(),
+            proxied.port().unwrap_or(5432)
+        );
+        let proxy = Proxy::start(upstream).await;
+        proxied.set_host(Some("127.0.0.1")).unwrap();
+        proxied.set_port(Some(proxy.port)).unwrap();
+        (proxy, proxied.to_string())
+    }
+
+    pub async fn start(upstream: String) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let dead = Arc::new(AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let (d, c) = (dead.clone(), conns.clone());
+        let (partitioned, _) = tokio::sync::watch::channel(false);
+        let stranded: Arc<Mutex<Vec<tokio::net::TcpStream>>> = Arc::default();
+        let (p, st) = (partitioned.clone(), stranded.clone());
+        let accept = tokio::spawn(async move {
+            let mut silent = Vec::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if d.load(Ordering::SeqCst) {
+                    silent.push(inbound); // held open, never answered
+                    continue;
+                }
+                let upstream = upstream.clone();
+                let (mut cut, stranded) = (p.subscribe(), st.clone());
+                let task = tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(&upstream).await {
+                        let copied = tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut out) => true,
+                            _ = cut.wait_for(|p| *p) => false,
+                        };
+                        if !copied {
+                            stranded.lock().unwrap().push(out);
+                        }
+                    }
+                });
+                c.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Proxy {
+            port,
+            dead,
+            partitioned,
+            stranded,
+            conns,
+            accept,
+        }
+    }
+
+    /// Cuts every connection; new ones are taken and never answered.
+    pub fn die(&self) {
+        self.dead.store(true, Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    /// A network partition: the client's side of every connection is
+    /// closed, the server's side stays open and silent (as when a client
+    /// machine vanishes: no FIN or RST reaches the server); new
+    /// connections are taken and never answered.
+    pub fn partition(&self) {
+        self.dead.store(true, Ordering::SeqCst);
+        self.partitioned.send_replace(true);
+    }
+
+    /// Lets new connections through again.
+    pub fn revive(&self) {
+        self.dead.store(false, Ordering::SeqCst);
+        self.partitioned.send_replace(false);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.die();
+        self.stranded.lock().unwrap().clear();
+        self.accept.abort();
+    }
 }
