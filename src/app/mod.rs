@@ -217,12 +217,7 @@ pub async fn build_state(
 ) -> anyhow::Result<AppState> {
     let store = store::open(&config.main.storage, &config.data_dir).await?;
     let outbound = Arc::new(crate::webhooks::Outbound::build(&config, clock.clone())?);
-    let providers = Arc::new(Providers::build(
-        &config,
-        callback_base,
-        own_cert,
-        clock.clone(),
-    )?);
+    let providers = Arc::new(Providers::build(&config, callback_base, own_cert)?);
     let redis = match (&config.main.limits.backend, &config.main.limits.redis_url) {
         (crate::config::LimitsBackend::Redis, Some(url)) => {
             use secrecy::ExposeSecret;

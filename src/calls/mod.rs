@@ -18,16 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use governor::RateLimiter;
-use governor::clock::Clock;
-use governor::middleware::NoOpMiddleware;
-use governor::state::{InMemoryState, NotKeyed};
-
-use crate::limits::RateClock;
-
-/// A provider's dial rate, on the application clock.
-type DialRate =
-    RateLimiter<NotKeyed, InMemoryState, RateClock, NoOpMiddleware<governor::nanos::Nanos>>;
 
 pub use checks::check_providers;
 pub use events::CallbackSpec;
@@ -89,12 +79,22 @@ pub trait CallProvider: Send + Sync {
     fn callbacks(&self) -> &CallbackSpec;
 }
 
-/// Every configured provider, with its dial-rate limiter.
+/// Every configured provider, with its dial rate.
 pub struct Providers {
     map: HashMap<String, Arc<dyn CallProvider>>,
     dial_rates: HashMap<String, DialRate>,
-    clock: RateClock,
     callback_base: String,
+}
+
+/// A provider's dial rate as the store's shared GCRA takes it: one dial
+/// every `interval_ms`, up to `burst` at once. It is decided in the store
+/// (`Store::take_rate_token`, key `dial:<provider>`) so that it holds across
+/// every instance sharing the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialRate {
+    pub key: String,
+    pub interval_ms: i64,
+    pub burst: u32,
 }
 
 impl Providers {
@@ -105,9 +105,7 @@ impl Providers {
         config: &Catalog,
         callback_base: String,
         own_cert: Option<Vec<u8>>,
-        clock: Arc<dyn crate::clock::Clock>,
     ) -> anyhow::Result<Self> {
-        let clock = RateClock(clock);
         let mut map: HashMap<String, Arc<dyn CallProvider>> = HashMap::new();
         let mut dial_rates = HashMap::new();
         for (name, cfg) in &config.providers {
@@ -122,9 +120,16 @@ impl Providers {
                 ProviderConfig::Http(http) => Arc::new(http_provider::HttpProvider::new(http)?),
             };
             if let Some(rate) = cfg.dial_rate() {
+                // Whole milliseconds, at least 1 (rates above 1,000 dials a
+                // second are not a voice provider's).
+                let interval_ms = (rate.replenish_interval().as_millis() as i64).max(1);
                 dial_rates.insert(
                     name.clone(),
-                    RateLimiter::direct_with_clock(crate::limits::quota(&rate), clock.clone()),
+                    DialRate {
+                        key: format!("dial:{name}"),
+                        interval_ms,
+                        burst: rate.burst.max(1),
+                    },
                 );
             }
             map.insert(name.clone(), provider);
@@ -132,7 +137,6 @@ impl Providers {
         Ok(Self {
             map,
             dial_rates,
-            clock,
             callback_base,
         })
     }
@@ -141,12 +145,9 @@ impl Providers {
         self.map.get(name)
     }
 
-    /// Takes one dial from the provider's rate; `Err(wait)` when exhausted.
-    pub fn take_dial(&self, provider: &str) -> Result<(), Duration> {
-        match self.dial_rates.get(provider) {
-            None => Ok(()),
-            Some(l) => l.check().map_err(|nu| nu.wait_time_from(self.clock.now())),
-        }
+    /// The provider's dial rate, if it has one.
+    pub fn dial_rate(&self, provider: &str) -> Option<&DialRate> {
+        self.dial_rates.get(provider)
     }
 
     /// The status callback URL for one of our calls.

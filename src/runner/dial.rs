@@ -1,7 +1,8 @@
 //! Placing one call, with every calling rule, and never twice.
 //!
 //! Order: do-not-call (rejected) → calling window in the callee's zone
-//! (scheduled) → provider dial rate (waiting) → reserve a line and record
+//! (scheduled) → provider dial rate, shared through the store (waiting;
+//! also when the store cannot decide: fail closed) → reserve a line and record
 //! the call durably before asking the provider (waiting when all lines are
 //! busy) → dial. A step that already has a call is reconciled instead:
 //! placed calls are kept, certainly-unplaced ones are redialed with the same
@@ -17,6 +18,9 @@ use crate::calls::{Lookup, ProviderError};
 use crate::ids::{CallId, JobId};
 use crate::store::CallStatus;
 use crate::store::{CallRecord, NewCall, Reservation};
+
+/// How long a job waits when the shared dial rate cannot be read.
+const DIAL_RATE_UNAVAILABLE_WAIT_MS: i64 = 1_000;
 
 /// One call to place.
 pub(super) struct CallPlan<'a> {
@@ -56,12 +60,7 @@ impl RunnerCtx {
                 ));
             }
         }
-        if let Err(wait) = self.providers.take_dial(&plan.agent.provider) {
-            return Err(Next::Wait {
-                until: now + wait.as_millis() as i64 + 1,
-                reason: format!("dial rate: {}", plan.agent.provider),
-            });
-        }
+        self.take_dial(&plan.agent.provider, now).await?;
         let call = NewCall {
             id: CallId::new(now),
             job_id: plan.job_id.clone(),
@@ -86,6 +85,33 @@ impl RunnerCtx {
             }),
             Reservation::Created(id) => self.dial(&id).await,
             Reservation::Existing(id) => self.reconcile(&id).await,
+        }
+    }
+
+    /// Takes one dial from the provider's rate, shared by every instance
+    /// through the store. Fails closed: when the store cannot decide, the
+    /// job waits and is looked at again shortly; it never dials unmetered.
+    async fn take_dial(&self, provider: &str, now: i64) -> Result<(), Next> {
+        let Some(rate) = self.providers.dial_rate(provider) else {
+            return Ok(());
+        };
+        match self
+            .store
+            .take_rate_token(&rate.key, rate.interval_ms, rate.burst, now)
+            .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(wait_ms)) => Err(Next::Wait {
+                until: now + wait_ms + 1,
+                reason: format!("dial rate: {provider}"),
+            }),
+            Err(e) => {
+                tracing::warn!(provider, error = %e, "the dial rate could not be checked; the job waits");
+                Err(Next::Wait {
+                    until: now + DIAL_RATE_UNAVAILABLE_WAIT_MS,
+                    reason: format!("dial rate: {provider} (storage unavailable)"),
+                })
+            }
         }
     }
 

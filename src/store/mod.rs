@@ -11,6 +11,7 @@
 mod backup;
 mod group_commit;
 pub mod postgres;
+mod shared;
 pub mod sqlite;
 mod status;
 mod types;
@@ -24,6 +25,7 @@ use crate::config::StorageConfig;
 use crate::ids::{CallId, DeliveryId, JobId};
 pub use backup::{BackupError, BackupReport, backup};
 pub use group_commit::{BatchWriter, GroupCommit};
+pub use shared::{BreakerAdmission, BreakerPolicy, BreakerRow, gcra};
 pub use status::{CallStatus, DeliveryStatus, JobStatus};
 pub use types::*;
 
@@ -278,6 +280,54 @@ pub trait Store: Send + Sync + 'static {
     fn is_leader(&self) -> bool {
         true
     }
+
+    // State shared by every instance on the database (`shared.rs`).
+
+    /// Takes one token of the rate `key` (a GCRA: one every `interval_ms`,
+    /// up to `burst` at once), atomically for every process sharing the
+    /// store: `Ok(Err(wait_ms))` when the budget is spent.
+    async fn take_rate_token(
+        &self,
+        key: &str,
+        interval_ms: i64,
+        burst: u32,
+        now_ms: i64,
+    ) -> Result<Result<(), i64>, StoreError>;
+
+    /// What `endpoint`'s shared breaker lets through now; takes the
+    /// half-open probe (leased until `probe_until_ms`) when it is due.
+    async fn breaker_admit(
+        &self,
+        endpoint: &str,
+        now_ms: i64,
+        probe_until_ms: i64,
+    ) -> Result<BreakerAdmission, StoreError>;
+
+    /// Records an attempt's result on `endpoint`'s shared breaker; returns
+    /// the row after it (for the gauge and logs).
+    async fn breaker_record(
+        &self,
+        endpoint: &str,
+        ok: bool,
+        policy: BreakerPolicy,
+        now_ms: i64,
+    ) -> Result<BreakerRow, StoreError>;
+
+    /// Gives the half-open probe back untried (nothing was due).
+    async fn breaker_cancel_probe(&self, endpoint: &str) -> Result<(), StoreError>;
+
+    /// `claim_deliveries` within the endpoint's concurrency cap across
+    /// every instance: at most `cap` minus the endpoint's unexpired leases
+    /// (counted and claimed under one lock per endpoint).
+    async fn claim_deliveries_capped(
+        &self,
+        endpoint: &str,
+        owner: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: usize,
+        cap: usize,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError>;
 
     /// From now until `close`, calls `wake.notify_one()` when any process
     /// sharing the database commits new jobs (PostgreSQL: LISTEN/NOTIFY),

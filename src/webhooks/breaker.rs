@@ -1,4 +1,7 @@
-//! A circuit breaker per endpoint (in memory, per process): after
+//! A circuit breaker per endpoint, in memory: this process's view, which
+//! mid-call actions consult (a live call does not wait on the database).
+//! Deliveries are governed by the breaker shared through the store
+//! (`store/shared.rs`, the same rules) and feed this one too. After
 //! `failures` consecutive failed attempts it opens and the endpoint gets no
 //! requests for `cooldown`; then one probe goes through. A successful probe
 //! closes it; a failed one reopens it for twice as long (up to

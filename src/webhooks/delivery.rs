@@ -1,5 +1,6 @@
 //! The delivery engine: claims due deliveries per endpoint (within the
-//! endpoint's free permits and its breaker), sends each attempt signed with
+//! endpoint's concurrency cap and its circuit breaker, both kept in the
+//! store so that they hold across every instance sharing it), sends each attempt signed with
 //! the delivery's fixed `webhook-id`, logs it, and schedules the next one.
 //!
 //! Retries are rows in the store (`pending` with `next_attempt_at`), never
@@ -17,13 +18,15 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::breaker::Allowance;
 use super::client::{EndpointClient, Exchange, Outgoing};
 use super::outbound::Outbound;
+use super::shared_breaker;
 use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::outbound::Endpoint;
-use crate::store::{ClaimedDelivery, DeliveryAttempt, DeliveryRecord, DeliveryStatus, Store};
+use crate::store::{
+    BreakerAdmission, ClaimedDelivery, DeliveryAttempt, DeliveryRecord, DeliveryStatus, Store,
+};
 
 /// How often idle workers look for due deliveries (new ones wake them).
 const POLL: Duration = Duration::from_millis(500);
@@ -127,37 +130,51 @@ impl Deliverer {
             if free == 0 {
                 continue;
             }
-            let allowance = client.breaker_allow();
-            let want = match allowance {
-                Allowance::Any => free,
-                Allowance::Probe => 1,
-                Allowance::None => continue,
-            };
             let now = self.inner.clock.now_ms();
             let lease = client.endpoint.timeout + self.inner.config.main.deliveries.lease_grace;
+            let lease_until = now + lease.as_millis() as i64;
+            // The breaker and the cap are shared by every instance on the
+            // store; when the store cannot say, nothing is sent (the
+            // claim needs it anyway).
+            let name = &client.endpoint.name;
+            let admission = match self.inner.store.breaker_admit(name, now, lease_until).await {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, endpoint = %name, "reading the endpoint's breaker failed");
+                    continue;
+                }
+            };
+            shared_breaker::gauge(name, admission);
+            let probe = admission == BreakerAdmission::Probe;
+            let want = match admission {
+                BreakerAdmission::Closed => free,
+                BreakerAdmission::Probe => 1,
+                BreakerAdmission::Open { .. } => continue,
+            };
             let claimed = match self
                 .inner
                 .store
-                .claim_deliveries(
-                    &client.endpoint.name,
+                .claim_deliveries_capped(
+                    name,
                     &self.inner.owner,
                     now,
-                    now + lease.as_millis() as i64,
+                    lease_until,
                     want,
+                    client.endpoint.concurrency,
                 )
                 .await
             {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::warn!(error = %e, endpoint = %client.endpoint.name, "claiming deliveries failed");
-                    if allowance == Allowance::Probe {
-                        client.breaker_cancel_probe();
+                    tracing::warn!(error = %e, endpoint = %name, "claiming deliveries failed");
+                    if probe {
+                        shared_breaker::cancel_probe(&*self.inner.store, name).await;
                     }
                     continue;
                 }
             };
-            if claimed.is_empty() && allowance == Allowance::Probe {
-                client.breaker_cancel_probe();
+            if claimed.is_empty() && probe {
+                shared_breaker::cancel_probe(&*self.inner.store, name).await;
             }
             for ClaimedDelivery { claim_id, delivery } in claimed {
                 let (Ok(slot), Ok(permit)) = (
@@ -177,7 +194,7 @@ impl Deliverer {
                 let client = Arc::clone(client);
                 started += 1;
                 inflight.spawn(async move {
-                    this.attempt(&client, delivery, &claim_id).await;
+                    this.attempt(&client, delivery, &claim_id, probe).await;
                     drop((slot, permit));
                 });
             }
@@ -195,7 +212,13 @@ impl Deliverer {
     }
 
     /// Sends `d` once and logs the outcome, fenced on `claim_id`.
-    async fn attempt(&self, client: &EndpointClient, d: DeliveryRecord, claim_id: &str) {
+    async fn attempt(
+        &self,
+        client: &EndpointClient,
+        d: DeliveryRecord,
+        claim_id: &str,
+        probe: bool,
+    ) {
         let endpoint = &client.endpoint;
         let attempt = d.attempts + 1;
         let used = attempt - d.budget_start;
@@ -246,6 +269,7 @@ impl Deliverer {
                 tracing::error!(delivery = %d.id, error = %e, "logging a delivery attempt failed; the lease expires and it is sent again")
             }
         }
+        shared_breaker::record(&*self.inner.store, now_ms, client, &out, probe).await;
         observe(client, &d, &out, status, used);
         if status == DeliveryStatus::Pending {
             // Due soon: make sure the loop looks again in time.
@@ -297,7 +321,7 @@ impl Deliverer {
 }
 
 impl EndpointClient {
-    pub(crate) fn breaker_allow(&self) -> Allowance {
+    pub(crate) fn breaker_allow(&self) -> super::breaker::Allowance {
         let mut b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
         let a = b.allow(Instant::now());
         metrics::gauge!("callgate_breaker_state", "endpoint" => self.endpoint.name.clone())
@@ -406,7 +430,7 @@ fn next_step(
     )
 }
 
-/// The breaker, metrics and log after an attempt was recorded.
+/// Metrics and log after an attempt was recorded.
 fn observe(
     client: &EndpointClient,
     d: &DeliveryRecord,
@@ -415,14 +439,6 @@ fn observe(
     used: i64,
 ) {
     let endpoint = &client.endpoint;
-    // The endpoint's fault (for the breaker): no answer, 408, 429, 5xx.
-    // A refusal by our own guard says nothing about the endpoint; a probe
-    // it used is offered again.
-    if out.refused {
-        client.breaker_cancel_probe();
-    } else {
-        client.breaker_record(!out.is_retryable(), Instant::now());
-    }
     let outcome = status.as_str();
     metrics::counter!("callgate_deliveries_total", "endpoint" => endpoint.name.clone(), "outcome" => outcome)
         .increment(1);

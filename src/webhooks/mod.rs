@@ -7,6 +7,7 @@ pub mod breaker;
 pub mod client;
 pub mod delivery;
 pub mod outbound;
+mod shared_breaker;
 pub mod ssrf;
 
 pub use client::EndpointClient;

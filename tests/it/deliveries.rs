@@ -12,7 +12,7 @@ use crate::runner::{ANYTIME_AGENT, eventually, fast_simulator, get_json};
 use crate::support::{CRM_TOKEN, TestApp, demo_body, problem};
 
 pub const WH_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-const REPO_AUTOMATIONS: &str = include_str!("../../config/automations.toml");
+pub const REPO_AUTOMATIONS: &str = include_str!("../../config/automations.toml");
 
 /// An endpoint `crm` at the receiver (allow-listed: it is on loopback,
 /// plain http), signed, with bearer auth and short retry waits.
@@ -26,9 +26,9 @@ pub fn crm_endpoint(url: &str, extra: &str) -> String {
 }
 
 /// A trigger `notify` whose automation is one webhook step to `crm`.
-const NOTIFY_TRIGGER: &str = "[triggers.notify]\nschema = \"schemas/demo-call.json\"\n\
+pub const NOTIFY_TRIGGER: &str = "[triggers.notify]\nschema = \"schemas/demo-call.json\"\n\
     action = { type = \"automation\", name = \"notify\", to = \"/phone_number\" }\n";
-const NOTIFY_AUTOMATION: &str = "[automations.notify]\n[[automations.notify.steps]]\ntype = \"webhook\"\n\
+pub const NOTIFY_AUTOMATION: &str = "[automations.notify]\n[[automations.notify.steps]]\ntype = \"webhook\"\n\
     endpoint = \"crm\"\nevent = \"lead.created\"\n\
     payload = { phone = \"{{ input.phone_number }}\", job_id = \"{{ job.id }}\", score = 3, tags = [\"a\", \"b\"] }\n";
 

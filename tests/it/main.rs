@@ -39,5 +39,6 @@ mod receiver;
 mod runner;
 mod scale_out;
 mod schemathesis;
+mod shared_limits;
 mod store;
 mod support;

@@ -28,6 +28,7 @@ mod leader;
 mod listen;
 mod reads;
 mod schema;
+mod shared;
 mod writer;
 
 use std::str::FromStr;
@@ -39,10 +40,10 @@ use async_trait::async_trait;
 use deadpool_postgres::Pool;
 
 use super::{
-    CallEventIn, CallRecord, CallStatus, ClaimedDelivery, ClaimedJob, DeliveryAttempt,
-    DeliveryFilter, DeliveryRecord, DeliveryStatus, EnqueueOutcome, EventApplied, EventJobs,
-    IdempotencyRecord, JobEvent, JobFilter, JobRecord, JobUpdate, NewCall, NewDelivery, NewJob,
-    Replay, Reservation, Store, StoreError,
+    BreakerAdmission, BreakerPolicy, BreakerRow, CallEventIn, CallRecord, CallStatus,
+    ClaimedDelivery, ClaimedJob, DeliveryAttempt, DeliveryFilter, DeliveryRecord, DeliveryStatus,
+    EnqueueOutcome, EventApplied, EventJobs, IdempotencyRecord, JobEvent, JobFilter, JobRecord,
+    JobUpdate, NewCall, NewDelivery, NewJob, Replay, Reservation, Store, StoreError,
 };
 use crate::config::StorageConfig;
 use crate::ids::{CallId, DeliveryId, JobId};
@@ -411,6 +412,77 @@ impl Store for PgStore {
             limit
         )
         .await)
+    }
+
+    async fn claim_deliveries_capped(
+        &self,
+        endpoint: &str,
+        owner: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: usize,
+        cap: usize,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        let claim_id = super::new_claim_id(owner);
+        in_tx!(self, |tx| shared::claim_capped(
+            &tx,
+            endpoint,
+            &claim_id,
+            now_ms,
+            lease_until_ms,
+            limit,
+            cap
+        )
+        .await?)
+    }
+
+    async fn take_rate_token(
+        &self,
+        key: &str,
+        interval_ms: i64,
+        burst: u32,
+        now_ms: i64,
+    ) -> Result<Result<(), i64>, StoreError> {
+        in_tx!(self, |tx| shared::take_rate_token(
+            &tx,
+            key,
+            interval_ms,
+            burst,
+            now_ms
+        )
+        .await?)
+    }
+
+    async fn breaker_admit(
+        &self,
+        endpoint: &str,
+        now_ms: i64,
+        probe_until_ms: i64,
+    ) -> Result<BreakerAdmission, StoreError> {
+        in_tx!(self, |tx| shared::breaker_admit(
+            &tx,
+            endpoint,
+            now_ms,
+            probe_until_ms
+        )
+        .await?)
+    }
+
+    async fn breaker_record(
+        &self,
+        endpoint: &str,
+        ok: bool,
+        policy: BreakerPolicy,
+        now_ms: i64,
+    ) -> Result<BreakerRow, StoreError> {
+        in_tx!(self, |tx| shared::breaker_record(
+            &tx, endpoint, ok, policy, now_ms
+        )
+        .await?)
+    }
+
+    async fn breaker_cancel_probe(&self, endpoint: &str) -> Result<(), StoreError> {
+        on_conn!(self, |c| shared::breaker_cancel_probe(&c, endpoint).await)
     }
 
     async fn finish_delivery_attempt(

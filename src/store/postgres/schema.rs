@@ -17,6 +17,9 @@ pub(super) const LOCK_MIGRATIONS: i32 = 0x6367_0001;
 pub(super) const LOCK_AGENT: i32 = 0x6367_0002;
 /// First key of the housekeeping leader's session lock (`leader.rs`).
 pub(super) const LOCK_LEADER: i32 = 0x6367_0003;
+/// First key of the per-endpoint delivery claim lock
+/// (`pg_advisory_xact_lock`, the concurrency cap across instances).
+pub(super) const LOCK_ENDPOINT: i32 = 0x6367_0004;
 /// The NOTIFY channel of a schema's new jobs (migration 2's trigger).
 pub(super) const JOBS_CHANNEL_PREFIX: &str = "callgate_jobs_";
 
@@ -180,6 +183,21 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     CREATE TRIGGER jobs_inserted AFTER INSERT ON jobs
         REFERENCING NEW TABLE AS inserted_rows
         FOR EACH STATEMENT EXECUTE FUNCTION callgate_jobs_inserted();
+    "#,
+    ),
+    (
+        3,
+        "rate tokens and endpoint breakers shared by every instance",
+        r#"
+    -- tat: a GCRA's theoretical arrival time (ms); NULL until first used.
+    CREATE TABLE rate_tokens (key TEXT PRIMARY KEY, tat BIGINT);
+    CREATE TABLE endpoint_breakers (
+        endpoint TEXT PRIMARY KEY,
+        failures BIGINT NOT NULL DEFAULT 0,
+        open_until BIGINT,
+        cooldown_ms BIGINT NOT NULL DEFAULT 0,
+        probe_until BIGINT
+    );
     "#,
     ),
 ];

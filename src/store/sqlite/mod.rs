@@ -17,6 +17,7 @@ mod deliveries;
 mod jobs;
 mod reads;
 mod schema;
+mod shared;
 mod writer;
 
 use std::path::Path;
@@ -29,10 +30,10 @@ use tokio::sync::oneshot;
 pub use writer::MAX_ROWS_PER_STATEMENT;
 
 use super::{
-    CallEventIn, CallRecord, CallStatus, ClaimedDelivery, ClaimedJob, DeliveryAttempt,
-    DeliveryFilter, DeliveryRecord, DeliveryStatus, EnqueueOutcome, EventApplied, EventJobs,
-    GroupCommit, IdempotencyRecord, JobEvent, JobFilter, JobRecord, JobUpdate, NewCall,
-    NewDelivery, NewJob, Replay, Reservation, Store, StoreError,
+    BreakerAdmission, BreakerPolicy, BreakerRow, CallEventIn, CallRecord, CallStatus,
+    ClaimedDelivery, ClaimedJob, DeliveryAttempt, DeliveryFilter, DeliveryRecord, DeliveryStatus,
+    EnqueueOutcome, EventApplied, EventJobs, GroupCommit, IdempotencyRecord, JobEvent, JobFilter,
+    JobRecord, JobUpdate, NewCall, NewDelivery, NewJob, Replay, Reservation, Store, StoreError,
 };
 use crate::config::StorageConfig;
 use crate::ids::{CallId, DeliveryId, JobId};
@@ -326,6 +327,79 @@ impl Store for SqliteStore {
             deliveries::claim(conn, &endpoint, &claim_id, now_ms, lease_until_ms, limit)
         })
         .await
+    }
+
+    async fn claim_deliveries_capped(
+        &self,
+        endpoint: &str,
+        owner: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: usize,
+        cap: usize,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        let (endpoint, claim_id) = (endpoint.to_owned(), super::new_claim_id(owner));
+        self.write(move |conn| {
+            shared::claim_capped(
+                conn,
+                &endpoint,
+                &claim_id,
+                now_ms,
+                lease_until_ms,
+                limit,
+                cap,
+            )
+        })
+        .await
+    }
+
+    async fn take_rate_token(
+        &self,
+        key: &str,
+        interval_ms: i64,
+        burst: u32,
+        now_ms: i64,
+    ) -> Result<Result<(), i64>, StoreError> {
+        let key = key.to_owned();
+        self.write(move |conn| shared::take_rate_token(conn, &key, interval_ms, burst, now_ms))
+            .await
+    }
+
+    async fn breaker_admit(
+        &self,
+        endpoint: &str,
+        now_ms: i64,
+        probe_until_ms: i64,
+    ) -> Result<BreakerAdmission, StoreError> {
+        let endpoint = endpoint.to_owned();
+        // The common case (closed) is a read, not a trip through the writer.
+        let key = endpoint.clone();
+        if self
+            .read(move |conn| shared::breaker_closed(conn, &key))
+            .await?
+        {
+            return Ok(BreakerAdmission::Closed);
+        }
+        self.write(move |conn| shared::breaker_admit(conn, &endpoint, now_ms, probe_until_ms))
+            .await
+    }
+
+    async fn breaker_record(
+        &self,
+        endpoint: &str,
+        ok: bool,
+        policy: BreakerPolicy,
+        now_ms: i64,
+    ) -> Result<BreakerRow, StoreError> {
+        let endpoint = endpoint.to_owned();
+        self.write(move |conn| shared::breaker_record(conn, &endpoint, ok, policy, now_ms))
+            .await
+    }
+
+    async fn breaker_cancel_probe(&self, endpoint: &str) -> Result<(), StoreError> {
+        let endpoint = endpoint.to_owned();
+        self.write(move |conn| shared::breaker_cancel_probe(conn, &endpoint))
+            .await
     }
 
     async fn finish_delivery_attempt(

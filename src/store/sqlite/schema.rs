@@ -173,6 +173,20 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         CREATE INDEX jobs_line_waiters ON jobs (wait_agent, created_at) WHERE status = 'waiting';
         "#,
     ),
+    (
+        6,
+        "rate tokens and endpoint breakers (the same rules as on PostgreSQL)",
+        r#"
+        CREATE TABLE rate_tokens (key TEXT PRIMARY KEY, tat BIGINT);
+        CREATE TABLE endpoint_breakers (
+            endpoint TEXT PRIMARY KEY,
+            failures BIGINT NOT NULL DEFAULT 0,
+            open_until BIGINT,
+            cooldown_ms BIGINT NOT NULL DEFAULT 0,
+            probe_until BIGINT
+        );
+        "#,
+    ),
 ];
 
 /// Applies the migrations not applied yet, each in its own transaction.

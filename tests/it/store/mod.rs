@@ -20,6 +20,7 @@ mod lifecycle;
 mod lines;
 mod make;
 mod postgres;
+mod shared;
 
 use callgate::config::StorageConfig;
 
@@ -93,11 +94,16 @@ conformance! {
         delivery_log::a_large_purge_removes_every_finished_delivery,
         lifecycle::status_counts_count_every_record_by_status,
         lifecycle::check_writable_commits_through_the_writer,
+        shared::a_rate_allows_its_burst_then_refuses_with_the_wait_and_refills,
+        shared::a_breaker_opens_lets_one_probe_through_reopens_longer_and_closes,
+        shared::the_capped_claim_takes_at_most_the_cap_less_unexpired_leases,
         lifecycle::a_lone_instance_leads_the_housekeeping,
     ],
     db: [
         lifecycle::a_blocked_writer_refuses_enqueues_at_once_past_its_bound,
         lifecycle::close_commits_what_was_accepted_and_refuses_more,
         jobs::a_status_no_engine_writes_is_an_error_not_a_default,
+        shared::two_stores_on_one_database_share_a_rate,
+        shared::concurrent_capped_claims_from_two_stores_never_exceed_the_cap,
     ],
 }
