@@ -160,12 +160,18 @@ fn check_main(dir: &Path, main: &MainFile, problems: &mut Vec<Problem>) {
     }
 }
 
-/// `limits.backend`, `redis_url`, `instances`.
+/// `limits.backend`, `redis_url`, `instances`, `redis_timeout`.
 fn check_limits_backend(limits: &config::LimitsConfig, problems: &mut Vec<Problem>) {
     use secrecy::ExposeSecret;
     let mut problem = |key: &str, msg: String| problems.push(Problem::new(MAIN_FILE, key, msg));
     if limits.instances == 0 {
         problem("limits.instances", "must be at least 1".into());
+    }
+    if limits.redis_timeout.is_zero() || limits.redis_timeout > std::time::Duration::from_secs(10) {
+        problem(
+            "limits.redis_timeout",
+            "must be more than 0 and at most 10s (every limited request may wait this long)".into(),
+        );
     }
     match (limits.backend, &limits.redis_url) {
         (config::LimitsBackend::Redis, None) => problem(

@@ -221,9 +221,14 @@ pub async fn build_state(
     let redis = match (&config.main.limits.backend, &config.main.limits.redis_url) {
         (crate::config::LimitsBackend::Redis, Some(url)) => {
             use secrecy::ExposeSecret;
-            let redis = Redis::connect(url.expose_secret(), &config.main.limits.redis_prefix)
-                .await
-                .map_err(|e| anyhow::anyhow!("limits.redis_url: {e}"))?;
+            let limits = &config.main.limits;
+            let redis = Redis::connect(
+                url.expose_secret(),
+                &limits.redis_prefix,
+                limits.redis_timeout,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("limits.redis_url: {e}"))?;
             Some(Arc::new(redis))
         }
         _ => None,

@@ -256,6 +256,11 @@ pub struct LimitsConfig {
     /// deployments can share one Redis.
     #[serde(default = "default_redis_prefix")]
     pub redis_prefix: String,
+    /// How long one limit decision may wait for Redis before the instance
+    /// falls back to its local share (and treats Redis as down until the
+    /// background probe reaches it again).
+    #[serde(default = "default_redis_timeout", with = "duration")]
+    pub redis_timeout: Duration,
 }
 
 /// `limits.backend`.
@@ -282,6 +287,7 @@ impl Default for LimitsConfig {
             redis_url: None,
             instances: default_instances(),
             redis_prefix: default_redis_prefix(),
+            redis_timeout: default_redis_timeout(),
         }
     }
 }
@@ -423,6 +429,12 @@ fn default_max_tracked_keys() -> usize {
 }
 fn default_instances() -> u32 {
     1
+}
+/// A healthy Redis answers the GCRA script in well under a millisecond on a
+/// LAN; 100 ms rides out a busy moment, while a request never waits longer
+/// than that before failing open.
+fn default_redis_timeout() -> Duration {
+    Duration::from_millis(100)
 }
 fn default_redis_prefix() -> String {
     "callgate:".to_owned()

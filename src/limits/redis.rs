@@ -2,7 +2,7 @@
 //! (`gcra.lua`) and whether Redis is reachable.
 //!
 //! Policy: one decision is one `EVALSHA` (the script is loaded again on
-//! `NOSCRIPT`, e.g. after a Redis restart) within `COMMAND_TIMEOUT`. Any
+//! `NOSCRIPT`, e.g. after a Redis restart) within `limits.redis_timeout`. Any
 //! failure marks Redis down: from then on decisions do not wait for Redis
 //! at all (the caller uses its local fallback) until the background probe
 //! (`watch`, every `PROBE_EVERY`) reaches Redis again on a fresh
@@ -21,11 +21,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::RateSpec;
 
-/// How long one decision may wait for Redis. A healthy Redis answers the
-/// script in well under a millisecond on a LAN; 100 ms rides out a busy
-/// moment, while a request never waits longer than that before failing
-/// open. A constant: there is no good reason to tune it per deployment.
-pub const COMMAND_TIMEOUT: Duration = Duration::from_millis(100);
 /// How long establishing a connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// How often an unreachable Redis is tried again (in the background; no
@@ -71,6 +66,8 @@ pub struct Redis {
     conn: ArcSwap<ConnectionManager>,
     script: redis::Script,
     prefix: String,
+    /// How long one command may take (`limits.redis_timeout`).
+    timeout: Duration,
     up: AtomicBool,
     went_down: Notify,
     /// When the last warning was logged (log throttling, so real time).
@@ -80,14 +77,15 @@ pub struct Redis {
 impl Redis {
     /// A client for `url` (checked by `check_redis_url`); tries Redis once,
     /// and starts in fallback (with a warning) when it does not answer.
-    pub async fn connect(url: &str, prefix: &str) -> redis::RedisResult<Self> {
+    pub async fn connect(url: &str, prefix: &str, timeout: Duration) -> redis::RedisResult<Self> {
         let client = redis::Client::open(url)?;
-        let conn = manager(&client)?;
+        let conn = manager(&client, timeout)?;
         let redis = Self {
             client,
             conn: ArcSwap::from_pointee(conn),
             script: redis::Script::new(include_str!("gcra.lua")),
             prefix: prefix.to_owned(),
+            timeout,
             up: AtomicBool::new(true),
             went_down: Notify::new(),
             last_warn: Mutex::new(None),
@@ -131,7 +129,7 @@ impl Redis {
         }
         let mut conn = ConnectionManager::clone(&self.conn.load());
         let answer = tokio::time::timeout(
-            COMMAND_TIMEOUT,
+            self.timeout,
             invocation.invoke_async::<(i64, i64, i64)>(&mut conn),
         )
         .await;
@@ -147,7 +145,7 @@ impl Redis {
                 Err(Unavailable)
             }
             Err(_) => {
-                self.mark_down(&format!("no answer within {COMMAND_TIMEOUT:?}"));
+                self.mark_down(&format!("no answer within {:?}", self.timeout));
                 Err(Unavailable)
             }
         }
@@ -161,14 +159,14 @@ impl Redis {
         }
         let mut conn = ConnectionManager::clone(&self.conn.load());
         let ping = redis::cmd("PING");
-        match tokio::time::timeout(COMMAND_TIMEOUT, ping.query_async::<String>(&mut conn)).await {
+        match tokio::time::timeout(self.timeout, ping.query_async::<String>(&mut conn)).await {
             Ok(Ok(_)) => true,
             Ok(Err(e)) => {
                 self.mark_down(&e);
                 false
             }
             Err(_) => {
-                self.mark_down(&format!("no PING answer within {COMMAND_TIMEOUT:?}"));
+                self.mark_down(&format!("no PING answer within {:?}", self.timeout));
                 false
             }
         }
@@ -203,7 +201,7 @@ impl Redis {
 
     /// A fresh connection that has answered a `PING`.
     async fn probe(&self) -> Result<ConnectionManager, String> {
-        let mut conn = manager(&self.client).map_err(|e| e.to_string())?;
+        let mut conn = manager(&self.client, self.timeout).map_err(|e| e.to_string())?;
         let ping = redis::cmd("PING");
         match tokio::time::timeout(PROBE_EVERY, ping.query_async::<String>(&mut conn)).await {
             Ok(Ok(_)) => Ok(conn),
@@ -236,9 +234,9 @@ impl Redis {
 
 /// A connection manager that fails fast: short timeouts and a single
 /// reconnect attempt (the probe makes further ones).
-fn manager(client: &redis::Client) -> redis::RedisResult<ConnectionManager> {
+fn manager(client: &redis::Client, timeout: Duration) -> redis::RedisResult<ConnectionManager> {
     let config = ConnectionManagerConfig::new()
-        .set_response_timeout(Some(COMMAND_TIMEOUT))
+        .set_response_timeout(Some(timeout))
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_number_of_retries(1);
     ConnectionManager::new_lazy_with_config(client.clone(), config)
@@ -289,7 +287,9 @@ mod tests {
             return;
         };
         let prefix = format!("callgate-test:{}:", ulid::Ulid::generate());
-        let redis = Redis::connect(&url, &prefix).await.unwrap();
+        let redis = Redis::connect(&url, &prefix, Duration::from_millis(100))
+            .await
+            .unwrap();
         assert!(redis.is_up(), "Redis at {url} does not answer");
         // Intervals of a second or more: keys expire in Redis's real time
         // while this test moves its own clock, so a key must outlive the

@@ -174,6 +174,15 @@ fn redis_url_takes_a_secret_from_the_environment() {
 fn redis_limits_problems_name_their_key() {
     let err = load_with(&[("CALLGATE_LIMITS__BACKEND", "redis")]).unwrap_err();
     crate::support::assert_problem(&err, "limits.redis_url", "required");
+    for bad in ["0s", "11s"] {
+        let err = load_with(&[("CALLGATE_LIMITS__REDIS_TIMEOUT", bad)]).unwrap_err();
+        crate::support::assert_problem(&err, "limits.redis_timeout", "at most 10s");
+    }
+    let config = load_with(&[("CALLGATE_LIMITS__REDIS_TIMEOUT", "250ms")]).unwrap();
+    assert_eq!(
+        config.main.limits.redis_timeout,
+        std::time::Duration::from_millis(250)
+    );
     let err = load_with(&[
         ("CALLGATE_LIMITS__BACKEND", "redis"),
         ("CALLGATE_LIMITS__REDIS_URL", "http://cache:6379"),

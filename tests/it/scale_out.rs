@@ -249,6 +249,7 @@ fn config_dir(storage_url: &str, platform: SocketAddr) -> (tempfile::TempDir, St
              [limits]\nper_ip = {{ requests = 100000, per = \"1s\", burst = 100000 }}\n\
              per_principal = {{ requests = 100000, per = \"1s\", burst = 100000 }}\n\
              per_provider = {{ requests = 100000, per = \"1s\", burst = 100000 }}\n\
+             per_trigger = {{ requests = 100000, per = \"1s\", burst = 100000 }}\n\
              [runner]\nlease = \"2s\"\npoll_interval = \"100ms\"\nline_retry = \"100ms\"\n\
              stale_call_after = \"3s\"\n"
         ),
