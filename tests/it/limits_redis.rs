@@ -22,7 +22,7 @@ const TEN_AN_HOUR: &str = "{ requests = 1, per = \"1h\", burst = 10 }";
 fn redis_url(test: &str) -> Option<String> {
     let url = std::env::var("CALLGATE_TEST_REDIS_URL").ok();
     if url.is_none() {
-        eprintln!("skipped {test}: CALLGATE_TEST_REDIS_URL not set");
+        crate::support::say_skipped(test, "CALLGATE_TEST_REDIS_URL");
     }
     url
 }

@@ -479,6 +479,15 @@ pub async fn count_status(
         .sum()
 }
 
+/// Says that `test` was skipped for want of the server in `var`. Written
+/// straight to the process's stderr, past the test harness's capture, so
+/// the line shows in a passing run (`cargo test` hides what a passing test
+/// prints with `eprintln!`).
+pub fn say_skipped(test: &str, var: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped {test}: {var} not set");
+}
+
 pub fn test_env() -> BTreeMap<String, String> {
     BTreeMap::from([
         ("TEST_JWT_SECRET".to_string(), JWT_SECRET.to_string()),

@@ -63,7 +63,7 @@ pub async fn all(cfg: &StorageConfig, name: &str) -> Vec<TestDb> {
     let mut dbs = vec![sqlite(cfg).await];
     match crate::support::pg::database_url() {
         Some(url) => dbs.push(postgres(cfg, &url).await),
-        None => eprintln!("skipped {name}: CALLGATE_TEST_DATABASE_URL not set"),
+        None => crate::support::say_skipped(name, "CALLGATE_TEST_DATABASE_URL"),
     }
     dbs
 }

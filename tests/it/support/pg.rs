@@ -169,11 +169,7 @@ macro_rules! pg_url_or_skip {
         match $crate::support::pg::database_url() {
             Some(url) => url,
             None => {
-                eprintln!(concat!(
-                    "skipped ",
-                    $name,
-                    ": CALLGATE_TEST_DATABASE_URL not set"
-                ));
+                $crate::support::say_skipped($name, "CALLGATE_TEST_DATABASE_URL");
                 return;
             }
         }
