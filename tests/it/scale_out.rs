@@ -7,8 +7,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,6 +17,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
+use crate::durability::Gateway;
 use crate::runner::eventually;
 use crate::support;
 
@@ -154,65 +153,6 @@ duration_seconds = "/duration"
     )
 }
 
-/// One `callgate serve` process (plain HTTP, as behind a TLS-terminating
-/// load balancer).
-struct Instance {
-    child: Child,
-    addr: SocketAddr,
-    logs: Arc<Mutex<String>>,
-}
-
-impl Instance {
-    fn start(config: &Path, data: &Path) -> Instance {
-        use std::io::{BufRead, BufReader};
-        let mut child = Command::new(env!("CARGO_BIN_EXE_callgate"))
-            .args([
-                "--log-format",
-                "json",
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--config",
-            ])
-            .arg(config)
-            .arg("--data-dir")
-            .arg(data)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let logs = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Ok(v) = serde_json::from_str::<Value>(&line)
-                    && v["message"] == "listening"
-                {
-                    let _ = tx.send(v["addr"].as_str().unwrap_or_default().parse::<SocketAddr>());
-                }
-                let mut logs = sink.lock().unwrap();
-                logs.push_str(&line);
-                logs.push('\n');
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("instance did not start: {}", logs.lock().unwrap()))
-            .unwrap();
-        Instance { child, addr, logs }
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A config dir for the instances: the repository's trigger, the fake
 /// platform's provider, an agent with room for many lines, PostgreSQL.
 fn config_dir(storage_url: &str, platform: SocketAddr) -> (tempfile::TempDir, String) {
@@ -279,9 +219,9 @@ async fn three_instances_on_postgres_lose_nothing_and_dial_once_through_a_sigkil
     let platform_addr = platform.start().await;
     let (config, key) = config_dir(&db.url, platform_addr);
     let data: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut instances: Vec<Instance> = data
+    let mut instances: Vec<Gateway> = data
         .iter()
-        .map(|d| Instance::start(config.path(), d.path()))
+        .map(|d| Gateway::start(config.path(), d.path()))
         .collect();
     *platform.pool.lock().unwrap() = instances.iter().map(|i| i.addr).collect();
     let addrs = Arc::new(Mutex::new(
@@ -362,7 +302,7 @@ async fn three_instances_on_postgres_lose_nothing_and_dial_once_through_a_sigkil
         "killed after every dial: proves nothing"
     );
     // Started again on the same database (a new port).
-    instances[1] = Instance::start(config.path(), data[1].path());
+    instances[1] = Gateway::start(config.path(), data[1].path());
     addrs.lock().unwrap().push(instances[1].addr);
     platform.pool.lock().unwrap().push(instances[1].addr);
 
