@@ -23,3 +23,35 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 pub fn install_tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+/// The certificates of a PEM CA bundle (`ca_file` of an endpoint, a
+/// provider or a JWKS issuer), to trust beside the system's roots.
+/// Refused: a file with no certificate, or one that does not parse.
+pub fn ca_certificates(pem: &[u8]) -> anyhow::Result<Vec<reqwest::Certificate>> {
+    let certs = reqwest::Certificate::from_pem_bundle(pem)
+        .map_err(|e| anyhow::anyhow!("not a PEM certificate bundle: {e}"))?;
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "no `-----BEGIN CERTIFICATE-----` block in the file"
+    );
+    Ok(certs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ca_bundle_needs_at_least_one_certificate() {
+        assert!(ca_certificates(b"").is_err());
+        assert!(
+            ca_certificates(
+                b"-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n"
+            )
+            .is_err()
+        );
+        let ca = rcgen::generate_simple_self_signed(vec!["ca.test".into()]).unwrap();
+        let two = format!("{}{}", ca.cert.pem(), ca.cert.pem());
+        assert_eq!(ca_certificates(two.as_bytes()).unwrap().len(), 2);
+    }
+}
