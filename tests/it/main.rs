@@ -13,6 +13,7 @@
 
 mod accept;
 mod actions;
+mod allowlist;
 mod architecture;
 mod auth;
 mod backup;
