@@ -36,6 +36,7 @@ mod logs;
 mod metrics;
 mod openapi;
 mod outage;
+mod private_ca;
 mod receiver;
 mod runner;
 mod scale_out;
