@@ -116,6 +116,15 @@ async fn behind_a_trusted_proxy_the_forwarded_client_is_judged() {
     // the proxy appends the real one, and the chain is read from the right.
     let r = post(&app, office, Some("10.1.1.1, 203.0.113.9")).await;
     ip_refused(r, "203.0.113.9", "run this trigger").await;
+    // An IPv4-mapped IPv6 client is judged by the IPv4 rules.
+    assert_eq!(
+        post(&app, office, Some("::ffff:10.20.30.40"))
+            .await
+            .status(),
+        202
+    );
+    let r = post(&app, office, Some("[::ffff:203.0.113.9]:4711")).await;
+    ip_refused(r, "203.0.113.9", "run this trigger").await;
     // The loopback trigger now sees the forwarded client, not the proxy.
     let r = post(&app, "/v1/triggers/loopback-only", Some("10.20.30.40")).await;
     ip_refused(r, "10.20.30.40", "run this trigger").await;
@@ -224,6 +233,20 @@ async fn an_api_key_restricted_to_a_range_works_only_from_inside_it() {
     problem(r, 401).await;
 }
 
+/// Replaces the key file, its modification time `step` seconds ahead: the
+/// reloader watches the time, which a coarse file-system clock could leave
+/// unchanged by two writes in quick succession.
+fn rewrite(path: &std::path::Path, text: &str, step: u64) {
+    std::fs::write(path, text).unwrap();
+    let ahead = std::time::SystemTime::now() + Duration::from_secs(step);
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(ahead)
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_changed_key_allowlist_applies_while_serving() {
     let (file, keys) = keys_file(&[("crm", "[]")]);
@@ -241,7 +264,7 @@ async fn a_changed_key_allowlist_applies_while_serving() {
     assert_eq!(status().await, 200);
     let keys_path = app.config_dir.path().join("keys.toml");
     let restricted = file.replace("allowed_ips = []", "allowed_ips = [\"10.0.0.0/8\"]");
-    std::fs::write(&keys_path, &restricted).unwrap();
+    rewrite(&keys_path, &restricted, 1);
     eventually(Duration::from_secs(10), "the restriction", || async {
         (status().await == 403).then_some(())
     })
@@ -255,7 +278,7 @@ async fn a_changed_key_allowlist_applies_while_serving() {
         .unwrap();
     ip_refused(r, "127.0.0.1", "use this API key").await;
     let widened = file.replace("allowed_ips = []", "allowed_ips = [\"127.0.0.0/8\"]");
-    std::fs::write(&keys_path, &widened).unwrap();
+    rewrite(&keys_path, &widened, 2);
     eventually(Duration::from_secs(10), "the widened list", || async {
         (status().await == 200).then_some(())
     })
