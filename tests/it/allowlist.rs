@@ -81,6 +81,8 @@ async fn a_direct_peer_runs_a_trigger_only_from_inside_its_list() {
     // Nor is a percent-encoded id the router decodes to the same trigger.
     let r = post(&app, "/v1/triggers/office%2Donly", None).await;
     ip_refused(r, "127.0.0.1", "run this trigger").await;
+    // An id that does not decode is judged by no list, and runs nothing.
+    problem(post(&app, "/v1/triggers/office%FFonly", None).await, 400).await;
     // Checked before credentials and before the body: no key and a body
     // that is not JSON still get the 403, not 401 or 400.
     let r = app

@@ -77,6 +77,8 @@ async fn trigger_allows(app: &AppState, req: Request, ip: IpAddr) -> (Request, b
     if !on_accept {
         return (req, true);
     }
+    // An id that does not decode (not UTF-8) is not judged here: the
+    // handler's own path extractor refuses it the same way (400).
     let (mut parts, body) = req.into_parts();
     let params = RawPathParams::from_request_parts(&mut parts, app)
         .await
