@@ -30,6 +30,9 @@ pub struct Catalog {
     pub automations: BTreeMap<String, Arc<Automation>>,
     /// Checked provider settings (the calls service builds the clients).
     pub providers: BTreeMap<String, ProviderConfig>,
+    /// The CA certificates of each provider's `ca_file`, read and parsed
+    /// when the config was compiled (absent: the system's roots only).
+    pub provider_cas: BTreeMap<String, Vec<reqwest::Certificate>>,
     pub do_not_call: DoNotCall,
     /// API keys as loaded at start (the server reloads the file on change).
     pub keys: KeySet,

@@ -108,6 +108,10 @@ enum KeyCommand {
         /// Per-key rate limit as REQUESTS/PERIOD:BURST, e.g. `10/1s:20`.
         #[arg(long)]
         rate_limit: Option<String>,
+        /// Repeatable: a network (CIDR) or address the key may be used
+        /// from, e.g. `203.0.113.0/24`; default: anywhere.
+        #[arg(long = "allowed-ip", value_name = "CIDR")]
+        allowed_ips: Vec<String>,
         #[arg(long, default_value = "config")]
         config: PathBuf,
     },
@@ -192,9 +196,17 @@ pub fn main() -> ExitCode {
                     name,
                     scopes,
                     rate_limit,
+                    allowed_ips,
                     config,
                 },
-        } => key_new(&config, &name, scopes, rate_limit.as_deref(), &env),
+        } => key_new(
+            &config,
+            &name,
+            scopes,
+            rate_limit.as_deref(),
+            &allowed_ips,
+            &env,
+        ),
         Command::Jwt {
             command:
                 JwtCommand::Mint {
@@ -348,6 +360,7 @@ fn key_new(
     name: &str,
     mut scopes: Vec<String>,
     rate: Option<&str>,
+    allowed_ips: &[String],
     env: &Env,
 ) -> ExitCode {
     if scopes.is_empty() {
@@ -362,11 +375,16 @@ fn key_new(
     };
     let path = dir.join(config::keys_file_name(dir, env));
     let now = crate::clock::rfc3339(crate::clock::system_now_ms());
-    match api_key::add_to_file(&path, name, &scopes, rate_limit, &now) {
+    match api_key::add_to_file_allowing(&path, name, &scopes, rate_limit, allowed_ips, &now) {
         Ok(key) => {
             println!("{key}");
+            let from = if allowed_ips.is_empty() {
+                String::new()
+            } else {
+                format!(", usable from [{}]", allowed_ips.join(", "))
+            };
             eprintln!(
-                "created API key `{name}` with scopes [{}]; its hash is in {} (a running gateway picks it up within seconds). The key is shown only this once.",
+                "created API key `{name}` with scopes [{}]{from}; its hash is in {} (a running gateway picks it up within seconds). The key is shown only this once.",
                 scopes.join(", "),
                 path.display()
             );

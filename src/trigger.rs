@@ -11,6 +11,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use crate::auth::IpAllowlist;
 use crate::config::{
     AGENTS_FILE, AUTOMATIONS_FILE, ActionConfig, AgentConfig, AutomationConfig, FormNesting,
     MainFile, Problem, RateSpec, TRIGGERS_FILE, TriggerConfig,
@@ -36,6 +37,8 @@ pub struct Trigger {
     pub phone_validation: PhoneValidation,
     pub form_nesting: FormNesting,
     pub rate_limit: RateSpec,
+    /// Where requests to run it may come from (`None`: anywhere).
+    pub allowed_ips: Option<IpAllowlist>,
 }
 
 /// What a trigger's action may name.
@@ -130,6 +133,14 @@ pub fn compile(
     if let Err(e) = rate_limit.check() {
         problem(".rate_limit", e);
     }
+    let allowed_ips = IpAllowlist::parse(&cfg.allowed_ips)
+        .map_err(|errors| {
+            for (i, e) in errors {
+                problem(&format!(".allowed_ips[{i}]"), e);
+            }
+        })
+        .ok()
+        .flatten();
     if problems.len() != before {
         return None;
     }
@@ -146,6 +157,7 @@ pub fn compile(
             .unwrap_or(main.defaults.phone_validation),
         form_nesting: cfg.form_nesting.unwrap_or(main.defaults.form_nesting),
         rate_limit,
+        allowed_ips,
     })
 }
 

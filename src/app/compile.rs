@@ -50,6 +50,7 @@ pub fn compile(dir: &Path, data_dir: &Path, files: Files, problems: &mut Vec<Pro
     let keys = KeySet::build(&keys, &main.auth.keys_file, problems);
     let issuers = Issuers::build(&main.auth.jwt.issuers, dir, MAIN_FILE, problems);
     crate::calls::check_providers(&providers.providers, problems);
+    let provider_cas = crate::calls::provider_cas(&providers.providers, dir, problems);
     let built_agents = calling::compile_agents(&agents.agents, &providers.providers, problems);
     let built_automations = automation::compile_automations(
         &automations.automations,
@@ -57,7 +58,7 @@ pub fn compile(dir: &Path, data_dir: &Path, files: Files, problems: &mut Vec<Pro
         &endpoints.endpoints,
         problems,
     );
-    let built_endpoints = outbound::compile_endpoints(&endpoints, problems);
+    let built_endpoints = outbound::compile_endpoints(&endpoints, dir, problems);
     let built_actions = outbound::compile_actions(
         &actions,
         &built_endpoints,
@@ -85,6 +86,7 @@ pub fn compile(dir: &Path, data_dir: &Path, files: Files, problems: &mut Vec<Pro
         triggers: built_triggers,
         automations: built_automations,
         providers: providers.providers,
+        provider_cas,
         do_not_call,
         keys,
         keys_path,

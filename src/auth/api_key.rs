@@ -12,7 +12,7 @@ use std::sync::Arc;
 use base64::Engine;
 use subtle::ConstantTimeEq;
 
-use super::{Principal, Scope, Scopes};
+use super::{IpAllowlist, Principal, Scope, Scopes};
 use crate::config::{KeysFile, Problem, RateSpec};
 use crate::crypto::{random_bytes, sha256};
 
@@ -80,6 +80,16 @@ impl KeySet {
                 problems.push(Problem::new(file_name, format!("{at}.rate_limit"), e));
                 ok = false;
             }
+            let allowed_ips = match IpAllowlist::parse(&key.allowed_ips) {
+                Ok(list) => list.map(Arc::new),
+                Err(errors) => {
+                    for (j, e) in errors {
+                        problems.push(Problem::new(file_name, format!("{at}.allowed_ips[{j}]"), e));
+                    }
+                    ok = false;
+                    None
+                }
+            };
             if let (true, false, Some(hash)) = (ok, key.disabled, hash) {
                 entries.push(Entry {
                     hash,
@@ -87,6 +97,7 @@ impl KeySet {
                         id: Arc::from(format!("key:{}", key.name)),
                         scopes: Scopes::new(scopes),
                         rate_limit: key.rate_limit,
+                        allowed_ips,
                     }),
                 });
             }
@@ -164,6 +175,19 @@ pub fn add_to_file(
     rate_limit: Option<RateSpec>,
     now_rfc3339: &str,
 ) -> Result<String, AddKeyError> {
+    add_to_file_allowing(path, name, scopes, rate_limit, &[], now_rfc3339)
+}
+
+/// `add_to_file` for a key usable only from `allowed_ips` (CIDRs or
+/// addresses; empty: anywhere).
+pub fn add_to_file_allowing(
+    path: &Path,
+    name: &str,
+    scopes: &[String],
+    rate_limit: Option<RateSpec>,
+    allowed_ips: &[String],
+    now_rfc3339: &str,
+) -> Result<String, AddKeyError> {
     let io = |source| AddKeyError::Io {
         path: path.display().to_string(),
         source,
@@ -184,6 +208,10 @@ pub fn add_to_file(
                 "unknown scope `{s}` (known: triggers:run, trigger:<id>, jobs:read)"
             )));
         }
+    }
+    if let Err(errors) = IpAllowlist::parse(allowed_ips) {
+        let why: Vec<String> = errors.into_iter().map(|(_, e)| e).collect();
+        return Err(AddKeyError::Invalid(why.join("; ")));
     }
     let existing = match std::fs::read_to_string(path) {
         Ok(text) => text,
@@ -227,6 +255,15 @@ pub fn add_to_file(
             humantime::format_duration(r.per),
             r.burst
         ));
+    }
+    if !allowed_ips.is_empty() {
+        let list = toml::Value::Array(
+            allowed_ips
+                .iter()
+                .map(|s| toml::Value::String(s.trim().to_owned()))
+                .collect(),
+        );
+        block.push_str(&format!("allowed_ips = {list}\n"));
     }
     let updated = existing + &block;
     let tmp = path.with_extension("toml.tmp");
@@ -295,16 +332,36 @@ mod tests {
     }
 
     #[test]
+    fn a_key_restricted_to_networks_carries_its_allowlist() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.toml");
+        let ips = ["10.0.0.0/8".to_owned(), "192.0.2.7".to_owned()];
+        let k = add_to_file_allowing(&path, "crm", &[], None, &ips, "now").unwrap();
+        let file: KeysFile = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(file.keys[0].allowed_ips, ips);
+        let mut problems = Vec::new();
+        let set = KeySet::build(&file, "keys.toml", &mut problems);
+        let list = set.verify(&k).unwrap().allowed_ips.clone().unwrap();
+        assert!(list.allows("10.1.1.1".parse().unwrap()));
+        assert!(!list.allows("192.0.2.8".parse().unwrap()));
+        assert!(matches!(
+            add_to_file_allowing(&path, "bad", &[], None, &["10.0.0.0/40".into()], "now"),
+            Err(AddKeyError::Invalid(m)) if m.contains("10.0.0.0/40")
+        ));
+    }
+
+    #[test]
     fn disabled_keys_and_bad_entries_are_not_accepted() {
         let file: KeysFile = toml::from_str(&format!(
-            "[[keys]]\nname = \"off\"\nhash = \"{}\"\ndisabled = true\n[[keys]]\nname = \"bad\"\nhash = \"md5:00\"\nscopes = [\"nope\"]\n",
+            "[[keys]]\nname = \"off\"\nhash = \"{}\"\ndisabled = true\n[[keys]]\nname = \"bad\"\nhash = \"md5:00\"\nscopes = [\"nope\"]\nallowed_ips = [\"10.0.0.0/8\", \"nonsense\"]\n",
             hash_for_file("cg_x")
         ))
         .unwrap();
         let mut problems = Vec::new();
         let set = KeySet::build(&file, "keys.toml", &mut problems);
         assert!(set.verify("cg_x").is_none());
-        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert_eq!(problems.len(), 3, "{problems:?}");
         assert_eq!(problems[0].key, "keys[1].hash");
+        assert_eq!(problems[2].key, "keys[1].allowed_ips[1]");
     }
 }

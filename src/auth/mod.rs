@@ -7,6 +7,7 @@
 //! where the resource is known, in the handlers. Credentials never reach a
 //! log or an error body.
 
+pub mod allowlist;
 pub mod api_key;
 pub mod jwt;
 pub mod scope;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 
 use crate::config::RateSpec;
 
+pub use allowlist::IpAllowlist;
 pub use api_key::KeySet;
 pub use jwt::Issuers;
 pub use scope::{Scope, Scopes};
@@ -27,4 +29,7 @@ pub struct Principal {
     pub scopes: Scopes,
     /// A per-key or per-issuer override of the principal rate limit.
     pub rate_limit: Option<RateSpec>,
+    /// Where this credential may be used from (an API key's
+    /// `allowed_ips`); `None`: anywhere.
+    pub allowed_ips: Option<Arc<IpAllowlist>>,
 }

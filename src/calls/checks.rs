@@ -3,6 +3,7 @@
 //! the right form, rates are usable. Every problem is reported with its key.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use crate::config::{
     BodyFormat, CallbackConfig, HttpRequestConfig, PROVIDERS_FILE, Problem, ProviderConfig,
@@ -10,6 +11,34 @@ use crate::config::{
 use crate::schema::is_valid_pointer;
 use crate::store::CallStatus;
 use crate::template::{JsonTemplate, compile_text};
+
+/// The CA certificates of every HTTP provider's `ca_file` (relative to
+/// `dir`); a file that cannot be read or parsed is a problem at
+/// `providers.<name>.ca_file`.
+pub fn provider_cas(
+    providers: &BTreeMap<String, ProviderConfig>,
+    dir: &Path,
+    problems: &mut Vec<Problem>,
+) -> BTreeMap<String, Vec<reqwest::Certificate>> {
+    let mut out = BTreeMap::new();
+    for (name, cfg) in providers {
+        let ProviderConfig::Http(http) = cfg else {
+            continue;
+        };
+        let Some(file) = &http.ca_file else { continue };
+        let mut problem = |key: &str, msg: String| {
+            problems.push(Problem::new(
+                PROVIDERS_FILE,
+                format!("providers.{name}{key}"),
+                msg,
+            ))
+        };
+        if let Some(certs) = crate::outbound::ca_file(dir, file, &mut problem) {
+            out.insert(name.clone(), certs);
+        }
+    }
+    out
+}
 
 /// Checks `providers.toml`: request templates, JSON pointers, status maps,
 /// secrets and rates (every problem with its key).

@@ -113,11 +113,16 @@ pub(super) struct HttpProvider {
 }
 
 impl HttpProvider {
-    pub(super) fn new(cfg: &HttpProviderConfig) -> anyhow::Result<Self> {
+    /// `ca_certificates`: the provider's `ca_file`, trusted beside the
+    /// system's roots.
+    pub(super) fn new(
+        cfg: &HttpProviderConfig,
+        ca_certificates: &[reqwest::Certificate],
+    ) -> anyhow::Result<Self> {
         let callbacks =
             CallbackSpec::from_config(&cfg.callbacks).map_err(|e| anyhow::anyhow!(e))?;
         Ok(Self {
-            client: super::http_client(cfg.timeout, None)?,
+            client: super::http_client(cfg.timeout, ca_certificates)?,
             create: RequestTemplate::compile(&cfg.create_call)?,
             call_id: cfg.call_id.clone(),
             lookup: cfg
@@ -137,12 +142,21 @@ impl HttpProvider {
 }
 
 fn classify(e: reqwest::Error) -> ProviderError {
+    // reqwest's own message stops at "error sending request"; the causes
+    // say why (refused, DNS, an untrusted certificate: see `ca_file`).
+    let mut msg = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        msg.push_str(": ");
+        msg.push_str(&c.to_string());
+        cause = c.source();
+    }
     // Never sent (no connection, unbuildable): certainly not placed. Anything
     // after the request may have left is ambiguous.
     if e.is_connect() || e.is_builder() {
-        ProviderError::Rejected(e.to_string())
+        ProviderError::Rejected(msg)
     } else {
-        ProviderError::Ambiguous(e.to_string())
+        ProviderError::Ambiguous(msg)
     }
 }
 

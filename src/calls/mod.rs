@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub use checks::check_providers;
+pub use checks::{check_providers, provider_cas};
 pub use events::CallbackSpec;
 
 use crate::catalog::Catalog;
@@ -117,7 +117,13 @@ impl Providers {
                     &callback_base,
                     own_cert.as_deref(),
                 )?),
-                ProviderConfig::Http(http) => Arc::new(http_provider::HttpProvider::new(http)?),
+                ProviderConfig::Http(http) => {
+                    let cas = config.provider_cas.get(name).map(Vec::as_slice);
+                    Arc::new(http_provider::HttpProvider::new(
+                        http,
+                        cas.unwrap_or_default(),
+                    )?)
+                }
             };
             if let Some(rate) = cfg.dial_rate() {
                 // Whole milliseconds, at least 1 (rates above 1,000 dials a
@@ -163,18 +169,18 @@ impl Providers {
     }
 }
 
-/// An HTTP client for outbound calls, with the process's ring provider.
+/// An HTTP client for outbound calls, with the process's ring provider,
+/// trusting `extra_roots` beside the system's roots (a provider's
+/// `ca_file`, or the simulator's own server certificate).
 pub fn http_client(
     timeout: Duration,
-    extra_root: Option<&[u8]>,
+    extra_roots: &[reqwest::Certificate],
 ) -> anyhow::Result<reqwest::Client> {
-    let mut builder = reqwest::Client::builder()
+    Ok(reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("callgate/", env!("CARGO_PKG_VERSION")));
-    if let Some(pem) = extra_root {
-        builder = builder.tls_certs_merge([reqwest::Certificate::from_pem(pem)?]);
-    }
-    Ok(builder.build()?)
+        .user_agent(concat!("callgate/", env!("CARGO_PKG_VERSION")))
+        .tls_certs_merge(extra_roots.iter().cloned())
+        .build()?)
 }

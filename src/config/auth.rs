@@ -118,6 +118,10 @@ pub struct ApiKeyConfig {
     /// A disabled key is rejected like an unknown one.
     #[serde(default)]
     pub disabled: bool,
+    /// Networks (CIDRs, or addresses) the key may be used from; empty:
+    /// anywhere. Judged on the client address (trusted-proxy aware).
+    #[serde(default)]
+    pub allowed_ips: Vec<String>,
 }
 
 fn default_keys_file() -> String {

@@ -104,6 +104,11 @@ pub struct TriggerConfig {
     pub phone_validation: Option<PhoneValidation>,
     /// Overrides `[limits.per_trigger]`.
     pub rate_limit: Option<RateSpec>,
+    /// Networks (CIDRs, or addresses) this trigger may be sent from; empty:
+    /// anywhere. Judged on the client address (trusted-proxy aware),
+    /// before authentication.
+    #[serde(default)]
+    pub allowed_ips: Vec<String>,
 }
 
 /// What an accepted trigger runs.

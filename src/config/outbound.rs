@@ -45,6 +45,9 @@ pub struct EndpointDefaults {
     pub method: Option<String>,
     pub auth: Option<EndpointAuth>,
     pub signing_secret: Option<SecretString>,
+    /// PEM bundle of CA certificates (relative to the config dir) trusted,
+    /// beside the system's roots, by the endpoints that do not set their own.
+    pub ca_file: Option<String>,
 }
 
 impl Default for EndpointDefaults {
@@ -58,6 +61,7 @@ impl Default for EndpointDefaults {
             method: None,
             auth: None,
             signing_secret: None,
+            ca_file: None,
         }
     }
 }
@@ -142,6 +146,10 @@ pub struct EndpointConfig {
     /// Follow redirects (each hop is checked like the first).
     #[serde(default)]
     pub follow_redirects: bool,
+    /// PEM bundle of CA certificates (relative to the config dir) trusted
+    /// for this endpoint beside the system's roots: an internal server
+    /// behind a private CA. Default: the defaults' `ca_file`.
+    pub ca_file: Option<String>,
 }
 
 /// Endpoint authentication (secrets from `${ENV}`).

@@ -100,6 +100,10 @@ pub struct HttpProviderConfig {
     pub dial_rate: Option<RateSpec>,
     /// Overrides `[limits.per_provider]` (verified callbacks).
     pub callback_rate_limit: Option<RateSpec>,
+    /// PEM bundle of CA certificates (relative to the config dir) trusted
+    /// for this provider's API beside the system's roots (a platform, or a
+    /// proxy in front of it, behind a private CA).
+    pub ca_file: Option<String>,
 }
 
 /// One templated HTTP request.

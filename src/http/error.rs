@@ -50,6 +50,15 @@ pub enum ApiError {
     /// (RFC 6750 §3.1) naming `scopes`, any one of which would allow it.
     #[error("{detail}")]
     Forbidden { detail: String, scopes: Vec<Scope> },
+    /// 403: the client address is outside the allowlist (`allowed_ips`) of
+    /// the trigger or the API key. The detail names the address seen (so a
+    /// sender behind a proxy can tell what the gateway saw), never the list.
+    #[error("requests from {ip} may not {what}")]
+    IpNotAllowed {
+        ip: std::net::IpAddr,
+        /// `run this trigger` or `use this API key`.
+        what: &'static str,
+    },
     /// 404: no such resource (only after authentication).
     #[error("{0}")]
     NotFound(String),
@@ -163,6 +172,7 @@ impl ApiError {
             Unauthorized { .. } => &UNAUTHORIZED,
             BadSignature(_) => &BAD_SIGNATURE,
             Forbidden { .. } => &FORBIDDEN,
+            IpNotAllowed { .. } => &IP_NOT_ALLOWED,
             NotFound(_) => &NOT_FOUND,
             MethodNotAllowed => &METHOD_NOT_ALLOWED,
             IdempotencyInFlight => &IN_FLIGHT,
@@ -216,6 +226,7 @@ kinds! {
     UNAUTHORIZED = UNAUTHORIZED, "unauthorized", "Authentication required";
     BAD_SIGNATURE = UNAUTHORIZED, "bad-signature", "Signature rejected";
     FORBIDDEN = FORBIDDEN, "forbidden", "Not allowed";
+    IP_NOT_ALLOWED = FORBIDDEN, "ip-not-allowed", "Client address not allowed";
     NOT_FOUND = NOT_FOUND, "not-found", "Not found";
     METHOD_NOT_ALLOWED = METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed";
     IN_FLIGHT = CONFLICT, "idempotency-key-in-flight", "Request in progress";

@@ -3,6 +3,7 @@
 //! from the environment), signing secrets and limits checked.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,28 +23,37 @@ const MAX_CONCURRENCY: usize = 1024;
 /// Longest wait for an endpoint's answer.
 const MAX_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Compiles `endpoints.toml`; endpoints with problems are left out.
+/// Compiles `endpoints.toml` (`ca_file`s relative to `dir`); endpoints with
+/// problems are left out.
 pub fn compile_endpoints(
     file: &EndpointsFile,
+    dir: &Path,
     problems: &mut Vec<Problem>,
 ) -> BTreeMap<String, Arc<Endpoint>> {
     let d = &file.defaults;
-    check_delivery(
-        &d.retry,
-        d.concurrency,
-        d.timeout,
-        &d.breaker,
-        &mut reporter("defaults", problems),
-    );
+    let default_cas = {
+        let mut p = reporter("defaults", problems);
+        check_delivery(&d.retry, d.concurrency, d.timeout, &d.breaker, &mut p);
+        // Read once; a bad default file is reported once, under `defaults`.
+        d.ca_file
+            .as_deref()
+            .map(|f| ca_file(dir, f, &mut p).unwrap_or_default())
+    };
     let mut out = BTreeMap::new();
     for (name, e) in &file.endpoints {
         let before = problems.len();
-        let endpoint = compile_endpoint(
-            name,
-            e,
-            file,
-            &mut reporter(&format!("endpoints.{name}"), problems),
-        );
+        let endpoint = {
+            let at = format!("endpoints.{name}");
+            let mut p = reporter(&at, problems);
+            let ca_certificates = match &e.ca_file {
+                Some(f) => ca_file(dir, f, &mut p).unwrap_or_default(),
+                None => default_cas.clone().unwrap_or_default(),
+            };
+            compile_endpoint(name, e, file, &mut p).map(|mut endpoint| {
+                endpoint.ca_certificates = ca_certificates;
+                endpoint
+            })
+        };
         if problems.len() == before
             && let Some(endpoint) = endpoint
         {
@@ -99,7 +109,24 @@ fn compile_endpoint(
         allow_private: e.allow_private,
         allow_http: e.allow_http,
         follow_redirects: e.follow_redirects,
+        ca_certificates: Vec::new(),
     })
+}
+
+/// The CA certificates of the PEM bundle `file` (relative to `dir`), to
+/// trust beside the system's roots; a file that cannot be read or holds no
+/// certificate is reported under `.ca_file`.
+pub fn ca_file(
+    dir: &Path,
+    file: &str,
+    p: &mut impl FnMut(&str, String),
+) -> Option<Vec<reqwest::Certificate>> {
+    let pem = std::fs::read(dir.join(file))
+        .map_err(|e| p(".ca_file", format!("cannot read {file}: {e}")))
+        .ok()?;
+    crate::crypto::ca_certificates(&pem)
+        .map_err(|e| p(".ca_file", format!("{file}: {e}")))
+        .ok()
 }
 
 /// The endpoint's URL, parsed and checked against the SSRF rules (a

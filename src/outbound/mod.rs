@@ -10,7 +10,7 @@ mod endpoints;
 pub mod ssrf;
 
 pub use actions::compile_actions;
-pub use endpoints::compile_endpoints;
+pub use endpoints::{ca_file, compile_endpoints};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -144,6 +144,9 @@ pub struct Endpoint {
     pub allow_private: bool,
     pub allow_http: bool,
     pub follow_redirects: bool,
+    /// CA certificates trusted beside the system's roots (`ca_file`, read
+    /// and parsed when the config is compiled).
+    pub ca_certificates: Vec<reqwest::Certificate>,
 }
 
 /// A mid-call action, checked and compiled.

@@ -1,4 +1,5 @@
-//! One HTTP client per endpoint (SSRF guard, redirect policy, timeout), its
+//! One HTTP client per endpoint (SSRF guard, redirect policy, timeout, the
+//! endpoint's private CAs beside the system's roots), its
 //! concurrency permits and circuit breaker, and one request/response
 //! exchange with the log record it produces.
 
@@ -48,6 +49,9 @@ impl EndpointClient {
             // A proxy from the environment would be connected to instead
             // of the checked address.
             .no_proxy()
+            // `ca_file`: a private CA beside the system's roots, never
+            // instead of them.
+            .tls_certs_merge(endpoint.ca_certificates.iter().cloned())
             .user_agent(concat!("callgate/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Self {

@@ -302,7 +302,7 @@ async fn verified_callbacks_have_their_provider_limit_and_only_forgeries_spend_t
     assert!(p["detail"].as_str().unwrap().contains("provider"), "{p}");
 }
 
-fn fake_twilio(receiver: &Receiver, extra: &str) -> String {
+pub fn fake_twilio(receiver: &Receiver, extra: &str) -> String {
     format!(
         r#"
 [providers.simulator]
@@ -338,7 +338,7 @@ outcome = "/AnsweredBy"
     )
 }
 
-const FAKE_AGENT: &str = "[agents.demo-agent]\nname = \"Demo\"\nprovider = \"fake\"\nfrom_number = \"+15550009999\"\n\
+pub const FAKE_AGENT: &str = "[agents.demo-agent]\nname = \"Demo\"\nprovider = \"fake\"\nfrom_number = \"+15550009999\"\n\
     max_concurrent_calls = 3\ncalling_window = { enabled = false }\n";
 
 #[tokio::test]

@@ -48,7 +48,7 @@ async fn notify_app(endpoints: &str) -> TestApp {
         .await
 }
 
-async fn notify(app: &TestApp) -> String {
+pub async fn notify(app: &TestApp) -> String {
     let r = app.trigger(app.key("zapier"), "notify", &demo_body()).await;
     assert_eq!(r.status(), 202);
     r.json::<Value>().await.unwrap()["job_id"]
@@ -58,7 +58,7 @@ async fn notify(app: &TestApp) -> String {
 }
 
 /// The one delivery of `job_id`, once it reaches `status`.
-async fn delivery_when(app: &TestApp, job_id: &str, status: &str) -> Value {
+pub async fn delivery_when(app: &TestApp, job_id: &str, status: &str) -> Value {
     let key = app.key("ops").to_owned();
     let list = eventually(
         Duration::from_secs(20),
@@ -406,6 +406,7 @@ fn endpoint(
         allow_private,
         allow_http: true,
         follow_redirects,
+        ca_certificates: Vec::new(),
     }
 }
 

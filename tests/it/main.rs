@@ -13,6 +13,7 @@
 
 mod accept;
 mod actions;
+mod allowlist;
 mod architecture;
 mod auth;
 mod backup;
@@ -35,6 +36,7 @@ mod logs;
 mod metrics;
 mod openapi;
 mod outage;
+mod private_ca;
 mod receiver;
 mod runner;
 mod scale_out;

@@ -119,3 +119,19 @@ fn the_spec_allows_exactly_the_form_keys_the_parser_accepts() {
         &disagree[..disagree.len().min(10)]
     );
 }
+
+/// Every problem type the server answers with (`http::error`'s table) has
+/// its row, with its status and title, in the `Problem` schema's table.
+#[test]
+fn every_problem_type_is_documented_with_its_status_and_title() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml")).unwrap();
+    let doc: Value = serde_norway::from_str(&text).unwrap();
+    let table = doc["components"]["schemas"]["Problem"]["description"]
+        .as_str()
+        .unwrap();
+    for (status, slug, title) in callgate::http::error::PROBLEM_TYPES {
+        let row = format!("| `urn:callgate:problem:{slug}` | {status} | {title}");
+        assert!(table.contains(&row), "openapi.yaml lacks the row `{row}`");
+    }
+}

@@ -1,6 +1,8 @@
 //! A real local HTTP receiver for outbound requests (voice-provider APIs,
 //! webhooks): an axum server on 127.0.0.1:0 that records every request and
 //! answers from a script (status, body, delay), e.g. "fail twice, then 200".
+//! Plain HTTP, or HTTPS with a certificate from a private CA
+//! (`Receiver::start_https`, `PrivateCa`).
 
 #![allow(dead_code)]
 
@@ -84,9 +86,47 @@ struct Shared {
     arrived: Notify,
 }
 
+/// A private certificate authority (as an internal CRM's would be), and a
+/// server certificate it signed for 127.0.0.1 and localhost.
+pub struct PrivateCa {
+    /// The CA's certificate: what a client must trust (`ca_file`).
+    pub ca_pem: String,
+    /// The server's certificate and key, signed by the CA.
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl PrivateCa {
+    pub fn new(name: &str) -> PrivateCa {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+            IsCa, KeyPair, KeyUsagePurpose,
+        };
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(DnType::CommonName, name);
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+        let mut leaf =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        leaf.distinguished_name
+            .push(DnType::CommonName, "receiver.internal");
+        leaf.is_ca = IsCa::ExplicitNoCa;
+        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate().unwrap();
+        let cert = leaf.signed_by(&key, &ca).unwrap();
+        PrivateCa {
+            ca_pem: ca.pem(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+}
+
 /// The receiver; stops when dropped.
 pub struct Receiver {
     pub addr: SocketAddr,
+    scheme: &'static str,
     shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -101,11 +141,65 @@ impl Receiver {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Receiver { addr, shared, task }
+        Receiver {
+            addr,
+            scheme: "http",
+            shared,
+            task,
+        }
+    }
+
+    /// Starts a receiver like `start`, over HTTPS with `ca`'s server
+    /// certificate. A client that does not trust `ca` fails the handshake
+    /// and is never recorded.
+    pub async fn start_https(ca: &PrivateCa) -> Receiver {
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        use hyper_util::server::conn::auto::Builder;
+        use hyper_util::service::TowerToHyperService;
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+        crate::support::crypto();
+        let certs = vec![CertificateDer::from_pem_slice(ca.cert_pem.as_bytes()).unwrap()];
+        let key = PrivateKeyDer::from_pem_slice(ca.key_pem.as_bytes()).unwrap();
+        let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let shared = Arc::new(Shared::default());
+        let app = Router::new().fallback(handle).with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (acceptor, app) = (acceptor.clone(), app.clone());
+                tokio::spawn(async move {
+                    // A client that does not trust the CA ends here.
+                    let Ok(stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let _ = Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app))
+                        .await;
+                });
+            }
+        });
+        Receiver {
+            addr,
+            scheme: "https",
+            shared,
+            task,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        format!("{}://{}{}", self.scheme, self.addr, path)
     }
 
     /// The next answers, in order; then the default.

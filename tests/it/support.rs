@@ -46,6 +46,7 @@ pub struct Builder {
     files: Vec<(String, String)>,
     env: Vec<(String, String)>,
     max_body_bytes: usize,
+    listen: &'static str,
 }
 
 impl Default for Builder {
@@ -69,6 +70,7 @@ impl Default for Builder {
             files: Vec::new(),
             env: Vec::new(),
             max_body_bytes: 4096,
+            listen: "127.0.0.1:0",
         }
     }
 }
@@ -149,6 +151,12 @@ impl Builder {
     /// `server.max_body_bytes` (default 4096).
     pub fn max_body_bytes(mut self, bytes: usize) -> Self {
         self.max_body_bytes = bytes;
+        self
+    }
+    /// Listens on IPv6 loopback (`[::1]:0`) instead of 127.0.0.1 (the test
+    /// certificate covers both).
+    pub fn ipv6(mut self) -> Self {
+        self.listen = "[::1]:0";
         self
     }
     /// Runs the server on a manual clock.
@@ -273,7 +281,7 @@ public_key_file = "{FIXTURES}/jwt/ed-public.pem"
         env.extend(self.env.iter().cloned());
         let config = callgate::app::compile::load(dir, data_dir.path(), &env)
             .unwrap_or_else(|e| panic!("test config invalid: {e}"));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(self.listen).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let clock: Arc<dyn Clock> = match &self.clock {
@@ -297,7 +305,7 @@ public_key_file = "{FIXTURES}/jwt/ed-public.pem"
         let started = started_rx.await.expect("the server did not start");
         TestApp {
             addr,
-            base: format!("https://127.0.0.1:{}", addr.port()),
+            base: format!("https://{addr}"),
             client: client(cert_pem.as_bytes()),
             cert_pem,
             keys,
@@ -495,11 +503,11 @@ pub fn test_env() -> BTreeMap<String, String> {
     ])
 }
 
-/// A self-signed certificate for 127.0.0.1 / localhost: (cert PEM, key PEM).
+/// A self-signed certificate for 127.0.0.1 / ::1 / localhost: (cert PEM,
+/// key PEM).
 pub fn test_cert() -> (String, String) {
-    let ck =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .unwrap();
+    let names = ["localhost", "127.0.0.1", "::1"].map(str::to_owned);
+    let ck = rcgen::generate_simple_self_signed(names.to_vec()).unwrap();
     (ck.cert.pem(), ck.signing_key.serialize_pem())
 }
 

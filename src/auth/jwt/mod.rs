@@ -397,6 +397,7 @@ impl Issuer {
             id: Arc::from(format!("jwt:{}:{sub}", self.id)),
             scopes,
             rate_limit: self.rate_limit,
+            allowed_ips: None,
         })
     }
 }
@@ -471,6 +472,7 @@ mod tests {
             id: Arc::from(id),
             scopes: Scopes::default(),
             rate_limit: None,
+            allowed_ips: None,
         })
     }
 

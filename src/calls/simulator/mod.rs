@@ -56,6 +56,10 @@ impl Simulator {
         callback_base: &str,
         own_cert: Option<&[u8]>,
     ) -> anyhow::Result<Self> {
+        let own_roots = match own_cert {
+            Some(pem) => vec![reqwest::Certificate::from_pem(pem)?],
+            None => Vec::new(),
+        };
         let secret = match &cfg.callback_secret {
             Some(s) => s.expose_secret().to_owned(),
             None => {
@@ -98,7 +102,7 @@ impl Simulator {
             cfg: cfg.clone(),
             signer,
             callbacks,
-            client: super::http_client(Duration::from_secs(10), own_cert)?,
+            client: super::http_client(Duration::from_secs(10), &own_roots)?,
             base: cfg
                 .callback_base_url
                 .clone()

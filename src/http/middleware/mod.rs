@@ -9,7 +9,9 @@
 //! and for the `/v1` routes with credentials, after routing, the guard
 //! (`guard.rs`):
 //!
-//! 4. per-IP limit (429) → authentication (401) → per-principal limit (429).
+//! 4. per-IP limit (429) → the trigger's IP allowlist on `POST
+//!    /v1/triggers/{id}` (403) → authentication (401) → the API key's IP
+//!    allowlist (403) → per-principal limit (429).
 //!
 //! Scope checks (403), the per-trigger limit and everything about the body
 //! happen in the handlers, where the resource is known. Provider callbacks

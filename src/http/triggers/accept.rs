@@ -1,7 +1,14 @@
 //! `POST /v1/triggers/{trigger_id}`: accept a trigger, answer 202 once the
 //! job is on disk (or, with `?mode=test`, 200 with what would run).
 //!
-//! Order of checks (each a different status): scope 403 → trigger 404 →
+//! Before the handler, the guard (`http/middleware/guard.rs`) has checked,
+//! in order: per-IP limit 429 → the trigger's `allowed_ips` 403
+//! `ip-not-allowed` (before any credential, for every way the trigger is
+//! run; `?mode=test` is not exempt) → credentials 401 → the API key's
+//! `allowed_ips` 403 `ip-not-allowed` → per-principal limit 429; none of
+//! them reads the body.
+//!
+//! Then (each a different status): scope 403 → trigger 404 →
 //! trigger limit 429 → media type 415 → Idempotency-Key 400 → body size 413
 //! (a declared `Content-Length` over the limit was already refused by the
 //! outer guard, before authentication) → parse 400 → schema 422 → phone
