@@ -11,6 +11,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use crate::auth::signed::Signatures;
 use crate::config::{
     AGENTS_FILE, AUTOMATIONS_FILE, ActionConfig, AgentConfig, AutomationConfig, FormNesting,
     MainFile, Problem, RateSpec, TRIGGERS_FILE, TriggerConfig,
@@ -36,6 +37,8 @@ pub struct Trigger {
     pub phone_validation: PhoneValidation,
     pub form_nesting: FormNesting,
     pub rate_limit: RateSpec,
+    /// Signatures a sender may sign requests with (`None`: credentials only).
+    pub signatures: Option<Signatures>,
 }
 
 /// What a trigger's action may name.
@@ -130,6 +133,9 @@ pub fn compile(
     if let Err(e) = rate_limit.check() {
         problem(".rate_limit", e);
     }
+    let signatures = Signatures::compile(&cfg.signatures, cfg.signatures_only, &mut |k, m| {
+        problem(k, m)
+    });
     if problems.len() != before {
         return None;
     }
@@ -146,6 +152,7 @@ pub fn compile(
             .unwrap_or(main.defaults.phone_validation),
         form_nesting: cfg.form_nesting.unwrap_or(main.defaults.form_nesting),
         rate_limit,
+        signatures,
     })
 }
 

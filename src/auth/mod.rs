@@ -10,6 +10,7 @@
 pub mod api_key;
 pub mod jwt;
 pub mod scope;
+pub mod signed;
 
 use std::sync::Arc;
 

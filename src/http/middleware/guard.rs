@@ -8,6 +8,8 @@
 //! Policy: 429 with `Retry-After` when a limit is exhausted, 401 when
 //! credentials are missing or invalid (see `auth.rs`); every answer that
 //! passed a limit carries that limit's `RateLimit` item, errors included.
+//! A signed request to a trigger that takes signatures passes the per-IP
+//! limit only (see `auth.rs`).
 //! A refused request's body (at most `server.max_body_bytes`) is read and
 //! dropped before the answer, for a short while at most, so that the
 //! connection stays usable for the client's next request; when it cannot
@@ -78,6 +80,11 @@ pub fn client_ip(
 }
 
 async fn authenticated(app: &AppState, mut req: Request, next: Next) -> Response {
+    if auth::signed_trigger(app, &req) {
+        // The handler verifies the signature over the body, then applies
+        // the per-principal limit to the sender.
+        return next.run(req).await;
+    }
     let principal = match auth::identify(app, req.headers()) {
         Ok(p) => p,
         Err(e) => return refuse(app, req, e).await,
