@@ -439,3 +439,80 @@ async fn a_signed_sender_meets_the_body_limit_the_input_checks_and_its_own_rate_
     assert_eq!(app.jobs_on_disk().await, 1);
     app.stop().await.unwrap();
 }
+
+#[test]
+fn callgate_check_names_the_file_and_key_of_each_bad_signature_entry() {
+    let trigger = |signatures: &str| {
+        format!(
+            "[triggers.hooks]\nschema = \"schemas/demo-call.json\"\n\
+             action = {{ type = \"start_call\", agent = \"demo-agent\" }}\n{signatures}\n"
+        )
+    };
+    let err = crate::support::config_problems(&[(
+        "triggers.toml",
+        &trigger(
+            r#"signatures = [
+  { scheme = "standard-webhooks", secret = "whsec_c2hvcnQ=" },
+  { scheme = "standard-webhooks", secret = "not-whsec" },
+  { scheme = "hubspot-v3", secret = "short" },
+  { scheme = "hmac-sha256", header = "X Sig", secret = "0123456789abcdef" },
+  { scheme = "hubspot-v3", secret = "${NO_SUCH_SECRET}" },
+]"#,
+        ),
+    )]);
+    for (key, what) in [
+        ("triggers.hooks.signatures[0].secret", "too short"),
+        ("triggers.hooks.signatures[1].secret", "whsec_"),
+        ("triggers.hooks.signatures[2].secret", "too short"),
+        ("triggers.hooks.signatures[3].header", "not a header name"),
+        ("triggers.hooks.signatures[4].secret", "NO_SUCH_SECRET"),
+    ] {
+        crate::support::assert_problem(&err, key, what);
+    }
+    assert!(err.0.iter().all(|p| p.file == "triggers.toml"), "{err}");
+    // Secrets never reach the report.
+    assert!(!err.to_string().contains("0123456789abcdef"), "{err}");
+
+    for (entry, what) in [
+        (
+            r#"signatures = [{ scheme = "stripe", secret = "x" }]"#,
+            "stripe",
+        ),
+        (r#"signatures = [{ scheme = "hubspot-v3" }]"#, "secret"),
+        (
+            r#"signatures = [{ scheme = "hmac-sha256", header = "X-S", secret = "0123456789abcdef", encoding = "base32" }]"#,
+            "base32",
+        ),
+        ("signatures_only = true", "signatures"),
+    ] {
+        let err = crate::support::config_problems(&[("triggers.toml", &trigger(entry))]);
+        let found = err
+            .0
+            .iter()
+            .find(|p| p.file == "triggers.toml" && p.key.starts_with("triggers.hooks"))
+            .unwrap_or_else(|| panic!("{entry}: {err}"));
+        assert!(found.to_string().contains(what), "{entry}: {found}");
+    }
+}
+
+#[tokio::test]
+async fn the_per_ip_limit_comes_before_any_signature_work() {
+    let app = builder()
+        .limits(
+            "per_ip = { requests = 1, per = \"1h\", burst = 1 }\n\
+             per_principal = { requests = 100000, per = \"1s\", burst = 100000 }\n\
+             per_trigger = { requests = 100000, per = \"1s\", burst = 100000 }\n\
+             per_provider = { requests = 100000, per = \"1s\", burst = 100000 }\n",
+        )
+        .start()
+        .await;
+    let forged = message(&whsec(9), "msg_f", now(), &demo_body());
+    bad_signature(send(&app, "signed-call", &forged).await, true).await;
+    // The address's budget is gone: even a good signature waits.
+    let good = message(&whsec(2), "msg_g", now(), &demo_body());
+    let response = send(&app, "signed-call", &good).await;
+    let body = problem(response, 429).await;
+    assert_eq!(body["type"], "urn:callgate:problem:rate-limited");
+    assert_eq!(app.jobs_on_disk().await, 0);
+    app.stop().await.unwrap();
+}
