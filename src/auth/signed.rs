@@ -44,6 +44,9 @@ pub enum SignatureError {
     /// No scheme's headers were sent (the header names expected).
     #[error("no signature: send {0}, or a bearer token or API key if this trigger takes one")]
     Missing(String),
+    /// A scheme's signature header came without another it needs.
+    #[error("the `{0}` header is missing")]
+    Incomplete(String),
     #[error("the `{0}` header is malformed")]
     Malformed(&'static str),
     #[error("the signed timestamp is more than 5 minutes from the gateway's clock")]
@@ -57,7 +60,7 @@ impl SignatureError {
     fn rank(&self) -> u8 {
         match self {
             SignatureError::Missing(_) => 0,
-            SignatureError::Malformed(_) => 1,
+            SignatureError::Incomplete(_) | SignatureError::Malformed(_) => 1,
             SignatureError::Stale => 2,
             SignatureError::Mismatch => 3,
         }
@@ -170,13 +173,21 @@ impl Signatures {
                         message_key,
                     });
                 }
-                Err(SignatureError::Missing(_)) => {
-                    let h = entry.scheme.header_name();
-                    if !missing.contains(&h) {
-                        missing.push(h);
-                    }
-                }
                 Err(e) => {
+                    let h = entry.scheme.header_name();
+                    let e = match e {
+                        // The signature came without a part it needs.
+                        SignatureError::Missing(part) if req.headers.contains_key(h) => {
+                            SignatureError::Incomplete(part)
+                        }
+                        SignatureError::Missing(_) => {
+                            if !missing.contains(&h) {
+                                missing.push(h);
+                            }
+                            continue;
+                        }
+                        e => e,
+                    };
                     if worst.as_ref().is_none_or(|w| e.rank() > w.rank()) {
                         worst = Some(e);
                     }
@@ -187,15 +198,6 @@ impl Signatures {
             let names: Vec<String> = missing.iter().map(|h| format!("`{h}`")).collect();
             SignatureError::Missing(names.join(" or "))
         }))
-    }
-
-    /// The headers that carry this trigger's signatures (for the docs and
-    /// the 401's detail).
-    pub fn headers(&self) -> Vec<&str> {
-        self.entries
-            .iter()
-            .map(|e| e.scheme.header_name())
-            .collect()
     }
 }
 

@@ -359,3 +359,29 @@ fn long_or_unprintable_message_ids_are_hashed_into_a_valid_key() {
     assert!(long.starts_with("webhook-id-sha256:") && long.len() <= 255);
     assert!(message_id_key("caf\u{e9}").starts_with("webhook-id-sha256:"));
 }
+
+#[test]
+fn a_signature_without_a_part_it_needs_names_that_part() {
+    let (sigs, _) = compile(
+        r#"{ scheme = "standard-webhooks", secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" }, { scheme = "hubspot-v3", secret = "0123456789abcdef" }"#,
+        false,
+    );
+    let sigs = sigs.unwrap();
+    let h = headers(&[("X-HubSpot-Signature-v3", "AAAA")]);
+    assert_eq!(
+        sigs.verify(&request(&h, b"{}", "", 0)),
+        Err(SignatureError::Incomplete(
+            "x-hubspot-request-timestamp".into()
+        ))
+    );
+    let h = headers(&[("webhook-signature", "v1,AAAA"), ("webhook-id", "m")]);
+    let refused = sigs.verify(&request(&h, b"{}", "", 0));
+    assert_eq!(
+        refused,
+        Err(SignatureError::Incomplete("webhook-timestamp".into()))
+    );
+    assert_eq!(
+        refused.unwrap_err().to_string(),
+        "the `webhook-timestamp` header is missing"
+    );
+}
