@@ -516,3 +516,16 @@ async fn the_per_ip_limit_comes_before_any_signature_work() {
     assert_eq!(app.jobs_on_disk().await, 0);
     app.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_window_is_the_real_clock_not_the_gateways_business_clock() {
+    // The gateway's rules run on a clock a day ahead; the sender's
+    // timestamps are real time, and so is the window they are checked in.
+    let clock = callgate::clock::ManualClock::new((now() + 86_400) * 1000);
+    let app = builder().clock(clock).start().await;
+    let m = message(&whsec(2), "msg_clock", now(), &demo_body());
+    assert_eq!(send(&app, "signed-call", &m).await.status(), 202);
+    let ahead = message(&whsec(2), "msg_ahead", now() + 86_400, &demo_body());
+    bad_signature(send(&app, "signed-call", &ahead).await, true).await;
+    app.stop().await.unwrap();
+}
