@@ -3,8 +3,10 @@
 //! and configuration problems.
 
 use axum::http::HeaderValue;
+use base64::Engine;
 use serde_json::Value;
 
+use super::schemes::{hmac_sha256, message_id_key};
 use super::*;
 
 fn vector(name: &str) -> Value {
