@@ -425,18 +425,30 @@ async fn a_signed_sender_meets_the_body_limit_the_input_checks_and_its_own_rate_
         &json!({"customer": "no number"}),
     );
     problem(send(&app, "signed-call", &m).await, 422).await;
+    // …and its media types, once verified (2 of 2).
+    let m = message(&whsec(2), "msg_text", now(), &demo_body());
+    let response = app
+        .client
+        .post(app.url("/v1/triggers/signed-call"))
+        .header("content-type", "text/plain")
+        .header("webhook-id", &m.id)
+        .header("webhook-timestamp", m.ts.to_string())
+        .header("webhook-signature", &m.signature)
+        .body(m.body.clone())
+        .send()
+        .await
+        .unwrap();
+    problem(response, 415).await;
     // Forgeries are charged per IP only, not to the sender's budget.
     let forged = message(&whsec(9), "msg_forged", now(), &demo_body());
     bad_signature(send(&app, "signed-call", &forged).await, true).await;
-    let m = message(&whsec(2), "msg_good", now(), &demo_body());
-    assert_eq!(send(&app, "signed-call", &m).await.status(), 202);
     // The budget is spent: the next verified request is 429.
     let m = message(&whsec(2), "msg_third", now(), &demo_body());
     let response = send(&app, "signed-call", &m).await;
     assert!(response.headers().contains_key("retry-after"));
     let body = problem(response, 429).await;
     assert_eq!(body["type"], "urn:callgate:problem:rate-limited");
-    assert_eq!(app.jobs_on_disk().await, 1);
+    assert_eq!(app.jobs_on_disk().await, 0);
     app.stop().await.unwrap();
 }
 

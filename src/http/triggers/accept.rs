@@ -8,6 +8,11 @@
 //! numbers 422 → idempotency replay / 409 / 422 → durable insert (503 under
 //! backpressure) → 202. Every answer after the trigger limit carries its
 //! `RateLimit` item, errors included.
+//!
+//! A signed request (no principal from the guard) is verified first, in
+//! `signed.rs`: body size 413 → signature 401 → the sender's limit 429;
+//! then the checks above, its message id standing for the Idempotency-Key
+//! when none is sent. On a `signatures_only` trigger a credential is 401.
 
 use std::sync::Arc;
 
