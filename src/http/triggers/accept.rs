@@ -91,61 +91,68 @@ enum Payload {
     Read(Bytes),
 }
 
-#[allow(clippy::too_many_arguments)] // one extractor each
+/// Who is calling and what they sent.
+struct Caller {
+    principal: Arc<Principal>,
+    payload: Payload,
+    /// A signed message's key (`Some` exactly when the request was signed).
+    message_key: Option<String>,
+}
+
 pub async fn accept_trigger(
     State(app): State<AppState>,
     principal: Option<Extension<Arc<Principal>>>,
     Extension(request_id): Extension<RequestIdValue>,
     ApiPath(trigger_id): ApiPath<String>,
     ApiQuery(query): ApiQuery<AcceptQuery>,
-    method: Method,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
+    // What a signature may cover besides the body.
+    (method, OriginalUri(uri), headers): (Method, OriginalUri, HeaderMap),
     body: Body,
 ) -> Result<Response, ApiError> {
     // No principal: the guard let a signed request through (see signed.rs).
-    let (principal, payload, message_key, sender_limit) = match principal {
-        Some(Extension(p)) => (p, Payload::Unread(body), None, None),
+    let (caller, sender_limit) = match principal {
+        Some(Extension(principal)) => {
+            let payload = Payload::Unread(body);
+            let caller = Caller {
+                principal,
+                payload,
+                message_key: None,
+            };
+            (caller, None)
+        }
         None => {
             let s = signed::verify(&app, &trigger_id, &method, &uri, &headers, body).await?;
-            (
-                s.principal,
-                Payload::Read(s.body),
-                Some(s.message_key),
-                Some(s.limit),
-            )
+            let caller = Caller {
+                principal: s.principal,
+                payload: Payload::Read(s.body),
+                message_key: Some(s.message_key),
+            };
+            (caller, Some(s.limit))
         }
     };
-    let mut response = accept(
-        &app,
-        &principal,
-        &trigger_id,
-        &request_id,
-        query,
-        &headers,
-        payload,
-        message_key,
-    )
-    .await
-    .unwrap_or_else(IntoResponse::into_response);
+    let mut response = accept(&app, caller, &trigger_id, &request_id, query, &headers)
+        .await
+        .unwrap_or_else(IntoResponse::into_response);
     if let Some(state) = sender_limit {
         state.append_to(response.headers_mut());
     }
     Ok(response)
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn accept(
     app: &AppState,
-    principal: &Principal,
+    caller: Caller,
     trigger_id: &str,
     request_id: &RequestIdValue,
     query: AcceptQuery,
     headers: &HeaderMap,
-    payload: Payload,
-    message_key: Option<String>,
 ) -> Result<Response, ApiError> {
-    let trigger = authorize(app, principal, trigger_id)?;
+    let Caller {
+        principal,
+        payload,
+        message_key,
+    } = caller;
+    let trigger = authorize(app, &principal, trigger_id)?;
     if message_key.is_none() && trigger.signatures.as_ref().is_some_and(|s| s.only) {
         return Err(ApiError::TriggerSignature {
             detail: "this trigger takes signed requests only; send no bearer token or API key"
@@ -156,7 +163,7 @@ async fn accept(
     let limit = app.limiters.check_trigger(&trigger.id).await.transpose()?;
     let accept = Accept {
         app,
-        principal,
+        principal: &principal,
         trigger: &trigger,
         request_id: request_id.as_str(),
         message_key,
