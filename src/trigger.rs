@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::auth::signed::Signatures;
 use crate::config::{
     AGENTS_FILE, AUTOMATIONS_FILE, ActionConfig, AgentConfig, AutomationConfig, FormNesting,
-    MainFile, Problem, RateSpec, TRIGGERS_FILE, TriggerConfig,
+    MainFile, Problem, RateSpec, TRIGGERS_FILE, TriggerConfig, TriggerSignatureConfig,
 };
 pub use crate::ids::TriggerId;
 use crate::input::InputError;
@@ -136,6 +136,17 @@ pub fn compile(
     let signatures = Signatures::compile(&cfg.signatures, cfg.signatures_only, &mut |k, m| {
         problem(k, m)
     });
+    // HubSpot signs the URL it calls, which the gateway cannot guess.
+    for (i, entry) in cfg.signatures.iter().enumerate() {
+        if matches!(entry, TriggerSignatureConfig::HubspotV3 { .. })
+            && main.server.public_url.is_none()
+        {
+            problem(
+                &format!(".signatures[{i}].scheme"),
+                "hubspot-v3 signs the URL HubSpot calls: set server.public_url".into(),
+            );
+        }
+    }
     if problems.len() != before {
         return None;
     }

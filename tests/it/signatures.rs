@@ -47,6 +47,8 @@ fn builder() -> crate::support::Builder {
         .env("SW_OTHER", &whsec(3))
         .env("HUBSPOT_SECRET", HUBSPOT_SECRET)
         .env("GH_SECRET", GH_SECRET)
+        // HubSpot signs the URL it calls: without it `callgate check` fails.
+        .env("CALLGATE_SERVER__PUBLIC_URL", "https://hooks.example.com")
 }
 
 /// A Standard Webhooks message as a sender signs it.
@@ -326,10 +328,7 @@ async fn a_bearer_token_works_on_a_signed_trigger_unless_signatures_only() {
 
 #[tokio::test]
 async fn a_hubspot_signature_covers_the_public_url_with_hubspots_decoding() {
-    let app = builder()
-        .env("CALLGATE_SERVER__PUBLIC_URL", "https://hooks.example.com")
-        .start()
-        .await;
+    let app = builder().start().await;
     let body = br#"{"phone_number":"+15550121234","hs_object_id":"1234"}"#;
     let ts = (now() * 1000).to_string();
     // HubSpot signs the URL with `%3A` and `%2C` decoded, `%20` kept.
@@ -498,6 +497,10 @@ fn callgate_check_names_the_file_and_key_of_each_bad_signature_entry() {
             "base32",
         ),
         ("signatures_only = true", "signatures"),
+        (
+            r#"signatures = [{ scheme = "hubspot-v3", secret = "0123456789abcdef" }]"#,
+            "server.public_url",
+        ),
     ] {
         let err = crate::support::config_problems(&[("triggers.toml", &trigger(entry))]);
         let found = err
