@@ -19,6 +19,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use serde_json::{Value, json};
 
 use crate::auth::jwt::Issuers;
+use crate::auth::signed::{Signatures, SignedRequest};
 use crate::calls::signature::{Signed, Verifier};
 use crate::config::{FormNesting, IssuerConfig, SignatureConfig};
 use crate::input::phone::{self, PhoneValidation, Region};
@@ -201,10 +202,37 @@ fn verifiers() -> &'static [Verifier; 3] {
     })
 }
 
-/// A provider callback through signature verification. The first byte
-/// selects the scheme (Standard Webhooks, Twilio, Retell); then, up to a
-/// `0` byte, `name: value` header lines; the rest is the body. Invariant:
-/// verification returns (no panic) for anything sent.
+/// A signed trigger's schemes: Standard Webhooks, HubSpot v3 and a
+/// GitHub-style HMAC header, one entry each.
+fn trigger_signatures() -> &'static Signatures {
+    static SIGNATURES: OnceLock<Signatures> = OnceLock::new();
+    SIGNATURES.get_or_init(|| {
+        #[derive(serde::Deserialize)]
+        struct Entries {
+            signatures: Vec<crate::config::TriggerSignatureConfig>,
+        }
+        let entries: Entries = toml::from_str(
+            r#"signatures = [
+              { scheme = "standard-webhooks", secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" },
+              { scheme = "hubspot-v3", secret = "c8f2a1e4-51b7-4f0e-9d3a-7b6e2c9f0a15" },
+              { scheme = "hmac-sha256", header = "X-Hub-Signature-256", prefix = "sha256=", secret = "It's a Secret to Everybody" },
+            ]"#,
+        )
+        .expect("the fuzz signatures parse");
+        let mut problems = Vec::new();
+        Signatures::compile(&entries.signatures, false, &mut |k, m| {
+            problems.push(format!("{k}: {m}"))
+        })
+        .unwrap_or_else(|| panic!("{problems:?}"))
+    })
+}
+
+/// A provider callback, or a signed trigger request, through signature
+/// verification. The first byte selects the scheme (Standard Webhooks,
+/// Twilio, Retell; 3: a signed trigger's schemes); then, up to a `0` byte,
+/// `name: value` header lines; the rest is the body. Invariants:
+/// verification returns (no panic) for anything sent; a verified trigger
+/// request's message key is a valid Idempotency-Key.
 pub fn signature(data: &[u8]) {
     let (sel, rest) = split_first(data);
     let (head, body) = split_nul(rest);
@@ -221,7 +249,26 @@ pub fn signature(data: &[u8]) {
         };
         headers.append(name, value);
     }
-    let verifier = &verifiers()[usize::from(sel % 3)];
+    if sel % 4 == 3 {
+        let verified = trigger_signatures().verify(&SignedRequest {
+            method: "POST",
+            url: "https://gw.example.com/v1/triggers/hooks?x=a%3Ab",
+            headers: &headers,
+            body,
+            now_ms: 1_800_000_000_000,
+        });
+        if let Ok(v) = verified {
+            let key = &v.message_key;
+            assert!(
+                !key.is_empty()
+                    && key.len() <= crate::idempotency::MAX_KEY_LEN
+                    && key.bytes().all(|b| (0x20..0x7f).contains(&b)),
+                "message key {key:?} is not a valid Idempotency-Key"
+            );
+        }
+        return;
+    }
+    let verifier = &verifiers()[usize::from(sel % 4)];
     let _ = verifier.verify(&Signed {
         headers: &headers,
         body,

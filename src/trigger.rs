@@ -12,9 +12,10 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::auth::IpAllowlist;
+use crate::auth::signed::Signatures;
 use crate::config::{
     AGENTS_FILE, AUTOMATIONS_FILE, ActionConfig, AgentConfig, AutomationConfig, FormNesting,
-    MainFile, Problem, RateSpec, TRIGGERS_FILE, TriggerConfig,
+    MainFile, Problem, RateSpec, TRIGGERS_FILE, TriggerConfig, TriggerSignatureConfig,
 };
 pub use crate::ids::TriggerId;
 use crate::input::InputError;
@@ -39,6 +40,8 @@ pub struct Trigger {
     pub rate_limit: RateSpec,
     /// Where requests to run it may come from (`None`: anywhere).
     pub allowed_ips: Option<IpAllowlist>,
+    /// Signatures a sender may sign requests with (`None`: credentials only).
+    pub signatures: Option<Signatures>,
 }
 
 /// What a trigger's action may name.
@@ -141,6 +144,20 @@ pub fn compile(
         })
         .ok()
         .flatten();
+    let signatures = Signatures::compile(&cfg.signatures, cfg.signatures_only, &mut |k, m| {
+        problem(k, m)
+    });
+    // HubSpot signs the URL it calls, which the gateway cannot guess.
+    for (i, entry) in cfg.signatures.iter().enumerate() {
+        if matches!(entry, TriggerSignatureConfig::HubspotV3 { .. })
+            && main.server.public_url.is_none()
+        {
+            problem(
+                &format!(".signatures[{i}].scheme"),
+                "hubspot-v3 signs the URL HubSpot calls: set server.public_url".into(),
+            );
+        }
+    }
     if problems.len() != before {
         return None;
     }
@@ -158,6 +175,7 @@ pub fn compile(
         form_nesting: cfg.form_nesting.unwrap_or(main.defaults.form_nesting),
         rate_limit,
         allowed_ips,
+        signatures,
     })
 }
 

@@ -11,6 +11,7 @@ pub mod allowlist;
 pub mod api_key;
 pub mod jwt;
 pub mod scope;
+pub mod signed;
 
 use std::sync::Arc;
 

@@ -109,6 +109,13 @@ pub struct TriggerConfig {
     /// before authentication.
     #[serde(default)]
     pub allowed_ips: Vec<String>,
+    /// Signature schemes (with their secrets) a sender may sign requests
+    /// with instead of sending a credential; any entry may match.
+    #[serde(default)]
+    pub signatures: Vec<super::TriggerSignatureConfig>,
+    /// `true`: only signed requests; API keys and JWTs are refused (401).
+    #[serde(default)]
+    pub signatures_only: bool,
 }
 
 /// What an accepted trigger runs.

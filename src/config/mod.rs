@@ -21,6 +21,7 @@ pub mod env;
 pub mod outbound;
 mod providers;
 mod runner;
+mod signatures;
 mod types;
 
 use std::fmt;
@@ -31,6 +32,7 @@ pub use domain::*;
 pub use env::Env;
 pub use providers::*;
 pub use runner::*;
+pub use signatures::*;
 pub use types::*;
 
 /// One configuration problem, located by file and key.

@@ -172,8 +172,9 @@ pub async fn call_event(
     Ok(response)
 }
 
-/// The URL the provider was given for this callback (Twilio signs it).
-fn callback_url(app: &AppState, uri: &axum::http::Uri) -> String {
+/// The URL the sender was given: `server.public_url` (else the listener)
+/// + path + query (Twilio and HubSpot sign it).
+pub(crate) fn callback_url(app: &AppState, uri: &axum::http::Uri) -> String {
     let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
     format!("{}{path}", app.providers.callback_base())
 }

@@ -45,6 +45,15 @@ pub enum ApiError {
     /// 401: a provider callback whose signature does not verify.
     #[error("callback signature: {0}")]
     BadSignature(String),
+    /// 401: a request to a signed trigger without a signature that verifies
+    /// (or with a credential where the trigger takes signatures only).
+    #[error("{detail}")]
+    TriggerSignature {
+        detail: String,
+        /// The trigger also takes bearer tokens and API keys (the challenge
+        /// names `Bearer` too).
+        bearer_accepted: bool,
+    },
     /// 403: valid credentials without the needed scope. The answer carries
     /// `WWW-Authenticate: Bearer error="insufficient_scope", scope="…"`
     /// (RFC 6750 §3.1) naming `scopes`, any one of which would allow it.
@@ -170,7 +179,7 @@ impl ApiError {
             BadRequest { .. } => &MALFORMED,
             BadIdempotencyKey(_) => &BAD_IDEMPOTENCY_KEY,
             Unauthorized { .. } => &UNAUTHORIZED,
-            BadSignature(_) => &BAD_SIGNATURE,
+            BadSignature(_) | TriggerSignature { .. } => &BAD_SIGNATURE,
             Forbidden { .. } => &FORBIDDEN,
             IpNotAllowed { .. } => &IP_NOT_ALLOWED,
             NotFound(_) => &NOT_FOUND,
@@ -323,6 +332,20 @@ impl IntoResponse for ApiError {
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Signature realm=\"callgate-callbacks\""),
                 );
+            }
+            ApiError::TriggerSignature {
+                bearer_accepted, ..
+            } => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Signature realm=\"callgate\""),
+                );
+                if *bearer_accepted {
+                    headers.append(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Bearer realm=\"callgate\""),
+                    );
+                }
             }
             ApiError::RateLimited(refused) => {
                 headers.insert(

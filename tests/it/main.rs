@@ -42,5 +42,6 @@ mod runner;
 mod scale_out;
 mod schemathesis;
 mod shared_limits;
+mod signatures;
 mod store;
 mod support;

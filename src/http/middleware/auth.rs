@@ -7,14 +7,39 @@
 //! 401 with `WWW-Authenticate: Bearer realm="callgate"`. With credentials that
 //! do not verify: 401 with `error="invalid_token"` and a reason that never
 //! echoes the credential.
+//!
+//! A `POST` to a trigger that accepts signatures (`signatures` in
+//! `triggers.toml`) without `Authorization` or `X-Api-Key` has no principal
+//! yet: its handler verifies the signature over the body, which is not read
+//! here (`http/triggers/signed.rs`).
 
 use std::sync::Arc;
 
-use axum::http::{HeaderMap, header};
+use axum::extract::Request;
+use axum::http::{HeaderMap, Method, header};
 
 use crate::auth::{Principal, api_key};
 use crate::http::AppState;
 use crate::http::error::ApiError;
+use crate::ids::TriggerId;
+
+/// Whether `req` is a signed request to a trigger that takes signatures: it
+/// carries no credential, so the handler authenticates it.
+pub fn signed_trigger(app: &AppState, req: &Request) -> bool {
+    let h = req.headers();
+    if req.method() != Method::POST
+        || h.contains_key(header::AUTHORIZATION)
+        || h.contains_key("x-api-key")
+    {
+        return false;
+    }
+    req.uri()
+        .path()
+        .strip_prefix("/v1/triggers/")
+        .and_then(|id| TriggerId::parse(id).ok())
+        .and_then(|id| app.config.triggers.get(&id))
+        .is_some_and(|t| t.signatures.is_some())
+}
 
 /// The caller's principal, or the 401 to answer.
 pub fn identify(app: &AppState, headers: &HeaderMap) -> Result<Arc<Principal>, ApiError> {

@@ -16,7 +16,10 @@
 //! holds for every way of running the trigger and a sender outside it
 //! cannot even try credentials; a key's allowlist right after the key is
 //! known, before it is charged its limit. Both come before the body is
-//! read. A refused request's body (at most `server.max_body_bytes`) is
+//! read. A request without credentials to a trigger that takes signatures
+//! passes the per-IP limit and the trigger's allowlist only: its handler
+//! verifies the signature over the body (see `auth.rs`).
+//! A refused request's body (at most `server.max_body_bytes`) is
 //! read and dropped before the answer, for a short while at most, so that
 //! the connection stays usable for the client's next request; when it
 //! cannot be, the answer says `Connection: close` (see `serve.rs`).
@@ -132,6 +135,11 @@ pub fn client_ip(
 }
 
 async fn authenticated(app: &AppState, mut req: Request, next: Next, ip: IpAddr) -> Response {
+    if auth::signed_trigger(app, &req) {
+        // The handler verifies the signature over the body, then applies
+        // the per-principal limit to the sender.
+        return next.run(req).await;
+    }
     let principal = match auth::identify(app, req.headers()) {
         Ok(p) => p,
         Err(e) => return refuse(app, req, e).await,

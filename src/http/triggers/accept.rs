@@ -15,18 +15,23 @@
 //! numbers 422 → idempotency replay / 409 / 422 → durable insert (503 under
 //! backpressure) → 202. Every answer after the trigger limit carries its
 //! `RateLimit` item, errors included.
+//!
+//! A signed request (no principal from the guard) is verified first, in
+//! `signed.rs`: body size 413 → signature 401 → the sender's limit 429;
+//! then the checks above, its message id standing for the Idempotency-Key
+//! when none is sent. On a `signatures_only` trigger a credential is 401.
 
 use std::sync::Arc;
 
 use axum::Extension;
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::body::{Body, Bytes};
+use axum::extract::{OriginalUri, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::authorize;
+use super::{authorize, signed};
 use crate::auth::Principal;
 use crate::clock::rfc3339;
 use crate::http::AppState;
@@ -86,25 +91,92 @@ struct Planned {
     action: JobAction,
 }
 
+/// The request's body: still to be read, or already read to verify its
+/// signature.
+enum Payload {
+    Unread(Body),
+    Read(Bytes),
+}
+
+/// Who is calling and what they sent.
+struct Caller {
+    principal: Arc<Principal>,
+    payload: Payload,
+    /// A signed message's key (`Some` exactly when the request was signed).
+    message_key: Option<String>,
+}
+
 pub async fn accept_trigger(
     State(app): State<AppState>,
-    Extension(principal): Extension<Arc<Principal>>,
+    principal: Option<Extension<Arc<Principal>>>,
     Extension(request_id): Extension<RequestIdValue>,
     ApiPath(trigger_id): ApiPath<String>,
     ApiQuery(query): ApiQuery<AcceptQuery>,
-    headers: HeaderMap,
+    // What a signature may cover besides the body.
+    (method, OriginalUri(uri), headers): (Method, OriginalUri, HeaderMap),
     body: Body,
 ) -> Result<Response, ApiError> {
-    let trigger = authorize(&app, &principal, &trigger_id)?;
+    // No principal: the guard let a signed request through (see signed.rs).
+    let (caller, sender_limit) = match principal {
+        Some(Extension(principal)) => {
+            let payload = Payload::Unread(body);
+            let caller = Caller {
+                principal,
+                payload,
+                message_key: None,
+            };
+            (caller, None)
+        }
+        None => {
+            let s = signed::verify(&app, &trigger_id, &method, &uri, &headers, body).await?;
+            let caller = Caller {
+                principal: s.principal,
+                payload: Payload::Read(s.body),
+                message_key: Some(s.message_key),
+            };
+            (caller, Some(s.limit))
+        }
+    };
+    let mut response = accept(&app, caller, &trigger_id, &request_id, query, &headers)
+        .await
+        .unwrap_or_else(IntoResponse::into_response);
+    if let Some(state) = sender_limit {
+        state.append_to(response.headers_mut());
+    }
+    Ok(response)
+}
+
+async fn accept(
+    app: &AppState,
+    caller: Caller,
+    trigger_id: &str,
+    request_id: &RequestIdValue,
+    query: AcceptQuery,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let Caller {
+        principal,
+        payload,
+        message_key,
+    } = caller;
+    let trigger = authorize(app, &principal, trigger_id)?;
+    if message_key.is_none() && trigger.signatures.as_ref().is_some_and(|s| s.only) {
+        return Err(ApiError::TriggerSignature {
+            detail: "this trigger takes signed requests only; send no bearer token or API key"
+                .into(),
+            bearer_accepted: false,
+        });
+    }
     let limit = app.limiters.check_trigger(&trigger.id).await.transpose()?;
     let accept = Accept {
-        app: &app,
+        app,
         principal: &principal,
         trigger: &trigger,
         request_id: request_id.as_str(),
+        message_key,
     };
     let mut response = accept
-        .handle(query, &headers, body)
+        .handle(query, headers, payload)
         .await
         .unwrap_or_else(IntoResponse::into_response);
     if let Some(state) = limit {
@@ -118,6 +190,8 @@ struct Accept<'a> {
     principal: &'a Principal,
     trigger: &'a Trigger,
     request_id: &'a str,
+    /// A signed message's key: the Idempotency-Key when none is sent.
+    message_key: Option<String>,
 }
 
 impl Accept<'_> {
@@ -126,13 +200,17 @@ impl Accept<'_> {
         &self,
         query: AcceptQuery,
         headers: &HeaderMap,
-        body: Body,
+        payload: Payload,
     ) -> Result<Response, ApiError> {
         let (app, trigger) = (self.app, self.trigger);
         let kind = BodyKind::from_content_type(headers.get(header::CONTENT_TYPE))?;
-        let idem_key = idempotency::key_from(headers)?;
-        let bytes =
-            crate::http::extract::read_body(body, app.config.main.server.max_body_bytes).await?;
+        let idem_key = idempotency::key_from(headers)?.or_else(|| self.message_key.clone());
+        let bytes = match payload {
+            Payload::Read(bytes) => bytes,
+            Payload::Unread(body) => {
+                crate::http::extract::read_body(body, app.config.main.server.max_body_bytes).await?
+            }
+        };
         let mut input = input::parse(kind, &bytes, trigger.form_nesting)?;
         let violations = trigger.schema.violations(&input);
         if !violations.is_empty() {

@@ -1,7 +1,9 @@
-//! Trigger routes: accept (`accept.rs`), list and describe (`list.rs`).
+//! Trigger routes: accept (`accept.rs`, signed senders in `signed.rs`),
+//! list and describe (`list.rs`).
 
 mod accept;
 mod list;
+mod signed;
 
 use std::sync::Arc;
 
