@@ -28,6 +28,7 @@ mod housekeeping;
 mod idempotency;
 mod input;
 mod jobs;
+mod jwks;
 mod jwt;
 mod limits;
 mod limits_redis;

@@ -78,7 +78,7 @@ pub fn client_ip(
 }
 
 async fn authenticated(app: &AppState, mut req: Request, next: Next) -> Response {
-    let principal = match auth::identify(app, req.headers()) {
+    let principal = match auth::identify(app, req.headers()).await {
         Ok(p) => p,
         Err(e) => return refuse(app, req, e).await,
     };
