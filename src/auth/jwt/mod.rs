@@ -9,6 +9,10 @@
 //!   against a public key (each key only verifies its own family), an unknown
 //!   `kid`, a bad signature, an expired or not-yet-valid token: all 401;
 //! - HMAC secrets are at least 32 bytes;
+//! - keys come from files, or from the issuer's JWKS (`jwks`: only keys
+//!   that fit the configured algorithms; a token with an unknown `kid` may
+//!   wait for one refresh, at most once per `jwks_min_refresh`); a cached
+//!   verification counts only while the key set that made it is in force;
 //! - every refusal says what is wrong with the token (its algorithm and the
 //!   issuer's accepted ones, a missing `kid`, a claim of the wrong type),
 //!   never anything about the keys beyond their algorithms.
