@@ -224,7 +224,7 @@ impl JwksSource {
     fn log_ignored(&self, issuer: &str, key: String, why: &str) {
         let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
         if logged.insert(format!("{key}: {why}")) {
-            tracing::warn!(issuer, key, why, "JWKS key ignored");
+            tracing::info!(issuer, key, why, "JWKS key ignored");
         }
     }
 }
