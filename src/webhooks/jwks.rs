@@ -222,8 +222,7 @@ impl JwksFetcher {
                 Ok((installed, ttl)) => {
                     failures = 0;
                     next = tokio::time::Instant::now() + ttl;
-                    let level_info = installed.changed;
-                    if level_info {
+                    if installed.changed {
                         tracing::info!(
                             issuer,
                             keys = installed.keys,
@@ -239,6 +238,7 @@ impl JwksFetcher {
                             "JWKS key set unchanged"
                         );
                     }
+                    // Real time: Prometheus reads it against its own `time()`.
                     let now_s = crate::clock::system_now_ms() as f64 / 1000.0;
                     metrics::gauge!("callgate_jwks_last_success_timestamp_seconds", "issuer" => issuer.clone()).set(now_s);
                     "ok"

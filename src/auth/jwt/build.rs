@@ -7,13 +7,13 @@
 use std::path::Path;
 use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey, Validation};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey};
 use secrecy::ExposeSecret;
 
 use arc_swap::ArcSwap;
 
 use super::jwks::{JwksSource, JwksTarget};
-use super::{Issuer, IssuerKey, KeyRing, MAX_LEEWAY, MIN_SECRET_BYTES};
+use super::{Issuer, IssuerKey, KeyRing, MAX_LEEWAY, MIN_SECRET_BYTES, validation};
 use crate::config::{IssuerConfig, JwtKeyConfig, Problem};
 use crate::outbound::ssrf;
 
@@ -149,9 +149,9 @@ fn remote_source(
             "must not be shorter than `jwks_cache_min`".into(),
         );
     }
-    let (key, url) = match (&cfg.jwks_url, cfg.discovery) {
-        (Some(url), _) => (".jwks_url", url.clone()),
-        (None, _) => (
+    let (key, url) = match &cfg.jwks_url {
+        Some(url) => (".jwks_url", url.clone()),
+        None => (
             ".discovery",
             format!(
                 "{}/.well-known/openid-configuration",
@@ -274,25 +274,6 @@ fn load_key(
             None
         }
     }
-}
-
-/// What jsonwebtoken checks for a key: only the issuer's algorithms of its
-/// family, `exp`, `nbf`, `iss`, `aud` and `sub` required, the leeway.
-pub(super) fn validation(
-    iss: &str,
-    leeway: u64,
-    algs: Vec<Algorithm>,
-    audiences: &[String],
-) -> Validation {
-    let mut validation = Validation::new(algs[0]);
-    validation.algorithms = algs;
-    validation.leeway = leeway;
-    validation.validate_nbf = true;
-    validation.validate_exp = true;
-    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-    validation.set_issuer(&[iss]);
-    validation.set_audience(audiences);
-    validation
 }
 
 /// Loads a PEM public key, trying the families the issuer's algorithms use.

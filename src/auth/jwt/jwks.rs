@@ -32,7 +32,7 @@ use serde_json::Value;
 use tokio::sync::{Notify, watch};
 use url::Url;
 
-use super::{Issuer, IssuerKey, KeyRing, build::validation, list};
+use super::{Issuer, IssuerKey, KeyRing, list, validation};
 
 /// Longest a whole fetch (discovery document and key set) may take.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);

@@ -55,6 +55,20 @@ struct IssuerKey {
     encoding: Option<EncodingKey>,
 }
 
+/// What jsonwebtoken checks for a key: only the issuer's algorithms of its
+/// family, `exp`, `nbf`, `iss`, `aud` and `sub` required, the leeway.
+fn validation(iss: &str, leeway: u64, algs: Vec<Algorithm>, audiences: &[String]) -> Validation {
+    let mut validation = Validation::new(algs[0]);
+    validation.algorithms = algs;
+    validation.leeway = leeway;
+    validation.validate_nbf = true;
+    validation.validate_exp = true;
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    validation.set_issuer(&[iss]);
+    validation.set_audience(audiences);
+    validation
+}
+
 /// An issuer's keys at one moment: fixed for keys from files, replaced
 /// whole when a JWKS fetch brings a different set.
 #[derive(Default)]
