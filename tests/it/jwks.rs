@@ -574,11 +574,16 @@ fn ca_signed_tls() -> (String, Arc<rustls::ServerConfig>) {
 }
 
 #[tokio::test]
-async fn ca_file_trusts_a_private_ca_for_an_https_key_set() {
+async fn ca_file_trusts_a_private_ca_for_an_https_key_set_and_redirects_stay_on_https() {
     crate::support::crypto();
     let (ca_pem, tls) = ca_signed_tls();
     let a = Key::es256("a");
-    let idp = Idp::serve(vec![a.jwk.clone()], Some(tls)).await;
+    let idp = Idp::serve(vec![a.jwk.clone()], Some(tls.clone())).await;
+    // An https key set that redirects to plain http on its own host:
+    // refused without `allow_http`.
+    let plain = Idp::start(vec![a.jwk.clone()]).await;
+    let downgrade = Idp::serve(vec![a.jwk.clone()], Some(tls)).await;
+    *downgrade.state.redirect.lock().unwrap() = Some(plain.jwks_url());
     let url = format!("jwks_url = \"{}\"\nallow_private = true", idp.jwks_url());
     let app = TestApp::builder()
         .key("prom", &["metrics:read"])
@@ -596,6 +601,16 @@ async fn ca_file_trusts_a_private_ca_for_an_https_key_set() {
             "[\"ES256\"]",
             &url,
             "",
+        ))
+        .main(&issuer(
+            "downgrade",
+            "https://downgrade.test/",
+            "[\"ES256\"]",
+            &format!(
+                "jwks_url = \"{}\"\nallow_private = true",
+                downgrade.jwks_url()
+            ),
+            "ca_file = \"idp-ca.pem\"",
         ))
         .start()
         .await;
@@ -616,6 +631,14 @@ async fn ca_file_trusts_a_private_ca_for_an_https_key_set() {
         .await
             >= 1.0
     );
+    assert_eq!(
+        call(&app, &a.token("https://downgrade.test/", "u")).await,
+        (401, NOT_FETCHED.to_owned())
+    );
+    assert!(downgrade.hits() >= 1);
+    assert_eq!(plain.hits(), 0, "the plain-http hop was never taken");
+    let refused = "callgate_jwks_fetch_total{issuer=\"downgrade\",outcome=\"refused\"}";
+    assert!(metric(&app, refused).await >= 1.0);
 }
 
 /// A `callgate.toml` with one issuer and otherwise the shipped settings.
