@@ -204,10 +204,15 @@ impl JwksFetcher {
         let mut failures = 0u32;
         let mut next = tokio::time::Instant::now();
         loop {
-            tokio::select! {
+            let asked = tokio::select! {
                 _ = token.cancelled() => return,
-                _ = tokio::time::sleep_until(next) => {}
-                _ = source.wanted() => {}
+                _ = tokio::time::sleep_until(next) => false,
+                _ = source.wanted() => true,
+            };
+            // A scheduled fetch that started just as a token asked already
+            // serves it: no second fetch.
+            if asked && !source.asked() {
+                continue;
             }
             let n = source.fetch_started();
             let result = match self.fetch().await {

@@ -130,6 +130,13 @@ impl JwksSource {
         self.wanted.notified().await
     }
 
+    /// Whether a refresh asked for by a token has not started yet (a
+    /// fetch that began meanwhile, on schedule, may have served it).
+    pub fn asked(&self) -> bool {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.pending.is_some_and(|p| p > st.started)
+    }
+
     /// Records that a fetch starts; returns its number.
     pub fn fetch_started(&self) -> u64 {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
