@@ -108,6 +108,7 @@ pub async fn run_with(
     }
     tasks.spawn(idempotency_cleanup(state.clone(), token.clone()));
     tasks.spawn(reload_keys(state.clone(), token.clone()));
+    start_jwks(&state, &mut tasks, &token).await?;
     let runner = state.runner();
     if options.runner {
         // Jobs other instances accept wake this runner too.
@@ -316,6 +317,39 @@ async fn idempotency_cleanup(state: AppState, token: CancellationToken) {
             Err(e) => tracing::warn!(error = %e, "idempotency clean-up failed"),
         }
     }
+}
+
+/// Starts the key-set fetchers of JWKS issuers and waits (bounded) for
+/// their first fetch, so the first tokens find keys. An issuer whose
+/// provider does not answer does not stop the start: its tokens get 401
+/// until a fetch succeeds (retried in the background), and that is logged.
+async fn start_jwks(
+    state: &AppState,
+    tasks: &mut JoinSet<()>,
+    token: &CancellationToken,
+) -> anyhow::Result<()> {
+    use crate::auth::jwt::jwks::REFRESH_WAIT;
+    let mut first = Vec::new();
+    for issuer in state.issuers.remote() {
+        let Some(fetcher) = crate::webhooks::jwks::JwksFetcher::build(issuer.clone())
+            .map_err(|e| anyhow::anyhow!("auth.jwt.issuers.{}: {e}", issuer.id))?
+        else {
+            continue;
+        };
+        tasks.spawn(fetcher.run(token.clone()));
+        first.push(issuer.clone());
+    }
+    futures_util::future::join_all(
+        first
+            .iter()
+            .filter_map(|i| i.jwks())
+            .map(|source| source.first_fetch(REFRESH_WAIT)),
+    )
+    .await;
+    for issuer in first.iter().filter(|i| i.key_count() == 0) {
+        tracing::warn!(issuer = %issuer.id, "JWKS issuer has no keys yet: its tokens get 401 until its key set is fetched");
+    }
+    Ok(())
 }
 
 /// Picks up keys added by `callgate key new` while serving: the key file is

@@ -60,8 +60,38 @@ pub struct IssuerConfig {
     pub scope_claim: String,
     /// Per-subject rate limit for this issuer's tokens.
     pub rate_limit: Option<RateSpec>,
-    /// Verification keys (several during rotation).
+    /// Verification keys (several during rotation). Exactly one of `keys`,
+    /// `jwks_url` or `discovery`.
+    #[serde(default)]
     pub keys: Vec<JwtKeyConfig>,
+    /// The issuer's JWKS (RFC 7517 key set) URL: keys fetched at start,
+    /// cached by the answer's `Cache-Control` and refreshed in the background.
+    pub jwks_url: Option<String>,
+    /// Find the JWKS URL in the issuer's OpenID discovery document,
+    /// `<issuer>/.well-known/openid-configuration` (its `jwks_uri`).
+    #[serde(default)]
+    pub discovery: bool,
+    /// Allow plain `http` for the JWKS and discovery fetches.
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Allow the JWKS or discovery host to be a private, loopback or
+    /// link-local address (an identity provider on the internal network).
+    #[serde(default)]
+    pub allow_private: bool,
+    /// A PEM CA bundle trusted (beside the system's roots) for the JWKS and
+    /// discovery fetches, relative to the config dir.
+    pub ca_file: Option<String>,
+    /// Shortest time between two fetches asked for by a token with an
+    /// unknown `kid` (a flood of made-up `kid`s cannot do more).
+    #[serde(default = "default_jwks_min_refresh", with = "duration")]
+    pub jwks_min_refresh: Duration,
+    /// Lower bound on how long a fetched key set is cached (`max-age` below
+    /// it, `no-cache` and `no-store` are raised to it).
+    #[serde(default = "default_jwks_cache_min", with = "duration")]
+    pub jwks_cache_min: Duration,
+    /// Upper bound on how long a fetched key set is cached.
+    #[serde(default = "default_jwks_cache_max", with = "duration")]
+    pub jwks_cache_max: Duration,
 }
 
 /// One verification key of an issuer.
@@ -132,6 +162,15 @@ fn default_keys_reload() -> Duration {
 }
 fn default_leeway() -> Duration {
     Duration::from_secs(30)
+}
+fn default_jwks_min_refresh() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_jwks_cache_min() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_jwks_cache_max() -> Duration {
+    Duration::from_secs(24 * 3600)
 }
 fn default_scope_claim() -> String {
     "scope".to_owned()

@@ -18,6 +18,9 @@
 //! - `breaker_state{endpoint}` (0 closed, 1 open, 2 half-open)
 //! - `action_duration_seconds{action,outcome}` (histogram; outcome `ok`,
 //!   `cached`, `fallback`, `error`: fallbacks are its `fallback` count)
+//! - `jwks_fetch_total{issuer,outcome}` (`ok`, `error`, `refused`),
+//!   `jwks_keys{issuer}`, `jwks_last_success_timestamp_seconds{issuer}`
+//!   (JWKS issuers; set by `webhooks::jwks`)
 //!
 //! The recorder is process-wide (one per process, installed on first use).
 

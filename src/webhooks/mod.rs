@@ -1,11 +1,13 @@
 //! Outbound HTTP: webhook deliveries (signed, retried, logged) and mid-call
 //! action upstreams, through one client per endpoint that carries the SSRF
-//! guard, a concurrency limit and a circuit breaker.
+//! guard, a concurrency limit and a circuit breaker; and the key sets of
+//! JWKS issuers (`jwks`), through the same guard.
 
 pub mod actions;
 pub mod breaker;
 pub mod client;
 pub mod delivery;
+pub mod jwks;
 pub mod outbound;
 mod shared_breaker;
 pub mod ssrf;

@@ -1,14 +1,25 @@
 //! Building an issuer from its configuration: algorithms, audience,
 //! leeway, keys (HMAC secrets of at least 32 bytes, or PEM public keys of
-//! the algorithms' families), each problem reported with its key.
+//! the algorithms' families) or where to fetch them (`jwks_url`,
+//! `discovery`: an https URL the SSRF rules accept, public-key algorithms
+//! only), each problem reported with its key.
 
 use std::path::Path;
+use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey, Validation};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey};
 use secrecy::ExposeSecret;
 
-use super::{Issuer, IssuerKey, MAX_LEEWAY, MIN_SECRET_BYTES};
+use arc_swap::ArcSwap;
+
+use super::jwks::{JwksSource, JwksTarget};
+use super::{Issuer, IssuerKey, KeyRing, MAX_LEEWAY, MIN_SECRET_BYTES, validation};
 use crate::config::{IssuerConfig, JwtKeyConfig, Problem};
+use crate::outbound::ssrf;
+
+/// Shortest and longest `jwks_min_refresh`.
+const MIN_REFRESH_BOUNDS: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(3600));
 
 /// Compiles one `[auth.jwt.issuers.<id>]`; problems are reported under
 /// `file` and the issuer's key `at`.
@@ -24,6 +35,8 @@ pub(super) fn build_issuer(
         |key: &str, msg: String| problems.push(Problem::new(file, format!("{at}{key}"), msg));
     let algorithms = check_settings(cfg, &mut problem);
     let audiences = cfg.audience.to_vec();
+    let leeway = cfg.leeway.as_secs().min(MAX_LEEWAY.as_secs());
+    let jwks = remote_source(cfg, &algorithms, dir, &mut problem);
     let mut keys = Vec::new();
     let mut families_with_keys = Vec::new();
     for (i, k) in cfg.keys.iter().enumerate() {
@@ -48,7 +61,7 @@ pub(super) fn build_issuer(
         keys.push(IssuerKey {
             kid: k.kid.clone(),
             decoding,
-            validation: validation(cfg, algs, &audiences),
+            validation: validation(&cfg.issuer, leeway, algs, &audiences),
             encoding,
         });
     }
@@ -69,9 +82,119 @@ pub(super) fn build_issuer(
         scope_claim: cfg.scope_claim.clone(),
         rate_limit: cfg.rate_limit,
         algorithms,
-        kids_in_use: keys.iter().any(|k| k.kid.is_some()),
-        keys,
+        leeway,
+        ring: ArcSwap::from_pointee(KeyRing {
+            kids_in_use: keys.iter().any(|k| k.kid.is_some()),
+            keys,
+            generation: 0,
+            fingerprint: None,
+        }),
+        jwks,
     }
+}
+
+/// Where a JWKS issuer's keys come from (`None` for keys from files, or
+/// when its settings have problems, which are reported).
+fn remote_source(
+    cfg: &IssuerConfig,
+    algorithms: &[Algorithm],
+    dir: &Path,
+    problem: &mut impl FnMut(&str, String),
+) -> Option<JwksSource> {
+    let sources = [!cfg.keys.is_empty(), cfg.jwks_url.is_some(), cfg.discovery];
+    match sources.iter().filter(|s| **s).count() {
+        0 => problem(
+            ".keys",
+            "set one of `keys`, `jwks_url` or `discovery = true`".into(),
+        ),
+        1 => {}
+        _ => problem(
+            "",
+            "set only one of `keys`, `jwks_url` or `discovery = true`".into(),
+        ),
+    }
+    let remote = cfg.jwks_url.is_some() || cfg.discovery;
+    if !remote {
+        for (set, key) in [
+            (cfg.allow_http, ".allow_http"),
+            (cfg.allow_private, ".allow_private"),
+            (cfg.ca_file.is_some(), ".ca_file"),
+        ] {
+            if set {
+                problem(key, "only applies with `jwks_url` or `discovery`".into());
+            }
+        }
+        return None;
+    }
+    for alg in algorithms {
+        if alg.family() == AlgorithmFamily::Hmac {
+            problem(
+                ".algorithms",
+                format!(
+                    "{alg:?} cannot take its key from a JWKS (key sets publish public keys only)"
+                ),
+            );
+        }
+    }
+    let (lo, hi) = MIN_REFRESH_BOUNDS;
+    if cfg.jwks_min_refresh < lo || cfg.jwks_min_refresh > hi {
+        problem(".jwks_min_refresh", "must be from 1s to 1h".into());
+    }
+    if cfg.jwks_cache_min < lo {
+        problem(".jwks_cache_min", "must be at least 1s".into());
+    }
+    if cfg.jwks_cache_max < cfg.jwks_cache_min {
+        problem(
+            ".jwks_cache_max",
+            "must not be shorter than `jwks_cache_min`".into(),
+        );
+    }
+    let (key, url) = match &cfg.jwks_url {
+        Some(url) => (".jwks_url", url.clone()),
+        None => (
+            ".discovery",
+            format!(
+                "{}/.well-known/openid-configuration",
+                cfg.issuer.trim_end_matches('/')
+            ),
+        ),
+    };
+    let url = match url::Url::parse(&url) {
+        Ok(u) if u.host_str().is_some_and(|h| !h.is_empty()) => u,
+        Ok(_) => {
+            problem(key, format!("`{url}` has no host"));
+            return None;
+        }
+        Err(e) => {
+            problem(key, format!("`{url}` is not a URL: {e}"));
+            return None;
+        }
+    };
+    if let Err(e) = ssrf::check_url(&url, cfg.allow_private, cfg.allow_http) {
+        problem(key, format!("`{url}`: {e}"));
+    }
+    let ca = match &cfg.ca_file {
+        None => Vec::new(),
+        Some(file) => {
+            let path = dir.join(file);
+            let certs = std::fs::read(&path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
+                .and_then(|pem| crate::crypto::ca_certificates(&pem));
+            match certs {
+                Ok(certs) => certs,
+                Err(e) => {
+                    problem(".ca_file", e.to_string());
+                    Vec::new()
+                }
+            }
+        }
+    };
+    let target = if cfg.jwks_url.is_some() {
+        JwksTarget::Url(url)
+    } else {
+        JwksTarget::Discovery(url)
+    };
+    Some(JwksSource::new(target, ca, cfg))
 }
 
 /// The issuer's algorithms (parsed), after checking its settings.
@@ -100,9 +223,6 @@ fn check_settings(cfg: &IssuerConfig, problem: &mut impl FnMut(&str, String)) ->
             ".audience",
             "at least one non-empty audience is required".into(),
         );
-    }
-    if cfg.keys.is_empty() {
-        problem(".keys", "at least one key is required".into());
     }
     if let Some(rate) = &cfg.rate_limit
         && let Err(e) = rate.check()
@@ -154,20 +274,6 @@ fn load_key(
             None
         }
     }
-}
-
-/// What jsonwebtoken checks for a key: only the issuer's algorithms of its
-/// family, `exp`, `nbf`, `iss`, `aud` and `sub` required, the leeway.
-fn validation(cfg: &IssuerConfig, algs: Vec<Algorithm>, audiences: &[String]) -> Validation {
-    let mut validation = Validation::new(algs[0]);
-    validation.algorithms = algs;
-    validation.leeway = cfg.leeway.as_secs().min(MAX_LEEWAY.as_secs());
-    validation.validate_nbf = true;
-    validation.validate_exp = true;
-    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-    validation.set_issuer(&[cfg.issuer.as_str()]);
-    validation.set_audience(audiences);
-    validation
 }
 
 /// Loads a PEM public key, trying the families the issuer's algorithms use.

@@ -9,6 +9,10 @@
 //!   against a public key (each key only verifies its own family), an unknown
 //!   `kid`, a bad signature, an expired or not-yet-valid token: all 401;
 //! - HMAC secrets are at least 32 bytes;
+//! - keys come from files, or from the issuer's JWKS (`jwks`: only keys
+//!   that fit the configured algorithms; a token with an unknown `kid` may
+//!   wait for one refresh, at most once per `jwks_min_refresh`); a cached
+//!   verification counts only while the key set that made it is in force;
 //! - every refusal says what is wrong with the token (its algorithm and the
 //!   issuer's accepted ones, a missing `kid`, a claim of the wrong type),
 //!   never anything about the keys beyond their algorithms.
@@ -24,8 +28,13 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Map, Value};
 
 mod build;
+mod cache;
+pub mod jwks;
 
+use arc_swap::ArcSwap;
 use build::build_issuer;
+use cache::VerifiedCache;
+pub use jwks::{JwksInstalled, JwksSource, JwksTarget};
 
 use super::{Principal, Scopes};
 use crate::config::{IssuerConfig, Problem, RateSpec};
@@ -46,6 +55,34 @@ struct IssuerKey {
     encoding: Option<EncodingKey>,
 }
 
+/// What jsonwebtoken checks for a key: only the issuer's algorithms of its
+/// family, `exp`, `nbf`, `iss`, `aud` and `sub` required, the leeway.
+fn validation(iss: &str, leeway: u64, algs: Vec<Algorithm>, audiences: &[String]) -> Validation {
+    let mut validation = Validation::new(algs[0]);
+    validation.algorithms = algs;
+    validation.leeway = leeway;
+    validation.validate_nbf = true;
+    validation.validate_exp = true;
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    validation.set_issuer(&[iss]);
+    validation.set_audience(audiences);
+    validation
+}
+
+/// An issuer's keys at one moment: fixed for keys from files, replaced
+/// whole when a JWKS fetch brings a different set.
+#[derive(Default)]
+struct KeyRing {
+    keys: Vec<IssuerKey>,
+    kids_in_use: bool,
+    /// Bumped each time the set changes: a verified token is only taken
+    /// from the cache while the set that verified it is still in force.
+    generation: u64,
+    /// SHA-256 of the JWKS keys taken (`None` for keys from files), to
+    /// tell a fetch that changed nothing.
+    fingerprint: Option<[u8; 32]>,
+}
+
 /// One trusted issuer, ready to verify tokens.
 pub struct Issuer {
     pub id: String,
@@ -55,8 +92,11 @@ pub struct Issuer {
     rate_limit: Option<RateSpec>,
     /// Every algorithm the issuer accepts, as configured.
     algorithms: Vec<Algorithm>,
-    keys: Vec<IssuerKey>,
-    kids_in_use: bool,
+    /// Allowed skew on `exp`/`nbf`, in seconds.
+    leeway: u64,
+    ring: ArcSwap<KeyRing>,
+    /// Where the keys come from when they are fetched (`jwks_url`, `discovery`).
+    jwks: Option<JwksSource>,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -65,7 +105,8 @@ impl std::fmt::Debug for Issuer {
         f.debug_struct("Issuer")
             .field("id", &self.id)
             .field("iss", &self.iss)
-            .field("keys", &self.keys.len())
+            .field("keys", &self.ring.load().keys.len())
+            .field("jwks", &self.jwks.is_some())
             .finish()
     }
 }
@@ -76,43 +117,6 @@ pub struct Issuers {
     by_iss: Arc<HashMap<String, Arc<Issuer>>>,
     by_id: Arc<BTreeMap<String, Arc<Issuer>>>,
     verified: Arc<VerifiedCache>,
-}
-
-/// Tokens that verified, by SHA-256 of the whole token, until their `exp`.
-///
-/// Service clients (Zapier, CRMs) send the same token for its whole life;
-/// checking its signature and claims once is enough. Only tokens that passed
-/// every check are cached, the key covers every byte of the token (so a
-/// modified token never hits), and an entry is dropped at the token's `exp`
-/// (without the leeway). Bounded: when full, expired entries go first, then
-/// everything.
-#[derive(Debug, Default)]
-struct VerifiedCache(std::sync::Mutex<HashMap<[u8; 32], Verified>>);
-
-/// A verified token's principal and `exp` (Unix seconds).
-type Verified = (Arc<Principal>, u64);
-
-/// Most tokens remembered at once.
-const VERIFIED_CACHE_MAX: usize = 10_000;
-
-impl VerifiedCache {
-    fn get(&self, key: &[u8; 32], now: u64) -> Option<Arc<Principal>> {
-        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(key)
-            .filter(|(_, exp)| now < *exp)
-            .map(|(p, _)| p.clone())
-    }
-
-    fn put(&self, key: [u8; 32], principal: Arc<Principal>, exp: u64, now: u64) {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= VERIFIED_CACHE_MAX {
-            map.retain(|_, (_, e)| now < *e);
-            if map.len() >= VERIFIED_CACHE_MAX {
-                map.clear();
-            }
-        }
-        map.insert(key, (principal, exp));
-    }
 }
 
 /// Real time in Unix seconds: jsonwebtoken checks `exp` and `nbf` against
@@ -150,6 +154,9 @@ pub enum TokenError {
     NoKid,
     #[error("the token's `kid` does not name a configured key of this issuer")]
     UnknownKid,
+    /// A JWKS issuer whose key set has not been fetched yet.
+    #[error("this issuer's signing keys could not be fetched yet; try again later")]
+    KeysUnavailable,
     /// The issuer accepts the algorithm, but not with the key `kid` names.
     #[error(
         "the token's algorithm {alg:?} does not fit the key its `kid` names (that key takes: {accepted})"
@@ -254,17 +261,45 @@ impl Issuers {
         if let Some(principal) = self.verified.get(&cache_key, now) {
             return Ok(principal);
         }
-        let (principal, exp) = self.verify_uncached(token)?;
+        let (principal, exp, by) = self.verify_uncached(token)?;
         let principal = Arc::new(principal);
-        self.verified.put(cache_key, principal.clone(), exp, now);
+        self.verified
+            .put(cache_key, principal.clone(), exp, by, now);
         Ok(principal)
+    }
+
+    /// `verify`, and when the token names a `kid` a JWKS issuer does not
+    /// have (or its keys were never fetched): one refresh of that issuer's
+    /// key set, waited for (at most `jwks::REFRESH_WAIT`), then the token
+    /// is checked again. Such refreshes happen at most once per the
+    /// issuer's `jwks_min_refresh`; within it the token is refused at once.
+    pub async fn verify_fresh(&self, token: &str) -> Result<Arc<Principal>, TokenError> {
+        let first = self.verify(token);
+        if !matches!(
+            first,
+            Err(TokenError::UnknownKid | TokenError::KeysUnavailable)
+        ) {
+            return first;
+        }
+        let issuer = unverified_parts(token)
+            .ok()
+            .and_then(|(_, claims)| self.by_iss.get(claims.get("iss")?.as_str()?).cloned());
+        match issuer.as_ref().and_then(|i| i.jwks.as_ref()) {
+            Some(jwks) if jwks.refresh_for_unknown_kid().await => self.verify(token),
+            _ => first,
+        }
+    }
+
+    /// The issuers whose keys come from a JWKS (for the fetcher).
+    pub fn remote(&self) -> impl Iterator<Item = &Arc<Issuer>> {
+        self.by_id.values().filter(|i| i.jwks.is_some())
     }
 
     /// The full check; returns the principal and the token's `exp`.
     ///
     /// Order: shape, header, issuer (by the unverified `iss`), the issuer's
     /// algorithms, `kid`, then signature and claims with each candidate key.
-    fn verify_uncached(&self, token: &str) -> Result<(Principal, u64), TokenError> {
+    fn verify_uncached(&self, token: &str) -> Result<(Principal, u64, VerifiedBy), TokenError> {
         let (header, claims) = unverified_parts(token)?;
         let alg = header_algorithm(&header)?;
         let iss = match claims.get("iss") {
@@ -279,15 +314,19 @@ impl Issuers {
                 accepted: list(&issuer.algorithms),
             });
         }
+        let ring = issuer.ring.load();
+        if ring.keys.is_empty() {
+            return Err(TokenError::KeysUnavailable);
+        }
         let kid = match header.get("kid") {
             None | Some(Value::Null) => None,
             Some(Value::String(kid)) => Some(kid.as_str()),
             Some(_) => return Err(TokenError::Malformed("its header's `kid` is not a string")),
         };
-        let candidates: Vec<&IssuerKey> = match (issuer.kids_in_use, kid) {
-            (false, _) => issuer.keys.iter().collect(),
+        let candidates: Vec<&IssuerKey> = match (ring.kids_in_use, kid) {
+            (false, _) => ring.keys.iter().collect(),
             (true, None) => return Err(TokenError::NoKid),
-            (true, Some(kid)) => issuer
+            (true, Some(kid)) => ring
                 .keys
                 .iter()
                 .filter(|k| k.kid.as_deref() == Some(kid))
@@ -326,7 +365,8 @@ impl Issuers {
                         .get("exp")
                         .and_then(Value::as_f64)
                         .unwrap_or(0.0) as u64;
-                    return issuer.principal(&data.claims).map(|p| (p, exp));
+                    let by = (issuer.clone(), ring.generation);
+                    return issuer.principal(&data.claims).map(|p| (p, exp, by));
                 }
                 Err(e) => {
                     let e = classify(e.kind(), &claims);
@@ -354,7 +394,8 @@ impl Issuers {
             .by_id
             .get(issuer_id)
             .ok_or_else(|| format!("no JWT issuer `{issuer_id}` is configured"))?;
-        let key = issuer
+        let ring = issuer.ring.load();
+        let key = ring
             .keys
             .iter()
             .find(|k| k.encoding.is_some())
@@ -401,6 +442,9 @@ impl Issuer {
         })
     }
 }
+
+/// The issuer and the generation of its key set that verified a token.
+type VerifiedBy = (Arc<Issuer>, u64);
 
 /// A JWT part decoded as a JSON object.
 type JsonObject = Map<String, Value>;
@@ -476,18 +520,46 @@ mod tests {
         })
     }
 
+    fn issuer() -> Arc<Issuer> {
+        Arc::new(Issuer {
+            id: "t".into(),
+            iss: "https://t.test/".into(),
+            audiences: vec!["a".into()],
+            scope_claim: "scope".into(),
+            rate_limit: None,
+            algorithms: vec![Algorithm::RS256],
+            leeway: 0,
+            ring: ArcSwap::from_pointee(KeyRing::default()),
+            jwks: None,
+        })
+    }
+
     #[test]
     fn cached_tokens_expire_at_exp_and_the_cache_stays_bounded() {
         let cache = VerifiedCache::default();
-        cache.put([1; 32], principal("a"), 100, 50);
+        let by = || (issuer(), 0);
+        cache.put([1; 32], principal("a"), 100, by(), 50);
         assert!(cache.get(&[1; 32], 99).is_some());
         assert!(cache.get(&[1; 32], 100).is_none(), "gone at exp");
         assert!(cache.get(&[2; 32], 50).is_none());
-        for i in 0..(VERIFIED_CACHE_MAX as u32 + 10) {
+        for i in 0..(cache::VERIFIED_CACHE_MAX as u32 + 10) {
             let mut key = [0u8; 32];
             key[..4].copy_from_slice(&i.to_le_bytes());
-            cache.put(key, principal("x"), 1000, 50);
+            cache.put(key, principal("x"), 1000, by(), 50);
         }
-        assert!(cache.0.lock().unwrap().len() <= VERIFIED_CACHE_MAX);
+        assert!(cache.len() <= cache::VERIFIED_CACHE_MAX);
+    }
+
+    #[test]
+    fn cached_tokens_stop_counting_when_their_issuers_keys_change() {
+        let cache = VerifiedCache::default();
+        let issuer = issuer();
+        cache.put([1; 32], principal("a"), 100, (issuer.clone(), 0), 50);
+        assert!(cache.get(&[1; 32], 60).is_some());
+        issuer.ring.store(Arc::new(KeyRing {
+            generation: 1,
+            ..KeyRing::default()
+        }));
+        assert!(cache.get(&[1; 32], 60).is_none(), "a new key set");
     }
 }

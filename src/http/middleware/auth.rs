@@ -42,7 +42,7 @@ pub fn signed_trigger(app: &AppState, req: &Request) -> bool {
 }
 
 /// The caller's principal, or the 401 to answer.
-pub fn identify(app: &AppState, headers: &HeaderMap) -> Result<Arc<Principal>, ApiError> {
+pub async fn identify(app: &AppState, headers: &HeaderMap) -> Result<Arc<Principal>, ApiError> {
     let token = match (headers.get(header::AUTHORIZATION), headers.get("x-api-key")) {
         (Some(value), _) => {
             let value = value.to_str().map_err(|_| {
@@ -94,7 +94,10 @@ pub fn identify(app: &AppState, headers: &HeaderMap) -> Result<Arc<Principal>, A
             true,
         ));
     }
+    // A JWKS issuer's token with an unknown `kid` may wait for one refresh
+    // of its key set (bounded; see `auth::jwt::jwks`).
     app.issuers
-        .verify(token)
+        .verify_fresh(token)
+        .await
         .map_err(|e| ApiError::unauthorized(e.to_string(), true))
 }

@@ -140,7 +140,7 @@ async fn authenticated(app: &AppState, mut req: Request, next: Next, ip: IpAddr)
         // the per-principal limit to the sender.
         return next.run(req).await;
     }
-    let principal = match auth::identify(app, req.headers()) {
+    let principal = match auth::identify(app, req.headers()).await {
         Ok(p) => p,
         Err(e) => return refuse(app, req, e).await,
     };
