@@ -287,7 +287,9 @@ mod tests {
             return;
         };
         let prefix = format!("callgate-test:{}:", ulid::Ulid::generate());
-        let redis = Redis::connect(&url, &prefix, Duration::from_millis(100))
+        // 2 s, not the 100 ms default: a busy machine must not turn a slow
+        // answer into a refusal here (this compares decisions, not speed).
+        let redis = Redis::connect(&url, &prefix, Duration::from_secs(2))
             .await
             .unwrap();
         assert!(redis.is_up(), "Redis at {url} does not answer");

@@ -500,12 +500,24 @@ async fn a_blocked_writer_answers_503_with_retry_after_instead_of_queueing() {
         .key("zapier", &["triggers:run"])
         .start()
         .await;
-    assert_eq!(
-        app.trigger(app.key("zapier"), "demo-call", &demo_body())
-            .await
-            .status(),
-        202
-    );
+    // The gateway's own background writes (delivery claims, housekeeping)
+    // share the one-place queue, so the first trigger may meet a full
+    // queue once: it is sent again until it is accepted.
+    crate::runner::eventually(
+        Duration::from_secs(15),
+        "the first trigger accepted",
+        || async {
+            let r = app
+                .trigger(app.key("zapier"), "demo-call", &demo_body())
+                .await;
+            match r.status().as_u16() {
+                202 => Some(()),
+                503 => None,
+                other => panic!("unexpected {other}"),
+            }
+        },
+    )
+    .await;
     // Another process takes the database's write lock and holds it.
     let blocker = hold_write_lock(&app);
 
@@ -565,7 +577,8 @@ async fn a_blocked_writer_answers_503_with_retry_after_instead_of_queueing() {
             other => panic!("unexpected {other}"),
         }
     }
-    assert!(committed >= 1, "the request in the writer must commit");
+    // What is in the writer may be one of the gateway's own background
+    // writes rather than a trigger: every 202 is on disk, nothing else is.
     assert_eq!(app.jobs_on_disk().await, 1 + committed);
     // Ready again once the writer is free (one probe may still miss its
     // 2 s heartbeat budget on a loaded machine; readiness must return).
