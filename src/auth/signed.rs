@@ -8,7 +8,8 @@
 //! either way (replays, and requests signed for later). Several entries are
 //! several secrets (rotation): the first that verifies decides. A verified
 //! request yields a message key that the gateway uses as its
-//! Idempotency-Key when the sender sends none, so that a replay or a retry
+//! Idempotency-Key (an Idempotency-Key header, not being signed, never
+//! replaces it), so that a replay or a retry
 //! of one message never makes a second job: the Standard Webhooks
 //! `webhook-id` (a sender's retries keep it), else a hash of the signature
 //! (HubSpot and plain HMAC have no message id). Errors say what was wrong,

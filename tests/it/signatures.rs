@@ -164,6 +164,27 @@ async fn a_replayed_or_retried_message_gets_the_first_answer_and_never_a_second_
         let body: Value = again.json().await.unwrap();
         assert_eq!(body["job_id"], accepted["job_id"]);
     }
+    // The Idempotency-Key header is not signed: a replay that sends fresh
+    // keys still meets the signed message's key, and its first answer.
+    for fresh in ["attacker-key-1", "attacker-key-2"] {
+        let again = app
+            .client
+            .post(app.url("/v1/triggers/signed-call"))
+            .header("content-type", "application/json")
+            .header("idempotency-key", fresh)
+            .header("webhook-id", &first.id)
+            .header("webhook-timestamp", first.ts.to_string())
+            .header("webhook-signature", &first.signature)
+            .body(first.body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 202);
+        assert_eq!(again.headers()["idempotent-replayed"], "true");
+        let body: Value = again.json().await.unwrap();
+        assert_eq!(body["job_id"], accepted["job_id"]);
+    }
+    assert_eq!(app.jobs_on_disk().await, 1, "no second job");
     // Another body under the old signature fails the signature…
     let mut forged = message(&whsec(2), "msg_replay", first.ts, &demo_body());
     forged.body = serde_json::to_vec(&json!({"phone_number": "+15550129999"})).unwrap();

@@ -204,7 +204,13 @@ impl Accept<'_> {
     ) -> Result<Response, ApiError> {
         let (app, trigger) = (self.app, self.trigger);
         let kind = BodyKind::from_content_type(headers.get(header::CONTENT_TYPE))?;
-        let idem_key = idempotency::key_from(headers)?.or_else(|| self.message_key.clone());
+        // A signed message's key always wins: the Idempotency-Key header is
+        // not signed, so letting it replace the key would let anyone who
+        // captured a message replay it under fresh keys, each a new job.
+        let idem_key = match &self.message_key {
+            Some(key) => Some(key.clone()),
+            None => idempotency::key_from(headers)?,
+        };
         let bytes = match payload {
             Payload::Read(bytes) => bytes,
             Payload::Unread(body) => {

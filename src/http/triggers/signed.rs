@@ -25,7 +25,8 @@ use crate::limits::PolicyState;
 pub(super) struct SignedSender {
     pub principal: Arc<Principal>,
     pub body: Bytes,
-    /// The Idempotency-Key the request stands for when it sends none.
+    /// The Idempotency-Key the request stands for (an Idempotency-Key
+    /// header, which is not signed, never replaces it).
     pub message_key: String,
     /// The sender's per-principal limit.
     pub limit: PolicyState,
