@@ -343,8 +343,13 @@ fn describe(e: &reqwest::Error) -> String {
     } else {
         "request failed"
     };
-    let mut msg = kind.to_owned();
-    let mut cur = std::error::Error::source(e);
+    with_causes(kind.to_owned(), e)
+}
+
+/// `msg`, then each cause of `e` after a colon (reqwest's own message stops
+/// at "error sending request"; the causes say why).
+pub(crate) fn with_causes(mut msg: String, e: &dyn std::error::Error) -> String {
+    let mut cur = e.source();
     while let Some(c) = cur {
         msg.push_str(": ");
         msg.push_str(&c.to_string());

@@ -270,12 +270,5 @@ fn describe(e: &reqwest::Error) -> String {
     if let Some(refused) = ssrf::refusal(e) {
         return refused.to_string();
     }
-    let mut msg = e.to_string();
-    let mut cur = std::error::Error::source(e);
-    while let Some(c) = cur {
-        msg.push_str(": ");
-        msg.push_str(&c.to_string());
-        cur = c.source();
-    }
-    msg
+    super::client::with_causes(e.to_string(), e)
 }
