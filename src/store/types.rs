@@ -350,3 +350,13 @@ pub enum Replay {
     NotReplayable(DeliveryStatus),
     Queued(Box<DeliveryRecord>),
 }
+
+/// A number on the stored do-not-call list (added through the API).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DncEntry {
+    /// E.164.
+    pub number: String,
+    pub added_at_ms: i64,
+    /// The principal that added it.
+    pub added_by: String,
+}

@@ -200,6 +200,18 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     );
     "#,
     ),
+    (
+        4,
+        "the do-not-call list as stored through the API",
+        r#"
+    -- COLLATE "C": listed in byte order, as on SQLite (the cursor is a number).
+    CREATE TABLE do_not_call (
+        number TEXT COLLATE "C" PRIMARY KEY,
+        added_at BIGINT NOT NULL,
+        added_by TEXT NOT NULL
+    );
+    "#,
+    ),
 ];
 
 /// Applies the migrations not applied yet to the connection's current

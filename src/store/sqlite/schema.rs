@@ -187,6 +187,17 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         );
         "#,
     ),
+    (
+        7,
+        "the do-not-call list as stored through the API",
+        r#"
+        CREATE TABLE do_not_call (
+            number TEXT PRIMARY KEY,
+            added_at BIGINT NOT NULL,
+            added_by TEXT NOT NULL
+        );
+        "#,
+    ),
 ];
 
 /// Applies the migrations not applied yet, each in its own transaction.

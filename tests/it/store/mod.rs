@@ -13,6 +13,7 @@ mod calls;
 mod claims;
 mod deliveries;
 mod delivery_log;
+mod dnc;
 mod engines;
 mod jobs;
 mod leadership;
@@ -98,6 +99,8 @@ conformance! {
         shared::a_breaker_opens_lets_one_probe_through_reopens_longer_and_closes,
         shared::the_capped_claim_takes_at_most_the_cap_less_unexpired_leases,
         lifecycle::a_lone_instance_leads_the_housekeeping,
+        dnc::do_not_call_entries_are_added_once_listed_in_order_and_removed,
+        dnc::a_large_do_not_call_import_is_added_in_one_call,
     ],
     db: [
         lifecycle::a_blocked_writer_refuses_enqueues_at_once_past_its_bound,
@@ -105,5 +108,6 @@ conformance! {
         jobs::a_status_no_engine_writes_is_an_error_not_a_default,
         shared::two_stores_on_one_database_share_a_rate,
         shared::concurrent_capped_claims_from_two_stores_never_exceed_the_cap,
+        dnc::an_entry_added_by_one_store_is_seen_by_another_at_once,
     ],
 }
