@@ -22,6 +22,7 @@ mod cli;
 mod config;
 mod deliveries;
 mod deploy_files;
+mod dnc_api;
 mod durability;
 mod errors;
 mod fuzz;
