@@ -188,6 +188,16 @@ pub trait Store: Send + Sync + 'static {
 
     async fn calls_for_job(&self, job_id: &JobId) -> Result<Vec<CallRecord>, StoreError>;
 
+    /// Calls matching `filter`, newest first, at most `limit` (at least
+    /// 1); `before` is the cursor: only calls whose id sorts before it (ids
+    /// sort by creation time).
+    async fn calls(
+        &self,
+        filter: CallFilter,
+        before: Option<CallId>,
+        limit: usize,
+    ) -> Result<Vec<CallRecord>, StoreError>;
+
     /// Calls not final and not updated since `before_ms` (to reconcile).
     async fn stale_calls(&self, before_ms: i64) -> Result<Vec<CallRecord>, StoreError>;
 

@@ -41,7 +41,7 @@ use async_trait::async_trait;
 use deadpool_postgres::Pool;
 
 use super::{
-    BreakerAdmission, BreakerPolicy, BreakerRow, CallEventIn, CallRecord, CallStatus,
+    BreakerAdmission, BreakerPolicy, BreakerRow, CallEventIn, CallFilter, CallRecord, CallStatus,
     ClaimedDelivery, ClaimedJob, DeliveryAttempt, DeliveryFilter, DeliveryRecord, DeliveryStatus,
     DncEntry, EnqueueOutcome, EventApplied, EventJobs, IdempotencyRecord, JobEvent, JobFilter,
     JobRecord, JobUpdate, NewCall, NewDelivery, NewJob, Replay, Reservation, Store, StoreError,
@@ -369,6 +369,16 @@ impl Store for PgStore {
 
     async fn calls_for_job(&self, job_id: &JobId) -> Result<Vec<CallRecord>, StoreError> {
         on_conn!(self, |c| reads::calls_for_job(&c, job_id).await)
+    }
+
+    async fn calls(
+        &self,
+        filter: CallFilter,
+        before: Option<CallId>,
+        limit: usize,
+    ) -> Result<Vec<CallRecord>, StoreError> {
+        on_conn!(self, |c| reads::calls(&c, &filter, before.as_ref(), limit)
+            .await)
     }
 
     async fn stale_calls(&self, before_ms: i64) -> Result<Vec<CallRecord>, StoreError> {

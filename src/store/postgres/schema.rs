@@ -202,7 +202,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (
         4,
-        "the do-not-call list as stored through the API",
+        "the do-not-call list as stored through the API; calls by number",
         r#"
     -- COLLATE "C": listed in byte order, as on SQLite (the cursor is a number).
     CREATE TABLE do_not_call (
@@ -210,6 +210,8 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         added_at BIGINT NOT NULL,
         added_by TEXT NOT NULL
     );
+    -- GET /v1/calls?to=…: a number's calls.
+    CREATE INDEX calls_to ON calls (to_number);
     "#,
     ),
 ];

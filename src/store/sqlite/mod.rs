@@ -31,7 +31,7 @@ use tokio::sync::oneshot;
 pub use writer::MAX_ROWS_PER_STATEMENT;
 
 use super::{
-    BreakerAdmission, BreakerPolicy, BreakerRow, CallEventIn, CallRecord, CallStatus,
+    BreakerAdmission, BreakerPolicy, BreakerRow, CallEventIn, CallFilter, CallRecord, CallStatus,
     ClaimedDelivery, ClaimedJob, DeliveryAttempt, DeliveryFilter, DeliveryRecord, DeliveryStatus,
     DncEntry, EnqueueOutcome, EventApplied, EventJobs, GroupCommit, IdempotencyRecord, JobEvent,
     JobFilter, JobRecord, JobUpdate, NewCall, NewDelivery, NewJob, Replay, Reservation, Store,
@@ -286,6 +286,16 @@ impl Store for SqliteStore {
     async fn calls_for_job(&self, job_id: &JobId) -> Result<Vec<CallRecord>, StoreError> {
         let job_id = job_id.clone();
         self.read(move |conn| reads::calls_for_job(conn, &job_id))
+            .await
+    }
+
+    async fn calls(
+        &self,
+        filter: CallFilter,
+        before: Option<CallId>,
+        limit: usize,
+    ) -> Result<Vec<CallRecord>, StoreError> {
+        self.read(move |conn| reads::calls(conn, &filter, before.as_ref(), limit))
             .await
     }
 

@@ -9,6 +9,7 @@
 //! `&TestDb`. Each is listed once below and runs as one test per case.
 
 mod call_events;
+mod call_list;
 mod calls;
 mod claims;
 mod deliveries;
@@ -79,6 +80,7 @@ conformance! {
         calls::set_call_status_sets_the_status_outright,
         calls::stale_calls_are_the_line_holding_ones_without_news,
         calls::a_refused_call_is_dialed_again_only_on_a_free_line,
+        call_list::calls_are_listed_newest_first_by_filter_and_cursor,
         call_events::call_events_apply_once_forward_only_and_merge_details,
         call_events::a_final_call_event_wakes_the_job_frees_the_line_and_starts_its_jobs,
         call_events::a_call_event_whose_jobs_cannot_be_inserted_changes_nothing,
