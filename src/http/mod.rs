@@ -3,6 +3,7 @@
 //! request meets it. The server and the tests use these same two functions.
 
 mod actions;
+mod call_list;
 mod calls;
 mod deliveries;
 mod dnc;
@@ -162,6 +163,12 @@ pub fn endpoints() -> Vec<Endpoint> {
             "/v1/jobs/{job_id}",
             Authenticated,
             jobs::get_job,
+        ),
+        endpoint(
+            Method::GET,
+            "/v1/calls",
+            Authenticated,
+            call_list::list_calls,
         ),
         endpoint(
             Method::GET,

@@ -18,6 +18,7 @@ mod architecture;
 mod auth;
 mod backup;
 mod calls;
+mod calls_api;
 mod cli;
 mod config;
 mod deliveries;
