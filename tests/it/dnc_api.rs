@@ -113,6 +113,34 @@ async fn listed_numbers_are_not_dialed(builder: Builder) {
     assert_eq!(dialed(&app), ["+15550120000"]);
 }
 
+/// Two instances on one database: a number listed through one stops the
+/// other's next dial (it reads the store at each dial; nothing to go
+/// stale), and removing it through the other lets the next job dial.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_postgres_a_number_listed_through_one_instance_is_not_dialed_by_another() {
+    let url = crate::pg_url_or_skip!(
+        "on_postgres_a_number_listed_through_one_instance_is_not_dialed_by_another"
+    );
+    let a = app_builder().postgres(&url).start().await;
+    let shared = a.pg.as_ref().unwrap().url.clone();
+    let b = app_builder().storage_url(&shared).start().await;
+    let listed = accept(&b, &json!({"phone_number": "+15550121234"})).await;
+    let r = send(&a, "PUT", "ops", "/v1/do-not-call/+15550121234").await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(b.run_pending().await, 1);
+    let job = get_json(&b, b.key("zapier"), &format!("/v1/jobs/{listed}")).await;
+    assert_eq!(job["status"], "rejected", "{job}");
+    assert!(dialed(&b).is_empty());
+
+    let r = send(&b, "DELETE", "ops", "/v1/do-not-call/+15550121234").await;
+    assert_eq!(r.status(), 204);
+    let again = accept(&a, &json!({"phone_number": "+15550121234"})).await;
+    assert_eq!(a.run_pending().await, 1);
+    let job = get_json(&a, a.key("zapier"), &format!("/v1/jobs/{again}")).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(dialed(&a), ["+15550121234"]);
+}
+
 #[tokio::test]
 async fn a_number_is_added_read_and_removed_in_any_written_form() {
     let app = app_builder().start().await;
