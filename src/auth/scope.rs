@@ -4,7 +4,8 @@
 //! jobs that another principal created (a principal always reads its own).
 //! `deliveries:read` / `deliveries:write` read and replay the delivery log,
 //! `actions:invoke` calls mid-call actions, `metrics:read` scrapes
-//! `/metrics`.
+//! `/metrics`, `dnc:read` / `dnc:write` read and change the do-not-call
+//! list.
 
 use std::fmt;
 
@@ -25,16 +26,22 @@ pub enum Scope {
     ActionsInvoke,
     /// `metrics:read`: `GET /metrics`.
     MetricsRead,
+    /// `dnc:read`: read the do-not-call list.
+    DncRead,
+    /// `dnc:write`: add to, remove from and import into the do-not-call list.
+    DncWrite,
 }
 
 /// Every scope that is not per trigger, as written.
-pub const NAMED_SCOPES: [(&str, Scope); 6] = [
+pub const NAMED_SCOPES: [(&str, Scope); 8] = [
     ("triggers:run", Scope::TriggersRun),
     ("jobs:read", Scope::JobsRead),
     ("deliveries:read", Scope::DeliveriesRead),
     ("deliveries:write", Scope::DeliveriesWrite),
     ("actions:invoke", Scope::ActionsInvoke),
     ("metrics:read", Scope::MetricsRead),
+    ("dnc:read", Scope::DncRead),
+    ("dnc:write", Scope::DncWrite),
 ];
 
 impl Scope {

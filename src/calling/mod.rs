@@ -6,7 +6,7 @@
 mod country_zones;
 pub mod window;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -36,13 +36,25 @@ pub struct Agent {
     pub default_zone: Tz,
 }
 
-/// Numbers never to call (E.164).
+/// Numbers never to call (E.164), from the seed file; the store holds
+/// those added through the API.
 #[derive(Debug, Clone, Default)]
-pub struct DoNotCall(Arc<HashSet<String>>);
+pub struct DoNotCall(Arc<BTreeSet<String>>);
 
 impl DoNotCall {
     pub fn contains(&self, e164: &str) -> bool {
         self.0.contains(e164)
+    }
+
+    /// Up to `limit` numbers in order, only those after `after`.
+    pub fn sorted_after(&self, after: Option<&str>, limit: usize) -> Vec<String> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let from = after.map_or(Unbounded, |a| Excluded(a.to_owned()));
+        self.0
+            .range((from, Unbounded))
+            .take(limit)
+            .cloned()
+            .collect()
     }
 
     pub fn len(&self) -> usize {
@@ -133,7 +145,7 @@ pub fn load_dnc(path: &Path, file: &str, problems: &mut Vec<Problem>) -> DoNotCa
             return DoNotCall::default();
         }
     };
-    let mut numbers = HashSet::new();
+    let mut numbers = BTreeSet::new();
     for (i, line) in text.lines().enumerate() {
         let entry = line.split('#').next().unwrap_or_default().trim();
         if entry.is_empty() {

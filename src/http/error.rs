@@ -95,6 +95,13 @@ pub enum ApiError {
     /// (every violation listed).
     #[error("the input is not valid for this trigger; see `errors`")]
     Validation(Vec<Violation>),
+    /// 422: a value outside a trigger's input (a path segment, a
+    /// do-not-call number) cannot be used; the detail names it.
+    #[error("{detail}")]
+    InvalidValue {
+        detail: String,
+        errors: Vec<Violation>,
+    },
     /// 422: an Idempotency-Key reused with a different body.
     #[error("this Idempotency-Key was already used with a different request body")]
     IdempotencyKeyReused,
@@ -189,7 +196,7 @@ impl ApiError {
             UpstreamUnavailable(_) => &UPSTREAM,
             PayloadTooLarge { .. } => &TOO_LARGE,
             UnsupportedMediaType(_) => &MEDIA_TYPE,
-            Validation(_) => &VALIDATION,
+            Validation(_) | InvalidValue { .. } => &VALIDATION,
             IdempotencyKeyReused => &KEY_REUSED,
             RateLimited(_) => &RATE_LIMITED,
             Overloaded { .. } => &OVERLOADED,
@@ -294,7 +301,9 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let level = self.log_level();
         let errors = match &self {
-            ApiError::Validation(v) | ApiError::BadRequest { errors: v, .. } => {
+            ApiError::Validation(v)
+            | ApiError::BadRequest { errors: v, .. }
+            | ApiError::InvalidValue { errors: v, .. } => {
                 Some(v.as_slice()).filter(|v| !v.is_empty())
             }
             _ => None,

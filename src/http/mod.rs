@@ -3,8 +3,10 @@
 //! request meets it. The server and the tests use these same two functions.
 
 mod actions;
+mod call_list;
 mod calls;
 mod deliveries;
+mod dnc;
 pub mod error;
 mod extract;
 mod health;
@@ -164,6 +166,12 @@ pub fn endpoints() -> Vec<Endpoint> {
         ),
         endpoint(
             Method::GET,
+            "/v1/calls",
+            Authenticated,
+            call_list::list_calls,
+        ),
+        endpoint(
+            Method::GET,
             "/v1/calls/{call_id}",
             Authenticated,
             calls::get_call,
@@ -197,6 +205,36 @@ pub fn endpoints() -> Vec<Endpoint> {
             "/v1/deliveries/{delivery_id}/retry",
             Authenticated,
             deliveries::retry_delivery,
+        ),
+        endpoint(
+            Method::GET,
+            "/v1/do-not-call",
+            Authenticated,
+            dnc::list_do_not_call,
+        ),
+        endpoint(
+            Method::POST,
+            "/v1/do-not-call",
+            Authenticated,
+            dnc::import_do_not_call,
+        ),
+        endpoint(
+            Method::GET,
+            "/v1/do-not-call/{number}",
+            Authenticated,
+            dnc::get_do_not_call,
+        ),
+        endpoint(
+            Method::PUT,
+            "/v1/do-not-call/{number}",
+            Authenticated,
+            dnc::put_do_not_call,
+        ),
+        endpoint(
+            Method::DELETE,
+            "/v1/do-not-call/{number}",
+            Authenticated,
+            dnc::delete_do_not_call,
         ),
         endpoint(Method::GET, "/metrics", Authenticated, deliveries::metrics),
     ]

@@ -1,6 +1,7 @@
 //! Placing one call, with every calling rule, and never twice.
 //!
-//! Order: do-not-call (rejected) → calling window in the callee's zone
+//! Order: do-not-call, the seed file's and the stored list's (rejected;
+//! waiting when the store cannot say) → calling window in the callee's zone
 //! (scheduled) → provider dial rate, shared through the store (waiting;
 //! also when the store cannot decide: fail closed) → reserve a line and record
 //! the call durably before asking the provider (waiting when all lines are
@@ -19,7 +20,8 @@ use crate::ids::{CallId, JobId};
 use crate::store::CallStatus;
 use crate::store::{CallRecord, NewCall, Reservation};
 
-/// How long a job waits when the shared dial rate cannot be read.
+/// How long a job waits when the shared dial rate or the stored
+/// do-not-call list cannot be read.
 const DIAL_RATE_UNAVAILABLE_WAIT_MS: i64 = 1_000;
 
 /// One call to place.
@@ -38,12 +40,7 @@ impl RunnerCtx {
     /// the job does instead.
     pub(super) async fn place_call(&self, plan: CallPlan<'_>) -> Result<CallId, Next> {
         let now = self.clock.now_ms();
-        if self.config.do_not_call.contains(plan.to) {
-            return Err(Next::Reject(format!(
-                "{} is on the do-not-call list",
-                plan.to
-            )));
-        }
+        self.check_do_not_call(plan.to, now).await?;
         let zones = crate::calling::callee_zones(plan.to, plan.timezone, plan.agent.default_zone)
             .map_err(|e| Next::Fail(format!("callee time zone: {e}")))?;
         match plan.agent.window.next_opening(now, &zones) {
@@ -86,6 +83,29 @@ impl RunnerCtx {
             Reservation::Created(id) => self.dial(&id).await,
             Reservation::Existing(id) => self.reconcile(&id).await,
         }
+    }
+
+    /// Rejects a number on the do-not-call list: the seed file (in the
+    /// catalog) or the stored list, read from the store at every dial
+    /// rather than cached, so an entry added through any instance applies
+    /// to the next dial everywhere (one indexed read beside the dial's
+    /// writes). Fails closed: when the store cannot be read, the job waits.
+    async fn check_do_not_call(&self, to: &str, now: i64) -> Result<(), Next> {
+        let listed = self.config.do_not_call.contains(to)
+            || match self.store.do_not_call(to).await {
+                Ok(entry) => entry.is_some(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the do-not-call list could not be read; the job waits");
+                    return Err(Next::Wait {
+                        until: now + DIAL_RATE_UNAVAILABLE_WAIT_MS,
+                        reason: "do-not-call list (storage unavailable)".into(),
+                    });
+                }
+            };
+        if listed {
+            return Err(Next::Reject(format!("{to} is on the do-not-call list")));
+        }
+        Ok(())
     }
 
     /// Takes one dial from the provider's rate, shared by every instance

@@ -188,6 +188,16 @@ pub trait Store: Send + Sync + 'static {
 
     async fn calls_for_job(&self, job_id: &JobId) -> Result<Vec<CallRecord>, StoreError>;
 
+    /// Calls matching `filter`, newest first, at most `limit` (at least
+    /// 1); `before` is the cursor: only calls whose id sorts before it (ids
+    /// sort by creation time).
+    async fn calls(
+        &self,
+        filter: CallFilter,
+        before: Option<CallId>,
+        limit: usize,
+    ) -> Result<Vec<CallRecord>, StoreError>;
+
     /// Calls not final and not updated since `before_ms` (to reconcile).
     async fn stale_calls(&self, before_ms: i64) -> Result<Vec<CallRecord>, StoreError>;
 
@@ -200,6 +210,34 @@ pub trait Store: Send + Sync + 'static {
         event: CallEventIn,
         on_final: EventJobs,
     ) -> Result<EventApplied, StoreError>;
+
+    // The do-not-call list as stored (the API's entries; the seed file
+    // stays in the catalog). The dial path reads it at every dial, so an
+    // entry applies at once to every instance sharing the store.
+
+    /// Adds each of `numbers` (E.164) not on the list yet, as added by
+    /// `added_by` at `now_ms`; returns how many were added. A number already
+    /// on it keeps its first entry; a number twice in `numbers` counts once.
+    async fn add_do_not_call(
+        &self,
+        numbers: Vec<String>,
+        added_by: &str,
+        now_ms: i64,
+    ) -> Result<u64, StoreError>;
+
+    /// Removes a number; `false` when it was not on the list.
+    async fn remove_do_not_call(&self, number: &str) -> Result<bool, StoreError>;
+
+    /// The entry of a number, if it is on the list.
+    async fn do_not_call(&self, number: &str) -> Result<Option<DncEntry>, StoreError>;
+
+    /// Entries in number order (bytewise), only those after `after` (the
+    /// cursor), at most `limit` (at least 1).
+    async fn list_do_not_call(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<DncEntry>, StoreError>;
 
     // Outbound webhook deliveries (the delivery log).
 

@@ -350,3 +350,28 @@ pub enum Replay {
     NotReplayable(DeliveryStatus),
     Queued(Box<DeliveryRecord>),
 }
+
+/// A number on the stored do-not-call list (added through the API).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DncEntry {
+    /// E.164.
+    pub number: String,
+    pub added_at_ms: i64,
+    /// The principal that added it.
+    pub added_by: String,
+}
+
+/// Which calls a listing covers (`GET /v1/calls`). Every field narrows; the
+/// default is every call.
+#[derive(Debug, Clone, Default)]
+pub struct CallFilter {
+    pub status: Option<CallStatus>,
+    pub outcome: Option<String>,
+    pub agent_id: Option<String>,
+    /// The number called (E.164).
+    pub to: Option<String>,
+    /// Created at or after this time (Unix ms).
+    pub since_ms: Option<i64>,
+    /// Created before this time (Unix ms).
+    pub until_ms: Option<i64>,
+}

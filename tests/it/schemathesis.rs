@@ -25,13 +25,15 @@ const SEED: &str = "20261201";
 
 /// Every scope there is, with `trigger:<id>` left out (`triggers:run` covers
 /// every trigger).
-const ALL_SCOPES: [&str; 6] = [
+const ALL_SCOPES: [&str; 8] = [
     "triggers:run",
     "jobs:read",
     "deliveries:read",
     "deliveries:write",
     "actions:invoke",
     "metrics:read",
+    "dnc:read",
+    "dnc:write",
 ];
 
 /// What schemathesis cannot know from openapi.yaml alone.
@@ -39,10 +41,16 @@ const ALL_SCOPES: [&str; 6] = [
 /// A trigger's input is validated against that trigger's own JSON Schema
 /// (config, shown by `GET /v1/triggers/{trigger_id}`), so an input that fits
 /// the generic `TriggerInput` may still be a documented `422` (as may a
-/// reused `Idempotency-Key`); every other status keeps its meaning.
+/// reused `Idempotency-Key`); every other status keeps its meaning. So may
+/// a do-not-call `{number}`: which lengths a country's numbers may have is
+/// libphonenumber's metadata, not a pattern.
 const CONFIG: &str = r#"
 [[operations]]
 include-operation-id = "runTrigger"
+checks.positive_data_acceptance.expected-statuses = ["2xx", 401, 403, 404, 409, 422, 429]
+
+[[operations]]
+include-operation-id = ["getDoNotCall", "putDoNotCall", "deleteDoNotCall"]
 checks.positive_data_acceptance.expected-statuses = ["2xx", 401, 403, 404, 409, 422, 429]
 "#;
 

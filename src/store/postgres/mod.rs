@@ -23,6 +23,7 @@ mod calls;
 mod connect;
 mod convert;
 mod deliveries;
+mod dnc;
 mod jobs;
 mod leader;
 mod listen;
@@ -40,10 +41,10 @@ use async_trait::async_trait;
 use deadpool_postgres::Pool;
 
 use super::{
-    BreakerAdmission, BreakerPolicy, BreakerRow, CallEventIn, CallRecord, CallStatus,
+    BreakerAdmission, BreakerPolicy, BreakerRow, CallEventIn, CallFilter, CallRecord, CallStatus,
     ClaimedDelivery, ClaimedJob, DeliveryAttempt, DeliveryFilter, DeliveryRecord, DeliveryStatus,
-    EnqueueOutcome, EventApplied, EventJobs, IdempotencyRecord, JobEvent, JobFilter, JobRecord,
-    JobUpdate, NewCall, NewDelivery, NewJob, Replay, Reservation, Store, StoreError,
+    DncEntry, EnqueueOutcome, EventApplied, EventJobs, IdempotencyRecord, JobEvent, JobFilter,
+    JobRecord, JobUpdate, NewCall, NewDelivery, NewJob, Replay, Reservation, Store, StoreError,
 };
 use crate::config::StorageConfig;
 use crate::ids::{CallId, DeliveryId, JobId};
@@ -370,6 +371,16 @@ impl Store for PgStore {
         on_conn!(self, |c| reads::calls_for_job(&c, job_id).await)
     }
 
+    async fn calls(
+        &self,
+        filter: CallFilter,
+        before: Option<CallId>,
+        limit: usize,
+    ) -> Result<Vec<CallRecord>, StoreError> {
+        on_conn!(self, |c| reads::calls(&c, &filter, before.as_ref(), limit)
+            .await)
+    }
+
     async fn stale_calls(&self, before_ms: i64) -> Result<Vec<CallRecord>, StoreError> {
         on_conn!(self, |c| reads::stale_calls(&c, before_ms).await)
     }
@@ -549,6 +560,31 @@ impl Store for PgStore {
                 return Ok(total);
             }
         }
+    }
+
+    async fn add_do_not_call(
+        &self,
+        numbers: Vec<String>,
+        added_by: &str,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        on_conn!(self, |c| dnc::add(&c, &numbers, added_by, now_ms).await)
+    }
+
+    async fn remove_do_not_call(&self, number: &str) -> Result<bool, StoreError> {
+        on_conn!(self, |c| dnc::remove(&c, number).await)
+    }
+
+    async fn do_not_call(&self, number: &str) -> Result<Option<DncEntry>, StoreError> {
+        on_conn!(self, |c| dnc::get_entry(&c, number).await)
+    }
+
+    async fn list_do_not_call(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<DncEntry>, StoreError> {
+        on_conn!(self, |c| dnc::list(&c, after.as_deref(), limit).await)
     }
 
     async fn status_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {

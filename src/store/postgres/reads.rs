@@ -10,7 +10,8 @@ use super::calls::{CALL_COLUMNS, call_record};
 use super::convert::{get, job_id, job_status, json, json_opt, query, query_opt, trigger_id};
 use crate::ids::JobId;
 use crate::store::{
-    CallRecord, CallStatus, IdempotencyRecord, JobEvent, JobFilter, JobRecord, StoreError,
+    CallFilter, CallRecord, CallStatus, IdempotencyRecord, JobEvent, JobFilter, JobRecord,
+    StoreError,
 };
 
 const JOB_COLUMNS: &str = "id, trigger_id, principal, status, status_reason, action, input, \
@@ -170,6 +171,50 @@ pub(super) async fn calls_for_job<C: GenericClient>(
 ) -> Result<Vec<CallRecord>, StoreError> {
     let sql = format!("SELECT {CALL_COLUMNS} FROM calls WHERE job_id = $1 ORDER BY step");
     query(c, &sql, &[&job.as_str()])
+        .await?
+        .iter()
+        .map(call_record)
+        .collect()
+}
+
+/// Calls by filter, newest first (ids sort by creation time), at most
+/// `limit`.
+pub(super) async fn calls<C: GenericClient>(
+    c: &C,
+    filter: &CallFilter,
+    before: Option<&crate::ids::CallId>,
+    limit: usize,
+) -> Result<Vec<CallRecord>, StoreError> {
+    let mut sql = format!("SELECT {CALL_COLUMNS} FROM calls WHERE true");
+    let mut args: Args = Vec::new();
+    let mut add = |clause: &str, v: Box<dyn ToSql + Sync + Send>| {
+        args.push(v);
+        sql.push_str(&format!(" AND {clause} ${}", args.len()));
+    };
+    if let Some(s) = filter.status {
+        add("status =", Box::new(s.as_str()));
+    }
+    if let Some(o) = &filter.outcome {
+        add("outcome =", Box::new(o.clone()));
+    }
+    if let Some(a) = &filter.agent_id {
+        add("agent_id =", Box::new(a.clone()));
+    }
+    if let Some(t) = &filter.to {
+        add("to_number =", Box::new(t.clone()));
+    }
+    if let Some(t) = filter.since_ms {
+        add("created_at >=", Box::new(t));
+    }
+    if let Some(t) = filter.until_ms {
+        add("created_at <", Box::new(t));
+    }
+    if let Some(b) = before {
+        add("id <", Box::new(b.as_str().to_owned()));
+    }
+    args.push(Box::new(limit.max(1) as i64));
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", args.len()));
+    query(c, &sql, &refs(&args))
         .await?
         .iter()
         .map(call_record)

@@ -200,6 +200,20 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     );
     "#,
     ),
+    (
+        4,
+        "the do-not-call list as stored through the API; calls by number",
+        r#"
+    -- COLLATE "C": listed in byte order, as on SQLite (the cursor is a number).
+    CREATE TABLE do_not_call (
+        number TEXT COLLATE "C" PRIMARY KEY,
+        added_at BIGINT NOT NULL,
+        added_by TEXT NOT NULL
+    );
+    -- GET /v1/calls?to=…: a number's calls.
+    CREATE INDEX calls_to ON calls (to_number);
+    "#,
+    ),
 ];
 
 /// Applies the migrations not applied yet to the connection's current

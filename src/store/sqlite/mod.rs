@@ -14,6 +14,7 @@ pub(crate) mod backup;
 mod calls;
 mod convert;
 mod deliveries;
+mod dnc;
 mod jobs;
 mod reads;
 mod schema;
@@ -30,10 +31,11 @@ use tokio::sync::oneshot;
 pub use writer::MAX_ROWS_PER_STATEMENT;
 
 use super::{
-    BreakerAdmission, BreakerPolicy, BreakerRow, CallEventIn, CallRecord, CallStatus,
+    BreakerAdmission, BreakerPolicy, BreakerRow, CallEventIn, CallFilter, CallRecord, CallStatus,
     ClaimedDelivery, ClaimedJob, DeliveryAttempt, DeliveryFilter, DeliveryRecord, DeliveryStatus,
-    EnqueueOutcome, EventApplied, EventJobs, GroupCommit, IdempotencyRecord, JobEvent, JobFilter,
-    JobRecord, JobUpdate, NewCall, NewDelivery, NewJob, Replay, Reservation, Store, StoreError,
+    DncEntry, EnqueueOutcome, EventApplied, EventJobs, GroupCommit, IdempotencyRecord, JobEvent,
+    JobFilter, JobRecord, JobUpdate, NewCall, NewDelivery, NewJob, Replay, Reservation, Store,
+    StoreError,
 };
 use crate::config::StorageConfig;
 use crate::ids::{CallId, DeliveryId, JobId};
@@ -287,6 +289,16 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn calls(
+        &self,
+        filter: CallFilter,
+        before: Option<CallId>,
+        limit: usize,
+    ) -> Result<Vec<CallRecord>, StoreError> {
+        self.read(move |conn| reads::calls(conn, &filter, before.as_ref(), limit))
+            .await
+    }
+
     async fn stale_calls(&self, before_ms: i64) -> Result<Vec<CallRecord>, StoreError> {
         self.read(move |conn| reads::stale_calls(conn, before_ms))
             .await
@@ -307,6 +319,36 @@ impl Store for SqliteStore {
             Ok(applied)
         })
         .await
+    }
+
+    async fn add_do_not_call(
+        &self,
+        numbers: Vec<String>,
+        added_by: &str,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let added_by = added_by.to_owned();
+        self.write(move |conn| dnc::add(conn, &numbers, &added_by, now_ms))
+            .await
+    }
+
+    async fn remove_do_not_call(&self, number: &str) -> Result<bool, StoreError> {
+        let number = number.to_owned();
+        self.write(move |conn| dnc::remove(conn, &number)).await
+    }
+
+    async fn do_not_call(&self, number: &str) -> Result<Option<DncEntry>, StoreError> {
+        let number = number.to_owned();
+        self.read(move |conn| dnc::get(conn, &number)).await
+    }
+
+    async fn list_do_not_call(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<DncEntry>, StoreError> {
+        self.read(move |conn| dnc::list(conn, after.as_deref(), limit))
+            .await
     }
 
     async fn create_delivery(&self, delivery: NewDelivery) -> Result<DeliveryId, StoreError> {

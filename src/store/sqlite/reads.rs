@@ -14,7 +14,8 @@ use super::calls::read_call;
 use crate::config::StorageConfig;
 use crate::ids::{JobId, TriggerId};
 use crate::store::{
-    CallRecord, CallStatus, IdempotencyRecord, JobEvent, JobFilter, JobRecord, StoreError,
+    CallFilter, CallRecord, CallStatus, IdempotencyRecord, JobEvent, JobFilter, JobRecord,
+    StoreError,
 };
 
 /// Read-only connections, each used by one blocking task at a time.
@@ -213,6 +214,51 @@ pub(super) fn calls_for_job(
     let ids: Vec<crate::ids::CallId> = conn
         .prepare_cached("SELECT id FROM calls WHERE job_id = ?1 ORDER BY step")?
         .query_map(params![job_id], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    ids.iter()
+        .filter_map(|id| read_call(conn, id).transpose())
+        .collect()
+}
+
+/// Calls by filter, newest first (ids sort by creation time), at most
+/// `limit`.
+pub(super) fn calls(
+    conn: &Connection,
+    filter: &CallFilter,
+    before: Option<&crate::ids::CallId>,
+    limit: usize,
+) -> Result<Vec<CallRecord>, StoreError> {
+    let mut sql = String::from("SELECT id FROM calls WHERE 1 = 1");
+    let mut args: Vec<Value> = Vec::new();
+    let mut add = |clause: &str, v: Value| {
+        args.push(v);
+        sql.push_str(&format!(" AND {clause} ?{}", args.len()));
+    };
+    if let Some(s) = filter.status {
+        add("status =", s.as_str().to_owned().into());
+    }
+    if let Some(o) = &filter.outcome {
+        add("outcome =", o.clone().into());
+    }
+    if let Some(a) = &filter.agent_id {
+        add("agent_id =", a.clone().into());
+    }
+    if let Some(t) = &filter.to {
+        add("to_number =", t.clone().into());
+    }
+    if let Some(t) = filter.since_ms {
+        add("created_at >=", t.into());
+    }
+    if let Some(t) = filter.until_ms {
+        add("created_at <", t.into());
+    }
+    if let Some(b) = before {
+        add("id <", b.as_str().to_owned().into());
+    }
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", limit.max(1)));
+    let ids: Vec<crate::ids::CallId> = conn
+        .prepare(&sql)?
+        .query_map(rusqlite::params_from_iter(args), |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     ids.iter()
         .filter_map(|id| read_call(conn, id).transpose())

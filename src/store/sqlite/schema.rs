@@ -187,6 +187,18 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         );
         "#,
     ),
+    (
+        7,
+        "the do-not-call list as stored through the API; calls by number",
+        r#"
+        CREATE TABLE do_not_call (
+            number TEXT PRIMARY KEY,
+            added_at BIGINT NOT NULL,
+            added_by TEXT NOT NULL
+        );
+        CREATE INDEX calls_to ON calls (to_number);
+        "#,
+    ),
 ];
 
 /// Applies the migrations not applied yet, each in its own transaction.

@@ -9,10 +9,12 @@
 //! `&TestDb`. Each is listed once below and runs as one test per case.
 
 mod call_events;
+mod call_list;
 mod calls;
 mod claims;
 mod deliveries;
 mod delivery_log;
+mod dnc;
 mod engines;
 mod jobs;
 mod leadership;
@@ -78,6 +80,7 @@ conformance! {
         calls::set_call_status_sets_the_status_outright,
         calls::stale_calls_are_the_line_holding_ones_without_news,
         calls::a_refused_call_is_dialed_again_only_on_a_free_line,
+        call_list::calls_are_listed_newest_first_by_filter_and_cursor,
         call_events::call_events_apply_once_forward_only_and_merge_details,
         call_events::a_final_call_event_wakes_the_job_frees_the_line_and_starts_its_jobs,
         call_events::a_call_event_whose_jobs_cannot_be_inserted_changes_nothing,
@@ -98,6 +101,8 @@ conformance! {
         shared::a_breaker_opens_lets_one_probe_through_reopens_longer_and_closes,
         shared::the_capped_claim_takes_at_most_the_cap_less_unexpired_leases,
         lifecycle::a_lone_instance_leads_the_housekeeping,
+        dnc::do_not_call_entries_are_added_once_listed_in_order_and_removed,
+        dnc::a_large_do_not_call_import_is_added_in_one_call,
     ],
     db: [
         lifecycle::a_blocked_writer_refuses_enqueues_at_once_past_its_bound,
@@ -105,5 +110,6 @@ conformance! {
         jobs::a_status_no_engine_writes_is_an_error_not_a_default,
         shared::two_stores_on_one_database_share_a_rate,
         shared::concurrent_capped_claims_from_two_stores_never_exceed_the_cap,
+        dnc::an_entry_added_by_one_store_is_seen_by_another_at_once,
     ],
 }
