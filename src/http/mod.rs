@@ -156,6 +156,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             Authenticated,
             triggers::accept_trigger,
         ),
+        endpoint(Method::GET, "/v1/jobs", Authenticated, jobs::list_jobs),
         endpoint(
             Method::GET,
             "/v1/jobs/{job_id}",

@@ -29,6 +29,7 @@ mod housekeeping;
 mod idempotency;
 mod input;
 mod jobs;
+mod jobs_api;
 mod jwks;
 mod jwt;
 mod limits;

@@ -14,6 +14,7 @@ mod claims;
 mod deliveries;
 mod delivery_log;
 mod engines;
+mod job_ops;
 mod jobs;
 mod leadership;
 mod lifecycle;
@@ -62,6 +63,7 @@ conformance! {
         jobs::inserted_jobs_are_deduplicated_by_key,
         jobs::jobs_are_listed_newest_first_by_filter_and_cursor,
         jobs::json_that_does_not_parse_is_an_error_not_a_default,
+        job_ops::jobs_are_listed_by_the_number_they_call,
         claims::claims_take_due_jobs_earliest_first,
         claims::a_waiting_job_is_claimed_again_when_its_time_comes,
         claims::an_expired_lease_is_taken_over_and_the_old_owner_is_fenced,
