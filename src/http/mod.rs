@@ -164,6 +164,12 @@ pub fn endpoints() -> Vec<Endpoint> {
             jobs::get_job,
         ),
         endpoint(
+            Method::POST,
+            "/v1/jobs/{job_id}/cancel",
+            Authenticated,
+            jobs::cancel_job,
+        ),
+        endpoint(
             Method::GET,
             "/v1/calls/{call_id}",
             Authenticated,

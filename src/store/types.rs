@@ -355,3 +355,14 @@ pub enum Replay {
     NotReplayable(DeliveryStatus),
     Queued(Box<DeliveryRecord>),
 }
+
+/// What a cancel request found (`Store::cancel_job`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancel {
+    NotFound,
+    /// Now `cancelled`: no claim can take it any more.
+    Cancelled,
+    /// In this status, which a cancel does not change: `running` (claimed
+    /// right now) or final.
+    NotCancellable(JobStatus),
+}

@@ -25,9 +25,10 @@ const SEED: &str = "20261201";
 
 /// Every scope there is, with `trigger:<id>` left out (`triggers:run` covers
 /// every trigger).
-const ALL_SCOPES: [&str; 6] = [
+const ALL_SCOPES: [&str; 7] = [
     "triggers:run",
     "jobs:read",
+    "jobs:write",
     "deliveries:read",
     "deliveries:write",
     "actions:invoke",

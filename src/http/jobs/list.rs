@@ -46,7 +46,7 @@ pub struct ListQuery {
 
 /// A job as a listing shows it (`GET /v1/jobs/{job_id}` has the rest).
 #[derive(Debug, Serialize)]
-struct JobListed {
+pub(super) struct JobListed {
     job_id: JobId,
     trigger_id: Option<TriggerId>,
     status: JobStatus,

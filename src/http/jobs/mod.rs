@@ -1,12 +1,15 @@
-//! Jobs: `GET /v1/jobs/{job_id}` (`get.rs`), `GET /v1/jobs` (`list.rs`).
+//! Jobs: `GET /v1/jobs/{job_id}` (`get.rs`), `GET /v1/jobs` (`list.rs`),
+//! `POST /v1/jobs/{job_id}/cancel` (`cancel.rs`, `jobs:write`).
 //!
 //! Policy: a principal reads its own jobs; reading another's, or listing
 //! every job, needs `jobs:read` (403 for one job; a listing without it
 //! shows only the principal's own).
 
+mod cancel;
 mod get;
 mod list;
 
+pub use cancel::cancel_job;
 pub use get::get_job;
 pub use list::list_jobs;
 

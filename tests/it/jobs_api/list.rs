@@ -1,31 +1,11 @@
-//! The operations API for jobs over HTTPS: `GET /v1/jobs` (filters,
-//! pages, who sees what, every bad parameter).
+//! `GET /v1/jobs`.
 
 use callgate::clock::{ManualClock, rfc3339};
 use serde_json::{Value, json};
 
+use super::{T0, accept, ids};
 use crate::runner::{ANYTIME_AGENT, fast_simulator, get_json};
 use crate::support::{TestApp, forbidden, problem};
-
-const T0: i64 = 1_800_000_000_000;
-
-async fn accept(app: &TestApp, key: &str, trigger: &str, body: &Value) -> String {
-    let r = app.trigger(app.key(key), trigger, body).await;
-    assert_eq!(r.status(), 202);
-    r.json::<Value>().await.unwrap()["job_id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-fn ids(page: &Value) -> Vec<String> {
-    page["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["job_id"].as_str().unwrap().to_owned())
-        .collect()
-}
 
 /// Five jobs a second apart (T0 … T0+4 s): by two keys, on two triggers,
 /// to two numbers, the last held until later. Newest first.
