@@ -47,6 +47,9 @@ async fn a_cancelled_scheduled_job_never_dials_once_its_time_comes() {
         &json!({"phone_number": "+15550121234", "schedule_at": at}),
     )
     .await;
+    // Ids sort by creation time; one millisecond apart at least, the
+    // listing's order below is theirs.
+    clock.advance_ms(1_000);
     let queued = accept(
         &app,
         "zapier",
