@@ -17,6 +17,11 @@ pub enum JobAction {
     /// call event, the event and its call.
     Automation {
         name: String,
+        /// The number the trigger's `to` pointer named (E.164), when it
+        /// names one: what the job is about (`GET /v1/jobs?phone=`); the
+        /// automation's steps decide what they dial.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         event: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -48,6 +53,7 @@ mod tests {
         );
         let b = JobAction::Automation {
             name: "crm".into(),
+            to: None,
             event: None,
             call_id: None,
         };

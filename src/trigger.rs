@@ -99,8 +99,11 @@ impl Trigger {
                 agent: agent.clone(),
                 to: input.pointer(to)?.as_str()?.to_owned(),
             },
-            ActionConfig::Automation { name, .. } => JobAction::Automation {
+            ActionConfig::Automation { name, to } => JobAction::Automation {
                 name: name.clone(),
+                to: to
+                    .as_deref()
+                    .and_then(|p| input.pointer(p)?.as_str().map(str::to_owned)),
                 event: None,
                 call_id: None,
             },

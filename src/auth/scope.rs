@@ -1,7 +1,8 @@
 //! Scopes: what a principal may do.
 //!
 //! `triggers:run` runs any trigger, `trigger:<id>` runs one, `jobs:read` reads
-//! jobs that another principal created (a principal always reads its own).
+//! jobs that another principal created (a principal always reads its own),
+//! `jobs:write` cancels jobs (anyone's).
 //! `deliveries:read` / `deliveries:write` read and replay the delivery log,
 //! `actions:invoke` calls mid-call actions, `metrics:read` scrapes
 //! `/metrics`, `dnc:read` / `dnc:write` read and change the do-not-call
@@ -18,6 +19,8 @@ pub enum Scope {
     Trigger(String),
     /// `jobs:read`: any job, not only the principal's own.
     JobsRead,
+    /// `jobs:write`: cancel any job.
+    JobsWrite,
     /// `deliveries:read`: the outbound delivery log.
     DeliveriesRead,
     /// `deliveries:write`: replay deliveries.
@@ -33,9 +36,10 @@ pub enum Scope {
 }
 
 /// Every scope that is not per trigger, as written.
-pub const NAMED_SCOPES: [(&str, Scope); 8] = [
+pub const NAMED_SCOPES: [(&str, Scope); 9] = [
     ("triggers:run", Scope::TriggersRun),
     ("jobs:read", Scope::JobsRead),
+    ("jobs:write", Scope::JobsWrite),
     ("deliveries:read", Scope::DeliveriesRead),
     ("deliveries:write", Scope::DeliveriesWrite),
     ("actions:invoke", Scope::ActionsInvoke),

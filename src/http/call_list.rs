@@ -28,8 +28,8 @@ pub struct ListQuery {
     status: Option<String>,
     outcome: Option<String>,
     agent: Option<String>,
-    /// The number called, in E.164.
-    to: Option<String>,
+    /// The number called, in E.164 (`phone`, as in `GET /v1/jobs`).
+    phone: Option<String>,
     /// RFC 3339: calls created at or after.
     since: Option<String>,
     /// RFC 3339: calls created before.
@@ -83,9 +83,9 @@ pub async fn list_calls(
             })
         })
         .transpose()?;
-    if let Some(to) = q.to.as_deref().filter(|t| !is_e164(t)) {
+    if let Some(phone) = q.phone.as_deref().filter(|t| !is_e164(t)) {
         return Err(ApiError::bad_request(format!(
-            "`to` must be an E.164 number such as +15550121234 (got `{to}`)"
+            "`phone` must be an E.164 number such as +15550121234, with `+` written `%2B` (got `{phone}`)"
         )));
     }
     let before = match q.cursor.as_deref() {
@@ -105,7 +105,7 @@ pub async fn list_calls(
         status,
         outcome: q.outcome,
         agent_id: q.agent,
-        to: q.to,
+        to: q.phone,
         since_ms: time("since", q.since.as_deref())?,
         until_ms: time("until", q.until.as_deref())?,
     };

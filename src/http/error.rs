@@ -78,6 +78,10 @@ pub enum ApiError {
     /// a delivery that has not failed).
     #[error("{0}")]
     Conflict(String),
+    /// 409: the job is claimed by a worker right now (`Retry-After: 1`);
+    /// it is cancellable again once the worker leaves it waiting.
+    #[error("{0}")]
+    JobBusy(String),
     /// 504: a mid-call action's upstream failed or missed the deadline, and
     /// the action has no fallback.
     #[error("{0}")]
@@ -193,6 +197,7 @@ impl ApiError {
             MethodNotAllowed => &METHOD_NOT_ALLOWED,
             IdempotencyInFlight => &IN_FLIGHT,
             Conflict(_) => &CONFLICT,
+            JobBusy(_) => &JOB_BUSY,
             UpstreamUnavailable(_) => &UPSTREAM,
             PayloadTooLarge { .. } => &TOO_LARGE,
             UnsupportedMediaType(_) => &MEDIA_TYPE,
@@ -247,6 +252,7 @@ kinds! {
     METHOD_NOT_ALLOWED = METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed";
     IN_FLIGHT = CONFLICT, "idempotency-key-in-flight", "Request in progress";
     CONFLICT = CONFLICT, "conflict", "Conflict";
+    JOB_BUSY = CONFLICT, "job-busy", "Job busy";
     UPSTREAM = GATEWAY_TIMEOUT, "upstream-unavailable", "Upstream unavailable";
     TOO_LARGE = PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large";
     MEDIA_TYPE = UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type";
@@ -366,7 +372,7 @@ impl IntoResponse for ApiError {
             ApiError::Overloaded { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
-            ApiError::StorageUnavailable(_) | ApiError::Timeout => {
+            ApiError::StorageUnavailable(_) | ApiError::Timeout | ApiError::JobBusy(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(1u64));
             }
             _ => {}

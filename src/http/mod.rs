@@ -158,11 +158,18 @@ pub fn endpoints() -> Vec<Endpoint> {
             Authenticated,
             triggers::accept_trigger,
         ),
+        endpoint(Method::GET, "/v1/jobs", Authenticated, jobs::list_jobs),
         endpoint(
             Method::GET,
             "/v1/jobs/{job_id}",
             Authenticated,
             jobs::get_job,
+        ),
+        endpoint(
+            Method::POST,
+            "/v1/jobs/{job_id}/cancel",
+            Authenticated,
+            jobs::cancel_job,
         ),
         endpoint(
             Method::GET,

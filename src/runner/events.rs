@@ -46,6 +46,7 @@ pub fn event_jobs(config: &Catalog, call: &CallRecord, now_ms: i64) -> Vec<NewJo
         });
         let action = JobAction::Automation {
             name: a.name.clone(),
+            to: None,
             event: Some(event.clone()),
             call_id: Some(call.id.clone()),
         };

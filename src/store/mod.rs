@@ -145,6 +145,17 @@ pub trait Store: Send + Sync + 'static {
 
     async fn job_events(&self, job_id: &JobId) -> Result<Vec<JobEvent>, StoreError>;
 
+    /// Cancels a queued, scheduled or waiting job, logging `reason`: one
+    /// conditional update on its status, so it and a claim cannot both
+    /// win (a job claimed first is `NotCancellable(Running)`; one cancelled
+    /// first is never claimed).
+    async fn cancel_job(
+        &self,
+        job_id: &JobId,
+        reason: String,
+        now_ms: i64,
+    ) -> Result<Cancel, StoreError>;
+
     // --- calls ---
 
     /// Atomically: the step's existing call, or `Busy` when the agent has

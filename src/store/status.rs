@@ -142,10 +142,12 @@ pub enum JobStatus {
     Failed,
     Rejected,
     NeedsAttention,
+    /// Cancelled through the API before it ran (or while it waited).
+    Cancelled,
 }
 
 impl JobStatus {
-    pub const ALL: [JobStatus; 8] = [
+    pub const ALL: [JobStatus; 9] = [
         Self::Queued,
         Self::Running,
         Self::Scheduled,
@@ -154,6 +156,7 @@ impl JobStatus {
         Self::Failed,
         Self::Rejected,
         Self::NeedsAttention,
+        Self::Cancelled,
     ];
 
     pub fn parse(s: &str) -> Option<Self> {
@@ -170,6 +173,7 @@ impl JobStatus {
             JobStatus::Failed => "failed",
             JobStatus::Rejected => "rejected",
             JobStatus::NeedsAttention => "needs_attention",
+            JobStatus::Cancelled => "cancelled",
         }
     }
 
@@ -180,6 +184,15 @@ impl JobStatus {
                 | JobStatus::Failed
                 | JobStatus::Rejected
                 | JobStatus::NeedsAttention
+                | JobStatus::Cancelled
+        )
+    }
+
+    /// Not claimed and not final: `cancel_job` may still stop it.
+    pub fn is_cancellable(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Queued | JobStatus::Scheduled | JobStatus::Waiting
         )
     }
 }

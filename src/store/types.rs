@@ -340,6 +340,11 @@ pub struct JobFilter {
     pub since_ms: Option<i64>,
     /// Created before this time (Unix ms).
     pub until_ms: Option<i64>,
+    /// The number the job is about (E.164, as stored): its action's `to`
+    /// (a `start_call`'s, or an automation trigger's `to` field), or the
+    /// `to` of any call the job placed (an automation's steps may dial
+    /// others).
+    pub phone: Option<String>,
 }
 
 /// What a replay request found.
@@ -374,4 +379,15 @@ pub struct CallFilter {
     pub since_ms: Option<i64>,
     /// Created before this time (Unix ms).
     pub until_ms: Option<i64>,
+}
+
+/// What a cancel request found (`Store::cancel_job`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancel {
+    NotFound,
+    /// Now `cancelled`: no claim can take it any more.
+    Cancelled,
+    /// In this status, which a cancel does not change: `running` (claimed
+    /// right now) or final.
+    NotCancellable(JobStatus),
 }

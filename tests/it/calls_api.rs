@@ -77,9 +77,12 @@ async fn calls_are_listed_newest_first_by_filter_and_cursor() {
         let app = &app;
         async move { get_json(app, &key, &format!("/v1/calls?{q}")).await }
     };
-    assert_eq!(numbers(&list("to=%2B15550120002").await), ["+15550120002"]);
     assert_eq!(
-        numbers(&list("to=%2B15550129999").await),
+        numbers(&list("phone=%2B15550120002").await),
+        ["+15550120002"]
+    );
+    assert_eq!(
+        numbers(&list("phone=%2B15550129999").await),
         Vec::<&str>::new()
     );
     assert_eq!(numbers(&list("agent=other-agent").await), ["+15550120002"]);
@@ -124,8 +127,8 @@ async fn listing_calls_needs_jobs_read_and_well_formed_parameters() {
     problem(r, 401).await;
     for query in [
         "status=bogus",
-        "to=5550121234",
-        "to=%2B0123456789",
+        "phone=5550121234",
+        "phone=%2B0123456789",
         "since=yesterday",
         "until=2026-13-01T00:00:00Z",
         "cursor=abc",

@@ -31,6 +31,7 @@ mod housekeeping;
 mod idempotency;
 mod input;
 mod jobs;
+mod jobs_api;
 mod jwks;
 mod jwt;
 mod limits;

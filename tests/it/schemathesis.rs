@@ -25,9 +25,10 @@ const SEED: &str = "20261201";
 
 /// Every scope there is, with `trigger:<id>` left out (`triggers:run` covers
 /// every trigger).
-const ALL_SCOPES: [&str; 8] = [
+const ALL_SCOPES: [&str; 9] = [
     "triggers:run",
     "jobs:read",
+    "jobs:write",
     "deliveries:read",
     "deliveries:write",
     "actions:invoke",
@@ -43,7 +44,10 @@ const ALL_SCOPES: [&str; 8] = [
 /// the generic `TriggerInput` may still be a documented `422` (as may a
 /// reused `Idempotency-Key`); every other status keeps its meaning. So may
 /// a do-not-call `{number}`: which lengths a country's numbers may have is
-/// libphonenumber's metadata, not a pattern.
+/// libphonenumber's metadata, not a pattern. A job listing's `phone` must
+/// be a phone number, its `cursor` one the API gave and its `since` no
+/// later than its `until`: none of which a schema can say, so a string
+/// that fits it may still be a documented `400`.
 const CONFIG: &str = r#"
 [[operations]]
 include-operation-id = "runTrigger"
@@ -52,6 +56,10 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", 401, 403, 404, 409, 
 [[operations]]
 include-operation-id = ["getDoNotCall", "putDoNotCall", "deleteDoNotCall"]
 checks.positive_data_acceptance.expected-statuses = ["2xx", 401, 403, 404, 409, 422, 429]
+
+[[operations]]
+include-operation-id = "listJobs"
+checks.positive_data_acceptance.expected-statuses = ["2xx", 400, 401, 403, 429]
 "#;
 
 fn installed() -> Option<String> {

@@ -7,9 +7,9 @@
 use deadpool_postgres::GenericClient;
 
 use super::calls::{active_calls, lock_agent};
-use super::convert::{execute, get, job_id, query, query_opt};
+use super::convert::{execute, get, job_id, job_status, query, query_opt};
 use crate::ids::JobId;
-use crate::store::{ClaimedJob, JobStatus, JobUpdate, NewJob, StoreError};
+use crate::store::{Cancel, ClaimedJob, JobStatus, JobUpdate, NewJob, StoreError};
 
 /// Due jobs (queued, scheduled or waiting whose time has come) and running
 /// jobs whose lease expired, earliest first, each kind through its own
@@ -264,4 +264,46 @@ pub(super) async fn insert_jobs<C: GenericClient>(
         .await?;
     }
     Ok(())
+}
+
+/// One conditional update on the status: a claim that locked the row
+/// first makes it wait, then find `running` (no row); a claim after it
+/// finds the job no longer due (`FOR UPDATE` re-reads the row).
+pub(super) async fn cancel_job<C: GenericClient>(
+    c: &C,
+    job_id: &JobId,
+    reason: &str,
+    now_ms: i64,
+) -> Result<Cancel, StoreError> {
+    let n = execute(
+        c,
+        "UPDATE jobs SET status = 'cancelled', status_reason = $2, updated_at = $3, \
+         wait_agent = NULL, lease_owner = NULL, lease_expires_at = NULL \
+         WHERE id = $1 AND status IN ('queued', 'scheduled', 'waiting')",
+        &[&job_id.as_str(), &reason, &now_ms],
+    )
+    .await?;
+    if n == 1 {
+        log_event(
+            c,
+            job_id,
+            now_ms,
+            JobStatus::Cancelled.as_str(),
+            Some(reason),
+            None,
+            None,
+        )
+        .await?;
+        return Ok(Cancel::Cancelled);
+    }
+    match query_opt(
+        c,
+        "SELECT status FROM jobs WHERE id = $1",
+        &[&job_id.as_str()],
+    )
+    .await?
+    {
+        None => Ok(Cancel::NotFound),
+        Some(row) => Ok(Cancel::NotCancellable(job_status(&row, 0)?)),
+    }
 }

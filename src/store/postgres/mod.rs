@@ -42,9 +42,10 @@ use deadpool_postgres::Pool;
 
 use super::{
     BreakerAdmission, BreakerPolicy, BreakerRow, CallEventIn, CallFilter, CallRecord, CallStatus,
-    ClaimedDelivery, ClaimedJob, DeliveryAttempt, DeliveryFilter, DeliveryRecord, DeliveryStatus,
-    DncEntry, EnqueueOutcome, EventApplied, EventJobs, IdempotencyRecord, JobEvent, JobFilter,
-    JobRecord, JobUpdate, NewCall, NewDelivery, NewJob, Replay, Reservation, Store, StoreError,
+    Cancel, ClaimedDelivery, ClaimedJob, DeliveryAttempt, DeliveryFilter, DeliveryRecord,
+    DeliveryStatus, DncEntry, EnqueueOutcome, EventApplied, EventJobs, IdempotencyRecord, JobEvent,
+    JobFilter, JobRecord, JobUpdate, NewCall, NewDelivery, NewJob, Replay, Reservation, Store,
+    StoreError,
 };
 use crate::config::StorageConfig;
 use crate::ids::{CallId, DeliveryId, JobId};
@@ -306,6 +307,16 @@ impl Store for PgStore {
 
     async fn job_events(&self, job_id: &JobId) -> Result<Vec<JobEvent>, StoreError> {
         on_conn!(self, |c| reads::job_events(&c, job_id).await)
+    }
+
+    async fn cancel_job(
+        &self,
+        job_id: &JobId,
+        reason: String,
+        now_ms: i64,
+    ) -> Result<Cancel, StoreError> {
+        in_tx!(self, |tx| jobs::cancel_job(&tx, job_id, &reason, now_ms)
+            .await?)
     }
 
     async fn reserve_call(

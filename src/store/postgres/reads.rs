@@ -77,6 +77,15 @@ fn job_conditions(filter: &JobFilter, before: Option<&JobId>) -> (String, Args) 
     if let Some(b) = before {
         add("id <", Box::new(b.as_str().to_owned()));
     }
+    if let Some(n) = &filter.phone {
+        // Unindexed, as on SQLite (`store/sqlite/reads.rs`).
+        args.push(Box::new(n.clone()));
+        let i = args.len();
+        sql.push_str(&format!(
+            " AND ((action::jsonb ->> 'to') = ${i} \
+             OR id IN (SELECT job_id FROM calls WHERE to_number = ${i}))"
+        ));
+    }
     (sql, args)
 }
 

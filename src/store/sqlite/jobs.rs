@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::calls::active_calls;
 use crate::ids::JobId;
-use crate::store::{ClaimedJob, JobStatus, JobUpdate, NewJob, StoreError};
+use crate::store::{Cancel, ClaimedJob, JobStatus, JobUpdate, NewJob, StoreError};
 
 /// Claims due jobs under `claim_id` (stored as `lease_owner`, see
 /// `store::new_claim_id`). Each kind of due job is found by its own index-ordered
@@ -233,4 +233,38 @@ pub(super) fn insert_jobs(conn: &Connection, jobs: &[NewJob]) -> Result<(), Stor
         ])?;
     }
     Ok(())
+}
+
+/// One conditional update on the status (the writer runs one task at a
+/// time, and a claim moves the job to `running` first).
+pub(super) fn cancel_job(
+    conn: &Connection,
+    job_id: &JobId,
+    reason: &str,
+    now_ms: i64,
+) -> Result<Cancel, StoreError> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE jobs SET status = 'cancelled', status_reason = ?2, updated_at = ?3, \
+             wait_agent = NULL, lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = ?1 AND status IN ('queued', 'scheduled', 'waiting')",
+        )?
+        .execute(params![job_id, reason, now_ms])?;
+    if n == 1 {
+        log_event(
+            conn,
+            job_id,
+            now_ms,
+            JobStatus::Cancelled.as_str(),
+            Some(reason),
+            None,
+            None,
+        )?;
+        return Ok(Cancel::Cancelled);
+    }
+    let status: Option<JobStatus> = conn
+        .prepare_cached("SELECT status FROM jobs WHERE id = ?1")?
+        .query_row(params![job_id], |r| r.get(0))
+        .optional()?;
+    Ok(status.map_or(Cancel::NotFound, Cancel::NotCancellable))
 }

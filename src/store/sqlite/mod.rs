@@ -32,10 +32,10 @@ pub use writer::MAX_ROWS_PER_STATEMENT;
 
 use super::{
     BreakerAdmission, BreakerPolicy, BreakerRow, CallEventIn, CallFilter, CallRecord, CallStatus,
-    ClaimedDelivery, ClaimedJob, DeliveryAttempt, DeliveryFilter, DeliveryRecord, DeliveryStatus,
-    DncEntry, EnqueueOutcome, EventApplied, EventJobs, GroupCommit, IdempotencyRecord, JobEvent,
-    JobFilter, JobRecord, JobUpdate, NewCall, NewDelivery, NewJob, Replay, Reservation, Store,
-    StoreError,
+    Cancel, ClaimedDelivery, ClaimedJob, DeliveryAttempt, DeliveryFilter, DeliveryRecord,
+    DeliveryStatus, DncEntry, EnqueueOutcome, EventApplied, EventJobs, GroupCommit,
+    IdempotencyRecord, JobEvent, JobFilter, JobRecord, JobUpdate, NewCall, NewDelivery, NewJob,
+    Replay, Reservation, Store, StoreError,
 };
 use crate::config::StorageConfig;
 use crate::ids::{CallId, DeliveryId, JobId};
@@ -222,6 +222,17 @@ impl Store for SqliteStore {
 
     async fn insert_jobs(&self, jobs: Vec<NewJob>) -> Result<(), StoreError> {
         self.write(move |conn| jobs::insert_jobs(conn, &jobs)).await
+    }
+
+    async fn cancel_job(
+        &self,
+        job_id: &JobId,
+        reason: String,
+        now_ms: i64,
+    ) -> Result<Cancel, StoreError> {
+        let job_id = job_id.clone();
+        self.write(move |conn| jobs::cancel_job(conn, &job_id, &reason, now_ms))
+            .await
     }
 
     async fn job_events(&self, job_id: &JobId) -> Result<Vec<JobEvent>, StoreError> {

@@ -130,6 +130,16 @@ fn job_conditions(filter: &JobFilter, before: Option<&JobId>) -> (String, Vec<Va
     if let Some(b) = before {
         add("id <", b.as_str().to_owned().into());
     }
+    if let Some(n) = &filter.phone {
+        // Unindexed: the console narrows by time or status too, and a
+        // listing stops at its page (ids are scanned newest first).
+        args.push(n.clone().into());
+        let i = args.len();
+        sql.push_str(&format!(
+            " AND (json_extract(action, '$.to') = ?{i} \
+             OR id IN (SELECT job_id FROM calls WHERE to_number = ?{i}))"
+        ));
+    }
     (sql, args)
 }
 

@@ -269,6 +269,7 @@ pub async fn jobs_are_listed_newest_first_by_filter_and_cursor(store: &dyn Store
         created_by: Some(PRINCIPAL.into()),
         since_ms: Some(at(1)),
         until_ms: None,
+        phone: None,
     };
     check(combined, want(&[2])).await;
     let nothing = JobFilter {

@@ -16,6 +16,7 @@ mod deliveries;
 mod delivery_log;
 mod dnc;
 mod engines;
+mod job_ops;
 mod jobs;
 mod leadership;
 mod lifecycle;
@@ -64,6 +65,9 @@ conformance! {
         jobs::inserted_jobs_are_deduplicated_by_key,
         jobs::jobs_are_listed_newest_first_by_filter_and_cursor,
         jobs::json_that_does_not_parse_is_an_error_not_a_default,
+        job_ops::jobs_are_listed_by_the_number_they_call,
+        job_ops::only_queued_scheduled_and_waiting_jobs_are_cancelled_and_never_claimed_after,
+        job_ops::a_cancel_and_a_claim_never_both_win,
         claims::claims_take_due_jobs_earliest_first,
         claims::a_waiting_job_is_claimed_again_when_its_time_comes,
         claims::an_expired_lease_is_taken_over_and_the_old_owner_is_fenced,

@@ -10,7 +10,8 @@ use axum::{Extension, Json};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::auth::{Principal, Scope};
+use super::{may_read, next_run_at};
+use crate::auth::Principal;
 use crate::clock::rfc3339;
 use crate::http::AppState;
 use crate::http::error::ApiError;
@@ -42,21 +43,6 @@ pub struct JobOut {
     links: Value,
 }
 
-/// 403 unless `principal` created the resource or may read all jobs.
-pub(super) fn may_read(
-    principal: &Principal,
-    owner: Option<&str>,
-    what: &str,
-) -> Result<(), ApiError> {
-    if owner == Some(&*principal.id) || principal.scopes.may_read_all_jobs() {
-        return Ok(());
-    }
-    Err(ApiError::missing_scope(
-        vec![Scope::JobsRead],
-        format!("this {what} belongs to another principal; reading it needs the `jobs:read` scope"),
-    ))
-}
-
 pub async fn get_job(
     State(app): State<AppState>,
     Extension(principal): Extension<Arc<Principal>>,
@@ -68,10 +54,6 @@ pub async fn get_job(
     may_read(&principal, Some(&job.principal), "job")?;
     let calls = app.store.calls_for_job(&job.id).await?;
     let events = history(&job, app.store.job_events(&job.id).await?);
-    let waiting = matches!(
-        job.status,
-        JobStatus::Scheduled | JobStatus::Waiting | JobStatus::Queued
-    );
     Ok(Json(JobOut {
         links: json!({"self": format!("/v1/jobs/{}", job.id)}),
         steps: job
@@ -81,7 +63,7 @@ pub async fn get_job(
             .unwrap_or_else(|| json!([])),
         calls: calls.iter().map(call_summary).collect(),
         events,
-        next_run_at: waiting.then(|| rfc3339(job.run_at_ms)),
+        next_run_at: next_run_at(&job),
         job_id: job.id,
         trigger_id: job.trigger_id,
         status: job.status,
