@@ -15,7 +15,7 @@ use super::calls::CallOut;
 use crate::auth::{Principal, Scope};
 use crate::http::AppState;
 use crate::http::error::ApiError;
-use crate::http::extract::ApiQuery;
+use crate::http::extract::{ApiQuery, query_time};
 use crate::ids::CallId;
 use crate::store::{CallFilter, CallStatus};
 
@@ -37,18 +37,6 @@ pub struct ListQuery {
     /// The `next_cursor` of the previous page.
     cursor: Option<String>,
     limit: Option<usize>,
-}
-
-fn time(name: &str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
-    value
-        .map(|s| {
-            chrono::DateTime::parse_from_rfc3339(s)
-                .map(|t| t.timestamp_millis())
-                .map_err(|e| {
-                    ApiError::bad_request(format!("`{name}` is not an RFC 3339 time: {e}"))
-                })
-        })
-        .transpose()
 }
 
 /// `+`, then 7-15 digits, the first not 0 (as stored: calls are placed to
@@ -106,8 +94,8 @@ pub async fn list_calls(
         outcome: q.outcome,
         agent_id: q.agent,
         to: q.phone,
-        since_ms: time("since", q.since.as_deref())?,
-        until_ms: time("until", q.until.as_deref())?,
+        since_ms: query_time("since", q.since.as_deref())?,
+        until_ms: query_time("until", q.until.as_deref())?,
     };
     let rows = app.store.calls(filter, before, limit + 1).await?;
     let more = rows.len() > limit;

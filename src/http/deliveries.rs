@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::auth::{Principal, Scope};
 use crate::http::AppState;
 use crate::http::error::ApiError;
-use crate::http::extract::{ApiPath, ApiQuery};
+use crate::http::extract::{ApiPath, ApiQuery, query_time};
 use crate::ids::DeliveryId;
 use crate::store::{DeliveryFilter, DeliveryStatus, Replay};
 use crate::webhooks::delivery::{attempt_json, delivery_json};
@@ -58,16 +58,7 @@ pub async fn list_deliveries(
             ))
         })?),
     };
-    let since_ms = match q.since.as_deref() {
-        None => None,
-        Some(s) => Some(
-            chrono::DateTime::parse_from_rfc3339(s)
-                .map_err(|e| {
-                    ApiError::bad_request(format!("`since` is not an RFC 3339 time: {e}"))
-                })?
-                .timestamp_millis(),
-        ),
-    };
+    let since_ms = query_time("since", q.since.as_deref())?;
     let before = match q.cursor.as_deref() {
         None => None,
         Some(c) => Some(

@@ -59,3 +59,17 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
         ))),
     }
 }
+
+/// A query parameter holding an RFC 3339 time, as Unix milliseconds; a 400
+/// naming the parameter when it does not parse.
+pub fn query_time(name: &str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
+    value
+        .map(|s| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map(|t| t.timestamp_millis())
+                .map_err(|e| {
+                    ApiError::bad_request(format!("`{name}` is not an RFC 3339 time: {e}"))
+                })
+        })
+        .transpose()
+}

@@ -21,7 +21,7 @@ use crate::clock::rfc3339;
 use crate::config::PhoneValidation;
 use crate::http::AppState;
 use crate::http::error::ApiError;
-use crate::http::extract::ApiQuery;
+use crate::http::extract::{ApiQuery, query_time};
 use crate::ids::{JobId, TriggerId};
 use crate::input::phone;
 use crate::store::{JobFilter, JobRecord, JobStatus};
@@ -149,8 +149,8 @@ fn filter(q: &ListQuery, region: &str) -> Result<JobFilter, ApiError> {
                 })?,
         ),
     };
-    let since_ms = time(q.since.as_deref(), "since")?;
-    let until_ms = time(q.until.as_deref(), "until")?;
+    let since_ms = query_time("since", q.since.as_deref())?;
+    let until_ms = query_time("until", q.until.as_deref())?;
     if let (Some(s), Some(u)) = (since_ms, until_ms)
         && s > u
     {
@@ -164,18 +164,6 @@ fn filter(q: &ListQuery, region: &str) -> Result<JobFilter, ApiError> {
         since_ms,
         until_ms,
     })
-}
-
-fn time(value: Option<&str>, name: &str) -> Result<Option<i64>, ApiError> {
-    value
-        .map(|s| {
-            chrono::DateTime::parse_from_rfc3339(s)
-                .map(|t| t.timestamp_millis())
-                .map_err(|e| {
-                    ApiError::bad_request(format!("`{name}` is not an RFC 3339 time: {e}"))
-                })
-        })
-        .transpose()
 }
 
 fn limit(value: Option<&str>) -> Result<usize, ApiError> {
