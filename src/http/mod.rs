@@ -10,7 +10,7 @@ mod dnc;
 pub mod error;
 mod extract;
 mod health;
-mod jobs;
+pub mod jobs;
 pub mod middleware;
 pub mod prometheus;
 pub mod serve;
@@ -170,6 +170,12 @@ pub fn endpoints() -> Vec<Endpoint> {
             "/v1/jobs/{job_id}/cancel",
             Authenticated,
             jobs::cancel_job,
+        ),
+        endpoint(
+            Method::POST,
+            "/v1/jobs/{job_id}/retry",
+            Authenticated,
+            jobs::retry_job,
         ),
         endpoint(
             Method::GET,
