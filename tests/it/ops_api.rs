@@ -175,7 +175,19 @@ const T0: i64 = 1_800_000_000_000;
 
 #[tokio::test]
 async fn stats_chart_accepted_and_refused_triggers_and_calls_by_minute() {
-    let app = TestApp::builder()
+    stats_chart(TestApp::builder()).await;
+}
+
+#[tokio::test]
+async fn on_postgres_stats_chart_accepted_and_refused_triggers_and_calls_by_minute() {
+    let url = crate::pg_url_or_skip!(
+        "on_postgres_stats_chart_accepted_and_refused_triggers_and_calls_by_minute"
+    );
+    stats_chart(TestApp::builder().postgres(&url)).await;
+}
+
+async fn stats_chart(builder: Builder) {
+    let app = builder
         .file("providers.toml", &fast_simulator(""))
         .file("agents.toml", ANYTIME_AGENT)
         .key("zapier", &["triggers:run"])

@@ -160,7 +160,19 @@ async fn a_failed_job_is_retried(builder: Builder) {
 
 #[tokio::test]
 async fn a_job_whose_last_call_is_unknown_is_retried_only_when_confirmed() {
-    let app = retry_app(TestApp::builder()).await;
+    unknown_call_needs_confirmation(TestApp::builder()).await;
+}
+
+#[tokio::test]
+async fn on_postgres_a_job_whose_last_call_is_unknown_is_retried_only_when_confirmed() {
+    let url = crate::pg_url_or_skip!(
+        "on_postgres_a_job_whose_last_call_is_unknown_is_retried_only_when_confirmed"
+    );
+    unknown_call_needs_confirmation(TestApp::builder().postgres(&url)).await;
+}
+
+async fn unknown_call_needs_confirmation(builder: Builder) {
+    let app = retry_app(builder).await;
     let job = ended_job(&app, CallStatus::Unknown, JobStatus::NeedsAttention).await;
     for query in ["", "?confirm_no_call=false"] {
         let body = problem(retry(&app, "ops", &job, query).await, 409).await;

@@ -120,5 +120,6 @@ conformance! {
         shared::two_stores_on_one_database_share_a_rate,
         shared::concurrent_capped_claims_from_two_stores_never_exceed_the_cap,
         dnc::an_entry_added_by_one_store_is_seen_by_another_at_once,
+        ops::refusal_counts_written_by_two_stores_add_up,
     ],
 }

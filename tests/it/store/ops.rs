@@ -313,3 +313,35 @@ pub async fn stats_count_jobs_refusals_calls_and_attempts_by_bucket(store: &dyn 
     let s = store.stats(window).await.unwrap();
     assert_eq!(counts(&s.refused), vec![(2, "rate-limited".into(), 5)]);
 }
+
+pub async fn refusal_counts_written_by_two_stores_add_up(db: &super::engines::TestDb) {
+    let other = db.reopen(&callgate::config::StorageConfig::default()).await;
+    let stores: [&dyn Store; 2] = [db.store(), &*other];
+    let count = |n: i64| {
+        vec![RefusalCount {
+            minute_ms: T0,
+            reason: "rate-limited".into(),
+            count: n,
+        }]
+    };
+    // Flushes from both at once, a few times each.
+    let writes = (0..8).map(|i| stores[i % 2].add_refusals(count(i as i64 + 1)));
+    for r in futures_util::future::join_all(writes).await {
+        r.unwrap();
+    }
+    let window = StatsWindow {
+        since_ms: T0,
+        until_ms: T0 + 60_000,
+        bucket_ms: 60_000,
+    };
+    for store in stores {
+        let refused = store.stats(window).await.unwrap().refused;
+        assert_eq!(refused.len(), 1);
+        assert_eq!(
+            refused[0].count,
+            (1..=8).sum::<i64>(),
+            "every flush counted once"
+        );
+    }
+    other.close().await;
+}
