@@ -10,9 +10,9 @@
 //! Policy: the accept path never waits on the database for this: a
 //! refusal costs one uncontended mutex and a map update. Counts not yet
 //! flushed when the process dies are lost (at most one flush interval);
-//! a flush that fails keeps its counts for the next one. A declared
-//! `Content-Length` over the limit is refused before routing and is not
-//! counted here (it is in the Prometheus counters).
+//! a flush that fails keeps its counts for the next one. The two refusals
+//! made before routing (a declared `Content-Length` over the limit, the
+//! request timeout) are counted by the front door (`is_accept`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -71,6 +71,15 @@ impl Refusals {
     }
 }
 
+/// Whether a request is for the accept route, by its raw path (before
+/// routing): `POST /v1/triggers/<one segment>`.
+pub fn is_accept(method: &Method, path: &str) -> bool {
+    method == Method::POST
+        && path
+            .strip_prefix("/v1/triggers/")
+            .is_some_and(|id| !id.is_empty() && !id.contains('/'))
+}
+
 /// The slug as the `'static` one of the problem-type table.
 fn static_reason(reason: &str) -> Option<&'static str> {
     super::error::PROBLEM_TYPES
@@ -97,6 +106,20 @@ pub async fn count(State(app): State<AppState>, req: Request, next: Next) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_accept_route_is_told_apart_before_routing() {
+        assert!(is_accept(&Method::POST, "/v1/triggers/demo-call"));
+        assert!(!is_accept(&Method::GET, "/v1/triggers/demo-call"));
+        for path in [
+            "/v1/triggers/",
+            "/v1/triggers",
+            "/v1/triggers/a/b",
+            "/v1/jobs/x",
+        ] {
+            assert!(!is_accept(&Method::POST, path), "{path}");
+        }
+    }
 
     #[test]
     fn refusals_are_counted_per_minute_and_reason_and_restored_after_a_failed_flush() {

@@ -193,6 +193,7 @@ async fn stats_chart(builder: Builder) {
         .key("zapier", &["triggers:run"])
         .key("stranger", &["jobs:read"])
         .key("charts", &["metrics:read"])
+        .max_body_bytes(1024)
         .clock(ManualClock::new(T0 + 30_000))
         .start()
         .await;
@@ -212,9 +213,16 @@ async fn stats_chart(builder: Builder) {
             .await,
         app.trigger(app.key("zapier"), "demo-call", &json!({}))
             .await,
+        // Refused at the front door, before routing, by its Content-Length.
+        app.trigger(
+            app.key("zapier"),
+            "demo-call",
+            &json!({"pad": "x".repeat(2048)}),
+        )
+        .await,
     ];
     let statuses: Vec<u16> = refusals.iter().map(|r| r.status().as_u16()).collect();
-    assert_eq!(statuses, [401, 403, 422, 422]);
+    assert_eq!(statuses, [401, 403, 422, 422, 413]);
     assert_eq!(app.run_pending().await, 2);
     // Refusals reach the store with the next flush (every few seconds).
     let path = format!(
@@ -243,6 +251,7 @@ async fn stats_chart(builder: Builder) {
     let refused = &stats["triggers"]["refused"];
     assert_eq!(refused["unauthorized"], json!([0, 1, 0]), "{stats}");
     assert_eq!(refused["forbidden"], json!([0, 1, 0]), "{stats}");
+    assert_eq!(refused["payload-too-large"], json!([0, 1, 0]), "{stats}");
     let calls: i64 = stats["calls"]
         .as_object()
         .unwrap()
