@@ -4,6 +4,7 @@
 //! last batch of jobs before returning.
 
 pub mod compile;
+mod ops;
 pub mod tls;
 
 use std::future::Future;
@@ -108,6 +109,7 @@ pub async fn run_with(
     }
     tasks.spawn(idempotency_cleanup(state.clone(), token.clone()));
     tasks.spawn(reload_keys(state.clone(), token.clone()));
+    ops::start(&state, &mut tasks, &token);
     start_jwks(&state, &mut tasks, &token).await?;
     let runner = state.runner();
     if options.runner {
@@ -259,6 +261,7 @@ pub async fn build_state(
         inflight: Inflight::default(),
         outbound,
         metrics: crate::http::prometheus::Metrics::install(),
+        refusals: Arc::default(),
     }))
 }
 

@@ -150,6 +150,20 @@ pub struct EndpointConfig {
     /// for this endpoint beside the system's roots: an internal server
     /// behind a private CA. Default: the defaults' `ca_file`.
     pub ca_file: Option<String>,
+    /// A periodic availability check: `GET` of `path` on the endpoint's
+    /// origin, through the same client and SSRF guard as deliveries.
+    pub health_check: Option<HealthCheckConfig>,
+}
+
+/// `health_check = { path = "/health", interval = "30s" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// Absolute path (with an optional query) on the endpoint's origin.
+    pub path: String,
+    /// Between checks (at least 5 s, at most 1 h).
+    #[serde(with = "duration")]
+    pub interval: Duration,
 }
 
 /// Endpoint authentication (secrets from `${ENV}`).

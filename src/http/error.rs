@@ -82,6 +82,11 @@ pub enum ApiError {
     /// it is cancellable again once the worker leaves it waiting.
     #[error("{0}")]
     JobBusy(String),
+    /// 409: retrying the job may call someone a second time (its last
+    /// call's status is `unknown`); the request must say
+    /// `confirm_no_call=true`.
+    #[error("{0}")]
+    ConfirmRequired(String),
     /// 504: a mid-call action's upstream failed or missed the deadline, and
     /// the action has no fallback.
     #[error("{0}")]
@@ -125,6 +130,10 @@ pub enum ApiError {
     #[error("internal error")]
     Internal(String),
 }
+
+/// The problem type's slug of an error response (a response extension).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProblemSlug(pub &'static str);
 
 /// The logged cause of a 5xx (never sent to the client).
 #[derive(Debug, Clone)]
@@ -198,6 +207,7 @@ impl ApiError {
             IdempotencyInFlight => &IN_FLIGHT,
             Conflict(_) => &CONFLICT,
             JobBusy(_) => &JOB_BUSY,
+            ConfirmRequired(_) => &CONFIRM_REQUIRED,
             UpstreamUnavailable(_) => &UPSTREAM,
             PayloadTooLarge { .. } => &TOO_LARGE,
             UnsupportedMediaType(_) => &MEDIA_TYPE,
@@ -253,6 +263,7 @@ kinds! {
     IN_FLIGHT = CONFLICT, "idempotency-key-in-flight", "Request in progress";
     CONFLICT = CONFLICT, "conflict", "Conflict";
     JOB_BUSY = CONFLICT, "job-busy", "Job busy";
+    CONFIRM_REQUIRED = CONFLICT, "confirm-required", "Confirmation required";
     UPSTREAM = GATEWAY_TIMEOUT, "upstream-unavailable", "Upstream unavailable";
     TOO_LARGE = PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large";
     MEDIA_TYPE = UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type";
@@ -378,6 +389,9 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         let mut response = (status, headers, bytes).into_response();
+        // Counted by kind where refusals are (the accept path's refusal
+        // counts, `http::refusals`).
+        response.extensions_mut().insert(ProblemSlug(self.slug()));
         if let Some(cause) = cause {
             response.extensions_mut().insert(ErrorCause(cause));
         }

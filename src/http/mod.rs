@@ -7,13 +7,16 @@ mod call_list;
 mod calls;
 mod deliveries;
 mod dnc;
+pub mod endpoints;
 pub mod error;
 mod extract;
 mod health;
-mod jobs;
+pub mod jobs;
 pub mod middleware;
 pub mod prometheus;
+pub mod refusals;
 pub mod serve;
+pub mod stats;
 mod triggers;
 
 use std::ops::Deref;
@@ -56,6 +59,8 @@ pub struct AppInner {
     pub outbound: Arc<crate::webhooks::Outbound>,
     /// Renders `/metrics` (the process-wide Prometheus recorder).
     pub metrics: prometheus::Metrics,
+    /// Refused trigger requests not flushed to the store yet.
+    pub refusals: Arc<refusals::Refusals>,
 }
 
 impl AppState {
@@ -172,6 +177,12 @@ pub fn endpoints() -> Vec<Endpoint> {
             jobs::cancel_job,
         ),
         endpoint(
+            Method::POST,
+            "/v1/jobs/{job_id}/retry",
+            Authenticated,
+            jobs::retry_job,
+        ),
+        endpoint(
             Method::GET,
             "/v1/calls",
             Authenticated,
@@ -243,6 +254,19 @@ pub fn endpoints() -> Vec<Endpoint> {
             Authenticated,
             dnc::delete_do_not_call,
         ),
+        endpoint(
+            Method::GET,
+            "/v1/endpoints",
+            Authenticated,
+            endpoints::list_endpoints,
+        ),
+        endpoint(
+            Method::GET,
+            "/v1/endpoints/{name}",
+            Authenticated,
+            endpoints::get_endpoint,
+        ),
+        endpoint(Method::GET, "/v1/stats", Authenticated, stats::get_stats),
         endpoint(Method::GET, "/metrics", Authenticated, deliveries::metrics),
     ]
 }
@@ -265,6 +289,10 @@ pub fn router(state: AppState) -> Router {
         // Outside every route's own layers (auth, limits), so 401s and 429s
         // are counted under their route too.
         .route_layer(axum::middleware::from_fn(prometheus::track))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            refusals::count,
+        ))
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state.clone());

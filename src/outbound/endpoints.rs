@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{DELIVERY_NAMES, Endpoint, ssrf, template, valid_name};
+use super::{DELIVERY_NAMES, Endpoint, HealthCheck, ssrf, template, valid_name};
 use crate::config::outbound::{
-    BreakerConfig, EndpointAuth, EndpointConfig, EndpointsFile, RetryPolicy,
+    BreakerConfig, EndpointAuth, EndpointConfig, EndpointsFile, HealthCheckConfig, RetryPolicy,
 };
 use crate::config::{ENDPOINTS_FILE, Problem};
 use crate::template::JsonTemplate;
@@ -94,9 +94,14 @@ fn compile_endpoint(
     let timeout = e.timeout.unwrap_or(d.timeout);
     let breaker = e.breaker.clone().unwrap_or_else(|| d.breaker.clone());
     check_delivery(&retry, concurrency, timeout, &breaker, p);
+    let url = url?;
+    let health_check = e
+        .health_check
+        .as_ref()
+        .and_then(|h| health_check(&url, h, p));
     Some(Endpoint {
         name: name.to_owned(),
-        url: url?,
+        url,
         method: method?,
         headers,
         secret_headers,
@@ -110,7 +115,44 @@ fn compile_endpoint(
         allow_http: e.allow_http,
         follow_redirects: e.follow_redirects,
         ca_certificates: Vec::new(),
+        health_check,
     })
+}
+
+/// Shortest and longest time between two health checks.
+const HEALTH_INTERVAL: (Duration, Duration) = (Duration::from_secs(5), Duration::from_secs(3600));
+
+/// `health_check`: an absolute path on the endpoint's origin, an interval
+/// within bounds.
+fn health_check(
+    endpoint: &url::Url,
+    h: &HealthCheckConfig,
+    p: &mut impl FnMut(&str, String),
+) -> Option<HealthCheck> {
+    if h.interval < HEALTH_INTERVAL.0 || h.interval > HEALTH_INTERVAL.1 {
+        p(".health_check.interval", "must be between 5s and 1h".into());
+    }
+    if !h.path.starts_with('/') || h.path.starts_with("//") || h.path.contains('#') {
+        p(
+            ".health_check.path",
+            "must be an absolute path such as `/health` (no host, no fragment)".into(),
+        );
+        return None;
+    }
+    match endpoint.join(&h.path) {
+        Ok(url) if url.origin() == endpoint.origin() => Some(HealthCheck {
+            url,
+            path: h.path.clone(),
+            interval: h.interval,
+        }),
+        _ => {
+            p(
+                ".health_check.path",
+                "is not a path on the endpoint's origin".into(),
+            );
+            None
+        }
+    }
 }
 
 /// The CA certificates of the PEM bundle `file` (relative to `dir`), to

@@ -147,6 +147,18 @@ pub struct Endpoint {
     /// CA certificates trusted beside the system's roots (`ca_file`, read
     /// and parsed when the config is compiled).
     pub ca_certificates: Vec<reqwest::Certificate>,
+    /// The availability check (`health_check`), if configured.
+    pub health_check: Option<HealthCheck>,
+}
+
+/// An endpoint's availability check, compiled.
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    /// The endpoint's origin with the check's path.
+    pub url: url::Url,
+    /// As configured (`path`), for display.
+    pub path: String,
+    pub interval: Duration,
 }
 
 /// A mid-call action, checked and compiled.

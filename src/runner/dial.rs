@@ -27,6 +27,7 @@ const DIAL_RATE_UNAVAILABLE_WAIT_MS: i64 = 1_000;
 /// One call to place.
 pub(super) struct CallPlan<'a> {
     pub job_id: &'a JobId,
+    /// The call's slot: the step, in the job's round (`JobState::call_slot`).
     pub step: i64,
     pub agent: &'a Agent,
     pub to: &'a str,

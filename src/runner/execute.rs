@@ -50,7 +50,7 @@ impl RunnerCtx {
             .unwrap_or(json!({}));
         let plan = CallPlan {
             job_id: &job.id,
-            step: 0,
+            step: state.call_slot(0),
             agent,
             to,
             variables,

@@ -42,6 +42,11 @@ pub(super) struct JobState {
     /// What each step did, in order.
     #[serde(default)]
     pub steps: Vec<StepLog>,
+    /// How many times an operator retried the job (`Store::retry_job`
+    /// counts it up): a call-placing step of round `r` stores its call at
+    /// `r * CALL_ROUND_STRIDE + step`, so a retried step dials its own call.
+    #[serde(default)]
+    pub round: i64,
 }
 
 /// One line of a job's step log (`GET /v1/jobs/{id}`'s `steps`).
@@ -93,6 +98,11 @@ impl JobState {
             call_id: call_id.cloned(),
             at: crate::clock::rfc3339(at_ms),
         });
+    }
+
+    /// The call slot (`calls.step`) of automation step `step` in this round.
+    pub fn call_slot(&self, step: usize) -> i64 {
+        self.round * crate::store::CALL_ROUND_STRIDE + step as i64
     }
 
     /// The call of step `key`, or the last one placed.

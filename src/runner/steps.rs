@@ -132,7 +132,7 @@ impl RunnerCtx {
         let depth = job.input.get("depth").and_then(Value::as_i64).unwrap_or(0);
         let plan = CallPlan {
             job_id: &job.id,
-            step: i as i64,
+            step: state.call_slot(i),
             agent,
             to: &e164,
             variables: vars,

@@ -10,6 +10,7 @@
 
 mod backup;
 mod group_commit;
+mod ops;
 pub mod postgres;
 mod shared;
 pub mod sqlite;
@@ -25,6 +26,7 @@ use crate::config::StorageConfig;
 use crate::ids::{CallId, DeliveryId, JobId};
 pub use backup::{BackupError, BackupReport, backup};
 pub use group_commit::{BatchWriter, GroupCommit};
+pub use ops::*;
 pub use shared::{BreakerAdmission, BreakerPolicy, BreakerRow, gcra};
 pub use status::{CallStatus, DeliveryStatus, JobStatus};
 pub use types::*;
@@ -155,6 +157,21 @@ pub trait Store: Send + Sync + 'static {
         reason: String,
         now_ms: i64,
     ) -> Result<Cancel, StoreError>;
+
+    /// Moves a `failed` or `needs_attention` job back to `queued`, due at
+    /// `now_ms`, for a fresh attempt: one conditional update on its status
+    /// (two concurrent retries: one `Retried`, the other `NotRetryable`),
+    /// which also resets its attempts and starts a new round of its
+    /// progress (`CALL_ROUND_STRIDE`: the retried step dials its own call;
+    /// earlier calls stay), and logs a `queued` event with `reason` and
+    /// `detail`.
+    async fn retry_job(
+        &self,
+        job_id: &JobId,
+        reason: String,
+        detail: serde_json::Value,
+        now_ms: i64,
+    ) -> Result<Retry, StoreError>;
 
     // --- calls ---
 
@@ -309,6 +326,30 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes finished deliveries last updated before `before_ms`.
     async fn purge_deliveries(&self, before_ms: i64) -> Result<u64, StoreError>;
+
+    // The operations API's reads (on read connections) and the refusal
+    // counts (`ops.rs`).
+
+    /// Delivery health of each of `endpoints` at `now_ms`: attempts,
+    /// successes and latency p50/p95 over the last hour and day, the last
+    /// failed attempt, pending and dead counts, the shared breaker's row.
+    async fn endpoint_health(
+        &self,
+        endpoints: Vec<String>,
+        now_ms: i64,
+    ) -> Result<Vec<EndpointHealth>, StoreError>;
+
+    /// Counts in `window` (times in `[since, until)`), by bucket: jobs
+    /// created by triggers, refused trigger requests, calls created by
+    /// outcome, delivery attempts by endpoint.
+    async fn stats(&self, window: StatsWindow) -> Result<StatsSeries, StoreError>;
+
+    /// Adds refused-trigger counts to the stored per-minute counts (`+=`,
+    /// so instances sharing a database add up), in one statement.
+    async fn add_refusals(&self, counts: Vec<RefusalCount>) -> Result<(), StoreError>;
+
+    /// Deletes the refusal counts of minutes before `before_ms`.
+    async fn purge_refusals(&self, before_ms: i64) -> Result<u64, StoreError>;
 
     /// Rows by status of jobs, calls and deliveries: (table, status, count).
     async fn status_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError>;

@@ -305,6 +305,13 @@ impl Deliverer {
     async fn purge(&self) -> u64 {
         let keep = self.inner.config.main.deliveries.retention;
         let before = self.inner.clock.now_ms() - keep.as_millis() as i64;
+        // The refused-trigger counts (`GET /v1/stats`) are kept as long as
+        // the delivery log the same charts read.
+        match self.inner.store.purge_refusals(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "purged refused-trigger counts past retention"),
+            Err(e) => tracing::warn!(error = %e, "purging refused-trigger counts failed"),
+        }
         match self.inner.store.purge_deliveries(before).await {
             Ok(n) => {
                 if n > 0 {

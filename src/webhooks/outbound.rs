@@ -20,6 +20,8 @@ pub struct Outbound {
     /// Poked when a delivery is created or replayed.
     pub wake: Arc<Notify>,
     pub caches: Caches,
+    /// The endpoints' last health-check results (this instance's).
+    pub health: Arc<super::health::HealthBoard>,
 }
 
 impl Outbound {
@@ -33,6 +35,7 @@ impl Outbound {
             clock,
             wake: Arc::new(Notify::new()),
             caches: Caches::build(config),
+            health: Arc::default(),
         })
     }
 

@@ -407,6 +407,7 @@ fn endpoint(
         allow_http: true,
         follow_redirects,
         ca_certificates: Vec::new(),
+        health_check: None,
     }
 }
 

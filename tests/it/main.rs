@@ -39,6 +39,7 @@ mod limits_redis;
 mod logs;
 mod metrics;
 mod openapi;
+mod ops_api;
 mod outage;
 mod private_ca;
 mod receiver;

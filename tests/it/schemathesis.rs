@@ -47,7 +47,9 @@ const ALL_SCOPES: [&str; 9] = [
 /// libphonenumber's metadata, not a pattern. A job listing's `phone` must
 /// be a phone number, its `cursor` one the API gave and its `since` no
 /// later than its `until`: none of which a schema can say, so a string
-/// that fits it may still be a documented `400`.
+/// that fits it may still be a documented `400`. Nor can it say that the
+/// stats' `since` must come before `until` (a `400`) or that their
+/// `bucket` must be `<n>m|h|d` within 1440 buckets (a `422`).
 const CONFIG: &str = r#"
 [[operations]]
 include-operation-id = "runTrigger"
@@ -60,6 +62,10 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", 401, 403, 404, 409, 
 [[operations]]
 include-operation-id = "listJobs"
 checks.positive_data_acceptance.expected-statuses = ["2xx", 400, 401, 403, 429]
+
+[[operations]]
+include-operation-id = "getStats"
+checks.positive_data_acceptance.expected-statuses = ["2xx", 400, 401, 403, 422, 429]
 "#;
 
 fn installed() -> Option<String> {

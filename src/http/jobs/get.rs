@@ -104,9 +104,11 @@ fn history(job: &JobRecord, logged: Vec<JobEvent>) -> Vec<Value> {
 
 /// A call as the job shows it.
 fn call_summary(c: &CallRecord) -> Value {
+    let (round, step) = crate::store::call_round_and_step(c.step);
     json!({
         "call_id": c.id,
-        "step": c.step,
+        "step": step,
+        "round": round,
         "status": c.status,
         "outcome": c.outcome,
         "links": {"self": format!("/v1/calls/{}", c.id)},

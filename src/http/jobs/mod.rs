@@ -1,5 +1,6 @@
 //! Jobs: `GET /v1/jobs/{job_id}` (`get.rs`), `GET /v1/jobs` (`list.rs`),
-//! `POST /v1/jobs/{job_id}/cancel` (`cancel.rs`, `jobs:write`).
+//! `POST /v1/jobs/{job_id}/cancel` (`cancel.rs`, `jobs:write`),
+//! `POST /v1/jobs/{job_id}/retry` (`retry.rs`, `jobs:write`).
 //!
 //! Policy: a principal reads its own jobs; reading another's, or listing
 //! every job, needs `jobs:read` (403 for one job; a listing without it
@@ -8,10 +9,12 @@
 mod cancel;
 mod get;
 mod list;
+pub mod retry;
 
 pub use cancel::cancel_job;
 pub use get::get_job;
 pub use list::list_jobs;
+pub use retry::retry_job;
 
 use crate::auth::{Principal, Scope};
 use crate::clock::rfc3339;

@@ -25,6 +25,7 @@ use tracing::Instrument;
 use super::request_id::{self, X_REQUEST_ID};
 use crate::http::AppState;
 use crate::http::error::{ApiError, ErrorCause, LogAs, default_log_level};
+use crate::http::refusals;
 
 pub async fn front_door(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
     let id = request_id::assign(&mut req);
@@ -39,8 +40,17 @@ pub async fn front_door(State(app): State<AppState>, mut req: Request, next: Nex
     let started = Instant::now();
     let http1 = req.version() < Version::HTTP_2;
     let server = &app.config.main.server;
+    // Refusals made here, before routing, are counted for the stats too
+    // (the route layer `refusals::count` never sees them).
+    let accept = refusals::is_accept(req.method(), req.uri().path());
+    let refused = |reason: &'static str| {
+        if accept {
+            app.refusals.add(app.clock.now_ms(), reason);
+        }
+    };
     let mut response =
         if declared_length(&req).is_some_and(|len| len > server.max_body_bytes as u64) {
+            refused("payload-too-large");
             ApiError::PayloadTooLarge {
                 limit: server.max_body_bytes,
             }
@@ -53,7 +63,10 @@ pub async fn front_door(State(app): State<AppState>, mut req: Request, next: Nex
             .await
             {
                 Ok(response) => response,
-                Err(_) => ApiError::Timeout.into_response(),
+                Err(_) => {
+                    refused("timeout");
+                    ApiError::Timeout.into_response()
+                }
             }
         };
     response.headers_mut().insert(X_REQUEST_ID.clone(), id);

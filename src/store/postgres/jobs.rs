@@ -71,7 +71,7 @@ pub(super) async fn claim_jobs<C: GenericClient>(
         .collect()
 }
 
-async fn log_event<C: GenericClient>(
+pub(super) async fn log_event<C: GenericClient>(
     c: &C,
     job_id: &JobId,
     at: i64,

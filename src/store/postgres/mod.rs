@@ -27,6 +27,7 @@ mod dnc;
 mod jobs;
 mod leader;
 mod listen;
+mod ops;
 mod reads;
 mod schema;
 mod shared;
@@ -47,6 +48,7 @@ use super::{
     JobFilter, JobRecord, JobUpdate, NewCall, NewDelivery, NewJob, Replay, Reservation, Store,
     StoreError,
 };
+use super::{EndpointHealth, RefusalCount, Retry, StatsSeries, StatsWindow};
 use crate::config::StorageConfig;
 use crate::ids::{CallId, DeliveryId, JobId};
 use writer::Writer;
@@ -317,6 +319,39 @@ impl Store for PgStore {
     ) -> Result<Cancel, StoreError> {
         in_tx!(self, |tx| jobs::cancel_job(&tx, job_id, &reason, now_ms)
             .await?)
+    }
+
+    async fn retry_job(
+        &self,
+        job_id: &JobId,
+        reason: String,
+        detail: serde_json::Value,
+        now_ms: i64,
+    ) -> Result<Retry, StoreError> {
+        in_tx!(self, |tx| ops::retry_job(
+            &tx, job_id, &reason, &detail, now_ms
+        )
+        .await?)
+    }
+
+    async fn endpoint_health(
+        &self,
+        endpoints: Vec<String>,
+        now_ms: i64,
+    ) -> Result<Vec<EndpointHealth>, StoreError> {
+        on_conn!(self, |c| ops::endpoint_health(&c, &endpoints, now_ms).await)
+    }
+
+    async fn stats(&self, window: StatsWindow) -> Result<StatsSeries, StoreError> {
+        on_conn!(self, |c| ops::stats(&c, window).await)
+    }
+
+    async fn add_refusals(&self, counts: Vec<RefusalCount>) -> Result<(), StoreError> {
+        on_conn!(self, |c| ops::add_refusals(&c, &counts).await)
+    }
+
+    async fn purge_refusals(&self, before_ms: i64) -> Result<u64, StoreError> {
+        on_conn!(self, |c| ops::purge_refusals(&c, before_ms).await)
     }
 
     async fn reserve_call(

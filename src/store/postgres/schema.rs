@@ -214,6 +214,20 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     CREATE INDEX calls_to ON calls (to_number);
     "#,
     ),
+    (
+        5,
+        "the operations API: refused triggers per minute; attempts and calls by time",
+        r#"
+    CREATE TABLE trigger_refusals (
+        minute BIGINT NOT NULL,
+        reason TEXT NOT NULL,
+        count BIGINT NOT NULL,
+        PRIMARY KEY (minute, reason)
+    );
+    CREATE INDEX delivery_attempts_started ON delivery_attempts (started_at);
+    CREATE INDEX calls_created ON calls (created_at);
+    "#,
+    ),
 ];
 
 /// Applies the migrations not applied yet to the connection's current

@@ -80,7 +80,7 @@ pub(super) fn claim_jobs(
     Ok(claimed)
 }
 
-fn log_event(
+pub(super) fn log_event(
     conn: &Connection,
     job_id: &JobId,
     at: i64,

@@ -16,6 +16,7 @@ mod convert;
 mod deliveries;
 mod dnc;
 mod jobs;
+mod ops;
 mod reads;
 mod schema;
 mod shared;
@@ -37,6 +38,7 @@ use super::{
     IdempotencyRecord, JobEvent, JobFilter, JobRecord, JobUpdate, NewCall, NewDelivery, NewJob,
     Replay, Reservation, Store, StoreError,
 };
+use super::{EndpointHealth, RefusalCount, Retry, StatsSeries, StatsWindow};
 use crate::config::StorageConfig;
 use crate::ids::{CallId, DeliveryId, JobId};
 use reads::ReadPool;
@@ -232,6 +234,41 @@ impl Store for SqliteStore {
     ) -> Result<Cancel, StoreError> {
         let job_id = job_id.clone();
         self.write(move |conn| jobs::cancel_job(conn, &job_id, &reason, now_ms))
+            .await
+    }
+
+    async fn retry_job(
+        &self,
+        job_id: &JobId,
+        reason: String,
+        detail: serde_json::Value,
+        now_ms: i64,
+    ) -> Result<Retry, StoreError> {
+        let job_id = job_id.clone();
+        self.write(move |conn| ops::retry_job(conn, &job_id, &reason, &detail, now_ms))
+            .await
+    }
+
+    async fn endpoint_health(
+        &self,
+        endpoints: Vec<String>,
+        now_ms: i64,
+    ) -> Result<Vec<EndpointHealth>, StoreError> {
+        self.read(move |conn| ops::endpoint_health(conn, &endpoints, now_ms))
+            .await
+    }
+
+    async fn stats(&self, window: StatsWindow) -> Result<StatsSeries, StoreError> {
+        self.read(move |conn| ops::stats(conn, window)).await
+    }
+
+    async fn add_refusals(&self, counts: Vec<RefusalCount>) -> Result<(), StoreError> {
+        self.write(move |conn| ops::add_refusals(conn, &counts))
+            .await
+    }
+
+    async fn purge_refusals(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.write(move |conn| ops::purge_refusals(conn, before_ms))
             .await
     }
 

@@ -199,6 +199,21 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         CREATE INDEX calls_to ON calls (to_number);
         "#,
     ),
+    (
+        8,
+        "the operations API: refused triggers per minute; attempts, calls and jobs by time",
+        r#"
+        CREATE TABLE trigger_refusals (
+            minute BIGINT NOT NULL,
+            reason TEXT NOT NULL,
+            count BIGINT NOT NULL,
+            PRIMARY KEY (minute, reason)
+        );
+        CREATE INDEX delivery_attempts_started ON delivery_attempts (started_at);
+        CREATE INDEX calls_created ON calls (created_at);
+        CREATE INDEX jobs_created ON jobs (created_at);
+        "#,
+    ),
 ];
 
 /// Applies the migrations not applied yet, each in its own transaction.

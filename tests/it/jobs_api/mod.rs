@@ -5,6 +5,7 @@
 
 mod cancel;
 mod list;
+mod retry;
 
 use serde_json::Value;
 

@@ -22,6 +22,7 @@ mod leadership;
 mod lifecycle;
 mod lines;
 mod make;
+mod ops;
 mod postgres;
 mod shared;
 
@@ -107,6 +108,10 @@ conformance! {
         lifecycle::a_lone_instance_leads_the_housekeeping,
         dnc::do_not_call_entries_are_added_once_listed_in_order_and_removed,
         dnc::a_large_do_not_call_import_is_added_in_one_call,
+        ops::only_failed_and_needs_attention_jobs_are_retried_in_a_new_round,
+        ops::concurrent_retries_of_one_job_let_exactly_one_win,
+        ops::endpoint_health_reports_windows_the_last_error_counts_and_the_breaker,
+        ops::stats_count_jobs_refusals_calls_and_attempts_by_bucket,
     ],
     db: [
         lifecycle::a_blocked_writer_refuses_enqueues_at_once_past_its_bound,
@@ -115,5 +120,6 @@ conformance! {
         shared::two_stores_on_one_database_share_a_rate,
         shared::concurrent_capped_claims_from_two_stores_never_exceed_the_cap,
         dnc::an_entry_added_by_one_store_is_seen_by_another_at_once,
+        ops::refusal_counts_written_by_two_stores_add_up,
     ],
 }
