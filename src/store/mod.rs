@@ -8,6 +8,7 @@
 //! configured bound, enqueue fails at once with `Backpressure` instead of
 //! queueing without limit. Errors are classified by kind, never by message.
 
+mod api_keys;
 mod backup;
 mod group_commit;
 pub mod postgres;
@@ -249,6 +250,29 @@ pub trait Store: Send + Sync + 'static {
         after: Option<String>,
         limit: usize,
     ) -> Result<Vec<DncEntry>, StoreError>;
+
+    // API keys made through the API (`keys.toml` keys stay in the
+    // catalog). Every instance serves them from a snapshot it refreshes
+    // with `api_keys` (`auth::db_keys`).
+
+    /// Stores a new key; `false` (nothing written) when a key of that name
+    /// exists (enabled or not).
+    async fn create_api_key(&self, key: ApiKeyRecord) -> Result<bool, StoreError>;
+
+    /// Every stored key, disabled ones too, by name.
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
+
+    /// Disables a key (disabling it again keeps the first time); the key
+    /// after it, `None` when there is no such key.
+    async fn disable_api_key(
+        &self,
+        name: &str,
+        now_ms: i64,
+    ) -> Result<Option<ApiKeyRecord>, StoreError>;
+
+    /// Records keys' last uses, batched (one name once): each key's
+    /// `last_used_at` moves forward to its time, never back.
+    async fn record_api_key_use(&self, uses: Vec<(String, i64)>) -> Result<(), StoreError>;
 
     // Outbound webhook deliveries (the delivery log).
 
