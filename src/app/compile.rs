@@ -157,6 +157,9 @@ fn check_main(dir: &Path, main: &MainFile, problems: &mut Vec<Problem>) {
     if main.idempotency.retention.is_zero() {
         problem("idempotency.retention", "must be longer than 0s".into());
     }
+    if main.auth.db_keys_refresh.is_zero() {
+        problem("auth.db_keys_refresh", "must be longer than 0s".into());
+    }
     if let Err(e) = Region::parse(&main.defaults.phone_region) {
         problem("defaults.phone_region", e);
     }

@@ -108,6 +108,7 @@ pub async fn run_with(
     }
     tasks.spawn(idempotency_cleanup(state.clone(), token.clone()));
     tasks.spawn(reload_keys(state.clone(), token.clone()));
+    tasks.spawn(refresh_db_keys(state.clone(), token.clone()));
     start_jwks(&state, &mut tasks, &token).await?;
     let runner = state.runner();
     if options.runner {
@@ -247,8 +248,15 @@ pub async fn build_state(
         clock.clone(),
         redis,
     );
+    let db_keys = crate::auth::DbKeys::new(store.clone(), clock.clone());
+    // Read before serving, so stored keys work from the first request; a
+    // failure is not fatal (the refresh task tries again).
+    if let Err(e) = db_keys.refresh(&config.keys).await {
+        tracing::warn!(error = %e, "reading the stored API keys failed; trying again shortly");
+    }
     Ok(AppState::new(AppInner {
         keys: ArcSwap::from_pointee(config.keys.clone()),
+        db_keys,
         issuers: config.issuers.clone(),
         config,
         store,
@@ -385,5 +393,27 @@ async fn reload_keys(state: AppState, token: CancellationToken) {
                 tracing::error!(problem = %p, "key file unreadable; keeping the previous keys")
             }
         }
+    }
+}
+
+/// Reads the API keys stored in the database again every
+/// `auth.db_keys_refresh` and writes their noted last uses in one batch
+/// (the last ones once more on shutdown).
+async fn refresh_db_keys(state: AppState, token: CancellationToken) {
+    let mut tick = tokio::time::interval(state.config.main.auth.db_keys_refresh);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => {
+                state.db_keys.flush_uses().await;
+                return;
+            }
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = state.db_keys.refresh(&state.keys.load()).await {
+            tracing::warn!(error = %e, "reading the stored API keys failed; keeping the last ones");
+        }
+        state.db_keys.flush_uses().await;
     }
 }

@@ -11,6 +11,7 @@ pub mod error;
 mod extract;
 mod health;
 mod jobs;
+pub mod keys;
 pub mod middleware;
 pub mod prometheus;
 pub mod serve;
@@ -48,6 +49,8 @@ pub struct AppInner {
     pub wake: Arc<Notify>,
     /// Replaced when the key file changes.
     pub keys: ArcSwap<KeySet>,
+    /// Keys made through the API, stored in the database.
+    pub db_keys: crate::auth::DbKeys,
     pub issuers: Issuers,
     pub limiters: Limiters,
     pub clock: Arc<dyn Clock>,
@@ -242,6 +245,14 @@ pub fn endpoints() -> Vec<Endpoint> {
             "/v1/do-not-call/{number}",
             Authenticated,
             dnc::delete_do_not_call,
+        ),
+        endpoint(Method::GET, "/v1/keys", Authenticated, keys::list_keys),
+        endpoint(Method::POST, "/v1/keys", Authenticated, keys::post_key),
+        endpoint(
+            Method::POST,
+            "/v1/keys/{name}/disable",
+            Authenticated,
+            keys::post_disable_key,
         ),
         endpoint(Method::GET, "/metrics", Authenticated, deliveries::metrics),
     ]

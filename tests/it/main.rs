@@ -34,6 +34,7 @@ mod jobs;
 mod jobs_api;
 mod jwks;
 mod jwt;
+mod keys_api;
 mod limits;
 mod limits_redis;
 mod logs;
