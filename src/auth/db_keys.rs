@@ -59,6 +59,8 @@ pub struct DbKeys {
     refreshing: tokio::sync::Mutex<Option<Instant>>,
     /// Last uses not written yet, by name.
     uses: Mutex<HashMap<Arc<str>, i64>>,
+    /// How many times the stored keys were read (for tests and logs).
+    reads: std::sync::atomic::AtomicU64,
 }
 
 impl DbKeys {
@@ -69,6 +71,7 @@ impl DbKeys {
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             refreshing: tokio::sync::Mutex::new(None),
             uses: Mutex::new(HashMap::new()),
+            reads: Default::default(),
         }
     }
 
@@ -133,6 +136,7 @@ impl DbKeys {
     }
 
     async fn load(&self, toml: &KeySet) -> Result<(), StoreError> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
         let records = self.store.api_keys().await?;
         let previous = self.snapshot.load();
         let noted: HashMap<&str, &Arc<AtomicI64>> = previous
@@ -198,6 +202,11 @@ impl DbKeys {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// How many times the stored keys were read from the store.
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
+    }
 }
 
 /// The principal a stored key stands for (`key:<name>`, as a file key).
@@ -221,4 +230,56 @@ fn principal(record: &ApiKeyRecord) -> Result<Arc<Principal>, String> {
         rate_limit: record.rate_limit,
         allowed_ips,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::config::StorageConfig;
+    use crate::store::sqlite::SqliteStore;
+
+    #[tokio::test]
+    async fn made_up_keys_read_the_store_at_most_once_a_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("k.db"), &StorageConfig::default())
+            .await
+            .unwrap();
+        let store: Arc<dyn Store> = Arc::new(store);
+        let keys = DbKeys::new(store.clone(), Arc::new(SystemClock));
+        let toml = KeySet::default();
+        let started = Instant::now();
+        for _ in 0..200 {
+            assert!(keys.verify(&api_key::generate(), &toml).await.is_none());
+        }
+        // Malformed ones never read it.
+        for bad in ["cg_short", "not-a-key", &format!("cg_{}", "!".repeat(43))] {
+            assert!(keys.verify(bad, &toml).await.is_none());
+        }
+        let bound = 1 + started.elapsed().as_secs();
+        assert!(
+            keys.reads() <= bound,
+            "{} reads in {:?}",
+            keys.reads(),
+            started.elapsed()
+        );
+        // A real key made meanwhile is found by the periodic refresh.
+        let key = api_key::generate();
+        let record = ApiKeyRecord {
+            name: "crm".into(),
+            hash: sha256(key.as_bytes()),
+            scopes: vec!["triggers:run".into()],
+            allowed_ips: Vec::new(),
+            rate_limit: None,
+            created_at_ms: 0,
+            created_by: "test".into(),
+            disabled_at_ms: None,
+            last_used_at_ms: None,
+        };
+        assert!(store.create_api_key(record).await.unwrap());
+        keys.refresh(&toml).await.unwrap();
+        let principal = keys.verify(&key, &toml).await.unwrap();
+        assert_eq!(&*principal.id, "key:crm");
+        store.close().await;
+    }
 }
