@@ -66,6 +66,7 @@ pub fn compile(dir: &Path, data_dir: &Path, files: Files, problems: &mut Vec<Pro
         &agents.agents,
         problems,
     );
+    let alert_targets = outbound::compile_alerts(&main.alerts, problems);
     let dnc_file = main.calling.do_not_call_file.clone();
     let do_not_call = calling::load_dnc(&dir.join(&dnc_file), &dnc_file, problems);
     let refs = trigger::References {
@@ -94,6 +95,7 @@ pub fn compile(dir: &Path, data_dir: &Path, files: Files, problems: &mut Vec<Pro
         issuers,
         endpoints: built_endpoints,
         actions: built_actions,
+        alert_targets,
     }
 }
 

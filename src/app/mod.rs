@@ -109,6 +109,7 @@ pub async fn run_with(
     tasks.spawn(idempotency_cleanup(state.clone(), token.clone()));
     tasks.spawn(reload_keys(state.clone(), token.clone()));
     tasks.spawn(refresh_db_keys(state.clone(), token.clone()));
+    start_alerts(&state, &mut tasks, &token)?;
     start_jwks(&state, &mut tasks, &token).await?;
     let runner = state.runner();
     if options.runner {
@@ -187,11 +188,14 @@ pub async fn run_worker(
     });
     let _ = state.store.try_lead().await;
     let leadership = tokio::spawn(lead(state.clone(), token.clone()));
+    let mut alerts = JoinSet::new();
+    start_alerts(&state, &mut alerts, &token)?;
     let deliverer = tokio::spawn(state.deliverer().run(token.clone()));
     state.store.notify_new_jobs(state.wake.clone());
     state.runner().run(token).await;
     let _ = deliverer.await;
     let _ = leadership.await;
+    while alerts.join_next().await.is_some() {}
     state.store.close().await;
     Ok(())
 }
@@ -416,4 +420,22 @@ async fn refresh_db_keys(state: AppState, token: CancellationToken) {
         }
         state.db_keys.flush_uses().await;
     }
+}
+
+/// Starts the alert task when `[alerts]` has targets.
+fn start_alerts(
+    state: &AppState,
+    tasks: &mut JoinSet<()>,
+    token: &CancellationToken,
+) -> anyhow::Result<()> {
+    if let Some(queue) = state.outbound.take_alert_queue() {
+        let alerter = crate::webhooks::Alerter::build(
+            &state.config,
+            state.store.clone(),
+            state.clock.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("alerts.targets: {e}"))?;
+        tasks.spawn(alerter.run(queue, token.clone()));
+    }
+    Ok(())
 }

@@ -75,6 +75,7 @@ impl AppState {
             self.clock.clone(),
             self.wake.clone(),
             self.outbound.wake.clone(),
+            self.outbound.alerts.clone(),
         )
     }
 

@@ -274,6 +274,24 @@ pub trait Store: Send + Sync + 'static {
     /// `last_used_at` moves forward to its time, never back.
     async fn record_api_key_use(&self, uses: Vec<(String, i64)>) -> Result<(), StoreError>;
 
+    // Alerts (`webhooks::alerts`).
+
+    /// Claims the alert (`kind`, `subject`) for sending at `now_ms`:
+    /// `true` when it was not claimed within the last `window_ms` by any
+    /// process sharing the store (atomic; claims older than the window
+    /// are forgotten).
+    async fn claim_alert(
+        &self,
+        kind: &str,
+        subject: &str,
+        now_ms: i64,
+        window_ms: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Per endpoint, the delivery attempts started since `since_ms` and
+    /// how many got a 2xx, by endpoint name.
+    async fn delivery_success(&self, since_ms: i64) -> Result<Vec<EndpointSuccess>, StoreError>;
+
     // Outbound webhook deliveries (the delivery log).
 
     /// Creates a delivery due now; returns its id (the existing one's when

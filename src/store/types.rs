@@ -414,3 +414,12 @@ pub struct ApiKeyRecord {
     /// Recorded at most about once a minute per key (`record_api_key_use`).
     pub last_used_at_ms: Option<i64>,
 }
+
+/// Delivery attempts to one endpoint since some time, and how many
+/// succeeded (2xx).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointSuccess {
+    pub endpoint: String,
+    pub attempts: u64,
+    pub succeeded: u64,
+}

@@ -4,6 +4,7 @@
 //! JWKS issuers (`jwks`), through the same guard.
 
 pub mod actions;
+pub mod alerts;
 pub mod breaker;
 pub mod client;
 pub mod delivery;
@@ -12,6 +13,7 @@ pub mod outbound;
 mod shared_breaker;
 pub mod ssrf;
 
+pub use alerts::{Alert, AlertKind, AlertSink, Alerter};
 pub use client::EndpointClient;
 pub use delivery::Deliverer;
 pub use outbound::Outbound;

@@ -13,6 +13,7 @@
 
 mod accept;
 mod actions;
+mod alerts;
 mod allowlist;
 mod architecture;
 mod auth;

@@ -19,6 +19,7 @@
 //! the server runs with `fsync` off. Migrations run at start under an
 //! advisory lock (`schema.rs`).
 
+mod alerts;
 mod api_keys;
 mod calls;
 mod connect;
@@ -44,9 +45,9 @@ use deadpool_postgres::Pool;
 use super::{
     ApiKeyRecord, BreakerAdmission, BreakerPolicy, BreakerRow, CallEventIn, CallFilter, CallRecord,
     CallStatus, Cancel, ClaimedDelivery, ClaimedJob, DeliveryAttempt, DeliveryFilter,
-    DeliveryRecord, DeliveryStatus, DncEntry, EnqueueOutcome, EventApplied, EventJobs,
-    IdempotencyRecord, JobEvent, JobFilter, JobRecord, JobUpdate, NewCall, NewDelivery, NewJob,
-    Replay, Reservation, Store, StoreError,
+    DeliveryRecord, DeliveryStatus, DncEntry, EndpointSuccess, EnqueueOutcome, EventApplied,
+    EventJobs, IdempotencyRecord, JobEvent, JobFilter, JobRecord, JobUpdate, NewCall, NewDelivery,
+    NewJob, Replay, Reservation, Store, StoreError,
 };
 use crate::config::StorageConfig;
 use crate::ids::{CallId, DeliveryId, JobId};
@@ -617,6 +618,23 @@ impl Store for PgStore {
 
     async fn record_api_key_use(&self, uses: Vec<(String, i64)>) -> Result<(), StoreError> {
         on_conn!(self, |c| api_keys::record_use(&c, &uses).await)
+    }
+
+    async fn claim_alert(
+        &self,
+        kind: &str,
+        subject: &str,
+        now_ms: i64,
+        window_ms: i64,
+    ) -> Result<bool, StoreError> {
+        on_conn!(self, |c| alerts::claim(
+            &c, kind, subject, now_ms, window_ms
+        )
+        .await)
+    }
+
+    async fn delivery_success(&self, since_ms: i64) -> Result<Vec<EndpointSuccess>, StoreError> {
+        on_conn!(self, |c| alerts::success_since(&c, since_ms).await)
     }
 
     async fn status_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {

@@ -235,6 +235,19 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     );
     "#,
     ),
+    (
+        6,
+        "alerts sent (deduplication across instances); delivery attempts by time",
+        r#"
+    CREATE TABLE alerts_sent (
+        kind TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        sent_at BIGINT NOT NULL,
+        PRIMARY KEY (kind, subject)
+    );
+    CREATE INDEX delivery_attempts_started ON delivery_attempts (started_at);
+    "#,
+    ),
 ];
 
 /// Applies the migrations not applied yet to the connection's current

@@ -10,6 +10,7 @@
 //! read back at start; the store refuses to open if they did not take.
 //! Migrations run on the writer's connection before it starts.
 
+mod alerts;
 mod api_keys;
 pub(crate) mod backup;
 mod calls;
@@ -34,9 +35,9 @@ pub use writer::MAX_ROWS_PER_STATEMENT;
 use super::{
     ApiKeyRecord, BreakerAdmission, BreakerPolicy, BreakerRow, CallEventIn, CallFilter, CallRecord,
     CallStatus, Cancel, ClaimedDelivery, ClaimedJob, DeliveryAttempt, DeliveryFilter,
-    DeliveryRecord, DeliveryStatus, DncEntry, EnqueueOutcome, EventApplied, EventJobs, GroupCommit,
-    IdempotencyRecord, JobEvent, JobFilter, JobRecord, JobUpdate, NewCall, NewDelivery, NewJob,
-    Replay, Reservation, Store, StoreError,
+    DeliveryRecord, DeliveryStatus, DncEntry, EndpointSuccess, EnqueueOutcome, EventApplied,
+    EventJobs, GroupCommit, IdempotencyRecord, JobEvent, JobFilter, JobRecord, JobUpdate, NewCall,
+    NewDelivery, NewJob, Replay, Reservation, Store, StoreError,
 };
 use crate::config::StorageConfig;
 use crate::ids::{CallId, DeliveryId, JobId};
@@ -383,6 +384,23 @@ impl Store for SqliteStore {
 
     async fn record_api_key_use(&self, uses: Vec<(String, i64)>) -> Result<(), StoreError> {
         self.write(move |conn| api_keys::record_use(conn, &uses))
+            .await
+    }
+
+    async fn claim_alert(
+        &self,
+        kind: &str,
+        subject: &str,
+        now_ms: i64,
+        window_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let (kind, subject) = (kind.to_owned(), subject.to_owned());
+        self.write(move |conn| alerts::claim(conn, &kind, &subject, now_ms, window_ms))
+            .await
+    }
+
+    async fn delivery_success(&self, since_ms: i64) -> Result<Vec<EndpointSuccess>, StoreError> {
+        self.read(move |conn| alerts::success_since(conn, since_ms))
             .await
     }
 

@@ -8,6 +8,7 @@
 //! write lock, a value written behind the store's back) take the engine's
 //! `&TestDb`. Each is listed once below and runs as one test per case.
 
+mod alerts;
 mod api_keys;
 mod call_events;
 mod call_list;
@@ -109,6 +110,7 @@ conformance! {
         dnc::do_not_call_entries_are_added_once_listed_in_order_and_removed,
         dnc::a_large_do_not_call_import_is_added_in_one_call,
         api_keys::api_keys_are_made_once_per_name_disabled_and_their_use_recorded,
+        alerts::an_alert_is_claimed_once_per_window,
     ],
     db: [
         lifecycle::a_blocked_writer_refuses_enqueues_at_once_past_its_bound,
@@ -118,5 +120,6 @@ conformance! {
         shared::concurrent_capped_claims_from_two_stores_never_exceed_the_cap,
         dnc::an_entry_added_by_one_store_is_seen_by_another_at_once,
         api_keys::an_api_key_made_by_one_store_is_seen_by_another_at_once,
+        alerts::of_two_stores_racing_for_an_alert_one_wins,
     ],
 }
