@@ -7,6 +7,7 @@ mod call_list;
 mod calls;
 mod deliveries;
 mod dnc;
+mod docs;
 pub mod error;
 mod extract;
 mod health;
@@ -144,6 +145,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     vec![
         endpoint(Method::GET, "/healthz", Public, health::healthz),
         endpoint(Method::GET, "/readyz", Public, health::readyz),
+        endpoint(Method::GET, "/docs", Public, docs::docs),
         endpoint(
             Method::GET,
             "/v1/triggers",

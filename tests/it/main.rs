@@ -25,6 +25,7 @@ mod config;
 mod deliveries;
 mod deploy_files;
 mod dnc_api;
+mod docs;
 mod durability;
 mod errors;
 mod fuzz;
