@@ -306,3 +306,13 @@ async fn bad_key_requests_are_problems_with_their_status() {
     .await;
     assert!(listed(&app).await.iter().all(|k| k["source"] == "toml"));
 }
+
+#[test]
+fn a_zero_refresh_interval_is_a_config_problem() {
+    let shipped =
+        std::fs::read_to_string(format!("{}/callgate.toml", crate::support::REPO_CONFIG)).unwrap();
+    let main = shipped.replace("db_keys_refresh = \"5s\"", "db_keys_refresh = \"0s\"");
+    assert_ne!(main, shipped);
+    let err = crate::support::config_problems(&[("callgate.toml", &main)]);
+    crate::support::assert_problem(&err, "auth.db_keys_refresh", "longer than 0s");
+}
