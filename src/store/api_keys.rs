@@ -1,10 +1,11 @@
 //! How an `ApiKeyRecord` is stored, the same on both engines: the hash as
 //! hex, scopes and allowed IPs as JSON arrays of text, the rate limit as
 //! three nullable integers. A row that does not read back is `Corrupt`.
+//! `ApiKeyRecord` itself is here too.
 
 use std::time::Duration;
 
-use super::{ApiKeyRecord, StoreError};
+use super::StoreError;
 use crate::config::RateSpec;
 
 /// The columns of `api_keys`, in table order.
@@ -76,4 +77,27 @@ impl ApiKeyColumns {
             last_used_at_ms: self.last_used_at,
         })
     }
+}
+
+/// An API key stored in the database (made through `POST /v1/keys`), so a
+/// key made at one instance works at every instance. Only its SHA-256
+/// hash is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    /// Unique, also against the names in `keys.toml`.
+    pub name: String,
+    /// SHA-256 of the key.
+    pub hash: [u8; 32],
+    /// As written (`triggers:run`, `trigger:<id>`, …).
+    pub scopes: Vec<String>,
+    /// CIDRs or addresses; empty: anywhere.
+    pub allowed_ips: Vec<String>,
+    /// A per-key override of the principal rate limit.
+    pub rate_limit: Option<crate::config::RateSpec>,
+    pub created_at_ms: i64,
+    /// The principal that made it.
+    pub created_by: String,
+    pub disabled_at_ms: Option<i64>,
+    /// Recorded at most about once a minute per key (`record_api_key_use`).
+    pub last_used_at_ms: Option<i64>,
 }

@@ -24,6 +24,7 @@ use async_trait::async_trait;
 
 use crate::config::StorageConfig;
 use crate::ids::{CallId, DeliveryId, JobId};
+pub use api_keys::ApiKeyRecord;
 pub use backup::{BackupError, BackupReport, backup};
 pub use group_commit::{BatchWriter, GroupCommit};
 pub use shared::{BreakerAdmission, BreakerPolicy, BreakerRow, gcra};

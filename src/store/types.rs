@@ -392,29 +392,6 @@ pub enum Cancel {
     NotCancellable(JobStatus),
 }
 
-/// An API key stored in the database (made through `POST /v1/keys`), so a
-/// key made at one instance works at every instance. Only its SHA-256
-/// hash is stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiKeyRecord {
-    /// Unique, also against the names in `keys.toml`.
-    pub name: String,
-    /// SHA-256 of the key.
-    pub hash: [u8; 32],
-    /// As written (`triggers:run`, `trigger:<id>`, …).
-    pub scopes: Vec<String>,
-    /// CIDRs or addresses; empty: anywhere.
-    pub allowed_ips: Vec<String>,
-    /// A per-key override of the principal rate limit.
-    pub rate_limit: Option<crate::config::RateSpec>,
-    pub created_at_ms: i64,
-    /// The principal that made it.
-    pub created_by: String,
-    pub disabled_at_ms: Option<i64>,
-    /// Recorded at most about once a minute per key (`record_api_key_use`).
-    pub last_used_at_ms: Option<i64>,
-}
-
 /// Delivery attempts to one endpoint since some time, and how many
 /// succeeded (2xx).
 #[derive(Debug, Clone, PartialEq, Eq)]
