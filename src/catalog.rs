@@ -44,4 +44,6 @@ pub struct Catalog {
     pub endpoints: BTreeMap<String, Arc<Endpoint>>,
     /// Mid-call actions (`actions.toml`).
     pub actions: BTreeMap<String, Arc<MidCallAction>>,
+    /// Where alerts go (`[alerts]`; empty: alerts are off).
+    pub alert_targets: Vec<crate::outbound::AlertTarget>,
 }

@@ -66,6 +66,7 @@ pub fn compile(dir: &Path, data_dir: &Path, files: Files, problems: &mut Vec<Pro
         &agents.agents,
         problems,
     );
+    let alert_targets = outbound::compile_alerts(&main.alerts, problems);
     let dnc_file = main.calling.do_not_call_file.clone();
     let do_not_call = calling::load_dnc(&dir.join(&dnc_file), &dnc_file, problems);
     let refs = trigger::References {
@@ -94,6 +95,7 @@ pub fn compile(dir: &Path, data_dir: &Path, files: Files, problems: &mut Vec<Pro
         issuers,
         endpoints: built_endpoints,
         actions: built_actions,
+        alert_targets,
     }
 }
 
@@ -156,6 +158,9 @@ fn check_main(dir: &Path, main: &MainFile, problems: &mut Vec<Problem>) {
     }
     if main.idempotency.retention.is_zero() {
         problem("idempotency.retention", "must be longer than 0s".into());
+    }
+    if main.auth.db_keys_refresh.is_zero() {
+        problem("auth.db_keys_refresh", "must be longer than 0s".into());
     }
     if let Err(e) = Region::parse(&main.defaults.phone_region) {
         problem("defaults.phone_region", e);

@@ -108,6 +108,8 @@ pub async fn run_with(
         tasks.spawn(async move { redis.watch(token).await });
     }
     tasks.spawn(idempotency_cleanup(state.clone(), token.clone()));
+    tasks.spawn(refresh_db_keys(state.clone(), token.clone()));
+    start_alerts(&state, &mut tasks, &token)?;
     tasks.spawn(reload_keys(state.clone(), token.clone()));
     ops::start(&state, &mut tasks, &token);
     start_jwks(&state, &mut tasks, &token).await?;
@@ -188,11 +190,14 @@ pub async fn run_worker(
     });
     let _ = state.store.try_lead().await;
     let leadership = tokio::spawn(lead(state.clone(), token.clone()));
+    let mut alerts = JoinSet::new();
+    start_alerts(&state, &mut alerts, &token)?;
     let deliverer = tokio::spawn(state.deliverer().run(token.clone()));
     state.store.notify_new_jobs(state.wake.clone());
     state.runner().run(token).await;
     let _ = deliverer.await;
     let _ = leadership.await;
+    while alerts.join_next().await.is_some() {}
     state.store.close().await;
     Ok(())
 }
@@ -249,8 +254,15 @@ pub async fn build_state(
         clock.clone(),
         redis,
     );
+    let db_keys = crate::auth::DbKeys::new(store.clone(), clock.clone());
+    // Read before serving, so stored keys work from the first request; a
+    // failure is not fatal (the refresh task tries again).
+    if let Err(e) = db_keys.refresh(&config.keys).await {
+        tracing::warn!(error = %e, "reading the stored API keys failed; trying again shortly");
+    }
     Ok(AppState::new(AppInner {
         keys: ArcSwap::from_pointee(config.keys.clone()),
+        db_keys,
         issuers: config.issuers.clone(),
         config,
         store,
@@ -389,4 +401,44 @@ async fn reload_keys(state: AppState, token: CancellationToken) {
             }
         }
     }
+}
+
+/// Reads the API keys stored in the database again every
+/// `auth.db_keys_refresh` and writes their noted last uses in one batch
+/// (the last ones once more on shutdown).
+async fn refresh_db_keys(state: AppState, token: CancellationToken) {
+    let mut tick = tokio::time::interval(state.config.main.auth.db_keys_refresh);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => {
+                state.db_keys.flush_uses().await;
+                return;
+            }
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = state.db_keys.refresh(&state.keys.load()).await {
+            tracing::warn!(error = %e, "reading the stored API keys failed; keeping the last ones");
+        }
+        state.db_keys.flush_uses().await;
+    }
+}
+
+/// Starts the alert task when `[alerts]` has targets.
+fn start_alerts(
+    state: &AppState,
+    tasks: &mut JoinSet<()>,
+    token: &CancellationToken,
+) -> anyhow::Result<()> {
+    if let Some(queue) = state.outbound.take_alert_queue() {
+        let alerter = crate::webhooks::Alerter::build(
+            &state.config,
+            state.store.clone(),
+            state.clock.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("alerts.targets: {e}"))?;
+        tasks.spawn(alerter.run(queue, token.clone()));
+    }
+    Ok(())
 }

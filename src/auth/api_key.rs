@@ -31,12 +31,25 @@ struct Entry {
 #[derive(Debug, Clone, Default)]
 pub struct KeySet {
     entries: Arc<[Entry]>,
+    /// Every named key of the file, disabled or broken ones too: what
+    /// `GET /v1/keys` lists, and the names a stored key may not take.
+    listed: Arc<[ListedKey]>,
+}
+
+/// A `keys.toml` key as `GET /v1/keys` shows it (never its hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedKey {
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub created_at: Option<String>,
+    pub disabled: bool,
 }
 
 impl KeySet {
     /// Builds the set from the key file, reporting problems under `file`.
     pub fn build(file: &KeysFile, file_name: &str, problems: &mut Vec<Problem>) -> KeySet {
         let mut entries = Vec::new();
+        let mut listed = Vec::new();
         let mut names = std::collections::HashSet::new();
         for (i, key) in file.keys.iter().enumerate() {
             let at = format!("keys[{i}]");
@@ -48,6 +61,13 @@ impl KeySet {
                     format!("`{}` is empty or used twice", key.name),
                 ));
                 ok = false;
+            } else {
+                listed.push(ListedKey {
+                    name: key.name.clone(),
+                    scopes: key.scopes.clone(),
+                    created_at: key.created_at.clone(),
+                    disabled: key.disabled,
+                });
             }
             let hash = parse_hash(&key.hash);
             if hash.is_none() {
@@ -104,7 +124,18 @@ impl KeySet {
         }
         KeySet {
             entries: entries.into(),
+            listed: listed.into(),
         }
+    }
+
+    /// The file's keys by name, disabled ones too.
+    pub fn listed(&self) -> &[ListedKey] {
+        &self.listed
+    }
+
+    /// Whether the file names a key `name` (disabled or not).
+    pub fn has_name(&self, name: &str) -> bool {
+        self.listed.iter().any(|k| k.name == name)
     }
 
     /// The principal of `presented`, if it is a known, enabled key.
@@ -131,6 +162,17 @@ impl KeySet {
     }
 }
 
+/// Whether `s` has the shape of a key `generate` makes (`cg_` + 43
+/// base64url characters): only such a string may make the stored keys be
+/// read again (`auth::db_keys`).
+pub fn well_formed(s: &str) -> bool {
+    s.len() == PREFIX.len() + 43
+        && s.starts_with(PREFIX)
+        && s[PREFIX.len()..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// Makes a new random key: `cg_` + base64url of 32 random bytes.
 pub fn generate() -> String {
     let mut bytes = [0u8; 32];
@@ -146,11 +188,27 @@ pub fn hash_for_file(key: &str) -> String {
     format!("sha256:{}", hex::encode(sha256(key.as_bytes())))
 }
 
-fn parse_hash(s: &str) -> Option<[u8; 32]> {
+pub(crate) fn parse_hash(s: &str) -> Option<[u8; 32]> {
     let hex_part = s.strip_prefix("sha256:")?;
     let mut out = [0u8; 32];
     hex::decode_to_slice(hex_part, &mut out).ok()?;
     Some(out)
+}
+
+/// A key's name: 1-64 of A-Z a-z 0-9 - _ . (it becomes part of a path).
+pub fn check_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "key name `{name}` must be 1-64 of A-Z a-z 0-9 - _ ."
+        ))
+    }
 }
 
 /// Why a key could not be added.
@@ -192,16 +250,7 @@ pub fn add_to_file_allowing(
         path: path.display().to_string(),
         source,
     };
-    let valid_name = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-    if !valid_name {
-        return Err(AddKeyError::Invalid(format!(
-            "key name `{name}` must be 1-64 of A-Z a-z 0-9 - _ ."
-        )));
-    }
+    check_name(name).map_err(AddKeyError::Invalid)?;
     for s in scopes {
         if Scope::parse(s).is_none() {
             return Err(AddKeyError::Invalid(format!(

@@ -9,6 +9,7 @@
 
 pub mod allowlist;
 pub mod api_key;
+pub mod db_keys;
 pub mod jwt;
 pub mod scope;
 pub mod signed;
@@ -19,6 +20,7 @@ use crate::config::RateSpec;
 
 pub use allowlist::IpAllowlist;
 pub use api_key::KeySet;
+pub use db_keys::DbKeys;
 pub use jwt::Issuers;
 pub use scope::{Scope, Scopes};
 

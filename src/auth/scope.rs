@@ -2,11 +2,13 @@
 //!
 //! `triggers:run` runs any trigger, `trigger:<id>` runs one, `jobs:read` reads
 //! jobs that another principal created (a principal always reads its own),
-//! `jobs:write` cancels jobs (anyone's).
-//! `deliveries:read` / `deliveries:write` read and replay the delivery log,
-//! `actions:invoke` calls mid-call actions, `metrics:read` scrapes
-//! `/metrics`, `dnc:read` / `dnc:write` read and change the do-not-call
-//! list.
+//! `jobs:write` cancels and retries jobs (anyone's).
+//! `deliveries:read` / `deliveries:write` read and replay the delivery log
+//! (`deliveries:read` also reads the endpoints' health), `actions:invoke`
+//! calls mid-call actions, `metrics:read` scrapes `/metrics` and reads the
+//! charts' series (`/v1/stats`), `dnc:read` / `dnc:write` read and change
+//! the do-not-call list, `keys:read` / `keys:write` list and make or disable the API keys
+//! stored in the database (a key made grants none of its creator lacks).
 
 use std::fmt;
 
@@ -19,7 +21,7 @@ pub enum Scope {
     Trigger(String),
     /// `jobs:read`: any job, not only the principal's own.
     JobsRead,
-    /// `jobs:write`: cancel any job.
+    /// `jobs:write`: cancel and retry any job.
     JobsWrite,
     /// `deliveries:read`: the outbound delivery log.
     DeliveriesRead,
@@ -33,10 +35,14 @@ pub enum Scope {
     DncRead,
     /// `dnc:write`: add to, remove from and import into the do-not-call list.
     DncWrite,
+    /// `keys:read`: list API keys (never their hashes).
+    KeysRead,
+    /// `keys:write`: make and disable stored API keys.
+    KeysWrite,
 }
 
 /// Every scope that is not per trigger, as written.
-pub const NAMED_SCOPES: [(&str, Scope); 9] = [
+pub const NAMED_SCOPES: [(&str, Scope); 11] = [
     ("triggers:run", Scope::TriggersRun),
     ("jobs:read", Scope::JobsRead),
     ("jobs:write", Scope::JobsWrite),
@@ -46,6 +52,8 @@ pub const NAMED_SCOPES: [(&str, Scope); 9] = [
     ("metrics:read", Scope::MetricsRead),
     ("dnc:read", Scope::DncRead),
     ("dnc:write", Scope::DncWrite),
+    ("keys:read", Scope::KeysRead),
+    ("keys:write", Scope::KeysWrite),
 ];
 
 impl Scope {
@@ -103,6 +111,16 @@ impl Scopes {
         self.0.contains(scope)
     }
 
+    /// Whether these scopes include `scope`: held as such, or a
+    /// `trigger:<id>` within `triggers:run`. A key made by a principal may
+    /// carry only scopes its creator's cover.
+    pub fn covers(&self, scope: &Scope) -> bool {
+        match scope {
+            Scope::Trigger(id) => self.may_run(id),
+            other => self.has(other),
+        }
+    }
+
     pub fn may_read_all_jobs(&self) -> bool {
         self.0.contains(&Scope::JobsRead)
     }
@@ -125,5 +143,7 @@ mod tests {
         assert_eq!(s.iter().count(), 1);
         let all = Scopes::parse_lenient(["triggers:run", "jobs:read"]);
         assert!(all.may_run("anything") && all.may_read_all_jobs());
+        assert!(all.covers(&Scope::Trigger("demo-call".into())));
+        assert!(!s.covers(&Scope::TriggersRun) && !all.covers(&Scope::KeysWrite));
     }
 }

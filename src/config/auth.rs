@@ -20,6 +20,11 @@ pub struct AuthConfig {
     /// How often the keys file is checked for changes while serving.
     #[serde(default = "default_keys_reload", with = "duration")]
     pub keys_reload_interval: Duration,
+    /// How often the API keys stored in the database (`POST /v1/keys`)
+    /// are read again: a key disabled at one instance stops working at
+    /// every instance within it.
+    #[serde(default = "default_db_keys_refresh", with = "duration")]
+    pub db_keys_refresh: Duration,
     #[serde(default)]
     pub jwt: JwtConfig,
 }
@@ -29,6 +34,7 @@ impl Default for AuthConfig {
         Self {
             keys_file: default_keys_file(),
             keys_reload_interval: default_keys_reload(),
+            db_keys_refresh: default_db_keys_refresh(),
             jwt: JwtConfig::default(),
         }
     }
@@ -159,6 +165,9 @@ fn default_keys_file() -> String {
 }
 fn default_keys_reload() -> Duration {
     Duration::from_secs(2)
+}
+fn default_db_keys_refresh() -> Duration {
+    Duration::from_secs(5)
 }
 fn default_leeway() -> Duration {
     Duration::from_secs(30)

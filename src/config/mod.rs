@@ -14,6 +14,7 @@
 //! Policy: loading never stops at the first problem. Every problem found is
 //! returned with its file and key so that `callgate check` can list them all.
 
+mod alerts;
 mod auth;
 mod domain;
 pub mod duration;
@@ -27,6 +28,7 @@ mod types;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use alerts::*;
 pub use auth::*;
 pub use domain::*;
 pub use env::Env;

@@ -49,6 +49,9 @@ pub struct MainFile {
     /// Outbound webhook deliveries: workers, log retention.
     #[serde(default)]
     pub deliveries: DeliveriesConfig,
+    /// Alerts to operators (Slack, or a signed webhook).
+    #[serde(default)]
+    pub alerts: super::AlertsConfig,
 }
 
 /// `[server]`: listener, TLS and request-level protections.

@@ -7,11 +7,13 @@ mod call_list;
 mod calls;
 mod deliveries;
 mod dnc;
+mod docs;
 pub mod endpoints;
 pub mod error;
 mod extract;
 mod health;
 pub mod jobs;
+pub mod keys;
 pub mod middleware;
 pub mod prometheus;
 pub mod refusals;
@@ -51,6 +53,8 @@ pub struct AppInner {
     pub wake: Arc<Notify>,
     /// Replaced when the key file changes.
     pub keys: ArcSwap<KeySet>,
+    /// Keys made through the API, stored in the database.
+    pub db_keys: crate::auth::DbKeys,
     pub issuers: Issuers,
     pub limiters: Limiters,
     pub clock: Arc<dyn Clock>,
@@ -77,6 +81,7 @@ impl AppState {
             self.clock.clone(),
             self.wake.clone(),
             self.outbound.wake.clone(),
+            self.outbound.alerts.clone(),
         )
     }
 
@@ -145,6 +150,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     vec![
         endpoint(Method::GET, "/healthz", Public, health::healthz),
         endpoint(Method::GET, "/readyz", Public, health::readyz),
+        endpoint(Method::GET, "/docs", Public, docs::docs),
         endpoint(
             Method::GET,
             "/v1/triggers",
@@ -247,6 +253,14 @@ pub fn endpoints() -> Vec<Endpoint> {
             "/v1/do-not-call/{number}",
             Authenticated,
             dnc::put_do_not_call,
+        ),
+        endpoint(Method::GET, "/v1/keys", Authenticated, keys::list_keys),
+        endpoint(Method::POST, "/v1/keys", Authenticated, keys::post_key),
+        endpoint(
+            Method::POST,
+            "/v1/keys/{name}/disable",
+            Authenticated,
+            keys::post_disable_key,
         ),
         endpoint(
             Method::DELETE,

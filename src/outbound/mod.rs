@@ -6,10 +6,12 @@
 //! 3 a.m.
 
 mod actions;
+mod alerts;
 mod endpoints;
 pub mod ssrf;
 
 pub use actions::compile_actions;
+pub use alerts::{ALERT_TIMEOUT, AlertTarget, compile_alerts};
 pub use endpoints::{ca_file, compile_endpoints};
 
 use std::sync::Arc;

@@ -44,7 +44,7 @@ use crate::calls::Providers;
 use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::ids::JobId;
-use crate::store::{ClaimedJob, Store};
+use crate::store::{ClaimedJob, JobStatus, Store};
 
 /// What a job does after this run.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,6 +82,8 @@ pub struct RunnerCtx {
     pub wake: Arc<Notify>,
     /// Poked when a `webhook` step queues a delivery.
     pub deliveries_wake: Arc<Notify>,
+    /// Where a job that needs attention is announced.
+    pub alerts: crate::webhooks::AlertSink,
     pub owner: String,
 }
 
@@ -99,6 +101,7 @@ impl Runner {
         clock: Arc<dyn Clock>,
         wake: Arc<Notify>,
         deliveries_wake: Arc<Notify>,
+        alerts: crate::webhooks::AlertSink,
     ) -> Self {
         let owner = format!("worker-{}", ulid::Ulid::generate());
         Self {
@@ -109,6 +112,7 @@ impl Runner {
                 clock,
                 wake,
                 deliveries_wake,
+                alerts,
                 owner,
             }),
         }
@@ -228,6 +232,17 @@ impl RunnerCtx {
             .await
         {
             Ok(true) => {
+                if status == JobStatus::NeedsAttention {
+                    self.alerts.raise(|| crate::webhooks::Alert {
+                        kind: crate::webhooks::AlertKind::JobNeedsAttention,
+                        subject: job_id.to_string(),
+                        summary: format!(
+                            "job {job_id} needs attention: {}",
+                            reason.as_deref().unwrap_or("no reason recorded")
+                        ),
+                        details: serde_json::json!({"job_id": job_id, "reason": reason}),
+                    });
+                }
                 let (status, reason) = (status.as_str(), reason.as_deref());
                 // A level is part of an event's static metadata.
                 match level {

@@ -8,6 +8,7 @@
 //! configured bound, enqueue fails at once with `Backpressure` instead of
 //! queueing without limit. Errors are classified by kind, never by message.
 
+mod api_keys;
 mod backup;
 mod group_commit;
 mod ops;
@@ -24,6 +25,7 @@ use async_trait::async_trait;
 
 use crate::config::StorageConfig;
 use crate::ids::{CallId, DeliveryId, JobId};
+pub use api_keys::ApiKeyRecord;
 pub use backup::{BackupError, BackupReport, backup};
 pub use group_commit::{BatchWriter, GroupCommit};
 pub use ops::*;
@@ -266,6 +268,47 @@ pub trait Store: Send + Sync + 'static {
         after: Option<String>,
         limit: usize,
     ) -> Result<Vec<DncEntry>, StoreError>;
+
+    // API keys made through the API (`keys.toml` keys stay in the
+    // catalog). Every instance serves them from a snapshot it refreshes
+    // with `api_keys` (`auth::db_keys`).
+
+    /// Stores a new key; `false` (nothing written) when a key of that name
+    /// exists (enabled or not).
+    async fn create_api_key(&self, key: ApiKeyRecord) -> Result<bool, StoreError>;
+
+    /// Every stored key, disabled ones too, by name.
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
+
+    /// Disables a key (disabling it again keeps the first time); the key
+    /// after it, `None` when there is no such key.
+    async fn disable_api_key(
+        &self,
+        name: &str,
+        now_ms: i64,
+    ) -> Result<Option<ApiKeyRecord>, StoreError>;
+
+    /// Records keys' last uses, batched (one name once): each key's
+    /// `last_used_at` moves forward to its time, never back.
+    async fn record_api_key_use(&self, uses: Vec<(String, i64)>) -> Result<(), StoreError>;
+
+    // Alerts (`webhooks::alerts`).
+
+    /// Claims the alert (`kind`, `subject`) for sending at `now_ms`:
+    /// `true` when it was not claimed within the last `window_ms` by any
+    /// process sharing the store (atomic; claims older than the window
+    /// are forgotten).
+    async fn claim_alert(
+        &self,
+        kind: &str,
+        subject: &str,
+        now_ms: i64,
+        window_ms: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Per endpoint, the delivery attempts started since `since_ms` and
+    /// how many got a 2xx, by endpoint name.
+    async fn delivery_success(&self, since_ms: i64) -> Result<Vec<EndpointSuccess>, StoreError>;
 
     // Outbound webhook deliveries (the delivery log).
 

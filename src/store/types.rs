@@ -391,3 +391,12 @@ pub enum Cancel {
     /// right now) or final.
     NotCancellable(JobStatus),
 }
+
+/// Delivery attempts to one endpoint since some time, and how many
+/// succeeded (2xx).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointSuccess {
+    pub endpoint: String,
+    pub attempts: u64,
+    pub succeeded: u64,
+}

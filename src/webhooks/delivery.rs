@@ -269,8 +269,35 @@ impl Deliverer {
                 tracing::error!(delivery = %d.id, error = %e, "logging a delivery attempt failed; the lease expires and it is sent again")
             }
         }
-        shared_breaker::record(&*self.inner.store, now_ms, client, &out, probe).await;
+        let alerts = &self.inner.outbound.alerts;
+        shared_breaker::record(&*self.inner.store, now_ms, client, &out, probe, alerts).await;
         observe(client, &d, &out, status, used);
+        if status == DeliveryStatus::Dead {
+            // By endpoint: a burst of dead deliveries is one alert per window.
+            alerts.raise(|| super::Alert {
+                kind: super::AlertKind::DeliveryDead,
+                subject: endpoint.name.clone(),
+                summary: format!(
+                    "endpoint `{}`: delivery {} ({}) is dead after {used} attempts: {}",
+                    endpoint.name,
+                    d.id,
+                    d.event,
+                    out.error
+                        .clone()
+                        .or(out.status.map(|s| format!("HTTP {s}")))
+                        .unwrap_or_default()
+                ),
+                details: serde_json::json!({
+                    "endpoint": endpoint.name,
+                    "delivery_id": d.id,
+                    "event": d.event,
+                    "job_id": d.job_id,
+                    "attempts": used,
+                    "last_status": out.status,
+                    "last_error": out.error,
+                }),
+            });
+        }
         if status == DeliveryStatus::Pending {
             // Due soon: make sure the loop looks again in time.
             self.inner.outbound.wake.notify_one();

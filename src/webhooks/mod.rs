@@ -5,6 +5,7 @@
 //! (`health`).
 
 pub mod actions;
+pub mod alerts;
 pub mod breaker;
 pub mod client;
 pub mod delivery;
@@ -14,6 +15,7 @@ pub mod outbound;
 mod shared_breaker;
 pub mod ssrf;
 
+pub use alerts::{Alert, AlertKind, AlertSink, Alerter};
 pub use client::EndpointClient;
 pub use delivery::Deliverer;
 pub use outbound::Outbound;

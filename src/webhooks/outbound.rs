@@ -20,6 +20,10 @@ pub struct Outbound {
     /// Poked when a delivery is created or replayed.
     pub wake: Arc<Notify>,
     pub caches: Caches,
+    /// Where the delivery engine and the runner raise alerts.
+    pub alerts: super::AlertSink,
+    /// The alerts raised, for the alert task (`take_alert_queue`).
+    alert_queue: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<super::Alert>>>,
     /// The endpoints' last health-check results (this instance's).
     pub health: Arc<super::health::HealthBoard>,
 }
@@ -30,13 +34,25 @@ impl Outbound {
         for (name, e) in &config.endpoints {
             clients.insert(name.clone(), Arc::new(EndpointClient::build(e.clone())?));
         }
+        let (alerts, queue) = super::AlertSink::for_config(config);
         Ok(Self {
             clients,
             clock,
             wake: Arc::new(Notify::new()),
             caches: Caches::build(config),
+            alerts,
+            alert_queue: std::sync::Mutex::new(queue),
             health: Arc::default(),
         })
+    }
+
+    /// The raised alerts' queue, for the one alert task (`None` when alerts
+    /// are off, or taken already).
+    pub fn take_alert_queue(&self) -> Option<tokio::sync::mpsc::Receiver<super::Alert>> {
+        self.alert_queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     pub fn client(&self, endpoint: &str) -> Option<&Arc<EndpointClient>> {

@@ -5,6 +5,7 @@
 
 use std::time::Instant;
 
+use super::alerts::{Alert, AlertKind, AlertSink};
 use super::client::{EndpointClient, Exchange};
 use crate::store::{BreakerAdmission, BreakerPolicy, Store};
 
@@ -26,13 +27,17 @@ pub(super) async fn cancel_probe(store: &dyn Store, endpoint: &str) {
 }
 
 /// An attempt's result on the endpoint's shared breaker (and on the
-/// in-process one mid-call actions consult).
+/// in-process one mid-call actions consult); a failure that leaves it open
+/// raises `breaker_opened` (deduplicated by the alert task, so a breaker
+/// that reopens after a failed probe is not announced again within the
+/// window).
 pub(super) async fn record(
     store: &dyn Store,
     now_ms: i64,
     client: &EndpointClient,
     out: &Exchange,
     probe: bool,
+    alerts: &AlertSink,
 ) {
     let endpoint = &client.endpoint;
     // The endpoint's fault: no answer, 408, 429, 5xx. A refusal by our own
@@ -60,6 +65,25 @@ pub(super) async fn record(
         Ok(row) => {
             metrics::gauge!("callgate_breaker_state", "endpoint" => endpoint.name.clone())
                 .set(row.gauge(now_ms));
+            if let (false, Some(until)) = (ok, row.open_until_ms.filter(|u| *u > now_ms)) {
+                alerts.raise(|| Alert {
+                    kind: AlertKind::BreakerOpened,
+                    subject: endpoint.name.clone(),
+                    summary: format!(
+                        "endpoint `{}`: circuit breaker opened after {} failed attempts in a row; deliveries wait until {}",
+                        endpoint.name,
+                        row.failures,
+                        crate::clock::rfc3339(until)
+                    ),
+                    details: serde_json::json!({
+                        "endpoint": endpoint.name,
+                        "failures": row.failures,
+                        "open_until": crate::clock::rfc3339(until),
+                        "last_status": out.status,
+                        "last_error": out.error,
+                    }),
+                });
+            }
         }
         Err(e) => {
             tracing::warn!(error = %e, endpoint = %endpoint.name, "recording on the endpoint's breaker failed")

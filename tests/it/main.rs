@@ -13,6 +13,7 @@
 
 mod accept;
 mod actions;
+mod alerts;
 mod allowlist;
 mod architecture;
 mod auth;
@@ -24,6 +25,7 @@ mod config;
 mod deliveries;
 mod deploy_files;
 mod dnc_api;
+mod docs;
 mod durability;
 mod errors;
 mod fuzz;
@@ -34,6 +36,7 @@ mod jobs;
 mod jobs_api;
 mod jwks;
 mod jwt;
+mod keys_api;
 mod limits;
 mod limits_redis;
 mod logs;

@@ -25,7 +25,7 @@ const SEED: &str = "20261201";
 
 /// Every scope there is, with `trigger:<id>` left out (`triggers:run` covers
 /// every trigger).
-const ALL_SCOPES: [&str; 9] = [
+const ALL_SCOPES: [&str; 11] = [
     "triggers:run",
     "jobs:read",
     "jobs:write",
@@ -35,6 +35,8 @@ const ALL_SCOPES: [&str; 9] = [
     "metrics:read",
     "dnc:read",
     "dnc:write",
+    "keys:read",
+    "keys:write",
 ];
 
 /// What schemathesis cannot know from openapi.yaml alone.
@@ -49,7 +51,11 @@ const ALL_SCOPES: [&str; 9] = [
 /// later than its `until`: none of which a schema can say, so a string
 /// that fits it may still be a documented `400`. Nor can it say that the
 /// stats' `since` must come before `until` (a `400`) or that their
-/// `bucket` must be `<n>m|h|d` within 1440 buckets (a `422`).
+/// `bucket` must be `<n>m|h|d` within 1440 buckets (a `422`). A key's
+/// scopes, networks and rate are checked against what exists (`422`; a
+/// `per` that is not a duration is a `400`) and its name may be taken
+/// (`409`); a key to disable may not exist (`404`) or be one of `keys.toml`
+/// (`409`).
 const CONFIG: &str = r#"
 [[operations]]
 include-operation-id = "runTrigger"
@@ -58,6 +64,14 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", 401, 403, 404, 409, 
 [[operations]]
 include-operation-id = ["getDoNotCall", "putDoNotCall", "deleteDoNotCall"]
 checks.positive_data_acceptance.expected-statuses = ["2xx", 401, 403, 404, 409, 422, 429]
+
+[[operations]]
+include-operation-id = "createKey"
+checks.positive_data_acceptance.expected-statuses = ["2xx", 400, 401, 403, 409, 422, 429]
+
+[[operations]]
+include-operation-id = "disableKey"
+checks.positive_data_acceptance.expected-statuses = ["2xx", 401, 403, 404, 409, 429]
 
 [[operations]]
 include-operation-id = "listJobs"

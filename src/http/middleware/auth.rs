@@ -65,11 +65,7 @@ pub async fn identify(app: &AppState, headers: &HeaderMap) -> Result<Arc<Princip
                 })?
                 .trim();
             // X-Api-Key carries API keys only; tokens belong in Authorization.
-            return app
-                .keys
-                .load()
-                .verify(key)
-                .ok_or_else(|| ApiError::unauthorized("unknown or disabled API key", true));
+            return verify_key(app, key).await;
         }
         (None, None) => {
             return Err(ApiError::unauthorized(
@@ -82,11 +78,7 @@ pub async fn identify(app: &AppState, headers: &HeaderMap) -> Result<Arc<Princip
         return Err(ApiError::unauthorized("the bearer token is empty", true));
     }
     if token.starts_with(api_key::PREFIX) {
-        return app
-            .keys
-            .load()
-            .verify(token)
-            .ok_or_else(|| ApiError::unauthorized("unknown or disabled API key", true));
+        return verify_key(app, token).await;
     }
     if app.issuers.is_empty() {
         return Err(ApiError::unauthorized(
@@ -100,4 +92,18 @@ pub async fn identify(app: &AppState, headers: &HeaderMap) -> Result<Arc<Princip
         .verify_fresh(token)
         .await
         .map_err(|e| ApiError::unauthorized(e.to_string(), true))
+}
+
+/// An API key's principal: `keys.toml` first (in memory, nothing in
+/// front of it), then the keys stored in the database (`auth::db_keys`:
+/// a snapshot, read again on a miss at most once a second).
+async fn verify_key(app: &AppState, key: &str) -> Result<Arc<Principal>, ApiError> {
+    let toml = app.keys.load();
+    if let Some(principal) = toml.verify(key) {
+        return Ok(principal);
+    }
+    app.db_keys
+        .verify(key, &toml)
+        .await
+        .ok_or_else(|| ApiError::unauthorized("unknown or disabled API key", true))
 }

@@ -19,6 +19,8 @@
 //! the server runs with `fsync` off. Migrations run at start under an
 //! advisory lock (`schema.rs`).
 
+mod alerts;
+mod api_keys;
 mod calls;
 mod connect;
 mod convert;
@@ -42,11 +44,11 @@ use async_trait::async_trait;
 use deadpool_postgres::Pool;
 
 use super::{
-    BreakerAdmission, BreakerPolicy, BreakerRow, CallEventIn, CallFilter, CallRecord, CallStatus,
-    Cancel, ClaimedDelivery, ClaimedJob, DeliveryAttempt, DeliveryFilter, DeliveryRecord,
-    DeliveryStatus, DncEntry, EnqueueOutcome, EventApplied, EventJobs, IdempotencyRecord, JobEvent,
-    JobFilter, JobRecord, JobUpdate, NewCall, NewDelivery, NewJob, Replay, Reservation, Store,
-    StoreError,
+    ApiKeyRecord, BreakerAdmission, BreakerPolicy, BreakerRow, CallEventIn, CallFilter, CallRecord,
+    CallStatus, Cancel, ClaimedDelivery, ClaimedJob, DeliveryAttempt, DeliveryFilter,
+    DeliveryRecord, DeliveryStatus, DncEntry, EndpointSuccess, EnqueueOutcome, EventApplied,
+    EventJobs, IdempotencyRecord, JobEvent, JobFilter, JobRecord, JobUpdate, NewCall, NewDelivery,
+    NewJob, Replay, Reservation, Store, StoreError,
 };
 use super::{EndpointHealth, RefusalCount, Retry, StatsSeries, StatsWindow};
 use crate::config::StorageConfig;
@@ -631,6 +633,43 @@ impl Store for PgStore {
         limit: usize,
     ) -> Result<Vec<DncEntry>, StoreError> {
         on_conn!(self, |c| dnc::list(&c, after.as_deref(), limit).await)
+    }
+
+    async fn create_api_key(&self, key: ApiKeyRecord) -> Result<bool, StoreError> {
+        on_conn!(self, |c| api_keys::create(&c, &key).await)
+    }
+
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        on_conn!(self, |c| api_keys::list(&c).await)
+    }
+
+    async fn disable_api_key(
+        &self,
+        name: &str,
+        now_ms: i64,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        on_conn!(self, |c| api_keys::disable(&c, name, now_ms).await)
+    }
+
+    async fn record_api_key_use(&self, uses: Vec<(String, i64)>) -> Result<(), StoreError> {
+        on_conn!(self, |c| api_keys::record_use(&c, &uses).await)
+    }
+
+    async fn claim_alert(
+        &self,
+        kind: &str,
+        subject: &str,
+        now_ms: i64,
+        window_ms: i64,
+    ) -> Result<bool, StoreError> {
+        on_conn!(self, |c| alerts::claim(
+            &c, kind, subject, now_ms, window_ms
+        )
+        .await)
+    }
+
+    async fn delivery_success(&self, since_ms: i64) -> Result<Vec<EndpointSuccess>, StoreError> {
+        on_conn!(self, |c| alerts::success_since(&c, since_ms).await)
     }
 
     async fn status_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {

@@ -228,6 +228,39 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     CREATE INDEX calls_created ON calls (created_at);
     "#,
     ),
+    (
+        6,
+        "API keys made through the API",
+        r#"
+    -- scopes and allowed_ips: JSON arrays of text; hash: SHA-256, hex.
+    -- COLLATE "C": listed in byte order, as on SQLite.
+    CREATE TABLE api_keys (
+        name TEXT COLLATE "C" PRIMARY KEY,
+        hash TEXT NOT NULL UNIQUE,
+        scopes TEXT NOT NULL,
+        allowed_ips TEXT NOT NULL,
+        rate_requests BIGINT,
+        rate_per_ms BIGINT,
+        rate_burst BIGINT,
+        created_at BIGINT NOT NULL,
+        created_by TEXT NOT NULL,
+        disabled_at BIGINT,
+        last_used_at BIGINT
+    );
+    "#,
+    ),
+    (
+        7,
+        "alerts sent (deduplication across instances)",
+        r#"
+    CREATE TABLE alerts_sent (
+        kind TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        sent_at BIGINT NOT NULL,
+        PRIMARY KEY (kind, subject)
+    );
+    "#,
+    ),
 ];
 
 /// Applies the migrations not applied yet to the connection's current

@@ -10,6 +10,8 @@
 //! read back at start; the store refuses to open if they did not take.
 //! Migrations run on the writer's connection before it starts.
 
+mod alerts;
+mod api_keys;
 pub(crate) mod backup;
 mod calls;
 mod convert;
@@ -32,11 +34,11 @@ use tokio::sync::oneshot;
 pub use writer::MAX_ROWS_PER_STATEMENT;
 
 use super::{
-    BreakerAdmission, BreakerPolicy, BreakerRow, CallEventIn, CallFilter, CallRecord, CallStatus,
-    Cancel, ClaimedDelivery, ClaimedJob, DeliveryAttempt, DeliveryFilter, DeliveryRecord,
-    DeliveryStatus, DncEntry, EnqueueOutcome, EventApplied, EventJobs, GroupCommit,
-    IdempotencyRecord, JobEvent, JobFilter, JobRecord, JobUpdate, NewCall, NewDelivery, NewJob,
-    Replay, Reservation, Store, StoreError,
+    ApiKeyRecord, BreakerAdmission, BreakerPolicy, BreakerRow, CallEventIn, CallFilter, CallRecord,
+    CallStatus, Cancel, ClaimedDelivery, ClaimedJob, DeliveryAttempt, DeliveryFilter,
+    DeliveryRecord, DeliveryStatus, DncEntry, EndpointSuccess, EnqueueOutcome, EventApplied,
+    EventJobs, GroupCommit, IdempotencyRecord, JobEvent, JobFilter, JobRecord, JobUpdate, NewCall,
+    NewDelivery, NewJob, Replay, Reservation, Store, StoreError,
 };
 use super::{EndpointHealth, RefusalCount, Retry, StatsSeries, StatsWindow};
 use crate::config::StorageConfig;
@@ -396,6 +398,46 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<DncEntry>, StoreError> {
         self.read(move |conn| dnc::list(conn, after.as_deref(), limit))
+            .await
+    }
+
+    async fn create_api_key(&self, key: ApiKeyRecord) -> Result<bool, StoreError> {
+        self.write(move |conn| api_keys::create(conn, &key)).await
+    }
+
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        self.read(api_keys::list).await
+    }
+
+    async fn disable_api_key(
+        &self,
+        name: &str,
+        now_ms: i64,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let name = name.to_owned();
+        self.write(move |conn| api_keys::disable(conn, &name, now_ms))
+            .await
+    }
+
+    async fn record_api_key_use(&self, uses: Vec<(String, i64)>) -> Result<(), StoreError> {
+        self.write(move |conn| api_keys::record_use(conn, &uses))
+            .await
+    }
+
+    async fn claim_alert(
+        &self,
+        kind: &str,
+        subject: &str,
+        now_ms: i64,
+        window_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let (kind, subject) = (kind.to_owned(), subject.to_owned());
+        self.write(move |conn| alerts::claim(conn, &kind, &subject, now_ms, window_ms))
+            .await
+    }
+
+    async fn delivery_success(&self, since_ms: i64) -> Result<Vec<EndpointSuccess>, StoreError> {
+        self.read(move |conn| alerts::success_since(conn, since_ms))
             .await
     }
 

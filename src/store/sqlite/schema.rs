@@ -214,6 +214,38 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         CREATE INDEX jobs_created ON jobs (created_at);
         "#,
     ),
+    (
+        9,
+        "API keys made through the API",
+        r#"
+        -- scopes and allowed_ips: JSON arrays of text; hash: SHA-256, hex.
+        CREATE TABLE api_keys (
+            name TEXT PRIMARY KEY,
+            hash TEXT NOT NULL UNIQUE,
+            scopes TEXT NOT NULL,
+            allowed_ips TEXT NOT NULL,
+            rate_requests BIGINT,
+            rate_per_ms BIGINT,
+            rate_burst BIGINT,
+            created_at BIGINT NOT NULL,
+            created_by TEXT NOT NULL,
+            disabled_at BIGINT,
+            last_used_at BIGINT
+        );
+        "#,
+    ),
+    (
+        10,
+        "alerts sent (deduplication across instances)",
+        r#"
+        CREATE TABLE alerts_sent (
+            kind TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            sent_at BIGINT NOT NULL,
+            PRIMARY KEY (kind, subject)
+        );
+        "#,
+    ),
 ];
 
 /// Applies the migrations not applied yet, each in its own transaction.

@@ -8,6 +8,8 @@
 //! write lock, a value written behind the store's back) take the engine's
 //! `&TestDb`. Each is listed once below and runs as one test per case.
 
+mod alerts;
+mod api_keys;
 mod call_events;
 mod call_list;
 mod calls;
@@ -107,6 +109,8 @@ conformance! {
         shared::the_capped_claim_takes_at_most_the_cap_less_unexpired_leases,
         lifecycle::a_lone_instance_leads_the_housekeeping,
         dnc::do_not_call_entries_are_added_once_listed_in_order_and_removed,
+        api_keys::api_keys_are_made_once_per_name_disabled_and_their_use_recorded,
+        alerts::an_alert_is_claimed_once_per_window,
         dnc::a_large_do_not_call_import_is_added_in_one_call,
         ops::only_failed_and_needs_attention_jobs_are_retried_in_a_new_round,
         ops::concurrent_retries_of_one_job_let_exactly_one_win,
@@ -115,6 +119,8 @@ conformance! {
     ],
     db: [
         lifecycle::a_blocked_writer_refuses_enqueues_at_once_past_its_bound,
+        api_keys::an_api_key_made_by_one_store_is_seen_by_another_at_once,
+        alerts::of_two_stores_racing_for_an_alert_one_wins,
         lifecycle::close_commits_what_was_accepted_and_refuses_more,
         jobs::a_status_no_engine_writes_is_an_error_not_a_default,
         shared::two_stores_on_one_database_share_a_rate,
