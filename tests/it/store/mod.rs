@@ -23,6 +23,7 @@ mod lifecycle;
 mod lines;
 mod make;
 mod postgres;
+mod sessions;
 mod shared;
 
 use callgate::config::StorageConfig;
@@ -107,6 +108,8 @@ conformance! {
         lifecycle::a_lone_instance_leads_the_housekeeping,
         dnc::do_not_call_entries_are_added_once_listed_in_order_and_removed,
         dnc::a_large_do_not_call_import_is_added_in_one_call,
+        sessions::console_sessions_read_back_touch_forward_and_are_deleted,
+        sessions::console_sessions_are_purged_when_idle_or_too_old,
     ],
     db: [
         lifecycle::a_blocked_writer_refuses_enqueues_at_once_past_its_bound,
@@ -115,5 +118,6 @@ conformance! {
         shared::two_stores_on_one_database_share_a_rate,
         shared::concurrent_capped_claims_from_two_stores_never_exceed_the_cap,
         dnc::an_entry_added_by_one_store_is_seen_by_another_at_once,
+        sessions::a_session_made_by_one_store_is_seen_and_ended_by_another,
     ],
 }
