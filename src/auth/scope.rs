@@ -6,7 +6,8 @@
 //! `deliveries:read` / `deliveries:write` read and replay the delivery log,
 //! `actions:invoke` calls mid-call actions, `metrics:read` scrapes
 //! `/metrics`, `dnc:read` / `dnc:write` read and change the do-not-call
-//! list.
+//! list, `console` logs in to the operator console (whose pages then need
+//! the scopes above, as the API does).
 
 use std::fmt;
 
@@ -33,10 +34,12 @@ pub enum Scope {
     DncRead,
     /// `dnc:write`: add to, remove from and import into the do-not-call list.
     DncWrite,
+    /// `console`: log in to the operator console at `/console`.
+    Console,
 }
 
 /// Every scope that is not per trigger, as written.
-pub const NAMED_SCOPES: [(&str, Scope); 9] = [
+pub const NAMED_SCOPES: [(&str, Scope); 10] = [
     ("triggers:run", Scope::TriggersRun),
     ("jobs:read", Scope::JobsRead),
     ("jobs:write", Scope::JobsWrite),
@@ -46,6 +49,7 @@ pub const NAMED_SCOPES: [(&str, Scope); 9] = [
     ("metrics:read", Scope::MetricsRead),
     ("dnc:read", Scope::DncRead),
     ("dnc:write", Scope::DncWrite),
+    ("console", Scope::Console),
 ];
 
 impl Scope {

@@ -15,6 +15,7 @@
 //! returned with its file and key so that `callgate check` can list them all.
 
 mod auth;
+mod console;
 mod domain;
 pub mod duration;
 pub mod env;
@@ -28,6 +29,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use auth::*;
+pub use console::ConsoleConfig;
 pub use domain::*;
 pub use env::Env;
 pub use providers::*;
