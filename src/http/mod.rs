@@ -3,18 +3,19 @@
 //! request meets it. The server and the tests use these same two functions.
 
 mod actions;
-mod call_list;
-mod calls;
-mod deliveries;
-mod dnc;
+pub(crate) mod call_list;
+pub(crate) mod calls;
+mod console;
+pub(crate) mod deliveries;
+pub(crate) mod dnc;
 pub mod error;
-mod extract;
+pub(crate) mod extract;
 mod health;
-mod jobs;
+pub(crate) mod jobs;
 pub mod middleware;
 pub mod prometheus;
 pub mod serve;
-mod triggers;
+pub(crate) mod triggers;
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -262,6 +263,9 @@ pub fn router(state: AppState) -> Router {
     let app = public
         .merge(signed)
         .merge(middleware::authenticated(private, &state))
+        // The console authenticates by session cookie, not credentials per
+        // request (`console::session`); its pages call the handlers above.
+        .nest("/console", console::router(&state))
         // Outside every route's own layers (auth, limits), so 401s and 429s
         // are counted under their route too.
         .route_layer(axum::middleware::from_fn(prometheus::track))
