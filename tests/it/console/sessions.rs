@@ -1,0 +1,77 @@
+//! Session lifetime on the server's injectable clock: idle expiry, absolute
+//! expiry however busy, and `last_seen_at` written at most once a minute.
+
+use std::sync::Arc;
+
+use callgate::clock::ManualClock;
+
+use super::Console;
+use crate::support::TestApp;
+
+const T0: i64 = 1_800_000_000_000;
+const MINUTE: i64 = 60_000;
+
+async fn app(clock: &Arc<ManualClock>) -> TestApp {
+    TestApp::builder()
+        .main("[console]\nidle_timeout = \"10m\"\nabsolute_timeout = \"30m\"")
+        .key("ops", &["console", "jobs:read"])
+        .clock(clock.clone())
+        .start()
+        .await
+}
+
+async fn last_seen(app: &TestApp, console: &Console) -> Option<i64> {
+    app.store()
+        .console_session(&console.id_hash())
+        .await
+        .unwrap()
+        .map(|s| s.last_seen_at_ms)
+}
+
+#[tokio::test]
+async fn an_idle_session_ends_and_the_next_page_is_the_login() {
+    let clock = ManualClock::new(T0);
+    let app = app(&clock).await;
+    let console = Console::login(&app, "ops").await;
+    clock.advance_ms(9 * MINUTE);
+    assert_eq!(console.get("/console/jobs").await.status(), 200);
+    // Nine minutes after that use, still alive; ten, gone.
+    clock.advance_ms(9 * MINUTE);
+    assert_eq!(console.get("/console/jobs").await.status(), 200);
+    clock.advance_ms(10 * MINUTE);
+    let r = console.get("/console/jobs").await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/console/login");
+    assert_eq!(last_seen(&app, &console).await, None, "deleted when met");
+}
+
+#[tokio::test]
+async fn a_busy_session_still_ends_at_its_absolute_expiry() {
+    let clock = ManualClock::new(T0);
+    let app = app(&clock).await;
+    let console = Console::login(&app, "ops").await;
+    for _ in 0..5 {
+        clock.advance_ms(5 * MINUTE);
+        assert_eq!(console.get("/console/jobs").await.status(), 200);
+    }
+    clock.advance_ms(5 * MINUTE);
+    assert_eq!(console.get("/console/jobs").await.status(), 303);
+}
+
+#[tokio::test]
+async fn last_seen_is_written_at_most_once_a_minute() {
+    let clock = ManualClock::new(T0);
+    let app = app(&clock).await;
+    let console = Console::login(&app, "ops").await;
+    assert_eq!(last_seen(&app, &console).await, Some(T0));
+    clock.advance_ms(30_000);
+    console.html("/console/jobs").await;
+    assert_eq!(
+        last_seen(&app, &console).await,
+        Some(T0),
+        "not within the minute"
+    );
+    clock.advance_ms(31_000);
+    console.html("/console/jobs").await;
+    assert_eq!(last_seen(&app, &console).await, Some(T0 + 61_000));
+}
