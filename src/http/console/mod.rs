@@ -15,7 +15,6 @@
 //! One module per page (`jobs.rs`, `calls.rs`, …); the navigation is the
 //! `NAV` list, so a page added later is one module and one entry.
 
-
 // A page's refusal is the response to send (a redirect, an error page): it
 // is built once per request and answered at once, so boxing it would buy
 // nothing and cost a `Box` at every `?`.
