@@ -5,7 +5,8 @@
 //! its SHA-256 (`console_sessions`), so sessions work across instances and
 //! a database copy opens none. A session ends `console.idle_timeout` after
 //! its last use or `console.absolute_timeout` after its login, whichever
-//! comes first (deleted when met; housekeeping purges the rest).
+//! comes first (deleted when met; housekeeping purges the rest), and as
+//! soon as its key is disabled or removed from the key file.
 //! `last_seen_at` is written at most once a minute, not on every page.
 //! Without a live session a page request is a 303 to the login page and
 //! an XHR (`Accept: application/json`, `X-Requested-With`, `HX-Request`)
@@ -64,7 +65,9 @@ impl FromRequestParts<AppState> for Session {
         let cfg = &app.config.main.console;
         let idle = now - stored.last_seen_at_ms >= cfg.idle_timeout.as_millis() as i64;
         let old = now - stored.created_at_ms >= cfg.absolute_timeout.as_millis() as i64;
-        if idle || old {
+        // A key disabled or removed since the login ends its sessions.
+        let key_gone = app.keys.load().principal(&stored.principal).is_none();
+        if idle || old || key_gone {
             // Best effort: housekeeping purges it otherwise.
             let _ = app.store.delete_console_session(&id_hash).await;
             return Err(no_session(&parts.headers));

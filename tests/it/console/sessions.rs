@@ -75,3 +75,30 @@ async fn last_seen_is_written_at_most_once_a_minute() {
     console.html("/console/jobs").await;
     assert_eq!(last_seen(&app, &console).await, Some(T0 + 61_000));
 }
+
+#[tokio::test]
+async fn disabling_the_key_ends_its_sessions() {
+    let clock = ManualClock::new(T0);
+    let app = app(&clock).await;
+    let console = Console::login(&app, "ops").await;
+    let path = app.config_dir.path().join("keys.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{text}disabled = true\n")).unwrap();
+    // The server re-reads the key file within its reload interval (100 ms
+    // in tests): wait for the page to turn into the login.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = console.get("/console/jobs").await;
+        if r.status() == 303 {
+            assert_eq!(r.headers()["location"], "/console/login");
+            break;
+        }
+        assert_eq!(r.status(), 200);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the session outlived its key"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(last_seen(&app, &console).await, None, "deleted");
+}
