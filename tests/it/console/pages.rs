@@ -56,7 +56,7 @@ async fn every_page_renders_for_an_operator() {
     for (path, shows) in [
         ("/console/jobs".to_owned(), job.clone()),
         (
-            format!("/console/jobs?trigger=demo-call&phone=%2B15550121234"),
+            "/console/jobs?trigger=demo-call&phone=%2B15550121234".to_owned(),
             job.clone(),
         ),
         ("/console/calls".to_owned(), "+15550121234".to_owned()),
