@@ -53,7 +53,10 @@ pub async fn detail(
     .await;
     let job = api_json(&session, answer).await?;
     let deliveries = if session.may(&Scope::DeliveriesRead) {
-        let q = api_query(&session, Some(&format!("job_id={job_id}")))?.0;
+        let qs = form_urlencoded::Serializer::new(String::new())
+            .append_pair("job_id", &job_id)
+            .finish();
+        let q = api_query(&session, Some(&qs))?.0;
         let answer = crate::http::deliveries::list_deliveries(
             State(app.clone()),
             Extension(session.principal.clone()),

@@ -3,6 +3,7 @@
 //! expiry) and its pages driven in a real headless Chromium (`browser.rs`).
 
 mod browser;
+mod login;
 mod pages;
 mod security;
 mod sessions;

@@ -1,15 +1,15 @@
-//! The console's defences, each tried: no session, a wrong key, login
-//! CSRF, cookie attributes, the headers of every answer, CSRF on every
-//! write, escaping, scopes, and the per-IP limit on login attempts.
+//! The console's defences, each tried: no session, the headers of every
+//! answer, CSRF on every write, escaping, scopes and the navigation.
+//! (Logging in and out: `login.rs`; expiry: `sessions.rs`.)
 
 use callgate::clock::rfc3339;
 use serde_json::json;
 
-use super::{Console, LOGIN_COOKIE, SESSION_COOKIE, client, login_form, post_login, set_cookie};
+use super::{Console, SESSION_COOKIE, client};
 use crate::jobs_api::accept;
 use crate::support::{TestApp, problem};
 
-async fn console_app() -> TestApp {
+pub async fn console_app() -> TestApp {
     TestApp::builder()
         .key("zapier", &["triggers:run"])
         .key(
@@ -87,76 +87,6 @@ async fn without_a_session_a_page_is_a_303_to_login_and_an_xhr_a_401_problem() {
             .unwrap()
             .is_none()
     );
-}
-
-#[tokio::test]
-async fn a_wrong_key_or_one_without_the_console_scope_gets_the_login_page_with_401() {
-    let app = console_app().await;
-    let c = client(&app);
-    for key in [
-        "cg_not-a-real-key".to_owned(),
-        String::new(),
-        app.key("api-only").to_owned(),
-        app.key("zapier").to_owned(),
-    ] {
-        let r = post_login(&app, &c, &key).await;
-        assert_eq!(r.status(), 401);
-        assert!(set_cookie(&r, SESSION_COOKIE).is_none());
-        let html = r.text().await.unwrap();
-        assert!(html.contains("name=\"api_key\""), "the login page again");
-        assert!(html.contains("role=\"alert\""));
-        // The key is never echoed.
-        assert!(key.is_empty() || !html.contains(&key));
-    }
-}
-
-#[tokio::test]
-async fn login_needs_the_forms_own_token_and_cookie() {
-    let app = console_app().await;
-    let c = client(&app);
-    let key = app.key("ops");
-    let (cookie, field) = login_form(&app, &c).await;
-    // No cookie (another site's form), a wrong field, no field.
-    let attempts = [
-        (None, Some(field.as_str())),
-        (Some(cookie.as_str()), Some("0000")),
-        (Some(cookie.as_str()), None),
-    ];
-    for (cookie, field) in attempts {
-        let mut req = c.post(app.url("/console/login"));
-        if let Some(cookie) = cookie {
-            req = req.header("cookie", format!("{LOGIN_COOKIE}={cookie}"));
-        }
-        let mut form = vec![("api_key", key)];
-        if let Some(f) = field {
-            form.push(("login_csrf", f));
-        }
-        let r = req.form(&form).send().await.unwrap();
-        assert_eq!(r.status(), 403);
-        assert!(set_cookie(&r, SESSION_COOKIE).is_none());
-    }
-}
-
-#[tokio::test]
-async fn the_session_cookie_is_host_only_secure_http_only_and_strict() {
-    let app = console_app().await;
-    let c = client(&app);
-    let r = post_login(&app, &c, app.key("ops")).await;
-    assert_eq!(r.status(), 303);
-    let (token, header) = set_cookie(&r, SESSION_COOKIE).unwrap();
-    assert_eq!(token.len(), 64, "32 random bytes, hex");
-    for attr in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
-        assert!(header.split("; ").any(|a| a == attr), "{attr} in {header}");
-    }
-    assert!(!header.to_ascii_lowercase().contains("domain="), "{header}");
-    // The login cookie is cleared.
-    let (cleared, header) = set_cookie(&r, LOGIN_COOKIE).unwrap();
-    assert!(cleared.is_empty() && header.contains("Max-Age=0"));
-    // Only the token's hash is stored.
-    let hash = hex::encode(callgate::crypto::sha256(token.as_bytes()));
-    let stored = app.store().console_session(&hash).await.unwrap().unwrap();
-    assert_eq!(stored.principal, "key:ops");
-    assert!(app.store().console_session(&token).await.unwrap().is_none());
 }
 
 #[tokio::test]
@@ -378,66 +308,4 @@ async fn the_navigation_shows_only_what_the_session_may_read() {
     ] {
         assert!(page.contains(&format!("href=\"{shown}\"")), "{shown}");
     }
-}
-
-#[tokio::test]
-async fn logout_ends_the_session_everywhere() {
-    let app = console_app().await;
-    let console = Console::login(&app, "ops").await;
-    let r = console
-        .post("/console/logout", &[("csrf", &console.csrf)])
-        .await;
-    assert_eq!(r.status(), 303);
-    assert_eq!(r.headers()["location"], "/console/login");
-    let (cleared, _) = set_cookie(&r, SESSION_COOKIE).unwrap();
-    assert!(cleared.is_empty());
-    assert!(
-        app.store()
-            .console_session(&console.id_hash())
-            .await
-            .unwrap()
-            .is_none()
-    );
-    // The old cookie, replayed, is no session.
-    let r = console.get("/console/jobs").await;
-    assert_eq!(r.status(), 303);
-}
-
-#[tokio::test]
-async fn login_attempts_are_charged_to_the_per_ip_limit() {
-    let app = TestApp::builder()
-        .limits(
-            "per_ip = { requests = 3, per = \"1h\", burst = 3 }\n\
-             per_principal = { requests = 100000, per = \"1s\", burst = 100000 }\n\
-             per_trigger = { requests = 100000, per = \"1s\", burst = 100000 }\n\
-             per_provider = { requests = 100000, per = \"1s\", burst = 100000 }\n",
-        )
-        .key("ops", &["console"])
-        .start()
-        .await;
-    let c = client(&app);
-    let mut statuses = Vec::new();
-    for _ in 0..4 {
-        statuses.push(post_login(&app, &c, "cg_wrong").await.status().as_u16());
-    }
-    assert_eq!(statuses, [401, 401, 401, 429]);
-    // Even the right key waits now.
-    let r = post_login(&app, &c, app.key("ops")).await;
-    assert_eq!(r.status(), 429);
-    assert!(r.headers().contains_key("retry-after"));
-}
-
-#[tokio::test]
-async fn a_disabled_console_is_not_served() {
-    let app = TestApp::builder()
-        .main("[console]\nenabled = false")
-        .key("ops", &["console"])
-        .start()
-        .await;
-    let r = client(&app)
-        .get(app.url("/console/login"))
-        .send()
-        .await
-        .unwrap();
-    problem(r, 404).await;
 }
