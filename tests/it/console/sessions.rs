@@ -102,3 +102,35 @@ async fn disabling_the_key_ends_its_sessions() {
     }
     assert_eq!(last_seen(&app, &console).await, None, "deleted");
 }
+
+/// Two instances on one PostgreSQL database (one key file): a session made
+/// through one is a session on the other, and a logout through the other
+/// ends it on the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_postgres_a_session_made_through_one_instance_works_on_another() {
+    let url =
+        crate::pg_url_or_skip!("on_postgres_a_session_made_through_one_instance_works_on_another");
+    let a = TestApp::builder()
+        .key("ops", &["console", "jobs:read"])
+        .postgres(&url)
+        .start()
+        .await;
+    let keys = std::fs::read_to_string(a.config_dir.path().join("keys.toml")).unwrap();
+    let shared = a.pg.as_ref().unwrap().url.clone();
+    let b = TestApp::builder()
+        .file("keys.toml", &keys)
+        .storage_url(&shared)
+        .start()
+        .await;
+    let on_a = Console::login(&a, "ops").await;
+    let on_b = Console {
+        client: super::client(&b),
+        base: b.base.clone(),
+        token: on_a.token.clone(),
+        csrf: on_a.csrf.clone(),
+    };
+    assert_eq!(on_b.get("/console/jobs").await.status(), 200);
+    let r = on_b.post("/console/logout", &[("csrf", &on_b.csrf)]).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(on_a.get("/console/jobs").await.status(), 303);
+}
