@@ -2,8 +2,8 @@
 //!
 //! Policy: logging in takes an API key (`keys.toml`, checked as the API
 //! checks it) holding `console`. Each attempt is charged to the client's
-//! per-IP limit first, as every credential the API checks is (429 when it
-//! is spent). A wrong key, or one without `console`, is the login page
+//! per-IP limit first, as every credential the API checks is (the login
+//! page with 429 and `Retry-After` when it is spent). A wrong key, or one without `console`, is the login page
 //! again with 401; a key used from outside its `allowed_ips` is 403.
 //! Login CSRF: the form carries a token that must equal the pre-session
 //! cookie `__Host-callgate_login` the login page set (double submit), else
@@ -23,7 +23,7 @@ use subtle::ConstantTimeEq;
 use super::csrf::Form;
 use super::render::{error_page, page_status};
 use super::session::{self, SESSION_COOKIE, Session};
-use crate::auth::Scope;
+use crate::auth::{Principal, Scope};
 use crate::http::AppState;
 use crate::store::ConsoleSession;
 
@@ -59,7 +59,14 @@ pub async fn log_in(
 ) -> Response {
     let ip = crate::http::middleware::client_ip(&app, peer, &headers);
     if let Err(limited) = app.limiters.check_ip(ip).await {
-        return crate::http::error::ApiError::from(limited).into_response();
+        // The login page again, with the limit's `Retry-After`.
+        let limit = crate::http::error::ApiError::from(limited).into_response();
+        let msg = "Too many attempts from your address. Wait a moment and try again.";
+        let mut page = login_form(StatusCode::TOO_MANY_REQUESTS, Some(msg));
+        if let Some(wait) = limit.headers().get(header::RETRY_AFTER) {
+            page.headers_mut().insert(header::RETRY_AFTER, wait.clone());
+        }
+        return page;
     }
     let form = match Form::read(&app, body).await {
         Ok(f) => f,
@@ -90,6 +97,12 @@ pub async fn log_in(
         let msg = "This key may not be used from your address.";
         return login_form(StatusCode::FORBIDDEN, Some(msg));
     }
+    start_session(&app, &principal).await
+}
+
+/// Stores a new session for `principal` and answers with its cookie (the
+/// login cookie cleared) and a 303 to the first page.
+async fn start_session(app: &AppState, principal: &Principal) -> Response {
     let token = session::new_token();
     let now = app.clock.now_ms();
     let stored = ConsoleSession {

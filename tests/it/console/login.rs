@@ -121,6 +121,8 @@ async fn login_attempts_are_charged_to_the_per_ip_limit() {
     let r = post_login(&app, &c, app.key("ops")).await;
     assert_eq!(r.status(), 429);
     assert!(r.headers().contains_key("retry-after"));
+    assert!(set_cookie(&r, SESSION_COOKIE).is_none());
+    assert!(r.text().await.unwrap().contains("Too many attempts"));
 }
 
 #[tokio::test]
@@ -136,4 +138,28 @@ async fn a_disabled_console_is_not_served() {
         .await
         .unwrap();
     problem(r, 404).await;
+}
+
+#[tokio::test]
+async fn a_key_restricted_to_other_addresses_cannot_log_in_from_here() {
+    let (office, local) = (
+        callgate::auth::api_key::generate(),
+        callgate::auth::api_key::generate(),
+    );
+    let mut keys = String::new();
+    for (name, key, allowed) in [
+        ("office", &office, "10.0.0.0/8"),
+        ("local", &local, "127.0.0.1"),
+    ] {
+        keys.push_str(&format!(
+            "[[keys]]\nname = \"{name}\"\nhash = \"{}\"\nscopes = [\"console\"]\nallowed_ips = [\"{allowed}\"]\n",
+            callgate::auth::api_key::hash_for_file(key)
+        ));
+    }
+    let app = TestApp::builder().file("keys.toml", &keys).start().await;
+    let c = client(&app);
+    let r = post_login(&app, &c, &office).await;
+    assert_eq!(r.status(), 403);
+    assert!(set_cookie(&r, SESSION_COOKIE).is_none());
+    assert_eq!(post_login(&app, &c, &local).await.status(), 303);
 }
