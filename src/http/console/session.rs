@@ -6,15 +6,17 @@
 //! a database copy opens none. A session ends `console.idle_timeout` after
 //! its last use or `console.absolute_timeout` after its login, whichever
 //! comes first (deleted when met; housekeeping purges the rest), and as
-//! soon as its key is disabled or removed from the key file.
+//! soon as its key is disabled or removed from the key file. The key's
+//! `allowed_ips` hold on every request (403 `ip-not-allowed`).
 //! `last_seen_at` is written at most once a minute, not on every page.
 //! Without a live session a page request is a 303 to the login page and
 //! an XHR (`Accept: application/json`, `X-Requested-With`, `HX-Request`)
 //! a 401 problem. (CSRF: `csrf.rs`.)
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -66,11 +68,25 @@ impl FromRequestParts<AppState> for Session {
         let idle = now - stored.last_seen_at_ms >= cfg.idle_timeout.as_millis() as i64;
         let old = now - stored.created_at_ms >= cfg.absolute_timeout.as_millis() as i64;
         // A key disabled or removed since the login ends its sessions.
-        let key_gone = app.keys.load().principal(&stored.principal).is_none();
-        if idle || old || key_gone {
+        let key = app.keys.load().principal(&stored.principal);
+        let Some(key) = key.filter(|_| !idle && !old) else {
             // Best effort: housekeeping purges it otherwise.
             let _ = app.store.delete_console_session(&id_hash).await;
             return Err(no_session(&parts.headers));
+        };
+        // The key's allowlist holds for every request, not only the login.
+        if let Some(list) = &key.allowed_ips {
+            let ip = parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| crate::http::middleware::client_ip(app, c.0, &parts.headers));
+            if let Some(ip) = ip.filter(|ip| !list.allows(*ip)) {
+                let refused = ApiError::IpNotAllowed {
+                    ip,
+                    what: "use this API key",
+                };
+                return Err(refused.into_response());
+            }
         }
         if now - stored.last_seen_at_ms >= TOUCH_EVERY_MS
             && let Err(e) = app.store.touch_console_session(&id_hash, now).await

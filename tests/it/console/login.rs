@@ -163,3 +163,36 @@ async fn a_key_restricted_to_other_addresses_cannot_log_in_from_here() {
     assert!(set_cookie(&r, SESSION_COOKIE).is_none());
     assert_eq!(post_login(&app, &c, &local).await.status(), 303);
 }
+
+/// The key's allowlist holds for the session's every request, not only at
+/// login: the same cookie from an address outside it is refused.
+#[tokio::test]
+async fn a_sessions_requests_from_outside_its_keys_allowlist_are_403() {
+    let key = callgate::auth::api_key::generate();
+    let keys = format!(
+        "[[keys]]\nname = \"local\"\nhash = \"{}\"\nscopes = [\"console\", \"jobs:read\"]\nallowed_ips = [\"127.0.0.1\"]\n",
+        callgate::auth::api_key::hash_for_file(&key)
+    );
+    let app = TestApp::builder()
+        .file("keys.toml", &keys)
+        .start_with_trusted_proxy()
+        .await;
+    let c = client(&app);
+    let r = post_login(&app, &c, &key).await;
+    assert_eq!(r.status(), 303);
+    let (token, _) = set_cookie(&r, SESSION_COOKIE).unwrap();
+    let get = |xff: Option<&'static str>| {
+        let mut req = c
+            .get(app.url("/console/jobs"))
+            .header("cookie", format!("{SESSION_COOKIE}={token}"));
+        if let Some(xff) = xff {
+            req = req.header("x-forwarded-for", xff);
+        }
+        req.send()
+    };
+    assert_eq!(get(None).await.unwrap().status(), 200);
+    let refused = get(Some("192.0.2.1")).await.unwrap();
+    let body = problem(refused, 403).await;
+    assert_eq!(body["type"], "urn:callgate:problem:ip-not-allowed");
+    assert_eq!(get(Some("127.0.0.1")).await.unwrap().status(), 200);
+}
