@@ -156,6 +156,12 @@ fn check_main(dir: &Path, main: &MainFile, problems: &mut Vec<Problem>) {
             "must be longer than 0s".into(),
         );
     }
+    if main.console.idle_timeout.is_zero() || main.console.absolute_timeout.is_zero() {
+        problem(
+            "console.idle_timeout",
+            "console.idle_timeout and console.absolute_timeout must be longer than 0s".into(),
+        );
+    }
     if main.idempotency.retention.is_zero() {
         problem("idempotency.retention", "must be longer than 0s".into());
     }

@@ -107,6 +107,7 @@ pub async fn run_with(
         let token = token.clone();
         tasks.spawn(async move { redis.watch(token).await });
     }
+    tasks.spawn(console_session_cleanup(state.clone(), token.clone()));
     tasks.spawn(idempotency_cleanup(state.clone(), token.clone()));
     tasks.spawn(refresh_db_keys(state.clone(), token.clone()));
     start_alerts(&state, &mut tasks, &token)?;
@@ -330,6 +331,36 @@ async fn idempotency_cleanup(state: AppState, token: CancellationToken) {
             Ok(0) => {}
             Ok(n) => tracing::info!(deleted = n, "expired idempotency keys removed"),
             Err(e) => tracing::warn!(error = %e, "idempotency clean-up failed"),
+        }
+    }
+}
+
+/// Deletes console sessions past their idle or absolute expiry (on the
+/// housekeeping leader only; an expired session is refused when it is
+/// used anyway, so this only keeps the table small).
+async fn console_session_cleanup(state: AppState, token: CancellationToken) {
+    let console = &state.config.main.console;
+    let every = (console.idle_timeout / 2).clamp(Duration::from_secs(1), Duration::from_secs(300));
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if !state.store.is_leader() {
+            continue;
+        }
+        let now = state.clock.now_ms();
+        let idle_before = now - console.idle_timeout.as_millis() as i64;
+        let created_before = now - console.absolute_timeout.as_millis() as i64;
+        match state
+            .store
+            .purge_console_sessions(idle_before, created_before)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "expired console sessions removed"),
+            Err(e) => tracing::warn!(error = %e, "console session clean-up failed"),
         }
     }
 }

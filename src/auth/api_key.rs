@@ -153,6 +153,15 @@ impl KeySet {
         found.map(|e| e.principal.clone())
     }
 
+    /// The principal of the enabled key whose principal id is `id`
+    /// (`key:<name>`): a console session lives only as long as its key.
+    pub fn principal(&self, id: &str) -> Option<Arc<Principal>> {
+        self.entries
+            .iter()
+            .find(|e| &*e.principal.id == id)
+            .map(|e| e.principal.clone())
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }

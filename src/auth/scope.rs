@@ -7,8 +7,10 @@
 //! (`deliveries:read` also reads the endpoints' health), `actions:invoke`
 //! calls mid-call actions, `metrics:read` scrapes `/metrics` and reads the
 //! charts' series (`/v1/stats`), `dnc:read` / `dnc:write` read and change
-//! the do-not-call list, `keys:read` / `keys:write` list and make or disable the API keys
-//! stored in the database (a key made grants none of its creator lacks).
+//! the do-not-call list, `keys:read` / `keys:write` list and make or
+//! disable the API keys stored in the database (a key made grants none of
+//! its creator lacks), `console` logs in to the operator console (whose
+//! pages then need the scopes above, as the API does).
 
 use std::fmt;
 
@@ -39,13 +41,16 @@ pub enum Scope {
     KeysRead,
     /// `keys:write`: make and disable stored API keys.
     KeysWrite,
+    /// `console`: log in to the operator console at `/console`.
+    Console,
 }
 
 /// Every scope that is not per trigger, as written.
-pub const NAMED_SCOPES: [(&str, Scope); 11] = [
+pub const NAMED_SCOPES: [(&str, Scope); 12] = [
     ("triggers:run", Scope::TriggersRun),
     ("jobs:read", Scope::JobsRead),
     ("jobs:write", Scope::JobsWrite),
+    ("console", Scope::Console),
     ("deliveries:read", Scope::DeliveriesRead),
     ("deliveries:write", Scope::DeliveriesWrite),
     ("actions:invoke", Scope::ActionsInvoke),

@@ -16,6 +16,7 @@
 
 mod alerts;
 mod auth;
+mod console;
 mod domain;
 pub mod duration;
 pub mod env;
@@ -30,6 +31,7 @@ use std::path::{Path, PathBuf};
 
 pub use alerts::*;
 pub use auth::*;
+pub use console::ConsoleConfig;
 pub use domain::*;
 pub use env::Env;
 pub use providers::*;

@@ -13,7 +13,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::duration;
-use super::{AuthConfig, CallingConfig, DeliveriesConfig, RunnerConfig};
+use super::{AuthConfig, CallingConfig, ConsoleConfig, DeliveriesConfig, RunnerConfig};
 
 /// How strictly phone numbers are checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
@@ -49,6 +49,9 @@ pub struct MainFile {
     /// Outbound webhook deliveries: workers, log retention.
     #[serde(default)]
     pub deliveries: DeliveriesConfig,
+    /// The operator console (`/console`) and its sessions.
+    #[serde(default)]
+    pub console: ConsoleConfig,
     /// Alerts to operators (Slack, or a signed webhook).
     #[serde(default)]
     pub alerts: super::AlertsConfig,

@@ -3,14 +3,15 @@
 //! request meets it. The server and the tests use these same two functions.
 
 mod actions;
-mod call_list;
-mod calls;
-mod deliveries;
-mod dnc;
+pub(crate) mod call_list;
+pub(crate) mod calls;
+mod console;
+pub(crate) mod deliveries;
+pub(crate) mod dnc;
 mod docs;
 pub mod endpoints;
 pub mod error;
-mod extract;
+pub(crate) mod extract;
 mod health;
 pub mod jobs;
 pub mod keys;
@@ -19,7 +20,7 @@ pub mod prometheus;
 pub mod refusals;
 pub mod serve;
 pub mod stats;
-mod triggers;
+pub(crate) mod triggers;
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -300,6 +301,9 @@ pub fn router(state: AppState) -> Router {
     let app = public
         .merge(signed)
         .merge(middleware::authenticated(private, &state))
+        // The console authenticates by session cookie, not credentials per
+        // request (`console::session`); its pages call the handlers above.
+        .nest("/console", console::router(&state))
         // Outside every route's own layers (auth, limits), so 401s and 429s
         // are counted under their route too.
         .route_layer(axum::middleware::from_fn(prometheus::track))

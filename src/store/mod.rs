@@ -13,6 +13,7 @@ mod backup;
 mod group_commit;
 mod ops;
 pub mod postgres;
+mod session;
 mod shared;
 pub mod sqlite;
 mod status;
@@ -29,6 +30,7 @@ pub use api_keys::ApiKeyRecord;
 pub use backup::{BackupError, BackupReport, backup};
 pub use group_commit::{BatchWriter, GroupCommit};
 pub use ops::*;
+pub use session::ConsoleSession;
 pub use shared::{BreakerAdmission, BreakerPolicy, BreakerRow, gcra};
 pub use status::{CallStatus, DeliveryStatus, JobStatus};
 pub use types::*;
@@ -309,6 +311,30 @@ pub trait Store: Send + Sync + 'static {
     /// Per endpoint, the delivery attempts started since `since_ms` and
     /// how many got a 2xx, by endpoint name.
     async fn delivery_success(&self, since_ms: i64) -> Result<Vec<EndpointSuccess>, StoreError>;
+
+    // Console sessions (`console::session`): read on the read connections,
+    // written through the writer like every other write.
+
+    /// Stores a new session.
+    async fn create_console_session(&self, session: ConsoleSession) -> Result<(), StoreError>;
+
+    /// The session whose token hashes to `id_hash`, expired or not (the
+    /// caller judges expiry by its own clock and settings).
+    async fn console_session(&self, id_hash: &str) -> Result<Option<ConsoleSession>, StoreError>;
+
+    /// Sets a session's `last_seen_at` to `now_ms`, never backwards.
+    async fn touch_console_session(&self, id_hash: &str, now_ms: i64) -> Result<(), StoreError>;
+
+    /// Deletes a session; `false` when there was none.
+    async fn delete_console_session(&self, id_hash: &str) -> Result<bool, StoreError>;
+
+    /// Deletes the sessions last seen before `idle_before_ms` or created
+    /// before `created_before_ms`; returns how many.
+    async fn purge_console_sessions(
+        &self,
+        idle_before_ms: i64,
+        created_before_ms: i64,
+    ) -> Result<u64, StoreError>;
 
     // Outbound webhook deliveries (the delivery log).
 

@@ -22,6 +22,7 @@ mod calls;
 mod calls_api;
 mod cli;
 mod config;
+mod console;
 mod deliveries;
 mod deploy_files;
 mod dnc_api;

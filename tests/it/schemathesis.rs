@@ -25,7 +25,7 @@ const SEED: &str = "20261201";
 
 /// Every scope there is, with `trigger:<id>` left out (`triggers:run` covers
 /// every trigger).
-const ALL_SCOPES: [&str; 11] = [
+const ALL_SCOPES: [&str; 12] = [
     "triggers:run",
     "jobs:read",
     "jobs:write",
@@ -35,6 +35,7 @@ const ALL_SCOPES: [&str; 11] = [
     "metrics:read",
     "dnc:read",
     "dnc:write",
+    "console",
     "keys:read",
     "keys:write",
 ];

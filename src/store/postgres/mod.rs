@@ -32,6 +32,7 @@ mod listen;
 mod ops;
 mod reads;
 mod schema;
+mod sessions;
 mod shared;
 mod writer;
 
@@ -45,10 +46,10 @@ use deadpool_postgres::Pool;
 
 use super::{
     ApiKeyRecord, BreakerAdmission, BreakerPolicy, BreakerRow, CallEventIn, CallFilter, CallRecord,
-    CallStatus, Cancel, ClaimedDelivery, ClaimedJob, DeliveryAttempt, DeliveryFilter,
-    DeliveryRecord, DeliveryStatus, DncEntry, EndpointSuccess, EnqueueOutcome, EventApplied,
-    EventJobs, IdempotencyRecord, JobEvent, JobFilter, JobRecord, JobUpdate, NewCall, NewDelivery,
-    NewJob, Replay, Reservation, Store, StoreError,
+    CallStatus, Cancel, ClaimedDelivery, ClaimedJob, ConsoleSession, DeliveryAttempt,
+    DeliveryFilter, DeliveryRecord, DeliveryStatus, DncEntry, EndpointSuccess, EnqueueOutcome,
+    EventApplied, EventJobs, IdempotencyRecord, JobEvent, JobFilter, JobRecord, JobUpdate, NewCall,
+    NewDelivery, NewJob, Replay, Reservation, Store, StoreError,
 };
 use super::{EndpointHealth, RefusalCount, Retry, StatsSeries, StatsWindow};
 use crate::config::StorageConfig;
@@ -670,6 +671,35 @@ impl Store for PgStore {
 
     async fn delivery_success(&self, since_ms: i64) -> Result<Vec<EndpointSuccess>, StoreError> {
         on_conn!(self, |c| alerts::success_since(&c, since_ms).await)
+    }
+
+    async fn create_console_session(&self, session: ConsoleSession) -> Result<(), StoreError> {
+        on_conn!(self, |c| sessions::create(&c, &session).await)
+    }
+
+    async fn console_session(&self, id_hash: &str) -> Result<Option<ConsoleSession>, StoreError> {
+        on_conn!(self, |c| sessions::get_session(&c, id_hash).await)
+    }
+
+    async fn touch_console_session(&self, id_hash: &str, now_ms: i64) -> Result<(), StoreError> {
+        on_conn!(self, |c| sessions::touch(&c, id_hash, now_ms).await)
+    }
+
+    async fn delete_console_session(&self, id_hash: &str) -> Result<bool, StoreError> {
+        on_conn!(self, |c| sessions::delete(&c, id_hash).await)
+    }
+
+    async fn purge_console_sessions(
+        &self,
+        idle_before_ms: i64,
+        created_before_ms: i64,
+    ) -> Result<u64, StoreError> {
+        on_conn!(self, |c| sessions::purge(
+            &c,
+            idle_before_ms,
+            created_before_ms
+        )
+        .await)
     }
 
     async fn status_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {

@@ -261,6 +261,20 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     );
     "#,
     ),
+    (
+        8,
+        "console sessions (the token only as its SHA-256)",
+        r#"
+    CREATE TABLE console_sessions (
+        id_hash TEXT PRIMARY KEY,
+        principal TEXT NOT NULL,
+        scopes TEXT NOT NULL,
+        csrf_token TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        last_seen_at BIGINT NOT NULL
+    );
+    "#,
+    ),
 ];
 
 /// Applies the migrations not applied yet to the connection's current

@@ -21,6 +21,7 @@ mod jobs;
 mod ops;
 mod reads;
 mod schema;
+mod sessions;
 mod shared;
 mod writer;
 
@@ -35,10 +36,10 @@ pub use writer::MAX_ROWS_PER_STATEMENT;
 
 use super::{
     ApiKeyRecord, BreakerAdmission, BreakerPolicy, BreakerRow, CallEventIn, CallFilter, CallRecord,
-    CallStatus, Cancel, ClaimedDelivery, ClaimedJob, DeliveryAttempt, DeliveryFilter,
-    DeliveryRecord, DeliveryStatus, DncEntry, EndpointSuccess, EnqueueOutcome, EventApplied,
-    EventJobs, GroupCommit, IdempotencyRecord, JobEvent, JobFilter, JobRecord, JobUpdate, NewCall,
-    NewDelivery, NewJob, Replay, Reservation, Store, StoreError,
+    CallStatus, Cancel, ClaimedDelivery, ClaimedJob, ConsoleSession, DeliveryAttempt,
+    DeliveryFilter, DeliveryRecord, DeliveryStatus, DncEntry, EndpointSuccess, EnqueueOutcome,
+    EventApplied, EventJobs, GroupCommit, IdempotencyRecord, JobEvent, JobFilter, JobRecord,
+    JobUpdate, NewCall, NewDelivery, NewJob, Replay, Reservation, Store, StoreError,
 };
 use super::{EndpointHealth, RefusalCount, Retry, StatsSeries, StatsWindow};
 use crate::config::StorageConfig;
@@ -438,6 +439,37 @@ impl Store for SqliteStore {
 
     async fn delivery_success(&self, since_ms: i64) -> Result<Vec<EndpointSuccess>, StoreError> {
         self.read(move |conn| alerts::success_since(conn, since_ms))
+            .await
+    }
+
+    async fn create_console_session(&self, session: ConsoleSession) -> Result<(), StoreError> {
+        self.write(move |conn| sessions::create(conn, &session))
+            .await
+    }
+
+    async fn console_session(&self, id_hash: &str) -> Result<Option<ConsoleSession>, StoreError> {
+        let id_hash = id_hash.to_owned();
+        self.read(move |conn| sessions::get(conn, &id_hash)).await
+    }
+
+    async fn touch_console_session(&self, id_hash: &str, now_ms: i64) -> Result<(), StoreError> {
+        let id_hash = id_hash.to_owned();
+        self.write(move |conn| sessions::touch(conn, &id_hash, now_ms))
+            .await
+    }
+
+    async fn delete_console_session(&self, id_hash: &str) -> Result<bool, StoreError> {
+        let id_hash = id_hash.to_owned();
+        self.write(move |conn| sessions::delete(conn, &id_hash))
+            .await
+    }
+
+    async fn purge_console_sessions(
+        &self,
+        idle_before_ms: i64,
+        created_before_ms: i64,
+    ) -> Result<u64, StoreError> {
+        self.write(move |conn| sessions::purge(conn, idle_before_ms, created_before_ms))
             .await
     }
 

@@ -246,6 +246,20 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         );
         "#,
     ),
+    (
+        11,
+        "console sessions (the token only as its SHA-256)",
+        r#"
+        CREATE TABLE console_sessions (
+            id_hash TEXT PRIMARY KEY,
+            principal TEXT NOT NULL,
+            scopes TEXT NOT NULL,
+            csrf_token TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            last_seen_at BIGINT NOT NULL
+        );
+        "#,
+    ),
 ];
 
 /// Applies the migrations not applied yet, each in its own transaction.

@@ -26,6 +26,7 @@ mod lines;
 mod make;
 mod ops;
 mod postgres;
+mod sessions;
 mod shared;
 
 use callgate::config::StorageConfig;
@@ -110,6 +111,8 @@ conformance! {
         lifecycle::a_lone_instance_leads_the_housekeeping,
         dnc::do_not_call_entries_are_added_once_listed_in_order_and_removed,
         api_keys::api_keys_are_made_once_per_name_disabled_and_their_use_recorded,
+        sessions::console_sessions_read_back_touch_forward_and_are_deleted,
+        sessions::console_sessions_are_purged_when_idle_or_too_old,
         alerts::an_alert_is_claimed_once_per_window,
         dnc::a_large_do_not_call_import_is_added_in_one_call,
         ops::only_failed_and_needs_attention_jobs_are_retried_in_a_new_round,
@@ -118,6 +121,7 @@ conformance! {
         ops::stats_count_jobs_refusals_calls_and_attempts_by_bucket,
     ],
     db: [
+        sessions::a_session_made_by_one_store_is_seen_and_ended_by_another,
         lifecycle::a_blocked_writer_refuses_enqueues_at_once_past_its_bound,
         api_keys::an_api_key_made_by_one_store_is_seen_by_another_at_once,
         alerts::of_two_stores_racing_for_an_alert_one_wins,
