@@ -104,7 +104,6 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
-    use crate::calling::zones::parse_zone;
 
     fn us_default() -> CallingWindow {
         CallingWindow::parse(&CallingWindowConfig::default()).unwrap()
@@ -118,7 +117,7 @@ mod tests {
 
     #[test]
     fn an_explicit_zone_opens_at_eight_local() {
-        let ny = parse_zone("America/New_York").unwrap();
+        let ny = chrono_tz::America::New_York;
         let w = us_default();
         let three_am = ms(ny, 2026, 11, 26, 3, 0);
         let opening = w.next_opening(three_am, &[ny]).unwrap();
@@ -135,7 +134,7 @@ mod tests {
 
     #[test]
     fn weekdays_only_windows_skip_the_weekend_across_dst() {
-        let berlin = parse_zone("Europe/Berlin").unwrap();
+        let berlin = chrono_tz::Europe::Berlin;
         let w = CallingWindow::parse(&CallingWindowConfig {
             enabled: true,
             days: ["mon", "tue", "wed", "thu", "fri"]

@@ -81,7 +81,7 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
-    use crate::calling::CallingWindow;
+    use crate::calling::window::CallingWindow;
     use crate::config::CallingWindowConfig;
 
     fn zones(e164: &str) -> Vec<String> {
