@@ -1,10 +1,13 @@
 //! Calling rules: agents (who calls, from which number, how many lines,
-//! when), the callee's local time (`window.rs`), and the do-not-call list.
+//! when), the callee's local time (`zones.rs` picks the zones, `window.rs`
+//! the opening), and the do-not-call list.
 //! Compiled from `agents.toml` and the do-not-call file; every problem is
 //! reported with its file and key.
 
 mod country_zones;
+mod number_zones;
 pub mod window;
+pub mod zones;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -13,7 +16,8 @@ use std::sync::Arc;
 use chrono_tz::Tz;
 use serde::Serialize;
 
-pub use window::{CallingWindow, callee_zones, parse_zone};
+pub use window::CallingWindow;
+pub use zones::{callee_zones, parse_zone};
 
 use crate::config::{AGENTS_FILE, AgentConfig, PROVIDERS_FILE, Problem, ProviderConfig};
 use crate::ids::TriggerId;

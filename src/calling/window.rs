@@ -1,21 +1,14 @@
 //! Calling windows in the callee's local time.
 //!
-//! Policy: the callee's time zone is the explicit `timezone` input when
-//! given; otherwise it comes from the number's country. A country with
-//! several zones (the US has 29) gets the conservative answer: a call may be
-//! placed only when it is inside the window in every one of them, so no
-//! callee is called at 07:59 or 21:00 local. Without any hint, the agent's
-//! default zone applies. A job outside the window is scheduled for the next
-//! opening (searched minute by minute over the next eight days, exact across
-//! DST changes and half-hour offsets).
-
-use std::str::FromStr;
+//! Policy: a callee may have several candidate zones (`zones.rs` chooses
+//! them); a call is placed only when it is inside the window in every one of
+//! them, so no callee is called at 07:59 or 21:00 local. A job outside the
+//! window is scheduled for the next opening (searched minute by minute over
+//! the next eight days, exact across DST changes and half-hour offsets).
 
 use chrono::{Datelike, TimeZone, Timelike};
 use chrono_tz::Tz;
-use phonenumber::metadata::DATABASE;
 
-use super::country_zones::COUNTRY_ZONES;
 use crate::config::CallingWindowConfig;
 
 /// A parsed calling window.
@@ -106,44 +99,6 @@ fn hhmm(s: &str) -> Result<u32, String> {
     Ok(h * 60 + m)
 }
 
-/// Parses an IANA zone name.
-pub fn parse_zone(name: &str) -> Result<Tz, String> {
-    Tz::from_str(name)
-        .map_err(|_| format!("`{name}` is not an IANA time zone (e.g. America/New_York)"))
-}
-
-/// The callee's zones: the explicit one, else the number's country's, else
-/// `default`.
-pub fn callee_zones(e164: &str, explicit: Option<&str>, default: Tz) -> Result<Vec<Tz>, String> {
-    if let Some(name) = explicit {
-        return parse_zone(name).map(|tz| vec![tz]);
-    }
-    let zones: Vec<Tz> = country_of(e164)
-        .and_then(|cc| COUNTRY_ZONES.iter().find(|(c, _)| *c == cc))
-        .map(|(_, names)| names.iter().filter_map(|n| Tz::from_str(n).ok()).collect())
-        .unwrap_or_default();
-    Ok(if zones.is_empty() {
-        vec![default]
-    } else {
-        zones
-    })
-}
-
-/// The ISO country of an E.164 number: the exact region when the number is
-/// in a known range, else the main country of its calling code.
-fn country_of(e164: &str) -> Option<String> {
-    let number = phonenumber::parse(None, e164).ok()?;
-    if let Some(id) = number.country().id() {
-        return Some(id.as_ref().to_owned());
-    }
-    let metas = DATABASE.by_code(&number.code().value())?;
-    metas
-        .iter()
-        .find(|m| m.is_main_country_for_code())
-        .or(metas.first())
-        .map(|m| m.id().to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
@@ -162,7 +117,7 @@ mod tests {
 
     #[test]
     fn an_explicit_zone_opens_at_eight_local() {
-        let ny = parse_zone("America/New_York").unwrap();
+        let ny = chrono_tz::America::New_York;
         let w = us_default();
         let three_am = ms(ny, 2026, 11, 26, 3, 0);
         let opening = w.next_opening(three_am, &[ny]).unwrap();
@@ -178,37 +133,8 @@ mod tests {
     }
 
     #[test]
-    fn multi_zone_countries_use_the_window_common_to_all_zones() {
-        let ny = parse_zone("America/New_York").unwrap();
-        let zones = callee_zones("+12025550143", None, Tz::UTC).unwrap();
-        assert!(zones.contains(&parse_zone("Pacific/Honolulu").unwrap()));
-        // 09:00 in New York is 04:00 in Honolulu: not yet.
-        let w = us_default();
-        let nine_ny = ms(ny, 2026, 11, 26, 9, 0);
-        assert!(!w.allows(nine_ny, &zones));
-        // In November Honolulu (UTC-10) opens at 13:00 New York (UTC-5).
-        assert_eq!(
-            w.next_opening(nine_ny, &zones),
-            Some(ms(ny, 2026, 11, 26, 13, 0))
-        );
-    }
-
-    #[test]
-    fn single_zone_countries_and_the_default_zone() {
-        assert_eq!(
-            callee_zones("+442079460958", None, Tz::UTC).unwrap(),
-            vec![parse_zone("Europe/London").unwrap()]
-        );
-        assert_eq!(
-            callee_zones("+442079460958", Some("Asia/Tokyo"), Tz::UTC).unwrap(),
-            vec![parse_zone("Asia/Tokyo").unwrap()]
-        );
-        assert!(callee_zones("+1", Some("Mars/Base"), Tz::UTC).is_err());
-    }
-
-    #[test]
     fn weekdays_only_windows_skip_the_weekend_across_dst() {
-        let berlin = parse_zone("Europe/Berlin").unwrap();
+        let berlin = chrono_tz::Europe::Berlin;
         let w = CallingWindow::parse(&CallingWindowConfig {
             enabled: true,
             days: ["mon", "tue", "wed", "thu", "fri"]

@@ -18,6 +18,7 @@ mod allowlist;
 mod architecture;
 mod auth;
 mod backup;
+mod calling_window;
 mod calls;
 mod calls_api;
 mod cli;

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use callgate::clock::ManualClock;
-use chrono::TimeZone;
 use serde_json::{Value, json};
 
 use crate::support::{TestApp, count_status, demo_body};
@@ -48,7 +47,7 @@ pub async fn get_json(app: &TestApp, key: &str, path: &str) -> Value {
     app.get(key, path).await.json().await.unwrap()
 }
 
-async fn accept(app: &TestApp, trigger: &str, body: &Value) -> String {
+pub async fn accept(app: &TestApp, trigger: &str, body: &Value) -> String {
     let r = app.trigger(app.key("zapier"), trigger, body).await;
     assert_eq!(r.status(), 202);
     r.json::<Value>().await.unwrap()["job_id"]
@@ -231,66 +230,6 @@ async fn fifty_concurrent_triggers_never_have_more_than_three_calls_in_progress(
     let all = count_status(app.store(), "jobs", None).await;
     let succeeded = count_status(app.store(), "jobs", Some("succeeded")).await;
     assert_eq!(all - succeeded, 0, "jobs not succeeded");
-}
-
-#[tokio::test]
-async fn outside_the_calling_window_a_job_is_scheduled_for_the_next_opening() {
-    let ny = chrono_tz::America::New_York;
-    let three_am = ny
-        .with_ymd_and_hms(2026, 11, 26, 3, 0, 0)
-        .unwrap()
-        .timestamp_millis();
-    let clock = ManualClock::new(three_am);
-    let agents = "[agents.demo-agent]\nname = \"Day\"\nprovider = \"simulator\"\nfrom_number = \"+15550009999\"\nmax_concurrent_calls = 3\n";
-    let app = TestApp::builder()
-        .file("providers.toml", &fast_simulator(""))
-        .file("agents.toml", agents)
-        .key("zapier", &["triggers:run"])
-        .clock(clock.clone())
-        .start()
-        .await;
-    let key = app.key("zapier").to_owned();
-    let explicit = accept(
-        &app,
-        "demo-call",
-        &json!({"phone_number": "+15550121234", "timezone": "America/New_York"}),
-    )
-    .await;
-    let derived = accept(&app, "demo-call", &json!({"phone_number": "+12025550143"})).await;
-    app.run_pending().await;
-    let job = get_json(&app, &key, &format!("/v1/jobs/{explicit}")).await;
-    assert_eq!(job["status"], "scheduled", "{job}");
-    assert_eq!(job["status_reason"], "outside the calling window");
-    let eight = ny.with_ymd_and_hms(2026, 11, 26, 8, 0, 0).unwrap();
-    assert_eq!(
-        job["next_run_at"],
-        callgate::clock::rfc3339(eight.timestamp_millis())
-    );
-    // No time zone given: every US zone must be open, so 13:00 in New York.
-    let job = get_json(&app, &key, &format!("/v1/jobs/{derived}")).await;
-    let one_pm = ny.with_ymd_and_hms(2026, 11, 26, 13, 0, 0).unwrap();
-    assert_eq!(
-        job["next_run_at"],
-        callgate::clock::rfc3339(one_pm.timestamp_millis())
-    );
-    assert!(app.dial_log().is_empty(), "nothing was dialed at night");
-
-    clock.advance_ms(5 * 3600 * 1000); // 08:00 in New York
-    app.run_pending().await;
-    assert_eq!(
-        get_json(&app, &key, &format!("/v1/jobs/{explicit}")).await["status"],
-        "succeeded"
-    );
-    assert_eq!(
-        get_json(&app, &key, &format!("/v1/jobs/{derived}")).await["status"],
-        "scheduled"
-    );
-    clock.advance_ms(5 * 3600 * 1000); // 13:00
-    app.run_pending().await;
-    assert_eq!(
-        get_json(&app, &key, &format!("/v1/jobs/{derived}")).await["status"],
-        "succeeded"
-    );
 }
 
 #[tokio::test]
