@@ -68,7 +68,11 @@ impl FromRequestParts<AppState> for Session {
         let idle = now - stored.last_seen_at_ms >= cfg.idle_timeout.as_millis() as i64;
         let old = now - stored.created_at_ms >= cfg.absolute_timeout.as_millis() as i64;
         // A key disabled or removed since the login ends its sessions.
-        let key = app.keys.load().principal(&stored.principal);
+        let key = app
+            .keys
+            .load()
+            .principal(&stored.principal)
+            .or_else(|| app.db_keys.principal(&stored.principal));
         let Some(key) = key.filter(|_| !idle && !old) else {
             // Best effort: housekeeping purges it otherwise.
             let _ = app.store.delete_console_session(&id_hash).await;
