@@ -119,7 +119,7 @@ async fn start_session(app: &AppState, principal: &Principal) -> Response {
     }
     tracing::info!(principal = %principal.id, "console login");
     let max_age = app.config.main.console.absolute_timeout.as_secs();
-    let mut response = super::see_other("/console/jobs");
+    let mut response = super::see_other("/console");
     for cookie in [
         session::set_cookie(SESSION_COOKIE, &token, max_age),
         session::set_cookie(LOGIN_COOKIE, "", 0),

@@ -25,11 +25,13 @@
 
 mod assets;
 mod calls;
+mod chart;
 mod csrf;
 mod deliveries;
 mod dnc;
 mod jobs;
 mod login;
+mod overview;
 mod render;
 mod session;
 mod triggers;
@@ -55,6 +57,11 @@ pub struct NavEntry {
 /// The console's pages, in navigation order. (Overview, endpoints and API
 /// keys come with their APIs.)
 pub const NAV: &[NavEntry] = &[
+    NavEntry {
+        path: "/console",
+        label: "Overview",
+        needs: None,
+    },
     NavEntry {
         path: "/console/jobs",
         label: "Jobs",
@@ -89,7 +96,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         return Router::new();
     }
     Router::new()
-        .route("/", get(home))
+        .route("/", get(overview::overview))
         .route("/login", get(login::login_page).post(login::log_in))
         .route("/logout", post(login::log_out))
         .route("/assets/{file}", get(assets::asset))
@@ -107,11 +114,6 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/do-not-call", get(dnc::list).post(dnc::add))
         .route("/do-not-call/remove", post(dnc::remove))
         .layer(axum::middleware::from_fn(security_headers))
-}
-
-/// `/console`: the first page (the overview, once it exists).
-async fn home(_session: session::Session) -> Redirect {
-    Redirect::to("/console/jobs")
 }
 
 /// The policy every console answer carries: scripts, styles and images

@@ -28,6 +28,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("triggers.html", include_str!("templates/triggers.html")),
     ("trigger.html", include_str!("templates/trigger.html")),
     ("dnc.html", include_str!("templates/dnc.html")),
+    ("overview.html", include_str!("templates/overview.html")),
 ];
 
 // The templates are constants of the binary, not configuration: built once

@@ -9,7 +9,10 @@ use crate::support::TestApp;
 
 async fn app() -> TestApp {
     TestApp::builder()
-        .key("admin", &["keys:read", "keys:write", "console", "jobs:read"])
+        .key(
+            "admin",
+            &["keys:read", "keys:write", "console", "jobs:read"],
+        )
         .start()
         .await
 }
@@ -63,5 +66,10 @@ async fn a_stored_key_without_console_does_not_log_in() {
     let key = stored_key(&app, "reader", &["jobs:read"]).await;
     let r = post_login(&app, &super::client(&app), &key).await;
     assert_eq!(r.status(), 401);
-    assert!(r.text().await.unwrap().contains("lacks the `console` scope"));
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("lacks the `console` scope")
+    );
 }

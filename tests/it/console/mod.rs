@@ -5,6 +5,7 @@
 mod browser;
 mod db_keys;
 mod login;
+mod overview;
 mod pages;
 mod security;
 mod sessions;
@@ -91,7 +92,7 @@ impl Console {
         let client = client(app);
         let answer = post_login(app, &client, key).await;
         assert_eq!(answer.status(), 303, "login");
-        assert_eq!(answer.headers()["location"], "/console/jobs");
+        assert_eq!(answer.headers()["location"], "/console");
         let (token, _) = set_cookie(&answer, SESSION_COOKIE).expect("a session cookie");
         let mut console = Console {
             client,
