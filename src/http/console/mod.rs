@@ -29,6 +29,7 @@ mod chart;
 mod csrf;
 mod deliveries;
 mod dnc;
+mod endpoints;
 mod jobs;
 mod login;
 mod overview;
@@ -78,6 +79,11 @@ pub const NAV: &[NavEntry] = &[
         needs: Some(Scope::DeliveriesRead),
     },
     NavEntry {
+        path: "/console/endpoints",
+        label: "Endpoints",
+        needs: Some(Scope::DeliveriesRead),
+    },
+    NavEntry {
         path: "/console/triggers",
         label: "Triggers",
         needs: None,
@@ -108,6 +114,8 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/deliveries", get(deliveries::list))
         .route("/deliveries/{delivery_id}", get(deliveries::detail))
         .route("/deliveries/{delivery_id}/replay", post(deliveries::replay))
+        .route("/endpoints", get(endpoints::list))
+        .route("/endpoints/{name}", get(endpoints::detail))
         .route("/triggers", get(triggers::list))
         .route("/triggers/{trigger_id}", get(triggers::detail))
         .route("/triggers/{trigger_id}/test", post(triggers::test))

@@ -29,6 +29,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("trigger.html", include_str!("templates/trigger.html")),
     ("dnc.html", include_str!("templates/dnc.html")),
     ("overview.html", include_str!("templates/overview.html")),
+    ("endpoints.html", include_str!("templates/endpoints.html")),
+    ("endpoint.html", include_str!("templates/endpoint.html")),
 ];
 
 // The templates are constants of the binary, not configuration: built once

@@ -4,6 +4,7 @@
 
 mod browser;
 mod db_keys;
+mod endpoints;
 mod login;
 mod overview;
 mod pages;
