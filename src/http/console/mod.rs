@@ -31,6 +31,7 @@ mod deliveries;
 mod dnc;
 mod endpoints;
 mod jobs;
+mod keys;
 mod login;
 mod overview;
 mod render;
@@ -55,8 +56,7 @@ pub struct NavEntry {
     pub needs: Option<Scope>,
 }
 
-/// The console's pages, in navigation order. (Overview, endpoints and API
-/// keys come with their APIs.)
+/// The console's pages, in navigation order.
 pub const NAV: &[NavEntry] = &[
     NavEntry {
         path: "/console",
@@ -93,6 +93,11 @@ pub const NAV: &[NavEntry] = &[
         label: "Do-not-call",
         needs: Some(Scope::DncRead),
     },
+    NavEntry {
+        path: "/console/keys",
+        label: "API keys",
+        needs: Some(Scope::KeysRead),
+    },
 ];
 
 /// The console's routes, to nest at `/console` (empty when
@@ -119,6 +124,8 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/triggers", get(triggers::list))
         .route("/triggers/{trigger_id}", get(triggers::detail))
         .route("/triggers/{trigger_id}/test", post(triggers::test))
+        .route("/keys", get(keys::list).post(keys::create))
+        .route("/keys/{name}/disable", post(keys::disable))
         .route("/do-not-call", get(dnc::list).post(dnc::add))
         .route("/do-not-call/remove", post(dnc::remove))
         .layer(axum::middleware::from_fn(security_headers))

@@ -31,6 +31,11 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("overview.html", include_str!("templates/overview.html")),
     ("endpoints.html", include_str!("templates/endpoints.html")),
     ("endpoint.html", include_str!("templates/endpoint.html")),
+    ("keys.html", include_str!("templates/keys.html")),
+    (
+        "key_created.html",
+        include_str!("templates/key_created.html"),
+    ),
 ];
 
 // The templates are constants of the binary, not configuration: built once

@@ -5,6 +5,7 @@
 mod browser;
 mod db_keys;
 mod endpoints;
+mod keys;
 mod login;
 mod overview;
 mod pages;
