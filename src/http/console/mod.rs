@@ -114,6 +114,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/jobs", get(jobs::list))
         .route("/jobs/{job_id}", get(jobs::detail))
         .route("/jobs/{job_id}/cancel", post(jobs::cancel))
+        .route("/jobs/{job_id}/retry", post(jobs::retry))
         .route("/calls", get(calls::list))
         .route("/calls/{call_id}", get(calls::detail))
         .route("/deliveries", get(deliveries::list))

@@ -9,6 +9,7 @@ mod keys;
 mod login;
 mod overview;
 mod pages;
+mod retry;
 mod security;
 mod sessions;
 
