@@ -3,6 +3,7 @@
 //! expiry) and its pages driven in a real headless Chromium (`browser.rs`).
 
 mod browser;
+mod browser_pages;
 mod db_keys;
 mod endpoints;
 mod keys;
