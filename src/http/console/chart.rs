@@ -273,7 +273,7 @@ mod tests {
         assert!(svg.contains("<title>20:01 rate-limited: 1</title>"));
         // The total of 5 tops the axis at 5: the first bucket fills it.
         let full = H - BOTTOM;
-        assert!(svg.contains(&format!(r#"y="0.0" width"#)), "{svg}");
+        assert!(svg.contains(r#"y="0.0" width"#), "{svg}");
         assert!(svg.contains(&format!(r#"height="{:.1}""#, full * 3.0 / 5.0)));
         assert!(!svg.contains("style="));
     }

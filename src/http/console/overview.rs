@@ -209,9 +209,18 @@ fn legend(series: &[Series], sum: bool) -> Vec<Value> {
             json!({
                 "name": s.name,
                 "colour": PALETTE[k % PALETTE.len()],
-                "total": total,
-                "last": s.values.last().copied().flatten(),
+                "total": total.map(number),
+                "last": s.values.last().copied().flatten().map(number),
             })
         })
         .collect()
+}
+
+/// A whole number without its `.0`; others as they are.
+fn number(v: f64) -> Value {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        json!(v as i64)
+    } else {
+        json!(v)
+    }
 }

@@ -59,6 +59,8 @@ async fn the_charts_show_this_minutes_accepted_and_refused_triggers() {
     )));
     assert!(html.contains(r#"<svg id="chart-calls""#));
     assert!(html.contains(r#"<table class="legend" id="legend-triggers">"#));
+    // The legend has the numbers too, as whole numbers.
+    assert!(html.contains("<td>3</td><td>3</td>"), "{html}");
     // The CSP forbids inline styles: the charts use none.
     assert!(!html.contains("style="), "no inline style");
     assert!(html.contains("Every breaker is closed."));
