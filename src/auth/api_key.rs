@@ -87,7 +87,8 @@ impl KeySet {
                             file_name,
                             format!("{at}.scopes[{j}]"),
                             format!(
-                                "unknown scope `{s}` (known: triggers:run, trigger:<id>, jobs:read)"
+                                "unknown scope `{s}` (known: {})",
+                                super::scope::known_scopes()
                             ),
                         ));
                         ok = false;
@@ -263,7 +264,8 @@ pub fn add_to_file_allowing(
     for s in scopes {
         if Scope::parse(s).is_none() {
             return Err(AddKeyError::Invalid(format!(
-                "unknown scope `{s}` (known: triggers:run, trigger:<id>, jobs:read)"
+                "unknown scope `{s}` (known: {})",
+                super::scope::known_scopes()
             )));
         }
     }

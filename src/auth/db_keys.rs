@@ -194,6 +194,18 @@ impl DbKeys {
         }
     }
 
+    /// The principal of the enabled stored key whose principal id is `id`
+    /// (`key:<name>`), as of the last refresh: a console session made with
+    /// a stored key ends once the key is disabled.
+    pub fn principal(&self, id: &str) -> Option<Arc<Principal>> {
+        self.snapshot
+            .load()
+            .entries
+            .iter()
+            .find(|e| &*e.principal.id == id)
+            .map(|e| e.principal.clone())
+    }
+
     /// How many stored keys are in force here.
     pub fn len(&self) -> usize {
         self.snapshot.load().entries.len()
@@ -213,7 +225,12 @@ impl DbKeys {
 fn principal(record: &ApiKeyRecord) -> Result<Arc<Principal>, String> {
     let mut scopes = Vec::new();
     for s in &record.scopes {
-        scopes.push(Scope::parse(s).ok_or_else(|| format!("unknown scope `{s}`"))?);
+        scopes.push(Scope::parse(s).ok_or_else(|| {
+            format!(
+                "unknown scope `{s}` (known: {})",
+                super::scope::known_scopes()
+            )
+        })?);
     }
     let allowed_ips = IpAllowlist::parse(&record.allowed_ips)
         .map_err(|errors| {

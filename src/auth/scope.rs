@@ -89,6 +89,14 @@ impl fmt::Display for Scope {
     }
 }
 
+/// Every scope as written, for messages: `triggers:run, …, trigger:<id>`
+/// (from `NAMED_SCOPES`, so a scope added there is named here).
+pub fn known_scopes() -> String {
+    let mut names: Vec<&str> = NAMED_SCOPES.iter().map(|(n, _)| *n).collect();
+    names.push("trigger:<id>");
+    names.join(", ")
+}
+
 /// A principal's scopes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Scopes(Vec<Scope>);
@@ -150,5 +158,15 @@ mod tests {
         assert!(all.may_run("anything") && all.may_read_all_jobs());
         assert!(all.covers(&Scope::Trigger("demo-call".into())));
         assert!(!s.covers(&Scope::TriggersRun) && !all.covers(&Scope::KeysWrite));
+    }
+
+    #[test]
+    fn the_unknown_scope_message_names_every_scope() {
+        let known = known_scopes();
+        for (name, scope) in NAMED_SCOPES {
+            assert!(known.contains(name), "{known}");
+            assert_eq!(Scope::parse(name), Some(scope));
+        }
+        assert!(known.ends_with("trigger:<id>"));
     }
 }

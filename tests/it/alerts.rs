@@ -136,7 +136,12 @@ async fn a_breaker_that_opens_and_reopens_is_announced_once_signed_and_to_slack(
     // 0 of 4 attempts succeeded: below 90%, announced once.
     let got = eventually(Duration::from_secs(20), "the success-rate alert", || {
         let got = alerts.received();
-        async move { (!signed(&got, "success_rate_low").is_empty()).then_some(got) }
+        // Both targets: the signed webhook is sent before the Slack copy.
+        async move {
+            let both = !signed(&got, "success_rate_low").is_empty()
+                && !slack(&got, "0% of 4 delivery attempts").is_empty();
+            both.then_some(got)
+        }
     })
     .await;
     let low = signed(&got, "success_rate_low");

@@ -1,6 +1,10 @@
 //! Jobs: the filterable list (`GET /v1/jobs`'s core), a job's page (its
 //! timeline of events, its calls and deliveries) and the cancel button
-//! (`POST /v1/jobs/{id}/cancel`'s core; `jobs:write`).
+//! (`POST /v1/jobs/{id}/cancel`'s core; `jobs:write`) and the retry button
+//! for failed and needs_attention jobs (`POST /v1/jobs/{id}/retry`'s core;
+//! `jobs:write`), with the "no call was placed" confirmation the API asks
+//! for when the last call is unknown or dialing (a 409 is an error page
+//! with the API's message).
 
 use axum::Extension;
 use axum::body::Body;
@@ -71,6 +75,12 @@ pub async fn detail(
         job["status"].as_str(),
         Some("queued" | "scheduled" | "waiting")
     );
+    let retryable = matches!(job["status"].as_str(), Some("failed" | "needs_attention"));
+    // The API asks for `confirm_no_call` when the last call may have
+    // reached the callee: the form then shows the checkbox.
+    let last_call = job["calls"].as_array().and_then(|c| c.last());
+    let confirm =
+        last_call.is_some_and(|c| matches!(c["status"].as_str(), Some("unknown" | "dialing")));
     Ok(page(
         Some(&session),
         "job.html",
@@ -80,6 +90,8 @@ pub async fn detail(
             "input": pretty(&job["input"]),
             "deliveries": deliveries,
             "may_cancel": cancellable && session.may(&Scope::JobsWrite),
+            "may_retry": retryable && session.may(&Scope::JobsWrite),
+            "confirm_no_call": confirm,
         }),
     ))
 }
@@ -95,6 +107,27 @@ pub async fn cancel(
         State(app.clone()),
         Extension(session.principal.clone()),
         ApiPath(job_id.clone()),
+    )
+    .await;
+    api_json(&session, answer).await?;
+    Ok(super::see_other(&format!("/console/jobs/{job_id}")))
+}
+
+pub async fn retry(
+    State(app): State<AppState>,
+    session: Session,
+    Path(job_id): Path<String>,
+    body: Body,
+) -> Result<Response, Response> {
+    let form = checked_form(&app, &session, body).await?;
+    let confirm = form.get("confirm_no_call") == Some("true");
+    let qs = format!("confirm_no_call={confirm}");
+    let q = api_query(&session, Some(&qs))?.0;
+    let answer = crate::http::jobs::retry_job(
+        State(app.clone()),
+        Extension(session.principal.clone()),
+        ApiPath(job_id.clone()),
+        ApiQuery(q),
     )
     .await;
     api_json(&session, answer).await?;

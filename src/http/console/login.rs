@@ -1,7 +1,7 @@
 //! `GET`/`POST /console/login` and `POST /console/logout`.
 //!
-//! Policy: logging in takes an API key (`keys.toml`, checked as the API
-//! checks it) holding `console`. Each attempt is charged to the client's
+//! Policy: logging in takes an API key (`keys.toml` or stored in the
+//! database, checked exactly as the API checks it) holding `console`. Each attempt is charged to the client's
 //! per-IP limit first, as every credential the API checks is (the login
 //! page with 429 and `Retry-After` when it is spent). A wrong key, or one without `console`, is the login page
 //! again with 401; a key used from outside its `allowed_ips` is 403.
@@ -79,7 +79,8 @@ pub async fn log_in(
         return login_form(StatusCode::FORBIDDEN, Some(msg));
     }
     let key = form.get("api_key").unwrap_or_default().trim();
-    let Some(principal) = app.keys.load().verify(key) else {
+    // The API's own check: `keys.toml` first, then the stored keys.
+    let Ok(principal) = crate::http::middleware::verify_key(&app, key).await else {
         return login_form(
             StatusCode::UNAUTHORIZED,
             Some("Unknown or disabled API key."),
@@ -118,7 +119,7 @@ async fn start_session(app: &AppState, principal: &Principal) -> Response {
     }
     tracing::info!(principal = %principal.id, "console login");
     let max_age = app.config.main.console.absolute_timeout.as_secs();
-    let mut response = super::see_other("/console/jobs");
+    let mut response = super::see_other("/console");
     for cookie in [
         session::set_cookie(SESSION_COOKIE, &token, max_age),
         session::set_cookie(LOGIN_COOKIE, "", 0),

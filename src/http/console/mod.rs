@@ -25,11 +25,15 @@
 
 mod assets;
 mod calls;
+mod chart;
 mod csrf;
 mod deliveries;
 mod dnc;
+mod endpoints;
 mod jobs;
+mod keys;
 mod login;
+mod overview;
 mod render;
 mod session;
 mod triggers;
@@ -52,9 +56,13 @@ pub struct NavEntry {
     pub needs: Option<Scope>,
 }
 
-/// The console's pages, in navigation order. (Overview, endpoints and API
-/// keys come with their APIs.)
+/// The console's pages, in navigation order.
 pub const NAV: &[NavEntry] = &[
+    NavEntry {
+        path: "/console",
+        label: "Overview",
+        needs: None,
+    },
     NavEntry {
         path: "/console/jobs",
         label: "Jobs",
@@ -71,6 +79,11 @@ pub const NAV: &[NavEntry] = &[
         needs: Some(Scope::DeliveriesRead),
     },
     NavEntry {
+        path: "/console/endpoints",
+        label: "Endpoints",
+        needs: Some(Scope::DeliveriesRead),
+    },
+    NavEntry {
         path: "/console/triggers",
         label: "Triggers",
         needs: None,
@@ -79,6 +92,11 @@ pub const NAV: &[NavEntry] = &[
         path: "/console/do-not-call",
         label: "Do-not-call",
         needs: Some(Scope::DncRead),
+    },
+    NavEntry {
+        path: "/console/keys",
+        label: "API keys",
+        needs: Some(Scope::KeysRead),
     },
 ];
 
@@ -89,29 +107,29 @@ pub fn router(state: &AppState) -> Router<AppState> {
         return Router::new();
     }
     Router::new()
-        .route("/", get(home))
+        .route("/", get(overview::overview))
         .route("/login", get(login::login_page).post(login::log_in))
         .route("/logout", post(login::log_out))
         .route("/assets/{file}", get(assets::asset))
         .route("/jobs", get(jobs::list))
         .route("/jobs/{job_id}", get(jobs::detail))
         .route("/jobs/{job_id}/cancel", post(jobs::cancel))
+        .route("/jobs/{job_id}/retry", post(jobs::retry))
         .route("/calls", get(calls::list))
         .route("/calls/{call_id}", get(calls::detail))
         .route("/deliveries", get(deliveries::list))
         .route("/deliveries/{delivery_id}", get(deliveries::detail))
         .route("/deliveries/{delivery_id}/replay", post(deliveries::replay))
+        .route("/endpoints", get(endpoints::list))
+        .route("/endpoints/{name}", get(endpoints::detail))
         .route("/triggers", get(triggers::list))
         .route("/triggers/{trigger_id}", get(triggers::detail))
         .route("/triggers/{trigger_id}/test", post(triggers::test))
+        .route("/keys", get(keys::list).post(keys::create))
+        .route("/keys/{name}/disable", post(keys::disable))
         .route("/do-not-call", get(dnc::list).post(dnc::add))
         .route("/do-not-call/remove", post(dnc::remove))
         .layer(axum::middleware::from_fn(security_headers))
-}
-
-/// `/console`: the first page (the overview, once it exists).
-async fn home(_session: session::Session) -> Redirect {
-    Redirect::to("/console/jobs")
 }
 
 /// The policy every console answer carries: scripts, styles and images

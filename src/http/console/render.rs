@@ -28,6 +28,14 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("triggers.html", include_str!("templates/triggers.html")),
     ("trigger.html", include_str!("templates/trigger.html")),
     ("dnc.html", include_str!("templates/dnc.html")),
+    ("overview.html", include_str!("templates/overview.html")),
+    ("endpoints.html", include_str!("templates/endpoints.html")),
+    ("endpoint.html", include_str!("templates/endpoint.html")),
+    ("keys.html", include_str!("templates/keys.html")),
+    (
+        "key_created.html",
+        include_str!("templates/key_created.html"),
+    ),
 ];
 
 // The templates are constants of the binary, not configuration: built once

@@ -6,7 +6,9 @@
 //! a database copy opens none. A session ends `console.idle_timeout` after
 //! its last use or `console.absolute_timeout` after its login, whichever
 //! comes first (deleted when met; housekeeping purges the rest), and as
-//! soon as its key is disabled or removed from the key file. The key's
+//! soon as its key is disabled or removed: from the key file, or in the
+//! database (a stored key, as of this instance's last `auth::db_keys`
+//! refresh). The key's
 //! `allowed_ips` hold on every request (403 `ip-not-allowed`).
 //! `last_seen_at` is written at most once a minute, not on every page.
 //! Without a live session a page request is a 303 to the login page and
@@ -68,7 +70,11 @@ impl FromRequestParts<AppState> for Session {
         let idle = now - stored.last_seen_at_ms >= cfg.idle_timeout.as_millis() as i64;
         let old = now - stored.created_at_ms >= cfg.absolute_timeout.as_millis() as i64;
         // A key disabled or removed since the login ends its sessions.
-        let key = app.keys.load().principal(&stored.principal);
+        let key = app
+            .keys
+            .load()
+            .principal(&stored.principal)
+            .or_else(|| app.db_keys.principal(&stored.principal));
         let Some(key) = key.filter(|_| !idle && !old) else {
             // Best effort: housekeeping purges it otherwise.
             let _ = app.store.delete_console_session(&id_hash).await;

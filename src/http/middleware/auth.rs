@@ -97,7 +97,7 @@ pub async fn identify(app: &AppState, headers: &HeaderMap) -> Result<Arc<Princip
 /// An API key's principal: `keys.toml` first (in memory, nothing in
 /// front of it), then the keys stored in the database (`auth::db_keys`:
 /// a snapshot, read again on a miss at most once a second).
-async fn verify_key(app: &AppState, key: &str) -> Result<Arc<Principal>, ApiError> {
+pub(crate) async fn verify_key(app: &AppState, key: &str) -> Result<Arc<Principal>, ApiError> {
     let toml = app.keys.load();
     if let Some(principal) = toml.verify(key) {
         return Ok(principal);

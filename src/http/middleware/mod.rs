@@ -31,6 +31,7 @@ use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
+pub(crate) use auth::verify_key;
 pub use guard::client_ip;
 pub use request_id::RequestIdValue;
 

@@ -79,7 +79,7 @@ async fn an_operator_logs_in_and_filters_jobs() {
     )
     .await;
     browser.login(&app.base, app.key("ops")).await;
-    browser.shot("jobs").await;
+    browser.visit(&app.url("/console/jobs"), "jobs").await;
     let table = browser.text("#jobs").await;
     assert!(table.contains(&held) && table.contains(&queued), "{table}");
 
@@ -134,6 +134,7 @@ async fn an_operator_opens_a_jobs_timeline() {
     .await;
     app.run_pending().await;
     browser.login(&app.base, app.key("ops")).await;
+    browser.visit(&app.url("/console/jobs"), "jobs").await;
     browser
         .click_to(
             &format!("a[href='/console/jobs/{job}']"),

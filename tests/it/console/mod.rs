@@ -3,8 +3,14 @@
 //! expiry) and its pages driven in a real headless Chromium (`browser.rs`).
 
 mod browser;
+mod browser_pages;
+mod db_keys;
+mod endpoints;
+mod keys;
 mod login;
+mod overview;
 mod pages;
+mod retry;
 mod security;
 mod sessions;
 
@@ -82,10 +88,15 @@ pub async fn post_login(app: &TestApp, client: &reqwest::Client, key: &str) -> r
 impl Console {
     /// Logs in with the app's key `name` (which must hold `console`).
     pub async fn login(app: &TestApp, name: &str) -> Console {
+        Console::login_key(app, app.key(name)).await
+    }
+
+    /// Logs in with the plaintext `key` (from `keys.toml` or stored).
+    pub async fn login_key(app: &TestApp, key: &str) -> Console {
         let client = client(app);
-        let answer = post_login(app, &client, app.key(name)).await;
-        assert_eq!(answer.status(), 303, "login of {name}");
-        assert_eq!(answer.headers()["location"], "/console/jobs");
+        let answer = post_login(app, &client, key).await;
+        assert_eq!(answer.status(), 303, "login");
+        assert_eq!(answer.headers()["location"], "/console");
         let (token, _) = set_cookie(&answer, SESSION_COOKIE).expect("a session cookie");
         let mut console = Console {
             client,

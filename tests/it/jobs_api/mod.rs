@@ -5,7 +5,7 @@
 
 mod cancel;
 mod list;
-mod retry;
+pub mod retry;
 
 use serde_json::Value;
 

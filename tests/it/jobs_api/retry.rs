@@ -20,14 +20,14 @@ async fn retry(app: &TestApp, key: &str, job: &str, query: &str) -> reqwest::Res
         .unwrap()
 }
 
-fn dials(app: &TestApp) -> usize {
+pub fn dials(app: &TestApp) -> usize {
     app.dial_log()
         .iter()
         .filter(|e| matches!(e, callgate::calls::simulator::LogEntry::Dial { .. }))
         .count()
 }
 
-async fn retry_app(builder: Builder) -> TestApp {
+pub async fn retry_app(builder: Builder) -> TestApp {
     builder
         .file("providers.toml", &fast_simulator(""))
         .file("agents.toml", ANYTIME_AGENT)
@@ -41,7 +41,7 @@ async fn retry_app(builder: Builder) -> TestApp {
 
 /// Accepts a job and ends it as the runner does when its dial ends in
 /// `call`: the step's call recorded, then the job left in `status`.
-async fn ended_job(app: &TestApp, call: CallStatus, status: JobStatus) -> String {
+pub async fn ended_job(app: &TestApp, call: CallStatus, status: JobStatus) -> String {
     let job = accept(
         app,
         "zapier",

@@ -170,11 +170,13 @@ impl Browser {
         }
     }
 
-    /// Logs in at `base` with `key` and lands on the jobs page.
+    /// Logs in at `base` with `key` and lands on the overview.
     pub async fn login(&self, base: &str, key: &str) {
         self.visit(&format!("{base}/console/login"), "login").await;
         self.fill("#api_key", key).await;
-        self.click_to("#login", "/console/jobs").await;
+        self.click_to("#login", "/console").await;
+        self.text("h1#overview").await;
+        self.shot("overview").await;
     }
 
     /// Ends the browser session (and, on drop, chromedriver).
