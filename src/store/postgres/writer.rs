@@ -325,11 +325,11 @@ async fn write_batch(
     let mut seen_dd = HashSet::new();
     let mut cols = Columns::default();
     for (j, outcome) in jobs.iter().zip(outcomes.iter_mut()) {
-        if let Some(d) = &j.dedupe {
-            if !seen_dd.insert((j.trigger_id.as_ref().map(|t| t.as_str()), &d.key)) {
-                *outcome = EnqueueOutcome::Duplicate;
-                continue;
-            }
+        if let Some(d) = &j.dedupe
+            && !seen_dd.insert((j.trigger_id.as_ref().map(|t| t.as_str()), &d.key))
+        {
+            *outcome = EnqueueOutcome::Duplicate;
+            continue;
         }
         if let Some(idem) = &j.idempotency {
             let key = (
