@@ -20,6 +20,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod crypto;
+pub mod dedupe;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;

@@ -17,6 +17,7 @@ use crate::config::{
     AGENTS_FILE, AUTOMATIONS_FILE, ActionConfig, AgentConfig, AutomationConfig, FormNesting,
     MainFile, Problem, RateSpec, TRIGGERS_FILE, TriggerConfig, TriggerSignatureConfig,
 };
+use crate::dedupe::Dedupe;
 pub use crate::ids::TriggerId;
 use crate::input::InputError;
 use crate::input::phone::{self, PhoneValidation, Region};
@@ -42,6 +43,8 @@ pub struct Trigger {
     pub allowed_ips: Option<IpAllowlist>,
     /// Signatures a sender may sign requests with (`None`: credentials only).
     pub signatures: Option<Signatures>,
+    /// Campaign dedupe (`None`: every accepted request is a job).
+    pub dedupe: Option<Dedupe>,
 }
 
 /// What a trigger's action may name.
@@ -161,6 +164,10 @@ pub fn compile(
             );
         }
     }
+    let dedupe = cfg
+        .dedupe
+        .as_ref()
+        .and_then(|d| Dedupe::compile(d, &mut problem));
     if problems.len() != before {
         return None;
     }
@@ -179,6 +186,7 @@ pub fn compile(
         rate_limit,
         allowed_ips,
         signatures,
+        dedupe,
     })
 }
 

@@ -116,6 +116,34 @@ pub struct TriggerConfig {
     /// `true`: only signed requests; API keys and JWTs are refused (401).
     #[serde(default)]
     pub signatures_only: bool,
+    /// Campaign dedupe: one job per rendered key within a window.
+    pub dedupe: Option<DedupeConfig>,
+}
+
+/// `dedupe = { key = "{{ phone }}:{{ campaign }}", window = "24h" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DedupeConfig {
+    /// minijinja template over the normalised input.
+    pub key: String,
+    /// How long a key holds (1m to 30d).
+    #[serde(with = "super::duration")]
+    pub window: std::time::Duration,
+    /// What a duplicate gets: `existing` (200, the first job) or `conflict`
+    /// (409 `duplicate`).
+    #[serde(default)]
+    pub on_duplicate: OnDuplicate,
+}
+
+/// The answer to a trigger whose dedupe key is held.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDuplicate {
+    /// 200 with the existing job's body and `Deduplicated: true`.
+    #[default]
+    Existing,
+    /// 409 problem `duplicate` naming the existing job.
+    Conflict,
 }
 
 /// What an accepted trigger runs.

@@ -91,6 +91,10 @@ pub enum ApiError {
     /// the action has no fallback.
     #[error("{0}")]
     UpstreamUnavailable(String),
+    /// 409: the trigger's campaign dedupe key is held by a live job (with
+    /// `on_duplicate = "conflict"`).
+    #[error("a job for this trigger's dedupe key exists: {job_id}")]
+    Duplicate { job_id: String },
     /// 409: a request with the same Idempotency-Key is still being processed.
     #[error("a request with this Idempotency-Key is still in progress")]
     IdempotencyInFlight,
@@ -206,6 +210,7 @@ impl ApiError {
             MethodNotAllowed => &METHOD_NOT_ALLOWED,
             IdempotencyInFlight => &IN_FLIGHT,
             Conflict(_) => &CONFLICT,
+            Duplicate { .. } => &DUPLICATE,
             JobBusy(_) => &JOB_BUSY,
             ConfirmRequired(_) => &CONFIRM_REQUIRED,
             UpstreamUnavailable(_) => &UPSTREAM,
@@ -262,6 +267,7 @@ kinds! {
     METHOD_NOT_ALLOWED = METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed";
     IN_FLIGHT = CONFLICT, "idempotency-key-in-flight", "Request in progress";
     CONFLICT = CONFLICT, "conflict", "Conflict";
+    DUPLICATE = CONFLICT, "duplicate", "Duplicate trigger";
     JOB_BUSY = CONFLICT, "job-busy", "Job busy";
     CONFIRM_REQUIRED = CONFLICT, "confirm-required", "Confirmation required";
     UPSTREAM = GATEWAY_TIMEOUT, "upstream-unavailable", "Upstream unavailable";

@@ -62,6 +62,7 @@ pub fn event_jobs(config: &Catalog, call: &CallRecord, now_ms: i64) -> Vec<NewJo
             status: JobStatus::Queued,
             idempotency: None,
             dedupe_key: Some(format!("event:{}:{}", call.id, a.name)),
+            dedupe: None,
         });
     }
     jobs

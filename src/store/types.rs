@@ -29,6 +29,23 @@ pub struct NewJob {
     /// Makes an insert a no-op when a job with this key exists (one job per
     /// call event and automation).
     pub dedupe_key: Option<String>,
+    /// A trigger's campaign dedupe key, claimed with the job (before its
+    /// Idempotency-Key) for a window; a live claim means no job.
+    pub dedupe: Option<DedupeClaim>,
+}
+
+/// Principal under which campaign dedupe keys are kept in the
+/// idempotency table (no credential's principal has this form).
+pub const DEDUPE_PRINCIPAL: &str = "~dedupe";
+
+/// A campaign dedupe key: an idempotency record of the trigger (principal
+/// `DEDUPE_PRINCIPAL`) whose answer is the job's 202 body, live until
+/// `expires_at_ms` (then purged with the Idempotency-Keys).
+#[derive(Debug, Clone)]
+pub struct DedupeClaim {
+    pub key: String,
+    pub response_body: String,
+    pub expires_at_ms: i64,
 }
 
 /// The Idempotency-Key record stored with a job, in the same transaction.
@@ -49,6 +66,9 @@ pub enum EnqueueOutcome {
     /// Another request committed the same live Idempotency-Key first; no job
     /// was inserted. Look the key up and replay.
     IdempotencyConflict,
+    /// The trigger's campaign dedupe key is held by a live job; no job was
+    /// inserted. Look it up (`DEDUPE_PRINCIPAL`) for the existing job.
+    Duplicate,
 }
 
 /// A stored job.

@@ -23,6 +23,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "auth",
             "limits",
             "idempotency",
+            "dedupe",
             "input",
             "schema",
             "template",

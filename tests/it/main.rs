@@ -24,6 +24,7 @@ mod calls_api;
 mod cli;
 mod config;
 mod console;
+mod dedupe;
 mod deliveries;
 mod deploy_files;
 mod dnc_api;

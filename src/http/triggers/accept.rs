@@ -12,7 +12,8 @@
 //! trigger limit 429 → media type 415 → Idempotency-Key 400 → body size 413
 //! (a declared `Content-Length` over the limit was already refused by the
 //! outer guard, before authentication) → parse 400 → schema 422 → phone
-//! numbers 422 → idempotency replay / 409 / 422 → durable insert (503 under
+//! numbers 422 → dedupe key 422 → idempotency replay / 409 / 422 → campaign
+//! dedupe 200 / 409 (`dedupe.rs`) → durable insert (503 under
 //! backpressure) → 202. Every answer after the trigger limit carries its
 //! `RateLimit` item, errors included.
 //!
@@ -42,7 +43,7 @@ use crate::idempotency;
 use crate::ids::JobId;
 use crate::input::{self, BodyKind};
 use crate::job::JobAction;
-use crate::store::{EnqueueOutcome, JobStatus, NewIdempotency, NewJob};
+use crate::store::{DedupeClaim, EnqueueOutcome, JobStatus, NewIdempotency, NewJob};
 use crate::trigger::Trigger;
 
 /// Query parameters of the accept route. Others are ignored: some senders
@@ -87,6 +88,8 @@ struct TriggerTested<'a> {
 /// A request that passed every check: what the job will hold.
 struct Planned {
     input: Value,
+    /// The campaign dedupe key (only for triggers with a dedupe rule).
+    dedupe_key: Option<String>,
     run_at: Option<i64>,
     action: JobAction,
 }
@@ -228,8 +231,10 @@ impl Accept<'_> {
         let action = trigger
             .plan(&input)
             .ok_or_else(|| ApiError::Internal("a normalised input lost its number".into()))?;
+        let dedupe_key = super::dedupe::key(trigger, &input)?;
         let planned = Planned {
             input,
+            dedupe_key,
             run_at,
             action,
         };
@@ -320,9 +325,15 @@ impl Accept<'_> {
     ) -> Result<Inserted, ApiError> {
         let Planned {
             input,
+            dedupe_key,
             run_at,
             action,
         } = planned;
+        if let Some(key) = &dedupe_key
+            && let Some(response) = super::dedupe::existing(self.app, self.trigger, key).await?
+        {
+            return Ok(Inserted::Accepted(response));
+        }
         let now = self.app.clock.now_ms();
         let id = JobId::new(now);
         let location = format!("/v1/jobs/{id}");
@@ -355,6 +366,14 @@ impl Accept<'_> {
             run_at_ms: run_at,
             status,
             dedupe_key: None,
+            dedupe: dedupe_key
+                .as_ref()
+                .zip(self.trigger.dedupe.as_ref())
+                .map(|(key, d)| DedupeClaim {
+                    key: key.clone(),
+                    response_body: body.clone(),
+                    expires_at_ms: now + d.window_ms,
+                }),
             idempotency: idem.map(|(key, request_hash)| NewIdempotency {
                 key: key.to_owned(),
                 request_hash,
@@ -363,8 +382,18 @@ impl Accept<'_> {
                 expires_at_ms: now + retention,
             }),
         };
-        if self.app.store.enqueue(job).await? == EnqueueOutcome::IdempotencyConflict {
-            return Ok(Inserted::KeyTaken);
+        match self.app.store.enqueue(job).await? {
+            EnqueueOutcome::Inserted => {}
+            EnqueueOutcome::IdempotencyConflict => return Ok(Inserted::KeyTaken),
+            // Another request (here or on another instance) took the key
+            // since the look-up above.
+            EnqueueOutcome::Duplicate => {
+                let key = dedupe_key.as_deref().unwrap_or_default();
+                return super::dedupe::existing(self.app, self.trigger, key)
+                    .await?
+                    .map(Inserted::Accepted)
+                    .ok_or_else(|| ApiError::Internal("dedupe conflict without a record".into()));
+            }
         }
         self.app.wake.notify_one();
         let mut response = (StatusCode::ACCEPTED, body).into_response();

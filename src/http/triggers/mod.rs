@@ -1,7 +1,9 @@
-//! Trigger routes: accept (`accept.rs`, signed senders in `signed.rs`),
+//! Trigger routes: accept (`accept.rs`, signed senders in `signed.rs`,
+//! campaign dedupe in `dedupe.rs`),
 //! list and describe (`list.rs`).
 
 mod accept;
+mod dedupe;
 mod list;
 mod signed;
 

@@ -46,23 +46,39 @@ enum Op {
     Shutdown,
 }
 
-/// Inserts a batch: claims the keyed jobs' Idempotency-Keys (an expired
-/// record is replaced, a live one wins and its row is not returned), then
-/// inserts the jobs without a key and those whose key was claimed. Returns
-/// the ids of the jobs whose key was claimed.
+/// Inserts a batch: claims the campaign dedupe keys (principal `~dedupe`,
+/// `DEDUPE_PRINCIPAL`), then the Idempotency-Keys of the jobs that did not
+/// lose a dedupe key (an expired record is replaced, a live one wins and
+/// its row is not returned), then inserts the jobs whose keys were all
+/// claimed. Returns the ids of the jobs whose keys were claimed, tagged
+/// `i` (Idempotency-Key) or `d` (dedupe).
 const INSERT_BATCH: &str = "\
 WITH input AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
         $7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::text[], $12::text[],
-        $13::bigint[], $14::text[], $15::bigint[])
+        $13::bigint[], $14::text[], $15::bigint[], $16::text[], $17::text[], $18::bigint[])
     AS t(id, trigger_id, principal, status, action, input, request_id, idem_key, created_at,
-        run_at, dedupe_key, request_hash, response_status, response_body, expires_at)
+        run_at, dedupe_key, request_hash, response_status, response_body, expires_at,
+        dd_key, dd_body, dd_expires_at)
+),
+deduped AS (
+    INSERT INTO idempotency_keys (principal, trigger_id, idem_key, request_hash, job_id,
+        response_status, response_body, created_at, expires_at)
+    SELECT '~dedupe', trigger_id, dd_key, '', id, 202, dd_body, created_at, dd_expires_at
+    FROM input WHERE dd_key IS NOT NULL
+    ORDER BY trigger_id, dd_key
+    ON CONFLICT (principal, trigger_id, idem_key) DO UPDATE SET
+        job_id = excluded.job_id, response_body = excluded.response_body,
+        created_at = excluded.created_at, expires_at = excluded.expires_at
+        WHERE idempotency_keys.expires_at <= excluded.created_at
+    RETURNING job_id
 ),
 claimed AS (
     INSERT INTO idempotency_keys (principal, trigger_id, idem_key, request_hash, job_id,
         response_status, response_body, created_at, expires_at)
     SELECT principal, trigger_id, idem_key, request_hash, id, response_status, response_body,
         created_at, expires_at FROM input WHERE idem_key IS NOT NULL
+        AND (dd_key IS NULL OR id IN (SELECT job_id FROM deduped))
     ORDER BY principal, trigger_id, idem_key
     ON CONFLICT (principal, trigger_id, idem_key) DO UPDATE SET
         request_hash = excluded.request_hash, job_id = excluded.job_id,
@@ -76,12 +92,13 @@ inserted AS (
         idempotency_key, created_at, updated_at, run_at, dedupe_key)
     SELECT id, trigger_id, principal, status, action, input, request_id, idem_key, created_at,
         created_at, run_at, dedupe_key FROM input
-    WHERE idem_key IS NULL OR id IN (SELECT job_id FROM claimed)
+    WHERE (idem_key IS NULL OR id IN (SELECT job_id FROM claimed))
+        AND (dd_key IS NULL OR id IN (SELECT job_id FROM deduped))
     ORDER BY dedupe_key, id
     ON CONFLICT (dedupe_key) DO NOTHING
     RETURNING id
 )
-SELECT job_id FROM claimed";
+SELECT job_id, 'i' FROM claimed UNION ALL SELECT job_id, 'd' FROM deduped";
 
 const HEARTBEAT: &str = "INSERT INTO heartbeat (id, at) VALUES (1, $1) \
      ON CONFLICT (id) DO UPDATE SET at = excluded.at";
@@ -261,6 +278,9 @@ struct Columns<'a> {
     response_status: Vec<Option<i64>>,
     response_body: Vec<Option<&'a str>>,
     expires_at: Vec<Option<i64>>,
+    dd_key: Vec<Option<&'a str>>,
+    dd_body: Vec<Option<&'a str>>,
+    dd_expires_at: Vec<Option<i64>>,
 }
 
 impl<'a> Columns<'a> {
@@ -285,6 +305,10 @@ impl<'a> Columns<'a> {
         self.response_body
             .push(idem.map(|i| i.response_body.as_str()));
         self.expires_at.push(idem.map(|i| i.expires_at_ms));
+        let dd = j.dedupe.as_ref();
+        self.dd_key.push(dd.map(|d| d.key.as_str()));
+        self.dd_body.push(dd.map(|d| d.response_body.as_str()));
+        self.dd_expires_at.push(dd.map(|d| d.expires_at_ms));
     }
 }
 
@@ -298,8 +322,15 @@ async fn write_batch(
     // statement cannot update a row twice); the others lost to it.
     let mut outcomes = vec![EnqueueOutcome::Inserted; jobs.len()];
     let mut seen = HashSet::new();
+    let mut seen_dd = HashSet::new();
     let mut cols = Columns::default();
     for (j, outcome) in jobs.iter().zip(outcomes.iter_mut()) {
+        if let Some(d) = &j.dedupe
+            && !seen_dd.insert((j.trigger_id.as_ref().map(|t| t.as_str()), &d.key))
+        {
+            *outcome = EnqueueOutcome::Duplicate;
+            continue;
+        }
         if let Some(idem) = &j.idempotency {
             let key = (
                 &*j.principal,
@@ -314,7 +345,7 @@ async fn write_batch(
         cols.push(j);
     }
     let mut client = pool.get().await?;
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 15] = [
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 18] = [
         &cols.id,
         &cols.trigger_id,
         &cols.principal,
@@ -330,6 +361,9 @@ async fn write_batch(
         &cols.response_status,
         &cols.response_body,
         &cols.expires_at,
+        &cols.dd_key,
+        &cols.dd_body,
+        &cols.dd_expires_at,
     ];
     let insert = client.prepare_cached(INSERT_BATCH).await?;
     let rows = match heartbeat {
@@ -347,12 +381,21 @@ async fn write_batch(
             rows
         }
     };
-    let claimed: HashSet<&str> = rows
-        .iter()
-        .map(|r| super::convert::get::<&str>(r, 0))
-        .collect::<Result<_, _>>()?;
+    let (mut claimed, mut deduped) = (HashSet::new(), HashSet::new());
+    for r in &rows {
+        let id = super::convert::get::<&str>(r, 0)?;
+        match super::convert::get::<&str>(r, 1)? {
+            "d" => deduped.insert(id),
+            _ => claimed.insert(id),
+        };
+    }
     for (j, outcome) in jobs.iter().zip(outcomes.iter_mut()) {
-        if j.idempotency.is_some() && !claimed.contains(j.id.as_str()) {
+        if *outcome != EnqueueOutcome::Inserted {
+            continue;
+        }
+        if j.dedupe.is_some() && !deduped.contains(j.id.as_str()) {
+            *outcome = EnqueueOutcome::Duplicate;
+        } else if j.idempotency.is_some() && !claimed.contains(j.id.as_str()) {
             *outcome = EnqueueOutcome::IdempotencyConflict;
         }
     }

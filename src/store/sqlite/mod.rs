@@ -666,6 +666,7 @@ mod tests {
             status: JobStatus::Queued,
             idempotency: None,
             dedupe_key: None,
+            dedupe: None,
         };
         assert_eq!(store.enqueue(job).await.unwrap(), EnqueueOutcome::Inserted);
         // Another reader of the file sees the journal mode the store set.

@@ -3,7 +3,7 @@
 //!
 //! A batch of plain trigger jobs is one multi-row INSERT, its own
 //! transaction (one round trip, one fsync). Anything else (idempotency
-//! claims, runner tasks, call events) runs in one `BEGIN IMMEDIATE`
+//! and campaign dedupe claims, runner tasks, call events) runs in one `BEGIN IMMEDIATE`
 //! transaction, each task inside its own savepoint so that one failing task
 //! does not undo the others.
 
@@ -15,7 +15,7 @@ use rusqlite::Connection;
 
 use super::schema::check_durability;
 use crate::config::StorageConfig;
-use crate::store::{BatchWriter, EnqueueOutcome, NewJob, StoreError};
+use crate::store::{BatchWriter, DEDUPE_PRINCIPAL, EnqueueOutcome, NewJob, StoreError};
 
 /// A write to run on the writer thread, inside the batch's transaction.
 pub(super) type Task = Box<dyn FnOnce(&Connection) -> Outcome + Send>;
@@ -150,9 +150,10 @@ impl SqliteWriter {
         Ok(())
     }
 
-    /// Claims the Idempotency-Keys of `jobs`; returns the ids of the jobs
-    /// whose key was free (or expired).
-    fn claim_keys(&mut self, jobs: &[&NewJob]) -> rusqlite::Result<HashSet<String>> {
+    /// Claims one key per job of `jobs` (its Idempotency-Key, or its
+    /// campaign dedupe key with `dedupe`); returns the ids of the jobs whose
+    /// key was free (or expired).
+    fn claim_keys(&mut self, jobs: &[&NewJob], dedupe: bool) -> rusqlite::Result<HashSet<String>> {
         let mut claimed = HashSet::with_capacity(jobs.len());
         for chunk in jobs.chunks(MAX_ROWS_PER_STATEMENT) {
             let sql = build(&mut self.statements.claims, &CLAIM_IDEMPOTENCY, chunk.len());
@@ -163,21 +164,21 @@ impl SqliteWriter {
                 stmt.raw_bind_parameter(i, v)
             };
             for job in chunk {
-                let Some(idem) = &job.idempotency else {
+                let Some(c) = Claim::of(job, dedupe) else {
                     continue;
                 };
-                bind(&mut stmt, &&*job.principal)?;
+                bind(&mut stmt, &c.principal)?;
                 bind(
                     &mut stmt,
                     &job.trigger_id.as_ref().map(|t| t.as_str()).unwrap_or(""),
                 )?;
-                bind(&mut stmt, &idem.key)?;
-                bind(&mut stmt, &idem.request_hash)?;
+                bind(&mut stmt, &c.key)?;
+                bind(&mut stmt, &c.request_hash)?;
                 bind(&mut stmt, &job.id.as_str())?;
-                bind(&mut stmt, &i64::from(idem.response_status))?;
-                bind(&mut stmt, &idem.response_body)?;
+                bind(&mut stmt, &c.response_status)?;
+                bind(&mut stmt, &c.response_body)?;
                 bind(&mut stmt, &job.created_at_ms)?;
-                bind(&mut stmt, &idem.expires_at_ms)?;
+                bind(&mut stmt, &c.expires_at_ms)?;
             }
             let mut rows = stmt.raw_query();
             while let Some(row) = rows.next()? {
@@ -195,15 +196,28 @@ impl SqliteWriter {
         tasks: Vec<Task>,
         deliveries: &mut Vec<Deliver>,
     ) -> rusqlite::Result<Vec<EnqueueOutcome>> {
-        let keyed: Vec<&NewJob> = jobs.iter().filter(|j| j.idempotency.is_some()).collect();
+        // Dedupe keys first: a job that lost its dedupe key must not leave
+        // an Idempotency-Key record behind that names no job.
+        let deduped: Vec<&NewJob> = jobs.iter().filter(|j| j.dedupe.is_some()).collect();
+        let won = if deduped.is_empty() {
+            HashSet::new()
+        } else {
+            self.claim_keys(&deduped, true)?
+        };
+        let lost = |j: &NewJob| j.dedupe.is_some() && !won.contains(j.id.as_str());
+        let keyed: Vec<&NewJob> = jobs
+            .iter()
+            .filter(|j| j.idempotency.is_some() && !lost(j))
+            .collect();
         let claimed = if keyed.is_empty() {
             HashSet::new()
         } else {
-            self.claim_keys(&keyed)?
+            self.claim_keys(&keyed, false)?
         };
         let outcomes: Vec<EnqueueOutcome> = jobs
             .iter()
             .map(|j| match j.idempotency {
+                _ if lost(j) => EnqueueOutcome::Duplicate,
                 Some(_) if !claimed.contains(j.id.as_str()) => EnqueueOutcome::IdempotencyConflict,
                 _ => EnqueueOutcome::Inserted,
             })
@@ -238,7 +252,10 @@ impl BatchWriter for SqliteWriter {
         jobs: &[NewJob],
         tasks: Vec<Task>,
     ) -> Result<Vec<EnqueueOutcome>, StoreError> {
-        let plain = tasks.is_empty() && jobs.iter().all(|j| j.idempotency.is_none());
+        let plain = tasks.is_empty()
+            && jobs
+                .iter()
+                .all(|j| j.idempotency.is_none() && j.dedupe.is_none());
         if plain && jobs.len() <= MAX_ROWS_PER_STATEMENT {
             // One statement is its own transaction: one fsync'd commit.
             let all: Vec<&NewJob> = jobs.iter().collect();
@@ -269,6 +286,42 @@ impl BatchWriter for SqliteWriter {
                 Err(err)
             }
         }
+    }
+}
+
+/// The values of one claim row in `idempotency_keys`.
+struct Claim<'a> {
+    principal: &'a str,
+    key: &'a str,
+    request_hash: &'a str,
+    response_status: i64,
+    response_body: &'a str,
+    expires_at_ms: i64,
+}
+
+impl<'a> Claim<'a> {
+    /// The job's Idempotency-Key claim, or (`dedupe`) its dedupe claim.
+    fn of(job: &'a NewJob, dedupe: bool) -> Option<Self> {
+        if dedupe {
+            let d = job.dedupe.as_ref()?;
+            return Some(Claim {
+                principal: DEDUPE_PRINCIPAL,
+                key: &d.key,
+                request_hash: "",
+                response_status: 202,
+                response_body: &d.response_body,
+                expires_at_ms: d.expires_at_ms,
+            });
+        }
+        let i = job.idempotency.as_ref()?;
+        Some(Claim {
+            principal: &job.principal,
+            key: &i.key,
+            request_hash: &i.request_hash,
+            response_status: i64::from(i.response_status),
+            response_body: &i.response_body,
+            expires_at_ms: i.expires_at_ms,
+        })
     }
 }
 

@@ -44,6 +44,7 @@ pub fn job(at: i64) -> NewJob {
         status: JobStatus::Queued,
         idempotency: None,
         dedupe_key: None,
+        dedupe: None,
     }
 }
 

@@ -14,6 +14,7 @@ mod call_events;
 mod call_list;
 mod calls;
 mod claims;
+mod dedupe;
 mod deliveries;
 mod delivery_log;
 mod dnc;
@@ -67,6 +68,7 @@ conformance! {
         jobs::an_idempotency_key_is_claimed_once_replayed_and_expires,
         jobs::concurrent_requests_with_one_key_insert_one_job,
         jobs::inserted_jobs_are_deduplicated_by_key,
+        dedupe::a_dedupe_key_makes_one_job_until_it_expires_and_is_purged,
         jobs::jobs_are_listed_newest_first_by_filter_and_cursor,
         jobs::json_that_does_not_parse_is_an_error_not_a_default,
         job_ops::jobs_are_listed_by_the_number_they_call,
