@@ -57,6 +57,13 @@ macro_rules! record_id {
                 Self(prefixed(Self::PREFIX, now_ms))
             }
 
+            /// The lowest id a record created at `at_ms` can have: ids made
+            /// earlier sort below it, ids made then or later not (a time
+            /// range as a range of ids).
+            pub fn floor(at_ms: i64) -> Self {
+                Self(format!("{}_{}", Self::PREFIX, Ulid::from_parts(at_ms.max(0) as u64, 0)))
+            }
+
             /// Parses an id from outside; anything but this API's exact
             /// form is `None`.
             pub fn parse(s: &str) -> Option<Self> {
@@ -191,6 +198,13 @@ mod tests {
         assert_eq!(JobId::parse("job_nope"), None);
         assert_eq!(JobId::parse(&a.as_str()[4..]), None);
         assert_eq!(CallId::parse(a.as_str()), None, "prefixes differ");
+        // floor: a time window as a range of ids, for any random part.
+        for _ in 0..100 {
+            let t = 1_700_000_000_000;
+            let (before, at, end) = (JobId::new(t - 1), JobId::new(t), JobId::new(t + 999));
+            assert!(before < JobId::floor(t) && JobId::floor(t) <= at);
+            assert!(end < JobId::floor(t + 1_000) && at < JobId::floor(t + 1));
+        }
         let d = DeliveryId::new(1);
         assert!(d.as_str().starts_with("dlv_"));
         assert!(MsgId::new(1).as_str().starts_with("msg_"));

@@ -305,11 +305,11 @@ pub fn router(state: AppState) -> Router {
         // request (`console::session`); its pages call the handlers above.
         .nest("/console", console::router(&state))
         // Outside every route's own layers (auth, limits), so 401s and 429s
-        // are counted under their route too.
-        .route_layer(axum::middleware::from_fn(prometheus::track))
+        // are counted under their route too, and the accept route's
+        // refusals for the stats (`refusals::note`).
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            refusals::count,
+            prometheus::track,
         ))
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::method_not_allowed)

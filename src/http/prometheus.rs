@@ -27,11 +27,12 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use super::AppState;
 use crate::store::Store;
 
 /// Request and upstream latency buckets, in seconds: fine below 10 ms (the
@@ -121,7 +122,7 @@ impl Metrics {
 /// template (never the raw path: ids would explode the label set). The
 /// labels are static strings (the route table's templates, the usual
 /// methods and statuses), so the accept path does not allocate for them.
-pub async fn track(req: Request, next: Next) -> Response {
+pub async fn track(State(app): State<AppState>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -130,6 +131,9 @@ pub async fn track(req: Request, next: Next) -> Response {
     let method = static_method(req.method());
     let started = Instant::now();
     let response = next.run(req).await;
+    // The accept route's refusals, counted for the stats here rather than
+    // in a layer of their own (see `refusals::note`).
+    super::refusals::note(&app, method == "POST", route, &response);
     let status = response.status().as_u16();
     metrics::histogram!("callgate_http_request_duration_seconds", "route" => route, "method" => method)
         .record(started.elapsed().as_secs_f64());

@@ -1,5 +1,5 @@
-//! Refused trigger requests, counted by reason for `GET /v1/stats`: a
-//! route layer sees every answer of `POST /v1/triggers/{trigger_id}` that
+//! Refused trigger requests, counted by reason for `GET /v1/stats`: the
+//! route layer `prometheus::track` sees every answer of `POST /v1/triggers/{trigger_id}` that
 //! is a problem (its `type`'s slug: `unauthorized`, `forbidden`,
 //! `rate-limited`, `validation-failed`, `payload-too-large`,
 //! `bad-signature`, `ip-not-allowed`, `overloaded`, …) and adds one to an
@@ -17,9 +17,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
-use axum::middleware::Next;
 use axum::response::Response;
 
 use super::AppState;
@@ -88,19 +86,18 @@ fn static_reason(reason: &str) -> Option<&'static str> {
         .find(|s| *s == reason)
 }
 
-/// Counts the problem answers of the accept route (a route layer: the
-/// matched path is known, and the guard's refusals pass through it).
-pub async fn count(State(app): State<AppState>, req: Request, next: Next) -> Response {
-    let accept = req.method() == Method::POST
-        && req
-            .extensions()
-            .get::<MatchedPath>()
-            .is_some_and(|p| p.as_str() == ACCEPT_ROUTE);
-    let response = next.run(req).await;
-    if accept && let Some(ProblemSlug(reason)) = response.extensions().get::<ProblemSlug>() {
+/// Counts `response` if it is a problem answer of the accept route
+/// (`route`: the matched template). Called by the route layer
+/// `prometheus::track`, which already wraps every route and knows the
+/// matched path: one layer less on every request than a layer of its own
+/// (each `from_fn` layer clones the routes below it per request).
+pub fn note(app: &AppState, post: bool, route: &str, response: &Response) {
+    if post
+        && route == ACCEPT_ROUTE
+        && let Some(ProblemSlug(reason)) = response.extensions().get::<ProblemSlug>()
+    {
         app.refusals.add(app.clock.now_ms(), reason);
     }
-    response
 }
 
 #[cfg(test)]

@@ -41,7 +41,7 @@ pub async fn front_door(State(app): State<AppState>, mut req: Request, next: Nex
     let http1 = req.version() < Version::HTTP_2;
     let server = &app.config.main.server;
     // Refusals made here, before routing, are counted for the stats too
-    // (the route layer `refusals::count` never sees them).
+    // (the route layer `prometheus::track` never sees them).
     let accept = refusals::is_accept(req.method(), req.uri().path());
     let refused = |reason: &'static str| {
         if accept {

@@ -201,7 +201,7 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (
         8,
-        "the operations API: refused triggers per minute; attempts, calls and jobs by time",
+        "the operations API: refused triggers per minute; attempts and calls by time",
         r#"
         CREATE TABLE trigger_refusals (
             minute BIGINT NOT NULL,
@@ -211,7 +211,6 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         );
         CREATE INDEX delivery_attempts_started ON delivery_attempts (started_at);
         CREATE INDEX calls_created ON calls (created_at);
-        CREATE INDEX jobs_created ON jobs (created_at);
         "#,
     ),
     (

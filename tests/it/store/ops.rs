@@ -223,8 +223,15 @@ pub async fn endpoint_health_reports_windows_the_last_error_counts_and_the_break
 
 pub async fn stats_count_jobs_refusals_calls_and_attempts_by_bucket(store: &dyn Store) {
     let minute = 60_000;
-    // Two jobs in the first minute, one in the third; one before the window.
-    for at in [T0 + 1_000, T0 + 2_000, T0 + 2 * minute + 5, T0 - 1] {
+    // Two jobs in the first minute, one in the third; one just before the
+    // window and one at its end (both outside).
+    for at in [
+        T0 + 1_000,
+        T0 + 2_000,
+        T0 + 2 * minute + 5,
+        T0 - 1,
+        T0 + 3 * minute,
+    ] {
         store.enqueue(make::job(at)).await.unwrap();
     }
     // An event-started job is not a trigger accepted.
