@@ -52,7 +52,10 @@ async fn the_overview_charts_show_the_triggers_just_accepted_and_refused() {
             .status(),
         422
     );
-    assert_eq!(app.run_pending().await, 4);
+    // At least once each: a job woken by its call's events while the loop
+    // still runs is claimed again, so the count may be higher.
+    let runs = app.run_pending().await;
+    assert!(runs >= 4, "the four jobs ran ({runs} runs)");
     browser.login(&app.base, app.key("ops")).await;
     // Refusals reach the store with the next flush: reload until charted.
     let deadline = tokio::time::Instant::now() + DEADLINE;
